@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "pxguard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pxguard", targets: ["pxguard"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CYAML", pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]),
+        .target(name: "PXGuardCore", swiftSettings: strict),
+        .target(name: "PXGuardYAML", dependencies: ["PXGuardCore", "CYAML"], swiftSettings: strict),
+        .target(name: "PXGuardServer", dependencies: ["COpenSSL"], swiftSettings: strict),
+        .target(name: "PXGuardKube", dependencies: ["PXGuardCore", "PXGuardServer"], swiftSettings: strict),
+        .target(
+            name: "PXGuardService",
+            dependencies: ["PXGuardCore", "PXGuardYAML", "PXGuardServer", "PXGuardKube"],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "pxguard",
+            dependencies: [
+                "PXGuardService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "PXGuardCoreTests", dependencies: ["PXGuardCore"],
+                    resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "PXGuardYAMLTests", dependencies: ["PXGuardYAML"],
+                    resources: [.copy("Configs")], swiftSettings: strict),
+        .testTarget(name: "PXGuardServerTests", dependencies: ["PXGuardServer"], swiftSettings: strict),
+        .testTarget(name: "PXGuardKubeTests", dependencies: ["PXGuardKube", "PXGuardServer"], swiftSettings: strict),
+        .testTarget(name: "PXGuardServiceTests", dependencies: ["PXGuardService"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,97 @@
+/// How a rule's violations are handled.
+public enum Mode: String, Sendable, CaseIterable {
+    /// Deny the request.
+    case enforce
+    /// Allow it with a `warnings` entry the client sees.
+    case warn
+    /// Allow it and record the rule in `auditAnnotations`.
+    case audit
+}
+
+/// The validating rules, named as the SPEC and the config file name them.
+public enum RuleID: String, Sendable, CaseIterable, Hashable {
+    case hostNetwork
+    case guardPolicies
+    case bypassPolicies
+    case optOut
+}
+
+/// The product configuration. Built-in defaults are the seed values; every field is
+/// valid by construction (the YAML loader validates before building one).
+public struct Config: Sendable, Equatable {
+    public var nodeCIDRs: [CIDR]
+    public var protectedPorts: [PortRange]
+    public var apiServerPort: Int
+    public var exemptNamespaces: [String]
+    public var exemptUsers: [String]
+    public var exemptGroups: [String]
+    public var mode: Mode
+    /// Per-rule overrides of `mode`.
+    public var ruleModes: [RuleID: Mode]
+    public var provisioning: Provisioning
+    /// Namespace the server runs in (Lease, install bundle, own service account).
+    public var namespace: String
+    /// Service and service-account name of the server.
+    public var serviceName: String
+    /// The server's own identity; always exempt so that the provisioner can work.
+    public var serviceAccount: String
+    /// Container image used by `render all`.
+    public var image: String
+    public var replicas: Int
+    public var server: ServerLimits
+
+    public struct Provisioning: Sendable, Equatable {
+        public var enabled: Bool
+        public var resyncSeconds: Int
+        public init(enabled: Bool = true, resyncSeconds: Int = 300) {
+            self.enabled = enabled
+            self.resyncSeconds = resyncSeconds
+        }
+    }
+
+    /// Transport limits, exposed in the config file under `server:`.
+    public struct ServerLimits: Sendable, Equatable {
+        public var maxBodyBytes: Int = 8 << 20
+        /// Requests served on one connection before it is closed (0: unlimited), so
+        /// that API servers reconnect and spread over replicas.
+        public var maxRequestsPerConnection: Int = 0
+        /// Seconds a keep-alive connection may stay idle.
+        public var idleTimeoutSeconds: Int = 90
+        public var handshakeTimeoutSeconds: Int = 10
+        public var headerTimeoutSeconds: Int = 10
+        public var bodyTimeoutSeconds: Int = 30
+        /// Event loops; 0 means one per core.
+        public var workers: Int = 0
+        public var maxConnectionsPerWorker: Int = 10_000
+        public init() {}
+    }
+
+    public static let defaultExemptNamespaces = [
+        "kube-system", "kube-public", "kube-node-lease", "pxguard-system", "portworx",
+    ]
+
+    /// The built-in configuration: the seed's values.
+    public static let `default` = Config(
+        nodeCIDRs: [CIDR("70.0.0.0/16")!],
+        protectedPorts: [PortRange("9001-9022")!],
+        apiServerPort: 6443,
+        exemptNamespaces: defaultExemptNamespaces,
+        exemptUsers: [],
+        exemptGroups: [],
+        mode: .enforce,
+        ruleModes: [:],
+        provisioning: Provisioning(),
+        namespace: "pxguard-system",
+        serviceName: "pxguard",
+        serviceAccount: "system:serviceaccount:pxguard-system:pxguard",
+        image: "pxguard:latest",
+        replicas: 2,
+        server: ServerLimits()
+    )
+
+    /// The mode that applies to `rule`.
+    public func mode(for rule: RuleID) -> Mode { ruleModes[rule] ?? mode }
+
+    /// True unless the namespace is listed in `exemptNamespaces`.
+    public func isGuarded(namespace: String) -> Bool { !exemptNamespaces.contains(namespace) }
+}

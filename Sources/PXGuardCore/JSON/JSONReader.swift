@@ -1,0 +1,508 @@
+/// A syntax error in a JSON document, with the byte offset where it was found.
+public struct JSONSyntaxError: Error, CustomStringConvertible, Sendable {
+    public let offset: Int
+    public let reason: String
+    public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+}
+
+/// A zero-copy view of one JSON value inside a document that `JSONDocument.parse`
+/// has validated. Lookups skip unrelated members without allocating; strings are
+/// only decoded when asked for. Valid only while the document's bytes are.
+public struct JSONValue {
+    public enum Kind: Sendable { case object, array, string, number, bool, null }
+
+    @usableFromInline let base: UnsafePointer<UInt8>
+    /// Offset of the first byte of the value.
+    public let start: Int
+    /// Offset one past the last byte of the value.
+    public let end: Int
+
+    @inlinable init(base: UnsafePointer<UInt8>, start: Int, end: Int) {
+        self.base = base
+        self.start = start
+        self.end = end
+    }
+
+    public var kind: Kind {
+        switch base[start] {
+        case UInt8(ascii: "{"): return .object
+        case UInt8(ascii: "["): return .array
+        case UInt8(ascii: "\""): return .string
+        case UInt8(ascii: "t"), UInt8(ascii: "f"): return .bool
+        case UInt8(ascii: "n"): return .null
+        default: return .number
+        }
+    }
+
+    public var isNull: Bool { base[start] == UInt8(ascii: "n") }
+    public var bool: Bool? {
+        switch base[start] {
+        case UInt8(ascii: "t"): return true
+        case UInt8(ascii: "f"): return false
+        default: return nil
+        }
+    }
+
+    /// The raw bytes of the value, as written in the document.
+    public var bytes: UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: base + start, count: end - start)
+    }
+
+    /// The decoded string, or nil when the value is not a string.
+    public var string: String? {
+        guard kind == .string else { return nil }
+        return JSONScanner.decodeString(base, start, end)
+    }
+
+    /// The value as an integer when it is a number without fraction or exponent
+    /// that fits in an `Int`.
+    public var int: Int? {
+        guard kind == .number else { return nil }
+        var i = start
+        var negative = false
+        if base[i] == UInt8(ascii: "-") { negative = true; i += 1 }
+        var result = 0
+        while i < end {
+            let d = base[i] &- UInt8(ascii: "0")
+            guard d < 10 else { return nil }
+            let (m, o1) = result.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(Int(d))
+            if o1 || o2 { return nil }
+            result = a
+            i += 1
+        }
+        return negative ? -result : result
+    }
+
+    /// True when the value is a string equal to `text`, compared without allocating
+    /// when the string holds no escapes.
+    public func stringEquals(_ text: StaticString) -> Bool {
+        guard kind == .string else { return false }
+        return JSONScanner.rawStringEquals(base, start, end, text.utf8Start, text.utf8CodeUnitCount)
+            ?? (string == text.description)
+    }
+
+    /// The member named `key` (the last one when a key repeats, as Go's decoder does).
+    public subscript(key: StaticString) -> JSONValue? {
+        guard base[start] == UInt8(ascii: "{") else { return nil }
+        var found: JSONValue?
+        forEachMember { k, v in
+            if JSONScanner.rawStringEquals(base, k.start, k.end, key.utf8Start, key.utf8CodeUnitCount)
+                ?? (k.string == key.description) {
+                found = v
+            }
+        }
+        return found
+    }
+
+    /// The member named `key`, for keys only known at run time.
+    public subscript(dynamic key: String) -> JSONValue? {
+        guard base[start] == UInt8(ascii: "{") else { return nil }
+        var found: JSONValue?
+        var key = key
+        key.withUTF8 { k8 in
+            forEachMember { k, v in
+                if JSONScanner.rawStringEquals(base, k.start, k.end, k8.baseAddress!, k8.count)
+                    ?? (k.string == String(decoding: k8, as: UTF8.self)) {
+                    found = v
+                }
+            }
+        }
+        return found
+    }
+
+    /// Follows a path of member names, returning nil as soon as one is missing.
+    public func path(_ keys: StaticString...) -> JSONValue? {
+        var current: JSONValue? = self
+        for key in keys { current = current?[key] }
+        return current
+    }
+
+    /// Calls `body` for each member of an object, in document order.
+    public func forEachMember(_ body: (_ key: JSONValue, _ value: JSONValue) -> Void) {
+        guard base[start] == UInt8(ascii: "{") else { return }
+        var i = JSONScanner.skipWS(base, start + 1, end)
+        if base[i] == UInt8(ascii: "}") { return }
+        while true {
+            let keyEnd = JSONScanner.skipString(base, i)
+            let key = JSONValue(base: base, start: i, end: keyEnd)
+            i = JSONScanner.skipWS(base, keyEnd, end) + 1  // past ':'
+            i = JSONScanner.skipWS(base, i, end)
+            let valueEnd = JSONScanner.skipValue(base, i)
+            body(key, JSONValue(base: base, start: i, end: valueEnd))
+            i = JSONScanner.skipWS(base, valueEnd, end)
+            if base[i] == UInt8(ascii: "}") { return }
+            i = JSONScanner.skipWS(base, i + 1, end)  // past ','
+        }
+    }
+
+    /// Calls `body` for each element of an array, in order.
+    public func forEachElement(_ body: (_ index: Int, _ value: JSONValue) -> Void) {
+        guard base[start] == UInt8(ascii: "[") else { return }
+        var i = JSONScanner.skipWS(base, start + 1, end)
+        if base[i] == UInt8(ascii: "]") { return }
+        var index = 0
+        while true {
+            let valueEnd = JSONScanner.skipValue(base, i)
+            body(index, JSONValue(base: base, start: i, end: valueEnd))
+            index += 1
+            i = JSONScanner.skipWS(base, valueEnd, end)
+            if base[i] == UInt8(ascii: "]") { return }
+            i = JSONScanner.skipWS(base, i + 1, end)
+        }
+    }
+
+    /// The elements of an array (empty for anything else).
+    public var elements: [JSONValue] {
+        var out: [JSONValue] = []
+        forEachElement { _, v in out.append(v) }
+        return out
+    }
+
+    /// True for an absent-equivalent value: null, `[]` or `{}`.
+    public var isEmptyContainerOrNull: Bool {
+        switch kind {
+        case .null: return true
+        case .array, .object: return JSONScanner.skipWS(base, start + 1, end) == end - 1
+        default: return false
+        }
+    }
+
+    /// The strings of an array of strings; other elements are skipped.
+    public var stringElements: [String] {
+        var out: [String] = []
+        forEachElement { _, v in if let s = v.string { out.append(s) } }
+        return out
+    }
+}
+
+/// Parsing entry point: validates a whole document once, then hands out views.
+public enum JSONDocument {
+    /// Maximum nesting of arrays and objects; deeper documents are rejected.
+    public static let maxDepth = 256
+
+    /// Validates `bytes` as one JSON value (RFC 8259) and calls `body` with its root.
+    public static func parse<R>(
+        _ bytes: UnsafeRawBufferPointer, _ body: (JSONValue) throws -> R
+    ) throws -> R {
+        guard let raw = bytes.baseAddress, bytes.count > 0 else {
+            throw JSONSyntaxError(offset: 0, reason: "empty document")
+        }
+        let base = raw.assumingMemoryBound(to: UInt8.self)
+        var validator = JSONValidator(base: base, count: bytes.count)
+        let (start, end) = try validator.validateDocument()
+        return try body(JSONValue(base: base, start: start, end: end))
+    }
+
+    /// Convenience for owned byte arrays.
+    public static func parse<R>(_ bytes: [UInt8], _ body: (JSONValue) throws -> R) throws -> R {
+        try bytes.withUnsafeBytes { try parse($0, body) }
+    }
+}
+
+/// Byte-level helpers over validated input: no bounds or grammar checks here, the
+/// validator has done them.
+@usableFromInline enum JSONScanner {
+    @inline(__always) static func isWS(_ c: UInt8) -> Bool {
+        c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09
+    }
+
+    @inline(__always) static func skipWS(_ p: UnsafePointer<UInt8>, _ i: Int, _ end: Int) -> Int {
+        var i = i
+        while i < end && isWS(p[i]) { i += 1 }
+        return i
+    }
+
+    /// From an opening quote, the offset one past the closing quote.
+    @inline(__always) static func skipString(_ p: UnsafePointer<UInt8>, _ i: Int) -> Int {
+        var i = i + 1
+        while true {
+            let c = p[i]
+            if c == UInt8(ascii: "\"") { return i + 1 }
+            i += c == UInt8(ascii: "\\") ? 2 : 1
+        }
+    }
+
+    /// The offset one past the value starting at `i`.
+    static func skipValue(_ p: UnsafePointer<UInt8>, _ i: Int) -> Int {
+        switch p[i] {
+        case UInt8(ascii: "\""):
+            return skipString(p, i)
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            var depth = 0
+            var i = i
+            while true {
+                let c = p[i]
+                switch c {
+                case UInt8(ascii: "\""):
+                    i = skipString(p, i)
+                    continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 { return i + 1 }
+                default: break
+                }
+                i += 1
+            }
+        default:
+            var i = i + 1
+            while true {
+                switch p[i] {
+                case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x0A, 0x0D, 0x09:
+                    return i
+                default: i += 1
+                }
+            }
+        }
+    }
+
+    /// Compares a string token without escapes to `text`; nil when the token has
+    /// escapes and must be decoded first.
+    @inline(__always) static func rawStringEquals(
+        _ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int,
+        _ text: UnsafePointer<UInt8>, _ count: Int
+    ) -> Bool? {
+        let length = end - start - 2
+        let body = p + start + 1
+        if length == count {
+            if memcmpBytes(body, text, count) { return true }
+        }
+        for k in 0..<length where body[k] == UInt8(ascii: "\\") { return nil }
+        return false
+    }
+
+    @inline(__always) static func memcmpBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        var k = 0
+        while k < n {
+            if a[k] != b[k] { return false }
+            k += 1
+        }
+        return true
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt32? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt32(c - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt32(c - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt32(c - UInt8(ascii: "A") + 10)
+        default: return nil
+        }
+    }
+
+    static func hex4(_ p: UnsafePointer<UInt8>, _ i: Int) -> UInt32 {
+        var v: UInt32 = 0
+        for k in 0..<4 { v = v << 4 | (hexValue(p[i + k]) ?? 0) }
+        return v
+    }
+
+    /// Decodes a validated string token (quotes included) into a Swift string.
+    static func decodeString(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> String {
+        let body = UnsafeBufferPointer(start: p + start + 1, count: end - start - 2)
+        if !body.contains(UInt8(ascii: "\\")) {
+            return String(decoding: body, as: UTF8.self)
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count)
+        var i = start + 1
+        let last = end - 1
+        while i < last {
+            let c = p[i]
+            guard c == UInt8(ascii: "\\") else { out.append(c); i += 1; continue }
+            let e = p[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "u"):
+                var scalar = hex4(p, i)
+                i += 4
+                if (0xD800..<0xDC00).contains(scalar), i + 6 <= last,
+                    p[i] == UInt8(ascii: "\\"), p[i + 1] == UInt8(ascii: "u")
+                {
+                    let low = hex4(p, i + 2)
+                    if (0xDC00..<0xE000).contains(low) {
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        i += 6
+                    }
+                }
+                let s = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+                out.append(contentsOf: String(Character(s)).utf8)
+            default: out.append(e)  // \" \\ \/
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// The one validating pass over a document: grammar, string escapes, control
+/// characters, number syntax, UTF-8 well-formedness and nesting depth.
+struct JSONValidator {
+    let p: UnsafePointer<UInt8>
+    let n: Int
+    var i = 0
+
+    init(base: UnsafePointer<UInt8>, count: Int) {
+        p = base
+        n = count
+    }
+
+    func fail(_ reason: String, at offset: Int? = nil) -> JSONSyntaxError {
+        JSONSyntaxError(offset: offset ?? i, reason: reason)
+    }
+
+    mutating func ws() {
+        while i < n && JSONScanner.isWS(p[i]) { i += 1 }
+    }
+
+    mutating func validateDocument() throws -> (Int, Int) {
+        ws()
+        let start = i
+        try value(depth: 0)
+        let end = i
+        ws()
+        if i != n { throw fail("unexpected data after the JSON value") }
+        return (start, end)
+    }
+
+    mutating func value(depth: Int) throws {
+        guard i < n else { throw fail("unexpected end of input") }
+        switch p[i] {
+        case UInt8(ascii: "{"): try object(depth: depth + 1)
+        case UInt8(ascii: "["): try array(depth: depth + 1)
+        case UInt8(ascii: "\""): try string()
+        case UInt8(ascii: "t"): try literal("true")
+        case UInt8(ascii: "f"): try literal("false")
+        case UInt8(ascii: "n"): try literal("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number()
+        default: throw fail("unexpected character")
+        }
+    }
+
+    mutating func literal(_ word: StaticString) throws {
+        let count = word.utf8CodeUnitCount
+        guard i + count <= n, JSONScanner.memcmpBytes(p + i, word.utf8Start, count) else {
+            throw fail("invalid literal")
+        }
+        i += count
+    }
+
+    mutating func object(depth: Int) throws {
+        if depth > JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)") }
+        i += 1
+        ws()
+        if i < n && p[i] == UInt8(ascii: "}") { i += 1; return }
+        while true {
+            guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+            try string()
+            ws()
+            guard i < n, p[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+            i += 1
+            ws()
+            try value(depth: depth)
+            ws()
+            guard i < n else { throw fail("unterminated object") }
+            if p[i] == UInt8(ascii: "}") { i += 1; return }
+            guard p[i] == UInt8(ascii: ",") else { throw fail("expected ',' or '}'") }
+            i += 1
+            ws()
+        }
+    }
+
+    mutating func array(depth: Int) throws {
+        if depth > JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)") }
+        i += 1
+        ws()
+        if i < n && p[i] == UInt8(ascii: "]") { i += 1; return }
+        while true {
+            try value(depth: depth)
+            ws()
+            guard i < n else { throw fail("unterminated array") }
+            if p[i] == UInt8(ascii: "]") { i += 1; return }
+            guard p[i] == UInt8(ascii: ",") else { throw fail("expected ',' or ']'") }
+            i += 1
+            ws()
+        }
+    }
+
+    mutating func string() throws {
+        let open = i
+        i += 1
+        while i < n {
+            let c = p[i]
+            if c == UInt8(ascii: "\"") { i += 1; return }
+            if c < 0x20 { throw fail("control character in string") }
+            if c == UInt8(ascii: "\\") {
+                guard i + 1 < n else { break }
+                switch p[i + 1] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
+                    UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    i += 2
+                case UInt8(ascii: "u"):
+                    guard i + 6 <= n else { throw fail("truncated \\u escape") }
+                    for k in 2..<6 where JSONScanner.hexValue(p[i + k]) == nil {
+                        throw fail("invalid \\u escape")
+                    }
+                    i += 6
+                default: throw fail("invalid escape")
+                }
+                continue
+            }
+            if c < 0x80 { i += 1; continue }
+            try utf8Sequence()
+        }
+        throw fail("unterminated string", at: open)
+    }
+
+    /// Checks one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates).
+    mutating func utf8Sequence() throws {
+        let c = p[i]
+        let length: Int
+        var lowerBound: UInt8 = 0x80
+        var upperBound: UInt8 = 0xBF
+        switch c {
+        case 0xC2...0xDF: length = 2
+        case 0xE0: length = 3; lowerBound = 0xA0
+        case 0xE1...0xEC, 0xEE, 0xEF: length = 3
+        case 0xED: length = 3; upperBound = 0x9F
+        case 0xF0: length = 4; lowerBound = 0x90
+        case 0xF1...0xF3: length = 4
+        case 0xF4: length = 4; upperBound = 0x8F
+        default: throw fail("invalid UTF-8")
+        }
+        guard i + length <= n else { throw fail("truncated UTF-8") }
+        let second = p[i + 1]
+        guard second >= lowerBound && second <= upperBound else { throw fail("invalid UTF-8") }
+        for k in 2..<length where p[i + k] & 0xC0 != 0x80 { throw fail("invalid UTF-8") }
+        i += length
+    }
+
+    mutating func number() throws {
+        if p[i] == UInt8(ascii: "-") { i += 1 }
+        guard i < n else { throw fail("truncated number") }
+        if p[i] == UInt8(ascii: "0") {
+            i += 1
+        } else if p[i] >= UInt8(ascii: "1") && p[i] <= UInt8(ascii: "9") {
+            while i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") { i += 1 }
+        } else {
+            throw fail("invalid number")
+        }
+        if i < n && p[i] == UInt8(ascii: ".") {
+            i += 1
+            let digits = i
+            while i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") { i += 1 }
+            if i == digits { throw fail("invalid number") }
+        }
+        if i < n && (p[i] == UInt8(ascii: "e") || p[i] == UInt8(ascii: "E")) {
+            i += 1
+            if i < n && (p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-")) { i += 1 }
+            let digits = i
+            while i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") { i += 1 }
+            if i == digits { throw fail("invalid number") }
+        }
+    }
+}

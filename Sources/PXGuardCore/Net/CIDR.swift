@@ -1,0 +1,230 @@
+/// An address family; IPv4 and IPv6 are separate address spaces.
+public enum IPFamily: Sendable, Hashable {
+    case v4, v6
+
+    var bits: Int { self == .v4 ? 32 : 128 }
+    var maxValue: UInt128 { self == .v4 ? UInt128(UInt32.max) : UInt128.max }
+}
+
+/// A contiguous, inclusive range of addresses of one family.
+public struct IPRange: Hashable, Sendable, CustomStringConvertible {
+    public let family: IPFamily
+    public let lower: UInt128
+    public let upper: UInt128
+
+    public init(family: IPFamily, lower: UInt128, upper: UInt128) {
+        self.family = family
+        self.lower = lower
+        self.upper = upper
+    }
+
+    public func intersection(_ other: IPRange) -> IPRange? {
+        guard family == other.family else { return nil }
+        let lo = max(lower, other.lower)
+        let hi = min(upper, other.upper)
+        return lo <= hi ? IPRange(family: family, lower: lo, upper: hi) : nil
+    }
+
+    /// `self` minus `other`: zero, one or two ranges.
+    public func subtracting(_ other: IPRange) -> [IPRange] {
+        guard let cut = intersection(other) else { return [self] }
+        var out: [IPRange] = []
+        if cut.lower > lower { out.append(IPRange(family: family, lower: lower, upper: cut.lower - 1)) }
+        if cut.upper < upper { out.append(IPRange(family: family, lower: cut.upper + 1, upper: upper)) }
+        return out
+    }
+
+    /// The smallest list of CIDR blocks that exactly covers the range.
+    public var cidrs: [CIDR] {
+        var out: [CIDR] = []
+        var start = lower
+        let bits = family.bits
+        while true {
+            // Largest block aligned at `start` that does not pass `upper`.
+            var size = start == 0 ? bits : min(bits, start.trailingZeroBitCount)
+            while size > 0 {
+                let span = size >= 128 ? UInt128.max : (UInt128(1) << size) - 1
+                if start <= upper && upper - start >= span { break }
+                size -= 1
+            }
+            out.append(CIDR(family: family, network: start, prefix: bits - size))
+            let span = size >= 128 ? UInt128.max : (UInt128(1) << size) - 1
+            if upper - start <= span { break }
+            start += span + 1
+        }
+        return out
+    }
+
+    /// The range written as CIDR blocks, shortened after a few.
+    public var description: String {
+        let blocks = cidrs
+        let shown = blocks.prefix(3).map(\.description).joined(separator: ", ")
+        return blocks.count > 3 ? "\(shown) (+\(blocks.count - 3) more blocks)" : shown
+    }
+}
+
+/// A validated CIDR block. Host bits written after the prefix are masked away,
+/// the way network plugins read `10.0.0.1/24` as `10.0.0.0/24`.
+public struct CIDR: Hashable, Sendable, CustomStringConvertible {
+    public let family: IPFamily
+    public let network: UInt128
+    public let prefix: Int
+
+    init(family: IPFamily, network: UInt128, prefix: Int) {
+        self.family = family
+        self.network = network
+        self.prefix = prefix
+    }
+
+    /// Parses `a.b.c.d/n` or an IPv6 block; a bare address is a host block.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = IPAddressParser.parse(parts[0]) else { return nil }
+        let bits = address.family.bits
+        var prefix = bits
+        if parts.count == 2 {
+            let p = parts[1]
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCIIDigitCharacter), let n = Int(p), n <= bits,
+                !(p.count > 1 && p.first == "0")
+            else { return nil }
+            prefix = n
+        }
+        let hostBits = bits - prefix
+        let mask: UInt128 = hostBits >= 128 ? .max : (UInt128(1) << hostBits) - 1
+        self.init(family: address.family, network: address.value & ~mask, prefix: prefix)
+    }
+
+    public var range: IPRange {
+        let hostBits = family.bits - prefix
+        let mask: UInt128 = hostBits >= 128 ? .max : (UInt128(1) << hostBits) - 1
+        return IPRange(family: family, lower: network, upper: network | mask)
+    }
+
+    /// The block covering a whole family: `0.0.0.0/0` or `::/0`.
+    public static func all(_ family: IPFamily) -> CIDR { CIDR(family: family, network: 0, prefix: 0) }
+
+    public var description: String { "\(IPAddressParser.format(network, family))/\(prefix)" }
+}
+
+extension Character {
+    var isASCIIDigitCharacter: Bool { isASCII && isNumber }
+}
+
+/// Parsing and formatting of IPv4 and IPv6 addresses as 128-bit integers.
+enum IPAddressParser {
+    static func parse(_ text: Substring) -> (family: IPFamily, value: UInt128)? {
+        if text.contains(":") {
+            return parseV6(text).map { (.v6, $0) }
+        }
+        return parseV4(text).map { (.v4, UInt128($0)) }
+    }
+
+    static func parseV4(_ text: Substring) -> UInt32? {
+        let octets = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return nil }
+        var value: UInt32 = 0
+        for octet in octets {
+            guard !octet.isEmpty, octet.count <= 3, octet.allSatisfy(\.isASCIIDigitCharacter),
+                !(octet.count > 1 && octet.first == "0"), let n = UInt32(octet), n <= 255
+            else { return nil }
+            value = value << 8 | n
+        }
+        return value
+    }
+
+    static func parseV6(_ text: Substring) -> UInt128? {
+        var groups: [UInt16] = []
+        var head = text
+        var tail: Substring = ""
+        var compressed = false
+        if let range = text.firstRange(of: "::") {
+            compressed = true
+            head = text[text.startIndex..<range.lowerBound]
+            tail = text[range.upperBound...]
+            if tail.contains("::") { return nil }
+        }
+        func parseGroups(_ part: Substring, allowV4Tail: Bool) -> [UInt16]? {
+            if part.isEmpty { return [] }
+            var out: [UInt16] = []
+            let fields = part.split(separator: ":", omittingEmptySubsequences: false)
+            for (i, field) in fields.enumerated() {
+                if allowV4Tail && i == fields.count - 1 && field.contains(".") {
+                    guard let v4 = parseV4(field) else { return nil }
+                    out.append(UInt16(v4 >> 16))
+                    out.append(UInt16(v4 & 0xFFFF))
+                    continue
+                }
+                guard !field.isEmpty, field.count <= 4, let g = UInt16(field, radix: 16) else { return nil }
+                out.append(g)
+            }
+            return out
+        }
+        guard let h = parseGroups(head, allowV4Tail: !compressed),
+            let t = parseGroups(tail, allowV4Tail: true)
+        else { return nil }
+        if compressed {
+            guard h.count + t.count <= 7 else { return nil }
+            groups = h + Array(repeating: 0, count: 8 - h.count - t.count) + t
+        } else {
+            guard h.count == 8 else { return nil }
+            groups = h
+        }
+        return groups.reduce(UInt128(0)) { $0 << 16 | UInt128($1) }
+    }
+
+    static func format(_ value: UInt128, _ family: IPFamily) -> String {
+        if family == .v4 {
+            let v = UInt32(truncatingIfNeeded: value)
+            return "\(v >> 24).\(v >> 16 & 0xFF).\(v >> 8 & 0xFF).\(v & 0xFF)"
+        }
+        let groups = (0..<8).map { UInt16(truncatingIfNeeded: value >> (16 * (7 - $0))) }
+        // RFC 5952: compress the longest run of two or more zero groups.
+        var bestStart = -1
+        var bestLength = 1
+        var i = 0
+        while i < 8 {
+            if groups[i] == 0 {
+                var j = i
+                while j < 8 && groups[j] == 0 { j += 1 }
+                if j - i > bestLength { bestStart = i; bestLength = j - i }
+                i = j
+            } else {
+                i += 1
+            }
+        }
+        func hex(_ slice: ArraySlice<UInt16>) -> String {
+            slice.map { String($0, radix: 16) }.joined(separator: ":")
+        }
+        if bestStart < 0 { return hex(groups[...]) }
+        return hex(groups[0..<bestStart]) + "::" + hex(groups[(bestStart + bestLength)...])
+    }
+}
+
+/// Set operations over lists of address ranges.
+public enum IPRangeSet {
+    /// `base` minus every range in `holes`.
+    public static func subtract(_ base: [IPRange], _ holes: [IPRange]) -> [IPRange] {
+        var remaining = base
+        for hole in holes {
+            remaining = remaining.flatMap { $0.subtracting(hole) }
+        }
+        return remaining
+    }
+
+    /// Pairwise intersections of two lists.
+    public static func intersect(_ a: [IPRange], _ b: [IPRange]) -> [IPRange] {
+        a.flatMap { x in b.compactMap { x.intersection($0) } }
+    }
+
+    /// The IPv4-mapped IPv6 block `::ffff:0:0/96`.
+    static let v4Mapped = IPRange(family: .v6, lower: UInt128(0xFFFF) << 32, upper: UInt128(0xFFFF) << 32 | 0xFFFF_FFFF)
+
+    /// The IPv4 range a block written in IPv4-mapped form (`::ffff:70.0.0.0/112`)
+    /// stands for. Plugins that normalise addresses the way Go's `To4()` does turn
+    /// such a block into an IPv4 one, so it is judged as IPv4. Other IPv6 blocks,
+    /// `::/0` included, are programmed into ip6tables and never match IPv4 packets.
+    public static func asIPv4(_ range: IPRange) -> IPRange? {
+        guard range.family == .v6, range.lower >= v4Mapped.lower, range.upper <= v4Mapped.upper else { return nil }
+        return IPRange(family: .v4, lower: range.lower & 0xFFFF_FFFF, upper: range.upper & 0xFFFF_FFFF)
+    }
+}

@@ -1,0 +1,43 @@
+/// Everything a rule may consult besides the request: the configuration and the
+/// canonical policies rendered from it.
+public struct RuleContext: Sendable {
+    public let config: Config
+    public let policies: GuardPolicies
+
+    public init(config: Config) {
+        self.config = config
+        self.policies = GuardPolicies(config: config)
+    }
+
+    /// True when `name` is a guard policy in `namespace`: the block policy in
+    /// kube-system, both policies in every guarded namespace.
+    func isGuardPolicy(name: String, namespace: String) -> Bool {
+        if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
+        return config.isGuarded(namespace: namespace)
+            && (name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy)
+    }
+}
+
+/// One validating rule of the SPEC. A rule only says what is wrong; exemptions and
+/// modes are applied by `AdmissionPolicy`, the same way for every rule.
+protocol AdmissionRule: Sendable {
+    var id: RuleID { get }
+    /// The violation message (starting with `pxguard: <rule>:`), or nil when the
+    /// request does not violate this rule.
+    func evaluate(_ request: AdmissionRequest, _ context: RuleContext) -> String?
+}
+
+extension AdmissionRequest {
+    /// `metadata.name` of the new (or, for DELETE, the old) object, falling back to
+    /// the request's name and then to `generateName`.
+    var objectName: String {
+        if !name.isEmpty { return name }
+        let meta = (object ?? oldObject)?["metadata"]
+        if let n = meta?["name"]?.string, !n.isEmpty { return n }
+        if let g = meta?["generateName"]?.string { return g + "*" }
+        return "(unnamed)"
+    }
+
+    var isNetworkPolicy: Bool { kind == "NetworkPolicy" && (group == "networking.k8s.io" || group == "extensions") }
+    var isNamespace: Bool { kind == "Namespace" && group.isEmpty }
+}

@@ -1,0 +1,152 @@
+import Testing
+@testable import PXGuardCore
+
+@Suite("AdmissionReview decoding and encoding")
+struct ReviewCodecTests {
+    func respond(_ bytes: [UInt8], mutating: Bool = false) throws -> JSON {
+        var out: [UInt8] = []
+        try bytes.withUnsafeBytes { raw in
+            try AdmissionRequest.withDecoded(raw) { request in
+                let verdict = mutating ? AdmissionPolicy(config: .default).mutate(request).verdict
+                    : AdmissionPolicy(config: .default).validate(request)
+                ReviewEncoder.encode(verdict, uid: request.uid, version: request.version, into: &out)
+            }
+        }
+        return try JSON(parsing: out)
+    }
+
+    @Test("the response echoes apiVersion, kind and uid for v1 and v1beta1", arguments: ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
+    func echo(_ version: String) throws {
+        var r = Review(object: pod(hostNetwork: true))
+        r.version = version
+        let response = try respond(r.bytes)
+        #expect(response["apiVersion"] == .string(version))
+        #expect(response["kind"] == "AdmissionReview")
+        #expect(response["response"]?["uid"] == "0d3c2b1a-0000-4000-8000-000000000001")
+        #expect(response["response"]?["allowed"] == false)
+        #expect(response["response"]?["status"]?["code"] == 403)
+        #expect(response["response"]?["status"]?["reason"] == "Forbidden")
+        #expect(response["response"]?["patch"] == nil)
+        #expect(response["response"]?["patchType"] == nil)
+    }
+
+    @Test("a mutating answer carries patch and patchType together, as standard base64")
+    func mutatingPatch() throws {
+        let response = try respond(try fixture("namespace-create-e8"), mutating: true)
+        #expect(response["response"]?["patchType"] == "JSONPatch")
+        let patch = try #require(response["response"]?["patch"]?.stringValue)
+        let decoded = try #require(Base64.decode(patch))
+        #expect(try JSON(parsing: decoded).arrayValue?.isEmpty == false)
+        let none = try respond(try fixture("pod-create-e1"), mutating: true)
+        #expect(none["response"]?["patch"] == nil && none["response"]?["patchType"] == nil)
+    }
+
+    @Test("base64 matches the documented example")
+    func base64() {
+        let text = #"[{"op": "add", "path": "/spec/replicas", "value": 3}]"#
+        #expect(Base64.encode(Array(text.utf8)) == "W3sib3AiOiAiYWRkIiwgInBhdGgiOiAiL3NwZWMvcmVwbGljYXMiLCAidmFsdWUiOiAzfV0=")
+        #expect(Base64.decode("W10=") == Array("[]".utf8))
+    }
+
+    @Test("broken reviews are refused with a clear message", arguments: [
+        (#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "no request"),
+        (#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{}}"#, "unsupported apiVersion"),
+        (#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{}}"#, "kind must be AdmissionReview"),
+        (#"{"apiVersion":"admission.k8s.io/v1","request":{"operation":"CREATE","kind":{"kind":"Pod"}}}"#, "uid"),
+        (#"{"apiVersion":"admission.k8s.io/v1","request":{"uid":"u","operation":"PATCH","kind":{"kind":"Pod"}}}"#, "operation"),
+        (#"{"apiVersion":"admission.k8s.io/v1","request":{"uid":"u","operation":"CREATE","kind":{"kind":"Pod"},"object":5}}"#, "object"),
+        (#"{"apiVersion":"admission.k8s.io/v1","request":"#, "malformed JSON"),
+        (#"[1,2]"#, "not a JSON object"),
+    ])
+    func broken(_ body: String, _ expected: String) {
+        do {
+            _ = try validate(Array(body.utf8))
+            Issue.record("accepted \(body)")
+        } catch let error as AdmissionDecodeError {
+            #expect(error.message.contains(expected), "\(error.message)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test("escaped member names and uids survive the round trip")
+    func escapes() throws {
+        let body = #"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"u\u0069d":"a\"b\\c","operation":"DELETE","kind":{"kind":"Pod"}}}"#
+        let response = try respond(Array(body.utf8))
+        #expect(response["response"]?["uid"] == #"a"b\c"#)
+    }
+}
+
+@Suite("JSON reader")
+struct JSONReaderTests {
+    @Test("rejects what RFC 8259 rejects", arguments: [
+        "", " ", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "1.", "-", "1e", "tru", "nul", "\"abc", "\"\\x\"",
+        "\"\\u12G4\"", "\"a\u{01}b\"", "[1] [2]", "{\"a\":1}x", "[\"\\ud800\\u\"]",
+    ])
+    func rejects(_ text: String) {
+        #expect(throws: JSONSyntaxError.self) { try JSONDocument.parse(Array(text.utf8)) { _ in } }
+    }
+
+    @Test("rejects invalid UTF-8 and nesting deeper than the limit")
+    func utf8AndDepth() {
+        #expect(throws: JSONSyntaxError.self) { try JSONDocument.parse([0x22, 0xC0, 0xAF, 0x22]) { _ in } }
+        #expect(throws: JSONSyntaxError.self) { try JSONDocument.parse([0x22, 0xED, 0xA0, 0x80, 0x22]) { _ in } }
+        let deep = Array(repeating: UInt8(ascii: "["), count: 10_000) + Array(repeating: UInt8(ascii: "]"), count: 10_000)
+        #expect(throws: JSONSyntaxError.self) { try JSONDocument.parse(deep) { _ in } }
+    }
+
+    @Test("reads members, elements, strings with escapes, numbers and literals")
+    func reads() throws {
+        let text = #"{"a":{"b":[1,-2,{"c":"x\u00e9\ud83d\ude00\n"}]},"t":true,"f":false,"n":null,"a":"last"}"#
+        try JSONDocument.parse(Array(text.utf8)) { root in
+            #expect(root["a"]?.string == "last")  // a repeated key: the last wins, as in Go
+            #expect(root["t"]?.bool == true)
+            #expect(root["f"]?.bool == false)
+            #expect(root["n"]?.isNull == true)
+            #expect(root["missing"] == nil)
+        }
+        let nested = #"{"b":[1,-2,{"c":"x\u00e9\ud83d\ude00\n"}], "big": 123456789012345678901234567890}"#
+        try JSONDocument.parse(Array(nested.utf8)) { root in
+            let items = root["b"]?.elements ?? []
+            #expect(items.count == 3)
+            #expect(items[1].int == -2)
+            #expect(items[2]["c"]?.string == "xé😀\n")
+            #expect(root["big"]?.int == nil)
+        }
+    }
+}
+
+@Suite("CIDR and ports")
+struct NetTests {
+    @Test("parses and prints addresses canonically", arguments: [
+        ("70.0.0.0/16", "70.0.0.0/16"), ("70.0.5.5/16", "70.0.0.0/16"), ("10.1.2.3", "10.1.2.3/32"),
+        ("::/0", "::/0"), ("fd00:70::1/64", "fd00:70::/64"), ("2001:db8:0:0:1:0:0:1/128", "2001:db8::1:0:0:1/128"),
+        ("::ffff:70.0.0.1/128", "::ffff:4600:1/128"),
+    ])
+    func parses(_ input: String, _ expected: String) throws {
+        #expect(try #require(CIDR(input)).description == expected)
+    }
+
+    @Test("rejects malformed blocks", arguments: ["70.0.0/16", "70.0.0.0/33", "256.0.0.0/8", "01.0.0.0/8", "1::2::3/64",
+                                                 "fd00::/129", "70.0.0.0/", "abc", "70.0.0.0/016", ""])
+    func rejects(_ input: String) { #expect(CIDR(input) == nil) }
+
+    @Test("ranges decompose into the fewest CIDR blocks")
+    func decomposition() throws {
+        let whole = try #require(CIDR("70.0.0.0/16")).range
+        let left = IPRangeSet.subtract([whole], [try #require(CIDR("70.0.0.0/17")).range])
+        #expect(left.map(\.description) == ["70.0.128.0/17"])
+        let odd = IPRange(family: .v4, lower: 3, upper: 10)
+        #expect(odd.cidrs.map(\.description) == ["0.0.0.3/32", "0.0.0.4/30", "0.0.0.8/31", "0.0.0.10/32"])
+    }
+
+    @Test("port ranges parse the config notation", arguments: [
+        ("9001-9022", "TCP/9001-9022"), ("UDP/9002", "UDP/9002"), ("SCTP/9001-9005", "SCTP/9001-9005"), ("tcp/80", "TCP/80"),
+    ])
+    func ports(_ input: String, _ expected: String) throws {
+        #expect(try #require(PortRange(input)).description == expected)
+    }
+
+    @Test("port ranges reject nonsense", arguments: ["0", "65536", "9022-9001", "ICMP/1", "9001-", "a-b", "1-2-3"])
+    func badPorts(_ input: String) { #expect(PortRange(input) == nil) }
+}
