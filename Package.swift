@@ -19,12 +19,13 @@ let package = Package(
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLinux"),
         .systemLibrary(
             name: "CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
         .target(name: "PXGuardCore", swiftSettings: strict),
         .target(name: "PXGuardYAML", dependencies: ["PXGuardCore", "CYAML"], swiftSettings: strict),
-        .target(name: "PXGuardServer", dependencies: ["COpenSSL"], swiftSettings: strict),
+        .target(name: "PXGuardServer", dependencies: ["COpenSSL", "CLinux"], swiftSettings: strict),
         .target(name: "PXGuardKube", dependencies: ["PXGuardCore", "PXGuardServer"], swiftSettings: strict),
         .target(
             name: "PXGuardService",
@@ -33,7 +34,7 @@ let package = Package(
         .executableTarget(
             name: "pxguard",
             dependencies: [
-                "PXGuardService",
+                "PXGuardService", "PXGuardServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),

@@ -39,6 +39,8 @@ public struct Config: Sendable, Equatable {
     public var image: String
     public var replicas: Int
     public var server: ServerLimits
+    /// Ports the node firewall (`render iptables`) closes to everyone but the nodes.
+    public var nodeFirewallPorts: PortRange
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -86,7 +88,8 @@ public struct Config: Sendable, Equatable {
         serviceAccount: "system:serviceaccount:pxguard-system:pxguard",
         image: "pxguard:latest",
         replicas: 2,
-        server: ServerLimits()
+        server: ServerLimits(),
+        nodeFirewallPorts: PortRange("9000-9022")!
     )
 
     /// The mode that applies to `rule`.
@@ -94,4 +97,33 @@ public struct Config: Sendable, Equatable {
 
     /// True unless the namespace is listed in `exemptNamespaces`.
     public func isGuarded(namespace: String) -> Bool { !exemptNamespaces.contains(namespace) }
+}
+
+extension Config {
+    /// The configuration as a JSON tree in the config file's own keys; `render`
+    /// writes it as YAML into the install bundle's ConfigMap.
+    public var document: JSON {
+        var rules: [JSON.Member] = []
+        for rule in RuleID.allCases { if let m = ruleModes[rule] { rules.append(.init(rule.rawValue, .obj(["mode": .string(m.rawValue)]))) } }
+        return .obj([
+            "nodeCIDRs": .array(nodeCIDRs.map { .string($0.description) }),
+            "protectedPorts": .array(protectedPorts.map { .string($0.configNotation) }),
+            "apiServerPort": .int(apiServerPort),
+            "exemptNamespaces": .array(exemptNamespaces.map { .string($0) }),
+            "exemptUsers": .array(exemptUsers.map { .string($0) }),
+            "exemptGroups": .array(exemptGroups.map { .string($0) }),
+            "mode": .string(mode.rawValue),
+            "rules": rules.isEmpty ? nil : .object(rules),
+            "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds)]),
+            "namespace": .string(namespace),
+            "serviceName": .string(serviceName),
+            "serviceAccount": .string(serviceAccount),
+            "nodeFirewallPorts": .string(nodeFirewallPorts.configNotation),
+            "server": .obj([
+                "maxBodyBytes": .int(server.maxBodyBytes),
+                "maxRequestsPerConnection": .int(server.maxRequestsPerConnection),
+                "idleTimeoutSeconds": .int(server.idleTimeoutSeconds),
+            ]),
+        ])
+    }
 }

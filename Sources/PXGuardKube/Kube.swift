@@ -1,0 +1,1 @@
+// Kubernetes API client and provisioner (see Client.swift, Provisioner.swift).

@@ -1,0 +1,203 @@
+import COpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Makes the webhook's certificates in process with libssl: an EC P-256 CA and a
+/// serving certificate signed by it, with the SANs the API server checks.
+public enum CertificateFactory {
+    /// The DNS and IP names the serving certificate carries.
+    public static func subjectAltNames(service: String, namespace: String) -> [String] {
+        ["DNS:\(service)", "DNS:\(service).\(namespace)", "DNS:\(service).\(namespace).svc",
+         "DNS:\(service).\(namespace).svc.cluster.local", "DNS:localhost", "IP:127.0.0.1"]
+    }
+
+    /// Writes `ca.crt`, `ca.key`, `tls.crt` and `tls.key` into `directory`. An
+    /// existing CA there is reused, so re-running rotates only the serving pair and
+    /// the `caBundle` registered with the API server stays valid. Keys are 0600.
+    @discardableResult
+    public static func write(to directory: String, service: String, namespace: String,
+                             days: Int = 365, caDays: Int = 3650) throws -> (caReused: Bool, notAfter: Int?) {
+        try FileIO.makeDirectory(directory)
+        let caCertPath = directory + "/ca.crt"
+        let caKeyPath = directory + "/ca.key"
+        var caReused = false
+        let caKey: OpaquePointer
+        let caCert: OpaquePointer
+        if FileIO.exists(caCertPath), FileIO.exists(caKeyPath) {
+            caKey = try readKey(caKeyPath)
+            caCert = try readCertificate(caCertPath)
+            caReused = true
+        } else {
+            caKey = try newKey()
+            caCert = try sign(subjectCN: "pxguard-ca", subjectKey: caKey, issuer: nil, issuerKey: caKey, days: caDays,
+                              extensions: [(NID_basic_constraints, "critical,CA:TRUE"),
+                                           (NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"),
+                                           (NID_subject_key_identifier, "hash")])
+            try FileIO.writeAtomically(caKeyPath, try pem(key: caKey), mode: 0o600)
+            try FileIO.writeAtomically(caCertPath, try pem(certificate: caCert), mode: 0o644)
+        }
+        defer {
+            EVP_PKEY_free(caKey)
+            X509_free(caCert)
+        }
+        let key = try newKey()
+        defer { EVP_PKEY_free(key) }
+        let names = subjectAltNames(service: service, namespace: namespace).joined(separator: ",")
+        let cert = try sign(subjectCN: "\(service).\(namespace).svc", subjectKey: key, issuer: caCert, issuerKey: caKey,
+                            days: days,
+                            extensions: [(NID_basic_constraints, "critical,CA:FALSE"),
+                                         (NID_key_usage, "critical,digitalSignature,keyEncipherment"),
+                                         (NID_ext_key_usage, "serverAuth"),
+                                         (NID_subject_alt_name, names),
+                                         (NID_subject_key_identifier, "hash"),
+                                         (NID_authority_key_identifier, "keyid:always")])
+        defer { X509_free(cert) }
+        // Key first, then certificate: a watcher that sees the new certificate
+        // always finds its key already in place.
+        try FileIO.writeAtomically(directory + "/tls.key", try pem(key: key), mode: 0o600)
+        try FileIO.writeAtomically(directory + "/tls.crt", try pem(certificate: cert), mode: 0o644)
+        return (caReused, certificateNotAfter(cert))
+    }
+
+    static func newKey() throws -> OpaquePointer {
+        ERR_clear_error()
+        guard let key = pxg_EVP_EC_gen_p256() else { throw TLSError("generating a P-256 key") }
+        return key
+    }
+
+    static func sign(subjectCN: String, subjectKey: OpaquePointer, issuer: OpaquePointer?, issuerKey: OpaquePointer,
+                     days: Int, extensions: [(Int32, String)]) throws -> OpaquePointer {
+        guard let cert = X509_new() else { throw TLSError("X509_new") }
+        var ok = false
+        defer { if !ok { X509_free(cert) } }
+        X509_set_version(cert, 2)
+        // A random 128-bit serial number.
+        guard let serial = BN_new() else { throw TLSError("BN_new") }
+        defer { BN_free(serial) }
+        BN_rand(serial, 127, -1, 0)
+        BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert))
+        X509_gmtime_adj(X509_getm_notBefore(cert), -300)
+        X509_gmtime_adj(X509_getm_notAfter(cert), days * 86_400)
+        let name = X509_get_subject_name(cert)
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, subjectCN, -1, -1, 0)
+        X509_set_issuer_name(cert, issuer.map { X509_get_subject_name($0) } ?? name)
+        X509_set_pubkey(cert, subjectKey)
+        var ctx = X509V3_CTX()
+        pxg_X509V3_set_ctx_nodb(&ctx)
+        X509V3_set_ctx(&ctx, issuer ?? cert, cert, nil, nil, 0)
+        for (nid, value) in extensions {
+            guard let ext = X509V3_EXT_conf_nid(nil, &ctx, nid, value) else { throw TLSError("extension \(value)") }
+            X509_add_ext(cert, ext, -1)
+            X509_EXTENSION_free(ext)
+        }
+        guard X509_sign(cert, issuerKey, EVP_sha256()) > 0 else { throw TLSError("signing the certificate") }
+        ok = true
+        return cert
+    }
+
+    static func pem(certificate: OpaquePointer) throws -> [UInt8] {
+        try withMemoryBIO { PEM_write_bio_X509($0, certificate) }
+    }
+
+    static func pem(key: OpaquePointer) throws -> [UInt8] {
+        try withMemoryBIO { PEM_write_bio_PrivateKey($0, key, nil, nil, 0, nil, nil) }
+    }
+
+    static func withMemoryBIO(_ write: (OpaquePointer) -> Int32) throws -> [UInt8] {
+        guard let bio = BIO_new(BIO_s_mem()) else { throw TLSError("BIO_new") }
+        defer { BIO_free(bio) }
+        guard write(bio) == 1 else { throw TLSError("PEM encoding") }
+        var data: UnsafeMutablePointer<CChar>?
+        let length = pxg_BIO_get_mem_data(bio, &data)
+        guard let data, length > 0 else { return [] }
+        return Array(UnsafeRawBufferPointer(start: data, count: length).bindMemory(to: UInt8.self))
+    }
+
+    static func readCertificate(_ path: String) throws -> OpaquePointer {
+        guard let bio = BIO_new_file(path, "r") else { throw TLSError("opening \(path)") }
+        defer { BIO_free(bio) }
+        guard let cert = PEM_read_bio_X509(bio, nil, nil, nil) else { throw TLSError("reading certificate \(path)") }
+        return cert
+    }
+
+    static func readKey(_ path: String) throws -> OpaquePointer {
+        guard let bio = BIO_new_file(path, "r") else { throw TLSError("opening \(path)") }
+        defer { BIO_free(bio) }
+        guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else { throw TLSError("reading key \(path)") }
+        return key
+    }
+
+    /// Expiry (seconds since the epoch) of the first certificate in a PEM file.
+    public static func notAfter(ofCertificateAt path: String) -> Int? {
+        guard let cert = try? readCertificate(path) else { return nil }
+        defer { X509_free(cert) }
+        return certificateNotAfter(cert)
+    }
+}
+
+/// Small file helpers over POSIX calls, used where Foundation is not wanted.
+public enum FileIO {
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    public static func makeDirectory(_ path: String) throws {
+        var soFar = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            soFar += "/" + part
+            if mkdir(soFar, 0o755) != 0 && errno != EEXIST {
+                throw IOError(errnoCode: errno, reason: "mkdir \(soFar)")
+            }
+        }
+    }
+
+    /// Writes to a temporary file and renames it over `path`, so readers never see
+    /// a half-written file.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "open \(temporary)") }
+        fchmod(fd, mode)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let code = errno
+                Glibc.close(fd)
+                unlink(temporary)
+                throw IOError(errnoCode: code, reason: "write \(temporary)")
+            }
+            written += n
+        }
+        fsync(fd)
+        Glibc.close(fd)
+        guard rename(temporary, path) == 0 else { throw IOError(errnoCode: errno, reason: "rename \(path)") }
+    }
+
+    /// Reads a whole file, refusing anything larger than `limit` bytes.
+    public static func read(_ path: String, limit: Int = 64 << 20) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "open \(path)") }
+        defer { Glibc.close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError(errnoCode: errno, reason: "read \(path)")
+            }
+            if n == 0 { return out }
+            out.append(contentsOf: chunk[0..<n])
+            if out.count > limit { throw IOError(errnoCode: EFBIG, reason: "\(path) is larger than \(limit) bytes") }
+        }
+    }
+
+    /// A fingerprint of a file's identity and contents age (device, inode, size,
+    /// mtime), following symlinks: changes when a secret volume swaps its link.
+    public static func fingerprint(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+    }
+}

@@ -1,0 +1,172 @@
+import PXGuardCore
+import PXGuardServer
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The current admission policy, swapped atomically on SIGHUP. Each loop keeps
+/// its own copy and only takes the lock when the generation moved.
+public final class PolicyBox: Sendable {
+    private let current: Mutex<AdmissionPolicy>
+    let generation = Atomic<Int>(0)
+
+    public init(_ policy: AdmissionPolicy) { current = Mutex(policy) }
+
+    public func swap(_ policy: AdmissionPolicy) {
+        current.withLock { $0 = policy }
+        generation.add(1, ordering: .releasing)
+    }
+
+    public var policy: AdmissionPolicy { current.withLock { $0 } }
+}
+
+/// Why the server is or is not ready; `/readyz` reports it.
+public final class Readiness: Sendable {
+    private let reason = Mutex<String?>("starting")
+
+    public init() {}
+    public func set(notReady why: String?) { reason.withLock { $0 = why } }
+    public var notReadyReason: String? { reason.withLock { $0 } }
+}
+
+/// The webhook's HTTP surface: `/validate`, `/mutate`, `/healthz`, `/readyz`,
+/// `/metrics`, with the SPEC's error statuses.
+public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
+    /// Per-loop policy cache; touched only by the loop that owns the slot.
+    final class Slot {
+        var generation = -1
+        var policy: AdmissionPolicy?
+    }
+
+    let policies: PolicyBox
+    let readiness: Readiness
+    let metrics: ServiceMetrics
+    let logger: Logger
+    let provision: @Sendable (String) -> Void
+    let slots: [Slot]
+    /// Set once the server exists, for transport counters in `/metrics`.
+    let transport = Mutex<(@Sendable () -> ServerStatistics)?>(nil)
+
+    public init(policies: PolicyBox, readiness: Readiness, metrics: ServiceMetrics, logger: Logger,
+                workers: Int, provision: @escaping @Sendable (String) -> Void) {
+        self.policies = policies
+        self.readiness = readiness
+        self.metrics = metrics
+        self.logger = logger
+        self.provision = provision
+        slots = (0..<max(1, workers)).map { _ in Slot() }
+    }
+
+    public func attach(statistics: @escaping @Sendable () -> ServerStatistics) {
+        transport.withLock { $0 = statistics }
+    }
+
+    func policy(for worker: Int) -> AdmissionPolicy {
+        let slot = slots[worker % slots.count]
+        let generation = policies.generation.load(ordering: .acquiring)
+        if slot.generation != generation || slot.policy == nil {
+            slot.policy = policies.policy
+            slot.generation = generation
+        }
+        return slot.policy!
+    }
+
+    enum Route: Int {
+        case validate = 0, mutate, healthz, readyz, metrics, other
+    }
+
+    static func route(_ request: HTTPRequest) -> Route {
+        // The API server may join a configured path with or without a trailing slash.
+        if request.pathIs("/validate") || request.pathIs("/validate/") { return .validate }
+        if request.pathIs("/mutate") || request.pathIs("/mutate/") { return .mutate }
+        if request.pathIs("/healthz") { return .healthz }
+        if request.pathIs("/readyz") { return .readyz }
+        if request.pathIs("/metrics") { return .metrics }
+        return .other
+    }
+
+    public func handle(_ request: HTTPRequest, _ response: inout HTTPResponse) {
+        let route = Self.route(request)
+        switch route {
+        case .validate, .mutate:
+            admission(request, &response, mutating: route == .mutate)
+        case .healthz, .readyz, .metrics:
+            guard request.method == .get || request.method == .head else {
+                response.error(405, "method not allowed: \(route == .metrics ? "/metrics" : "probes") accept GET")
+                response.extraHeaders = "Allow: GET, HEAD\r\n"
+                break
+            }
+            response.contentType = "text/plain; charset=utf-8"
+            if route == .healthz {
+                response.body.append(contentsOf: "ok".utf8)
+            } else if route == .readyz {
+                if let why = readiness.notReadyReason {
+                    response.status = 503
+                    response.body.append(contentsOf: "not ready: \(why)".utf8)
+                } else {
+                    response.body.append(contentsOf: "ok".utf8)
+                }
+            } else {
+                response.contentType = "text/plain; version=0.0.4; charset=utf-8"
+                let stats = transport.withLock { $0 }?()
+                response.body.append(contentsOf: metrics.render(transport: stats, ready: readiness.notReadyReason == nil).utf8)
+            }
+        case .other:
+            response.error(404, "no such endpoint: \(request.path); pxguard serves /validate, /mutate, /healthz, /readyz and /metrics")
+        }
+        metrics.shard(request.worker).countRequest(path: route.rawValue, status: response.status)
+    }
+
+    func admission(_ request: HTTPRequest, _ response: inout HTTPResponse, mutating: Bool) {
+        guard request.method == .post else {
+            response.error(405, "method not allowed: admission endpoints accept POST")
+            response.extraHeaders = "Allow: POST\r\n"
+            return
+        }
+        guard request.isJSON else {
+            response.error(415, "unsupported Content-Type \(request.contentType.map { "\"\($0)\"" } ?? "(none)"); send application/json")
+            return
+        }
+        let started = monotonicNanos()
+        let policy = policy(for: request.worker)
+        let shard = metrics.shard(request.worker)
+        do {
+            try AdmissionRequest.withDecoded(request.body) { review in
+                let verdict: Verdict
+                if mutating {
+                    let outcome = policy.mutate(review)
+                    verdict = outcome.verdict
+                    if let namespace = outcome.provisionNamespace { provision(namespace) }
+                } else {
+                    verdict = policy.validate(review)
+                }
+                ReviewEncoder.encode(verdict, uid: review.uid, version: review.version, into: &response.body)
+                shard.countDecision(mutating: mutating, rule: verdict.rule, decision: verdict.decision)
+                if verdict.rule != nil { audit(verdict, review) }
+            }
+        } catch let error as AdmissionDecodeError {
+            response.error(400, "invalid AdmissionReview: \(error.message)")
+            return
+        } catch {
+            response.error(400, "invalid AdmissionReview: \(error)")
+            return
+        }
+        shard.observe(nanos: monotonicNanos() - started)
+    }
+
+    /// One log line per finding: denials, warnings, audits and break-glass use.
+    func audit(_ verdict: Verdict, _ review: AdmissionRequest) {
+        logger.info("admission finding", [
+            ("uid", review.uid), ("rule", verdict.rule?.rawValue ?? ""), ("decision", verdict.decision.rawValue),
+            ("operation", review.operation.rawValue), ("kind", review.kind), ("namespace", review.namespace),
+            ("name", review.name), ("user", review.username),
+        ])
+    }
+}
+
+func monotonicNanos() -> Int {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}

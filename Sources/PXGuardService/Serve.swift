@@ -1,0 +1,262 @@
+import PXGuardCore
+import PXGuardServer
+import PXGuardYAML
+import CLinux
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failure that ends a command with a one-line message and an exit code.
+public struct CommandError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public let exitCode: Int32
+    public init(_ message: String, exitCode: Int32 = 2) {
+        description = message
+        self.exitCode = exitCode
+    }
+}
+
+/// Reads the configuration file, or returns the built-in default when none is given.
+public func loadConfig(_ path: String?) throws(CommandError) -> Config {
+    guard let path else { return .default }
+    let bytes: [UInt8]
+    do {
+        bytes = try FileIO.read(path, limit: 1 << 20)
+    } catch {
+        throw CommandError("\(path): cannot read the configuration: \(error)")
+    }
+    do {
+        return try ConfigLoader(file: path).load(bytes)
+    } catch {
+        throw CommandError(error.description)
+    }
+}
+
+/// Options of `pxguard serve`.
+public struct ServeOptions: Sendable {
+    public var configPath: String?
+    public var certDir = "certs"
+    public var listen = "0.0.0.0:8443"
+    public var clientCA: String?
+    public var kubeAPI: String?
+    public var kubeTokenFile: String?
+    public var kubeCA: String?
+    /// Seconds to finish in-flight requests after SIGTERM.
+    public var shutdownGrace = 20.0
+    /// How often the certificate files are checked for a swap.
+    public var certPollSeconds = 1.0
+    public init() {}
+}
+
+/// A running server with its background workers; `serve` builds one and waits.
+public final class Service: Sendable {
+    public let server: HTTPServer
+    public let handler: AdmissionHandler
+    public let metrics: ServiceMetrics
+    public let readiness: Readiness
+    let policies: PolicyBox
+    let tls: TLSContextBox
+    let options: ServeOptions
+    let logger: Logger
+    let stopping = Mutex<Bool>(false)
+    let certFingerprint = Mutex<String>("")
+    let provisioner: ProvisionerHandle?
+
+    var certFile: String { options.certDir + "/tls.crt" }
+    var keyFile: String { options.certDir + "/tls.key" }
+
+    /// Loads configuration and certificates (creating development certificates
+    /// when the directory has none), binds the listeners, and logs the bound
+    /// address as the first line. Throws `CommandError` for bad input.
+    public init(options: ServeOptions, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        let config = try loadConfig(options.configPath)
+        var generated = false
+        if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key") {
+            do {
+                try CertificateFactory.write(to: options.certDir, service: config.serviceName, namespace: config.namespace)
+                generated = true
+            } catch {
+                throw CommandError("cannot create development certificates in \(options.certDir): \(error)")
+            }
+        }
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(parsing: options.listen)
+        } catch {
+            throw CommandError("--listen \(options.listen): \(error)")
+        }
+        let context: TLSContext
+        do {
+            context = try TLSContext.server(certificateFile: options.certDir + "/tls.crt",
+                                            keyFile: options.certDir + "/tls.key", clientCAFile: options.clientCA)
+        } catch {
+            throw CommandError("cannot load certificates from \(options.certDir): \(error)")
+        }
+        tls = TLSContextBox(context)
+        policies = PolicyBox(AdmissionPolicy(config: config))
+        readiness = Readiness()
+        var serverConfiguration = ServerConfiguration(address: address)
+        serverConfiguration.workers = config.server.workers
+        serverConfiguration.limits.maxBodyBytes = config.server.maxBodyBytes
+        serverConfiguration.idleTimeout = Double(config.server.idleTimeoutSeconds)
+        serverConfiguration.handshakeTimeout = Double(config.server.handshakeTimeoutSeconds)
+        serverConfiguration.headerTimeout = Double(config.server.headerTimeoutSeconds)
+        serverConfiguration.bodyTimeout = Double(config.server.bodyTimeoutSeconds)
+        serverConfiguration.maxRequestsPerConnection = config.server.maxRequestsPerConnection
+        serverConfiguration.maxConnectionsPerWorker = config.server.maxConnectionsPerWorker
+        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let workers = config.server.workers > 0 ? config.server.workers : max(1, cores)
+        serverConfiguration.workers = workers
+        metrics = ServiceMetrics(workers: workers)
+        provisioner = try ProvisionerHandle.start(options: options, config: config, metrics: metrics, logger: logger)
+        let provisioner = self.provisioner
+        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger,
+                                   workers: workers, provision: { namespace in provisioner?.enqueue(namespace) })
+        do {
+            server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
+        } catch {
+            throw CommandError("cannot listen on \(options.listen): \(error)")
+        }
+        let server = self.server
+        handler.attach { server.statistics }
+        logger.info("listening", [("address", SocketAddress.format(address.host, server.port)), ("port", String(server.port)),
+                                  ("workers", String(workers))])
+        if generated {
+            logger.info("generated development certificates", [("dir", options.certDir)])
+        }
+        provisioner?.logStatus()
+        certFingerprint.withLock { $0 = fingerprint() }
+        noteCertificate(context)
+    }
+
+    func fingerprint() -> String {
+        [certFile, keyFile, options.clientCA].compactMap { $0 }.map { FileIO.fingerprint($0) ?? "-" }.joined(separator: "|")
+    }
+
+    /// Records the certificate's expiry and what readiness makes of it.
+    func noteCertificate(_ context: TLSContext) {
+        guard let notAfter = context.notAfter else { return }
+        metrics.certificateNotAfter.store(notAfter, ordering: .relaxed)
+        let now = time(nil)
+        if notAfter <= now {
+            logger.error("serving certificate has expired", [("notAfter", String(notAfter))])
+        } else if notAfter - now < 30 * 86_400 {
+            logger.warn("serving certificate expires within 30 days", [("daysLeft", String((notAfter - now) / 86_400))])
+        }
+        updateReadiness()
+    }
+
+    func updateReadiness() {
+        if stopping.withLock({ $0 }) {
+            readiness.set(notReady: "shutting down")
+        } else if metrics.certificateNotAfter.load(ordering: .relaxed) <= time(nil) {
+            readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
+        } else {
+            readiness.set(notReady: nil)
+        }
+    }
+
+    /// Serves until `stop` (or a signal, when `installSignalHandlers` ran).
+    public func start() {
+        server.start()
+        updateReadiness()
+        spawnThread(name: "pxguard-certs") { [self] in
+            var lastWarning = 0
+            while !stopping.withLock({ $0 }) {
+                usleep(UInt32(options.certPollSeconds * 1_000_000))
+                if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
+                let now = time(nil)
+                if now - lastWarning > 86_400 {
+                    lastWarning = now
+                    noteCertificate(tls.context)
+                } else {
+                    updateReadiness()
+                }
+            }
+        }
+    }
+
+    /// Loads the certificate pair again; on failure the old pair stays in use.
+    public func reloadCertificates() {
+        let seen = fingerprint()
+        do {
+            let context = try TLSContext.server(certificateFile: certFile, keyFile: keyFile, clientCAFile: options.clientCA)
+            tls.swap(context)
+            certFingerprint.withLock { $0 = seen }
+            metrics.reloads.add(1, ordering: .relaxed)
+            logger.info("certificates reloaded", [("dir", options.certDir)])
+            noteCertificate(context)
+        } catch {
+            // Often a half-finished swap: the next poll tries again.
+            metrics.reloadFailures.add(1, ordering: .relaxed)
+            logger.warn("certificate reload failed; keeping the previous pair", [("error", "\(error)")])
+            certFingerprint.withLock { $0 = seen }
+        }
+    }
+
+    /// Re-reads the configuration file; on failure the old configuration stays.
+    public func reloadConfig() {
+        do {
+            let config = try loadConfig(options.configPath)
+            policies.swap(AdmissionPolicy(config: config))
+            metrics.reloads.add(1, ordering: .relaxed)
+            logger.info("configuration reloaded", [("file", options.configPath ?? "(built-in default)")])
+        } catch {
+            metrics.reloadFailures.add(1, ordering: .relaxed)
+            logger.error("configuration reload failed; keeping the previous configuration", [("error", error.description)])
+        }
+    }
+
+    /// Graceful stop: not ready, stop accepting, finish in-flight requests, close
+    /// idle connections, then return once everything is closed or the grace ends.
+    public func stop() {
+        let already = stopping.withLock { s -> Bool in
+            defer { s = true }
+            return s
+        }
+        guard !already else { return }
+        updateReadiness()
+        logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
+        provisioner?.stop()
+        server.shutdown(grace: options.shutdownGrace)
+        server.wait()
+        logger.info("stopped")
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any)
+/// and ignores SIGPIPE, so that signals are taken by `waitForSignals` alone.
+public func blockServiceSignals() {
+    signal(SIGPIPE, SIG_IGN)
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGTERM)
+    sigaddset(&set, SIGINT)
+    sigaddset(&set, SIGHUP)
+    pthread_sigmask(SIG_BLOCK, &set, nil)
+}
+
+/// Waits for signals on the calling thread: SIGHUP reloads configuration and
+/// certificates, SIGTERM or SIGINT stops the service gracefully and returns.
+public func waitForSignals(_ service: Service) {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGTERM)
+    sigaddset(&set, SIGINT)
+    sigaddset(&set, SIGHUP)
+    while true {
+        var signal: Int32 = 0
+        guard sigwait(&set, &signal) == 0 else { continue }
+        if signal == SIGHUP {
+            service.logger.info("SIGHUP: reloading configuration and certificates")
+            service.reloadConfig()
+            service.reloadCertificates()
+            continue
+        }
+        service.stop()
+        return
+    }
+}

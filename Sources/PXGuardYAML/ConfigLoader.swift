@@ -1,0 +1,177 @@
+public import PXGuardCore
+
+/// Decodes the YAML configuration file into a `Config`, refusing unknown keys,
+/// wrong types, bad CIDRs, bad port ranges and unknown modes with
+/// `FILE:LINE:COLUMN: what was expected`. Keys that are absent keep the defaults.
+public struct ConfigLoader {
+    let file: String
+
+    public init(file: String) { self.file = file }
+
+    /// Parses and validates `bytes` (the file's content).
+    public func load(_ bytes: [UInt8]) throws(YAMLError) -> Config {
+        let documents: [YAMLNode]
+        do {
+            documents = try YAMLReader.documents(bytes, file: file)
+        } catch let error as YAMLError {
+            throw error
+        } catch {
+            throw YAMLError(file: file, line: 0, column: 0, message: "\(error)")
+        }
+        guard documents.count <= 1 else {
+            throw fail(documents[1], "expected one YAML document, found \(documents.count)")
+        }
+        var config = Config.default
+        guard let root = documents.first, root.scalar.map({ !$0.isEmpty }) ?? true else { return config }
+        let pairs = try mapping(root, "the configuration")
+        var explicitServiceAccount = false
+        for (keyNode, value) in pairs {
+            let key = keyNode.scalar ?? ""
+            switch key {
+            case "nodeCIDRs":
+                config.nodeCIDRs = try list(value, key).map { (node) throws(YAMLError) -> CIDR in
+                    guard let c = try CIDR(string(node, key)) else {
+                        throw fail(node, "\(key): expected a CIDR such as 70.0.0.0/16 or fd00::/64, got \(quoted(node))")
+                    }
+                    return c
+                }
+                if config.nodeCIDRs.isEmpty { throw fail(value, "\(key): expected at least one node subnet") }
+            case "protectedPorts":
+                config.protectedPorts = try list(value, key).map { (node) throws(YAMLError) -> PortRange in
+                    guard let r = PortRange(try string(node, key)) else {
+                        throw fail(node, "\(key): expected a port or range in 1-65535 such as 9001-9022, UDP/9002 or SCTP/9001-9005, got \(quoted(node))")
+                    }
+                    return r
+                }
+                if config.protectedPorts.isEmpty { throw fail(value, "\(key): expected at least one port range") }
+            case "apiServerPort":
+                config.apiServerPort = try int(value, key, 1...65535)
+            case "exemptNamespaces": config.exemptNamespaces = try strings(value, key)
+            case "exemptUsers": config.exemptUsers = try strings(value, key)
+            case "exemptGroups": config.exemptGroups = try strings(value, key)
+            case "mode": config.mode = try mode(value, key)
+            case "rules":
+                for (ruleNode, ruleValue) in try mapping(value, key) {
+                    let name = ruleNode.scalar ?? ""
+                    guard let rule = RuleID(rawValue: name) else {
+                        throw fail(ruleNode, "rules: unknown rule \(quoted(ruleNode)); expected one of \(RuleID.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    for (k, v) in try mapping(ruleValue, "rules.\(name)") {
+                        guard k.scalar == "mode" else { throw fail(k, "rules.\(name): unknown key \(quoted(k)); expected mode") }
+                        config.ruleModes[rule] = try mode(v, "rules.\(name).mode")
+                    }
+                }
+            case "provisioning":
+                for (k, v) in try mapping(value, key) {
+                    switch k.scalar ?? "" {
+                    case "enabled": config.provisioning.enabled = try bool(v, "provisioning.enabled")
+                    case "resyncSeconds": config.provisioning.resyncSeconds = try int(v, "provisioning.resyncSeconds", 5...86_400)
+                    default: throw fail(k, "provisioning: unknown key \(quoted(k)); expected enabled or resyncSeconds")
+                    }
+                }
+            case "namespace": config.namespace = try name(value, key)
+            case "serviceName": config.serviceName = try name(value, key)
+            case "serviceAccount":
+                config.serviceAccount = try string(value, key)
+                explicitServiceAccount = true
+            case "image": config.image = try string(value, key)
+            case "nodeFirewallPorts":
+                guard let r = PortRange(try string(value, key)) else {
+                    throw fail(value, "\(key): expected a port range such as 9000-9022, got \(quoted(value))")
+                }
+                config.nodeFirewallPorts = r
+            case "replicas": config.replicas = try int(value, key, 1...100)
+            case "server":
+                for (k, v) in try mapping(value, key) {
+                    let field = "server.\(k.scalar ?? "")"
+                    switch k.scalar ?? "" {
+                    case "maxBodyBytes": config.server.maxBodyBytes = try int(v, field, 1024...(256 << 20))
+                    case "maxRequestsPerConnection": config.server.maxRequestsPerConnection = try int(v, field, 0...10_000_000)
+                    case "idleTimeoutSeconds": config.server.idleTimeoutSeconds = try int(v, field, 1...3600)
+                    case "handshakeTimeoutSeconds": config.server.handshakeTimeoutSeconds = try int(v, field, 1...300)
+                    case "headerTimeoutSeconds": config.server.headerTimeoutSeconds = try int(v, field, 1...300)
+                    case "bodyTimeoutSeconds": config.server.bodyTimeoutSeconds = try int(v, field, 1...300)
+                    case "workers": config.server.workers = try int(v, field, 0...256)
+                    case "maxConnectionsPerWorker": config.server.maxConnectionsPerWorker = try int(v, field, 1...1_000_000)
+                    default:
+                        throw fail(k, "server: unknown key \(quoted(k)); expected maxBodyBytes, maxRequestsPerConnection, idleTimeoutSeconds, handshakeTimeoutSeconds, headerTimeoutSeconds, bodyTimeoutSeconds, workers or maxConnectionsPerWorker")
+                    }
+                }
+            default:
+                throw fail(keyNode, "unknown key \(quoted(keyNode)); expected one of \(Self.knownKeys.joined(separator: ", "))")
+            }
+        }
+        if !explicitServiceAccount {
+            config.serviceAccount = "system:serviceaccount:\(config.namespace):\(config.serviceName)"
+        }
+        if let clash = config.protectedPorts.first(where: { $0.proto == .tcp && $0.lower <= config.apiServerPort && config.apiServerPort <= $0.upper }),
+            let node = pairs.first(where: { $0.key.scalar == "apiServerPort" })?.value ?? pairs.first(where: { $0.key.scalar == "protectedPorts" })?.value
+        {
+            throw fail(node, "apiServerPort \(config.apiServerPort) lies inside the protected range \(clash); allow-api would open a protected port")
+        }
+        return config
+    }
+
+    static let knownKeys = [
+        "nodeCIDRs", "protectedPorts", "apiServerPort", "exemptNamespaces", "exemptUsers", "exemptGroups", "mode",
+        "rules", "provisioning", "namespace", "serviceName", "serviceAccount", "image", "replicas", "server",
+        "nodeFirewallPorts",
+    ]
+
+    func fail(_ node: YAMLNode, _ message: String) -> YAMLError {
+        YAMLError(file: file, line: node.line, column: node.column, message: message)
+    }
+
+    func quoted(_ node: YAMLNode) -> String { node.scalar.map { "\"\($0)\"" } ?? node.typeName }
+
+    func mapping(_ node: YAMLNode, _ what: String) throws(YAMLError) -> [(key: YAMLNode, value: YAMLNode)] {
+        guard case .mapping(let pairs) = node.value else { throw fail(node, "\(what): expected a mapping, got \(node.typeName)") }
+        return pairs
+    }
+
+    func list(_ node: YAMLNode, _ key: String) throws(YAMLError) -> [YAMLNode] {
+        guard case .sequence(let items) = node.value else { throw fail(node, "\(key): expected a list, got \(node.typeName)") }
+        return items
+    }
+
+    func string(_ node: YAMLNode, _ key: String) throws(YAMLError) -> String {
+        guard let s = node.scalar else { throw fail(node, "\(key): expected a string, got \(node.typeName)") }
+        return s
+    }
+
+    func strings(_ node: YAMLNode, _ key: String) throws(YAMLError) -> [String] {
+        try list(node, key).map { (n) throws(YAMLError) in try string(n, key) }
+    }
+
+    func name(_ node: YAMLNode, _ key: String) throws(YAMLError) -> String {
+        let s = try string(node, key)
+        let valid = !s.isEmpty && s.count <= 63 && s.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" }
+            && s.first != "-" && s.last != "-"
+        guard valid else { throw fail(node, "\(key): expected a DNS label (lowercase letters, digits, '-'), got \(quoted(node))") }
+        return s
+    }
+
+    func int(_ node: YAMLNode, _ key: String, _ range: ClosedRange<Int>) throws(YAMLError) -> Int {
+        guard case .scalar(let text, true) = node.value, let v = Int(text) else {
+            throw fail(node, "\(key): expected an integer in \(range.lowerBound)-\(range.upperBound), got \(quoted(node))")
+        }
+        guard range.contains(v) else {
+            throw fail(node, "\(key): \(v) is out of range; expected \(range.lowerBound)-\(range.upperBound)")
+        }
+        return v
+    }
+
+    func bool(_ node: YAMLNode, _ key: String) throws(YAMLError) -> Bool {
+        guard case .scalar(_, true) = node.value, case .bool(let b) = node.json else {
+            throw fail(node, "\(key): expected true or false, got \(quoted(node))")
+        }
+        return b
+    }
+
+    func mode(_ node: YAMLNode, _ key: String) throws(YAMLError) -> Mode {
+        guard let m = node.scalar.flatMap(Mode.init(rawValue:)) else {
+            throw fail(node, "\(key): unknown mode \(quoted(node)); expected enforce, warn or audit")
+        }
+        return m
+    }
+}
