@@ -13,6 +13,7 @@ public final class TLSClientConnection {
     /// Connects and completes the handshake within `timeout` seconds, verifying the
     /// server's certificate for `serverName` (a DNS name or IP address).
     public init(address: SocketAddress, context: TLSContext, serverName: String?, timeout: Double) throws {
+        signal(SIGPIPE, SIG_IGN)
         fd = try Sys.socket(address.family, Int32(SOCK_STREAM.rawValue))
         do {
             try Sys.setTimeout(fd, SO_RCVTIMEO, seconds: timeout)

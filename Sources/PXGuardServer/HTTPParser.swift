@@ -108,6 +108,9 @@ struct HTTPRequestParser {
                     state = .head(scanned: n)
                     return .needMore
                 }
+                if headLength > limits.maxHeaderBytes {
+                    throw HTTPParseError(status: 431, message: "request headers larger than \(limits.maxHeaderBytes) bytes")
+                }
                 var head = try Self.parseHead(p, headLength, limits)
                 head.headLength = headLength
                 if head.chunked {

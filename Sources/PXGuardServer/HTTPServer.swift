@@ -136,6 +136,8 @@ public final class HTTPServer: Sendable {
 
     /// Binds the listeners (so the port is known) without serving yet.
     public init(configuration: ServerConfiguration, tls: TLSContextBox, handler: any HTTPHandler, logger: Logger) throws {
+        // A peer that resets while we write must cost an error code, not the process.
+        signal(SIGPIPE, SIG_IGN)
         var configuration = configuration
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let workers = configuration.workers > 0 ? configuration.workers : max(1, cores)

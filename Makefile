@@ -1,0 +1,46 @@
+# pxguard: the two quick-start commands are `make serve` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+LISTEN ?= 0.0.0.0:8443
+CERT_DIR ?= certs
+SCRATCH_SAN ?= .build-sanitize
+
+.PHONY: deps build serve test test-swift check-manifests bench fuzz fault sanitize deploy clean
+
+# System libraries (OpenSSL 3, libyaml) through pkg-config; installed with apt when missing.
+deps:
+	@bash scripts/ensure-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+# Serve on the built-in defaults; development certificates are created in $(CERT_DIR)/ when missing.
+serve: build
+	.build/debug/pxguard serve --listen $(LISTEN) --cert-dir $(CERT_DIR)
+
+# The whole test suite: unit, integration (real server, real TLS, in-test Kubernetes API),
+# and the offline schema check of the install bundle.
+test: deps
+	$(SWIFT) test 2>&1 | tee .build-test.log | grep -vE '^(\[[0-9]+/[0-9]+\]|Compiling|Building|Write|Emitting)' ; test $${PIPESTATUS[0]} -eq 0
+	@bash scripts/check-manifests.sh
+
+# Regenerate deploy/ from the default configuration (a test keeps them equal).
+deploy: build
+	.build/debug/pxguard render all > deploy/pxguard.yaml
+	.build/debug/pxguard render iptables > deploy/node-iptables.sh
+	chmod +x deploy/node-iptables.sh
+
+bench: deps
+	bash bench/run.sh
+
+fuzz: deps
+	bash fuzz/run.sh $${FUZZ_SECONDS:-60}
+
+fault: deps
+	bash scripts/fault.sh
+
+sanitize: deps
+	bash scripts/sanitize.sh
+
+clean:
+	rm -rf .build .build-*

@@ -1,0 +1,283 @@
+import Foundation
+import Testing
+@testable import PXGuardCore
+@testable import PXGuardServer
+@testable import PXGuardService
+
+@Suite("HTTPS server, integration", .serialized)
+struct ServerIntegrationTests {
+    @Test("a valid review gets the decision, the request's uid and apiVersion, over TLS 1.2+ with ALPN http/1.1")
+    func validReview() throws {
+        let server = try TestServer()
+        let tls = try server.tls()
+        #expect(tls.negotiatedProtocol == "http/1.1")
+        #expect(["TLSv1.2", "TLSv1.3"].contains(tls.tlsVersion))
+        let client = HTTPClientConnection(tls)
+        let response = try client.request("POST", "/validate?timeout=10s", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+        #expect(response.status == 200)
+        let review = try JSON(parsing: response.body)
+        #expect(review["apiVersion"] == "admission.k8s.io/v1")
+        #expect(review["response"]?["uid"] == "5a3c1e9e-2b44-4f0e-9c1d-7d1f3b6a2e01")
+        #expect(review["response"]?["allowed"] == false)
+        let beta = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-v1beta1-e10"))
+        #expect(try JSON(parsing: beta.body)["apiVersion"] == "admission.k8s.io/v1beta1")
+        let mutate = try client.request("POST", "/mutate/", headers: [("Content-Type", "application/json; charset=utf-8")],
+                                        body: fixtureBytes("namespace-create-e8"))
+        #expect(try JSON(parsing: mutate.body)["response"]?["patchType"] == "JSONPatch")
+    }
+
+    @Test("every error status has a JSON body with a one-line message, and the connection keeps serving")
+    func errorStatuses() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let cases: [(String, String, [(String, String)], [UInt8]?, Int)] = [
+            ("GET", "/validate", [], nil, 405),
+            ("POST", "/validate", [("Content-Type", "text/plain")], Array("{}".utf8), 415),
+            ("POST", "/validate", [], Array("{}".utf8), 415),
+            ("POST", "/validate", jsonHeaders, Array("{\"apiVersion\":".utf8), 400),
+            ("POST", "/validate", jsonHeaders, Array(#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.utf8), 400),
+            ("GET", "/nowhere", [], nil, 404),
+            ("POST", "/healthz", [], nil, 405),
+        ]
+        for (method, path, headers, body, status) in cases {
+            let response = try client.request(method, path, headers: headers, body: body)
+            #expect(response.status == status, "\(method) \(path)")
+            let error = try JSON(parsing: response.body)
+            #expect(error["code"] == .int(status))
+            #expect(error["message"]?.stringValue?.contains("\n") == false)
+        }
+        #expect(try client.request("GET", "/healthz").bodyText == "ok")
+    }
+
+    @Test("parser limits: 413 body, 431 headers, 414 request line, 505 version, 501 coding, 400 CL+TE; then close")
+    func parserLimits() throws {
+        let server = try TestServer()
+        let raw: [(String, Int)] = [
+            ("POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: \(9 << 20)\r\n\r\n{", 413),
+            ("POST /validate HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 20_000))\r\n\r\n", 431),
+            ("GET /\(String(repeating: "a", count: 9000)) HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+            ("GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            ("POST /validate HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Type: application/json\r\n\r\n", 501),
+            ("POST /validate HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+            ("POST /validate HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+            ("POST /validate HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n", 400),
+            ("GET /healthz HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+        ]
+        for (bytes, status) in raw {
+            let client = try server.client()
+            try client.send(Array(bytes.utf8))
+            let response = try client.readResponse()
+            #expect(response.status == status, "\(bytes.prefix(60))")
+            #expect(response.header("Connection") == "close")
+        }
+    }
+
+    @Test("keep-alive reuses one connection; Connection: close is honoured")
+    func keepAlive() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        for _ in 0..<5 {
+            let r = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-create-e1"))
+            #expect(r.status == 200)
+            #expect(r.header("Connection") == nil)
+        }
+        #expect(server.service.server.statistics.acceptedConnections == 1)
+        let last = try client.request("GET", "/healthz", headers: [("Connection", "close")])
+        #expect(last.header("Connection") == "close")
+        #expect(throws: (any Error).self) { _ = try client.request("GET", "/healthz") }
+    }
+
+    @Test("pipelined requests are answered in order")
+    func pipelining() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let body = try fixtureBytes("pod-hostnetwork-e2")
+        var bytes: [UInt8] = []
+        for path in ["/validate", "/healthz", "/validate"] {
+            if path == "/healthz" {
+                bytes += Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            } else {
+                bytes += Array("POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+            }
+        }
+        try client.send(bytes)
+        let first = try client.readResponse()
+        let second = try client.readResponse()
+        let third = try client.readResponse()
+        #expect(first.status == 200 && third.status == 200)
+        #expect(second.bodyText == "ok")
+        #expect(try JSON(parsing: third.body)["response"]?["allowed"] == false)
+    }
+
+    @Test("a chunked request body is decoded")
+    func chunked() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        let body = try fixtureBytes("pod-hostnetwork-e2")
+        var bytes = Array("POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        var offset = 0
+        while offset < body.count {
+            let n = min(700, body.count - offset)
+            bytes += Array("\(String(n, radix: 16));ext=1\r\n".utf8) + body[offset..<offset + n] + Array("\r\n".utf8)
+            offset += n
+        }
+        bytes += Array("0\r\nX-Trailer: t\r\n\r\n".utf8)
+        try client.send(bytes)
+        let response = try client.readResponse()
+        #expect(response.status == 200)
+        #expect(try JSON(parsing: response.body)["response"]?["allowed"] == false)
+    }
+
+    @Test("plaintext HTTP and random bytes on the TLS port fail the handshake; the server keeps serving")
+    func noise() throws {
+        let server = try TestServer()
+        let plain = try RawSocket(port: server.port)
+        plain.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        #expect(plain.readUntilClosed().closed)
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<5 {
+            let noise = try RawSocket(port: server.port)
+            noise.send((0..<2048).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            #expect(noise.readUntilClosed().closed)
+        }
+        #expect(server.service.server.statistics.handshakeFailures >= 6)
+        #expect(try server.client().request("GET", "/healthz").bodyText == "ok")
+    }
+
+    @Test("a peer that stalls mid-handshake is cut after the handshake timeout")
+    func stallHandshake() throws {
+        let server = try TestServer()
+        let socket = try RawSocket(port: server.port, timeout: 10)
+        socket.send([0x16, 0x03, 0x01, 0x02, 0x00])  // the start of a ClientHello, then silence
+        let seconds = elapsed { #expect(socket.readUntilClosed().closed) }
+        #expect(seconds >= 0.8 && seconds < 4, "cut after \(seconds)s")
+        #expect(try server.client().request("GET", "/healthz").status == 200)
+    }
+
+    @Test("a peer that trickles headers is cut after the header timeout, not kept alive by each byte")
+    func trickleHeaders() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        try client.send(Array("POST /validate HTTP/1.1\r\n".utf8))
+        let start = Date()
+        var cut = false
+        while Date().timeIntervalSince(start) < 6 {
+            do {
+                try client.send(Array("X".utf8))
+            } catch {
+                cut = true
+                break
+            }
+            usleep(200_000)
+        }
+        #expect(cut)
+        #expect(Date().timeIntervalSince(start) < 4)
+        #expect(server.service.server.statistics.timeouts >= 1)
+    }
+
+    @Test("certificate swap: new connections see the new certificate, existing ones finish")
+    func certificateSwap() throws {
+        let server = try TestServer()
+        let existing = try server.client()
+        let oldCA = server.dir + "/old-ca.crt"
+        try FileManager.default.copyItem(atPath: server.caFile, toPath: oldCA)
+        // A new CA and serving pair, each file replaced atomically (rename), key first.
+        try FileManager.default.removeItem(atPath: server.dir + "/certs/ca.key")
+        try FileManager.default.removeItem(atPath: server.dir + "/certs/ca.crt")
+        try CertificateFactory.write(to: server.dir + "/certs", service: "pxguard", namespace: "pxguard-system")
+        let deadline = Date().addingTimeInterval(5)
+        var swapped = false
+        while Date() < deadline && !swapped {
+            usleep(100_000)
+            swapped = (try? server.tls(ca: server.caFile)) != nil
+        }
+        #expect(swapped)
+        #expect(throws: (any Error).self) { _ = try server.tls(ca: oldCA) }
+        #expect(try existing.request("GET", "/healthz").bodyText == "ok")
+        #expect(server.logs.contains("certificates reloaded"))
+    }
+
+    @Test("/readyz reports ready, /metrics exposes decisions, latency, handshakes and connections")
+    func probesAndMetrics() throws {
+        let server = try TestServer()
+        let client = try server.client()
+        #expect(try client.request("GET", "/readyz").bodyText == "ok")
+        _ = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+        let text = try client.request("GET", "/metrics").bodyText
+        #expect(text.contains(#"pxguard_admission_decisions_total{endpoint="validate",rule="hostNetwork",decision="deny"} 1"#))
+        #expect(text.contains("pxguard_admission_duration_seconds_count 1"))
+        #expect(text.contains("pxguard_tls_handshake_failures_total"))
+        #expect(text.contains("pxguard_open_connections 1"))
+        #expect(text.contains("pxguard_certificate_expiry_timestamp_seconds"))
+    }
+}
+
+@Suite("Process: signals and command line", .serialized)
+struct ProcessTests {
+    func startServer(dir: String, extra: [String] = []) throws -> (Process, Pipe, Int) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try pxguardBinary())
+        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-grace", "5"] + extra
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        // The first log line names the bound port.
+        var line = [UInt8]()
+        while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
+        let first = try JSON(parsing: line)
+        #expect(first["msg"] == "listening")
+        let port = try #require(first["port"]?.stringValue.flatMap(Int.init))
+        return (process, stderr, port)
+    }
+
+    @Test("SIGTERM: in-flight requests are answered with Connection: close, idle ones closed, exit 0")
+    func sigterm() throws {
+        let dir = try temporaryDirectory()
+        let (process, _, port) = try startServer(dir: dir)
+        let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
+        let address = try SocketAddress(parsing: "127.0.0.1:\(port)")
+        let body = try fixtureBytes("pod-hostnetwork-e2")
+        let head = Array("POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+        var inFlight: [HTTPClientConnection] = []
+        for _ in 0..<4 {
+            let c = HTTPClientConnection(try TLSClientConnection(address: address, context: context, serverName: "127.0.0.1", timeout: 5))
+            try c.send(head + body[0..<1000])
+            inFlight.append(c)
+        }
+        let idle = HTTPClientConnection(try TLSClientConnection(address: address, context: context, serverName: "127.0.0.1", timeout: 5))
+        #expect(try idle.request("GET", "/healthz").status == 200)
+        usleep(200_000)
+        process.interrupt()  // SIGINT behaves like SIGTERM; send the real one too.
+        kill(process.processIdentifier, SIGTERM)
+        usleep(300_000)
+        #expect(throws: (any Error).self) { _ = try idle.request("GET", "/healthz") }
+        for c in inFlight {
+            try c.send(Array(body[1000...]))
+            let response = try c.readResponse()
+            #expect(response.status == 200)
+            #expect(response.header("Connection") == "close")
+        }
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
+    @Test("bad flags and bad config exit 2 with a one-line message")
+    func badInput() throws {
+        let dir = try temporaryDirectory()
+        try "nodeCIDRs: [\"70.0.0/16\"]\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        for args in [["serve", "--bogus"], ["serve", "--config", dir + "/bad.yaml"], ["render", "nothing"],
+                     ["render", "--nodes", "1.2.3", "iptables"], ["check", "-f", dir + "/missing.yaml"], ["frobnicate"]] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try pxguardBinary())
+            process.arguments = args
+            let stderr = Pipe()
+            process.standardError = stderr
+            process.standardOutput = Pipe()
+            try process.run()
+            process.waitUntilExit()
+            let text = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(process.terminationStatus == 2, "\(args)")
+            #expect(text.split(separator: "\n").count == 1, "\(args): \(text)")
+        }
+    }
+}
