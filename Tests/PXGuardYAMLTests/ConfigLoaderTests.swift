@@ -1,0 +1,98 @@
+import Foundation
+import Testing
+@testable import PXGuardCore
+@testable import PXGuardYAML
+
+@Suite("Configuration file")
+struct ConfigLoaderTests {
+    static let directory = Bundle.module.resourceURL!.appendingPathComponent("Configs")
+    static let broken: [String] = (try? FileManager.default.contentsOfDirectory(atPath: directory.path))?
+        .filter { $0.hasSuffix(".yaml") && !$0.hasPrefix("valid") }.sorted() ?? []
+
+    @Test("every broken config is refused with FILE:LINE:COLUMN and what was expected", arguments: broken)
+    func brokenConfig(_ name: String) throws {
+        let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent(name)))
+        let text = String(decoding: bytes, as: UTF8.self)
+        let expected = try #require(text.split(separator: "\n").first?.split(separator: "expect: ", maxSplits: 1).last)
+        do {
+            _ = try ConfigLoader(file: name).load(bytes)
+            Issue.record("\(name) was accepted")
+        } catch {
+            #expect(error.description.hasPrefix("\(name):\(expected)"), "\(error.description)")
+        }
+    }
+
+    @Test("a complete configuration loads every key")
+    func validConfig() throws {
+        let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent("valid-full.yaml")))
+        let config = try ConfigLoader(file: "valid-full.yaml").load(bytes)
+        #expect(config.nodeCIDRs.map(\.description) == ["70.0.0.0/16", "fd00:70::/64"])
+        #expect(config.protectedPorts.map(\.description) == ["TCP/9001-9022", "UDP/9002", "SCTP/9001-9005"])
+        #expect(config.exemptUsers == ["breakglass@example.com"])
+        #expect(config.mode(for: .guardPolicies) == .warn)
+        #expect(config.mode(for: .bypassPolicies) == .audit)
+        #expect(config.provisioning.resyncSeconds == 120)
+        #expect(config.serviceAccount == "system:serviceaccount:guard:pxguard")
+        #expect(config.server.maxRequestsPerConnection == 1000)
+        #expect(config.replicas == 3)
+    }
+
+    @Test("an empty file is the built-in default; the default is the seed's values")
+    func defaults() throws {
+        #expect(try ConfigLoader(file: "empty.yaml").load([]) == .default)
+        #expect(Config.default.nodeCIDRs.map(\.description) == ["70.0.0.0/16"])
+        #expect(Config.default.protectedPorts.map(\.description) == ["TCP/9001-9022"])
+        #expect(Config.default.apiServerPort == 6443)
+        #expect(Config.default.serviceAccount == "system:serviceaccount:pxguard-system:pxguard")
+    }
+
+    @Test("the rendered config document reads back to the same configuration")
+    func roundTrip() throws {
+        let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent("valid-full.yaml")))
+        let config = try ConfigLoader(file: "valid-full.yaml").load(bytes)
+        let text = YAMLEmitter.emit(config.document)
+        var again = try ConfigLoader(file: "rendered").load(Array(text.utf8))
+        again.image = config.image
+        again.replicas = config.replicas
+        #expect(again == config)
+    }
+}
+
+@Suite("YAML reader")
+struct YAMLReaderTests {
+    @Test("multi-document streams keep line and column on every node")
+    func positions() throws {
+        let docs = try YAMLReader.documents(Array("a: 1\n---\nb:\n  - x\n  - 'y'\n".utf8), file: "t.yaml")
+        #expect(docs.count == 2)
+        guard case .mapping(let pairs) = docs[1].value, case .sequence(let items) = pairs[0].value.value else {
+            Issue.record("shape")
+            return
+        }
+        #expect(items[1].line == 5 && items[1].column == 5)
+        #expect(docs[1].json == .obj(["b": ["x", "y"]]))
+    }
+
+    @Test("plain scalars resolve like Kubernetes' YAML reader; quoted ones stay strings")
+    func resolution() throws {
+        let doc = try YAMLReader.documents(Array("a: true\nb: \"true\"\nc: 8099\nd: '8099'\ne: ~\nf: 1.5\ng: yes\n".utf8), file: "t")[0]
+        #expect(doc.json == .obj(["a": true, "b": "true", "c": 8099, "d": "8099", "e": .null, "f": .number("1.5"), "g": true]))
+    }
+
+    @Test("alias bombs are refused")
+    func aliasBomb() {
+        var text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for i in 1..<9 { text += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        #expect(throws: YAMLError.self) { try YAMLReader.documents(Array(text.utf8), file: "bomb.yaml") }
+    }
+
+    @Test("emitted YAML reads back to the same JSON")
+    func emitterRoundTrip() throws {
+        let value: JSON = .obj([
+            "s": "plain", "n": "123", "b": "true", "y": "yes", "e": "", "colon": "a: b", "ns": "system:serviceaccount:x:y",
+            "list": [.obj(["k": "v", "k2": ["a", "b"]]), "x", .array([]), .object([])], "int": 5, "nested": .obj(["deep": .obj(["x": .null])]),
+            "multi": "line1\nline2\n",
+        ])
+        let back = try YAMLReader.documents(Array(YAMLEmitter.emit(value).utf8), file: "e")[0].json
+        #expect(back == value)
+    }
+}
