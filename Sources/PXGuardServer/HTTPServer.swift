@@ -10,6 +10,8 @@ public struct HTTPRequest {
     public let method: HTTPMethod
     let target: UnsafeBufferPointer<UInt8>
     let contentTypeBytes: UnsafeBufferPointer<UInt8>
+    /// The whole request head, for the rare lookups of other headers.
+    let headBytes: UnsafeBufferPointer<UInt8>
     public let body: UnsafeRawBufferPointer
     /// Index of the event loop serving this request, for sharded counters.
     public let worker: Int
@@ -25,6 +27,20 @@ public struct HTTPRequest {
         let end = target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
         guard end == path.utf8CodeUnitCount else { return false }
         return JSONLikeCompare.bytes(target.baseAddress!, path.utf8Start, end)
+    }
+
+    /// The request target as sent: path and query string.
+    public var targetString: String { String(decoding: target, as: UTF8.self) }
+
+    /// The value of the first header named `name` (case-insensitive). Scans the
+    /// head, so it is for off-path use (tests, rare headers), not per request.
+    public func header(_ name: String) -> String? {
+        let lowered = name.lowercased()
+        for line in String(decoding: headBytes, as: UTF8.self).split(separator: "\r\n").dropFirst() {
+            guard let colon = line.firstIndex(of: ":"), line[..<colon].lowercased() == lowered else { continue }
+            return line[line.index(after: colon)...].trimmingPrefix(" ").description
+        }
+        return nil
     }
 
     public var contentType: String? {
@@ -562,6 +578,7 @@ final class EventLoop: @unchecked Sendable {
                     target: UnsafeBufferPointer(start: base + head.targetStart, count: head.targetEnd - head.targetStart),
                     contentTypeBytes: UnsafeBufferPointer(start: base + head.contentTypeStart,
                                                           count: head.contentTypeEnd - head.contentTypeStart),
+                    headBytes: UnsafeBufferPointer(start: base, count: head.headLength),
                     body: body, worker: index)
                 response.reset()
                 handler.handle(request, &response)

@@ -1,16 +1,70 @@
+import Foundation
 import PXGuardCore
+import PXGuardKube
 import PXGuardServer
 
-/// The provisioner as the service sees it: started when a Kubernetes API is
-/// configured (flags or in-cluster), otherwise absent and said so once.
+/// The provisioner as the service sees it: on when a Kubernetes API is configured
+/// (flags or in-cluster) and provisioning is enabled, otherwise off, said once.
 final class ProvisionerHandle: Sendable {
-    static func start(options: ServeOptions, config: Config, metrics: ServiceMetrics, logger: Logger)
-        throws(CommandError) -> ProvisionerHandle?
-    {
-        nil
+    let provisioner: Provisioner?
+    let elector: LeaderElector?
+    let offReason: String?
+    let logger: Logger
+
+    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger) {
+        self.provisioner = provisioner
+        self.elector = elector
+        self.offReason = offReason
+        self.logger = logger
     }
 
-    func enqueue(_ namespace: String) {}
-    func stop() {}
-    func logStatus() {}
+    static func make(options: ServeOptions, config: Config, metrics: ServiceMetrics, logger: Logger)
+        throws(CommandError) -> ProvisionerHandle
+    {
+        guard config.provisioning.enabled else {
+            return ProvisionerHandle(provisioner: nil, elector: nil, offReason: "disabled in the configuration", logger: logger)
+        }
+        let endpoint: KubeEndpoint
+        if let url = options.kubeAPI {
+            do {
+                endpoint = try KubeEndpoint(url: url, tokenFile: options.kubeTokenFile, caFile: options.kubeCA)
+            } catch {
+                throw CommandError(error.description)
+            }
+        } else if let inCluster = KubeEndpoint.inCluster() {
+            endpoint = inCluster
+        } else {
+            return ProvisionerHandle(provisioner: nil, elector: nil,
+                                     offReason: "no Kubernetes API configured (--kube-api, or run in a cluster)", logger: logger)
+        }
+        let client: KubeClient
+        do {
+            client = try KubeClient(endpoint: endpoint)
+        } catch {
+            throw CommandError(error.description)
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let identity = environment["POD_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(UInt32.random(in: 0...UInt32.max))"
+        let elector = LeaderElector(client: client, namespace: config.namespace, identity: identity,
+                                    timing: LeaderElector.Timing(), logger: logger)
+        var settings = Provisioner.Settings()
+        settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
+        let provisioner = Provisioner(client: client, config: config, elector: elector, settings: settings, logger: logger)
+        metrics.addSource { provisioner.metricsText }
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger)
+    }
+
+    /// Starts the worker threads (after the first log line) or says why not.
+    func begin(apiHost: String?) {
+        guard let provisioner, let elector else {
+            logger.info("provisioning off", [("reason", offReason ?? "")])
+            return
+        }
+        logger.info("provisioning on", [("identity", elector.identity)])
+        spawnThread(name: "pxguard-lease") { elector.run() }
+        spawnThread(name: "pxguard-provision") { provisioner.run() }
+    }
+
+    func enqueue(_ namespace: String) { provisioner?.enqueue(namespace) }
+    func stop() { provisioner?.stop() }
 }

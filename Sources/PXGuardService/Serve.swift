@@ -61,7 +61,7 @@ public final class Service: Sendable {
     let logger: Logger
     let stopping = Mutex<Bool>(false)
     let certFingerprint = Mutex<String>("")
-    let provisioner: ProvisionerHandle?
+    let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }
     var keyFile: String { options.certDir + "/tls.key" }
@@ -111,10 +111,10 @@ public final class Service: Sendable {
         let workers = config.server.workers > 0 ? config.server.workers : max(1, cores)
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)
-        provisioner = try ProvisionerHandle.start(options: options, config: config, metrics: metrics, logger: logger)
+        provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
         let provisioner = self.provisioner
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger,
-                                   workers: workers, provision: { namespace in provisioner?.enqueue(namespace) })
+                                   workers: workers, provision: { namespace in provisioner.enqueue(namespace) })
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
         } catch {
@@ -127,7 +127,7 @@ public final class Service: Sendable {
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
-        provisioner?.logStatus()
+        provisioner.begin(apiHost: options.kubeAPI)
         certFingerprint.withLock { $0 = fingerprint() }
         noteCertificate(context)
     }
@@ -220,7 +220,7 @@ public final class Service: Sendable {
         guard !already else { return }
         updateReadiness()
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
-        provisioner?.stop()
+        provisioner.stop()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
         logger.info("stopped")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import PXGuardCore
 @testable import PXGuardServer
@@ -136,4 +137,35 @@ func shell(_ command: String) throws -> String {
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return String(decoding: data, as: UTF8.self)
+}
+
+@Suite("M1 wiring")
+struct MutationWiringTests {
+    func call(_ handler: AdmissionHandler, _ body: [UInt8]) -> Int {
+        var response = HTTPResponse()
+        let target = Array("/mutate".utf8)
+        let type = Array("application/json".utf8)
+        target.withUnsafeBufferPointer { t in
+            type.withUnsafeBufferPointer { c in
+                body.withUnsafeBytes { b in
+                    handler.handle(HTTPRequest(method: .post, target: t, contentTypeBytes: c, headBytes: t, body: b, worker: 0), &response)
+                }
+            }
+        }
+        return response.status
+    }
+
+    @Test("/mutate enqueues a created namespace for provisioning, but not a dry run")
+    func enqueues() throws {
+        let queued = Mutex<[String]>([])
+        let handler = AdmissionHandler(policies: PolicyBox(AdmissionPolicy(config: .default)), readiness: Readiness(),
+                                       metrics: ServiceMetrics(workers: 1), logger: .none, workers: 1,
+                                       provision: { ns in queued.withLock { $0.append(ns) } })
+        var review = try JSON(parsing: fixtureBytes("namespace-create-e8"))
+        #expect(call(handler, Array(review.serialized.utf8)) == 200)
+        #expect(queued.withLock { $0 } == ["team-a"])
+        review = review.setting("request", review["request"]!.setting("dryRun", true))
+        #expect(call(handler, Array(review.serialized.utf8)) == 200)
+        #expect(queued.withLock { $0 } == ["team-a"])
+    }
 }

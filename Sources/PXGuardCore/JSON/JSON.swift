@@ -37,6 +37,11 @@ public indirect enum JSON: Equatable, Sendable {
         return nil
     }
 
+    public var intValue: Int? {
+        if case .number(let n) = self { return Int(n) }
+        return nil
+    }
+
     public var arrayValue: [JSON]? {
         if case .array(let a) = self { return a }
         return nil

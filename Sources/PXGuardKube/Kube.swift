@@ -1,1 +1,0 @@
-// Kubernetes API client and provisioner (see Client.swift, Provisioner.swift).

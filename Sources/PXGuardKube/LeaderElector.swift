@@ -1,0 +1,135 @@
+import Foundation
+public import PXGuardCore
+public import PXGuardServer
+import Synchronization
+
+/// Lease-based leader election (`coordination.k8s.io/v1` Lease): only the holder
+/// of the lease writes. Optimistic concurrency on `resourceVersion` decides races;
+/// a follower takes over once the holder stops renewing for `leaseDuration`.
+public final class LeaderElector: Sendable {
+    public struct Timing: Sendable {
+        public var leaseDuration: Double = 15
+        public var retryPeriod: Double = 2
+        public init() {}
+    }
+
+    let client: KubeClient
+    let namespace: String
+    public let identity: String
+    let timing: Timing
+    let logger: Logger
+    /// Monotonic deadline (seconds) until which this replica may act as leader.
+    let leaderUntil = Mutex<Double>(0)
+    let stopped = Atomic<Bool>(false)
+
+    public init(client: KubeClient, namespace: String, identity: String, timing: Timing, logger: Logger) {
+        self.client = client
+        self.namespace = namespace
+        self.identity = identity
+        self.timing = timing
+        self.logger = logger
+    }
+
+    /// True while this replica holds a lease it renewed within the lease duration.
+    public var isLeader: Bool { leaderUntil.withLock { $0 } > Self.monotonic() }
+
+    static func monotonic() -> Double { ProcessInfo.processInfo.systemUptime }
+
+
+    /// Kubernetes MicroTime: RFC 3339 with microseconds.
+    static func microTime(_ date: Date) -> String {
+        let seconds = floor(date.timeIntervalSince1970)
+        let micros = Int((date.timeIntervalSince1970 - seconds) * 1_000_000)
+        let base = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: seconds)).dropLast()  // drop "Z"
+        return "\(base).\(String(format: "%06d", micros))Z"
+    }
+
+    static func parseTime(_ text: String?) -> Date? {
+        guard let text else { return nil }
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return fractional.date(from: text) ?? ISO8601DateFormatter().date(from: text)
+    }
+
+    var path: String { "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases/\(GuardNames.leaseName)" }
+
+    func leaseBody(resourceVersion: String?, transitions: Int, acquireTime: String) -> JSON {
+        let now = Self.microTime(Date())
+        return .obj([
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": .obj(["name": .string(GuardNames.leaseName), "namespace": .string(namespace),
+                              "resourceVersion": resourceVersion.map { .string($0) }]),
+            "spec": .obj([
+                "holderIdentity": .string(identity),
+                "leaseDurationSeconds": .int(Int(timing.leaseDuration.rounded(.up))),
+                "acquireTime": .string(acquireTime),
+                "renewTime": .string(now),
+                "leaseTransitions": .int(transitions),
+            ]),
+        ])
+    }
+
+    /// One round: acquire or renew. Returns whether this replica leads now.
+    @discardableResult
+    public func tryAcquireOrRenew() -> Bool {
+        let started = Self.monotonic()
+        do {
+            let lease: JSON
+            do {
+                lease = try client.call("GET", path)
+            } catch let error where error.code == 404 {
+                try client.call("POST", "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases",
+                                body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Self.microTime(Date())))
+                becameLeader(since: started, transition: true)
+                return true
+            }
+            let spec = lease["spec"]
+            let holder = spec?["holderIdentity"]?.stringValue ?? ""
+            let renew = Self.parseTime(spec?["renewTime"]?.stringValue)
+            let duration = Double(spec?["leaseDurationSeconds"]?.intValue ?? 0)
+            let expired = renew.map { Date().timeIntervalSince($0) > max(duration, 1) } ?? true
+            let transitions = spec?["leaseTransitions"]?.intValue ?? 0
+            guard holder == identity || holder.isEmpty || expired else {
+                leaderUntil.withLock { $0 = 0 }
+                return false
+            }
+            let mine = holder == identity
+            let acquire = mine ? (spec?["acquireTime"]?.stringValue ?? Self.microTime(Date())) : Self.microTime(Date())
+            try client.call("PUT", path, body: leaseBody(resourceVersion: lease["metadata"]?["resourceVersion"]?.stringValue,
+                                                         transitions: mine ? transitions : transitions + 1, acquireTime: acquire))
+            becameLeader(since: started, transition: !mine)
+            return true
+        } catch {
+            // 409: another replica won this round. Anything else: we cannot prove we
+            // still hold the lease, so stop writing until a renewal succeeds.
+            if error.code != 409 { logger.warn("lease round failed", [("error", error.description)]) }
+            leaderUntil.withLock { $0 = 0 }
+            return false
+        }
+    }
+
+    func becameLeader(since started: Double, transition: Bool) {
+        // Leadership counts from before the round trip, and ends a little before
+        // the lease would expire for the others.
+        let was = isLeader
+        leaderUntil.withLock { $0 = started + timing.leaseDuration * 0.8 }
+        if !was || transition { logger.info("provisioner lease acquired", [("identity", identity)]) }
+    }
+
+    /// Runs rounds every `retryPeriod` until `stop`.
+    public func run() {
+        while !stopped.load(ordering: .relaxed) {
+            tryAcquireOrRenew()
+            var waited = 0.0
+            while waited < timing.retryPeriod && !stopped.load(ordering: .relaxed) {
+                usleep(50_000)
+                waited += 0.05
+            }
+        }
+    }
+
+    public func stop() {
+        stopped.store(true, ordering: .relaxed)
+        leaderUntil.withLock { $0 = 0 }
+    }
+}
