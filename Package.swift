@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "pxguard", targets: ["pxguard"]),
+        // For the out-of-tree micro-benchmark (bench/micro) and fuzz targets.
+        .library(name: "PXGuardCore", targets: ["PXGuardCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

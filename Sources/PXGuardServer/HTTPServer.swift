@@ -480,6 +480,7 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         var reads = 0
+        var lastReadShort = false
         while true {
             if c.output.readable > 0 {
                 switch flush(c) {
@@ -493,11 +494,15 @@ final class EventLoop: @unchecked Sendable {
             if c.input.readable > 0 && process(c) { continue }
             if c.closeAfterFlush { continue }
             // Bounded reads per wake-up, so one busy peer cannot starve the others.
+            // After a short read the socket is most likely drained: wait for epoll
+            // instead of paying a read that returns EAGAIN.
             reads += 1
-            if reads > 16 { setInterest(c, Self.readableEvents); return }
+            if reads > 16 || (lastReadShort && !c.tls.hasPending) { setInterest(c, Self.readableEvents); return }
             c.input.reserve(4096)
-            switch c.tls.read(into: c.input.writePointer, count: c.input.writable) {
+            let requested = c.input.writable
+            switch c.tls.read(into: c.input.writePointer, count: requested) {
             case .done(let n):
+                lastReadShort = n < requested
                 c.input.writeIndex += n
                 if c.timer == .idle {
                     c.timer = .request

@@ -1,4 +1,5 @@
 import COpenSSL
+import CLinux
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,7 +17,7 @@ public struct TLSError: Error, CustomStringConvertible, Sendable {
             if code == 0 { break }
             var buf = [CChar](repeating: 0, count: 256)
             ERR_error_string_n(code, &buf, buf.count)
-            reasons.append(String(cString: buf))
+            reasons.append(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         return reasons.isEmpty ? "unknown error" : reasons.joined(separator: "; ")
     }
@@ -181,6 +182,10 @@ struct TLSSession {
         ERR_clear_error()
         return result(SSL_write(ssl, pointer, Int32(min(count, Int(Int32.max)))))
     }
+
+    /// True when OpenSSL holds bytes (decrypted or not) that a read would return
+    /// without touching the socket.
+    var hasPending: Bool { SSL_has_pending(ssl) == 1 }
 
     /// Sends close_notify without waiting for the peer's.
     func shutdown() {

@@ -12,15 +12,35 @@ public struct JSONValue {
     public enum Kind: Sendable { case object, array, string, number, bool, null }
 
     @usableFromInline let base: UnsafePointer<UInt8>
+    /// The structural tape of the document: one entry per array or object.
+    @usableFromInline let tape: UnsafePointer<TapeEntry>
     /// Offset of the first byte of the value.
     public let start: Int
     /// Offset one past the last byte of the value.
     public let end: Int
+    /// Index of this value's tape entry when it is a container.
+    @usableFromInline let ordinal: Int
 
-    @inlinable init(base: UnsafePointer<UInt8>, start: Int, end: Int) {
+    @inlinable init(base: UnsafePointer<UInt8>, tape: UnsafePointer<TapeEntry>, start: Int, end: Int, ordinal: Int) {
         self.base = base
+        self.tape = tape
         self.start = start
         self.end = end
+        self.ordinal = ordinal
+    }
+
+    /// The child value starting at `i`; `next` is the tape index of the next
+    /// container in document order, advanced past this child's containers.
+    @inline(__always) func child(at i: Int, next: inout Int) -> JSONValue {
+        let c = base[i]
+        if c == UInt8(ascii: "{") || c == UInt8(ascii: "[") {
+            let entry = tape[next]
+            let v = JSONValue(base: base, tape: tape, start: i, end: entry.end, ordinal: next)
+            next = entry.next
+            return v
+        }
+        let e = c == UInt8(ascii: "\"") ? JSONScanner.skipString(base, i) : JSONScanner.skipScalar(base, i)
+        return JSONValue(base: base, tape: tape, start: i, end: e, ordinal: -1)
     }
 
     public var kind: Kind {
@@ -121,16 +141,17 @@ public struct JSONValue {
     /// Calls `body` for each member of an object, in document order.
     public func forEachMember(_ body: (_ key: JSONValue, _ value: JSONValue) -> Void) {
         guard base[start] == UInt8(ascii: "{") else { return }
+        var next = ordinal + 1
         var i = JSONScanner.skipWS(base, start + 1, end)
         if base[i] == UInt8(ascii: "}") { return }
         while true {
             let keyEnd = JSONScanner.skipString(base, i)
-            let key = JSONValue(base: base, start: i, end: keyEnd)
+            let key = JSONValue(base: base, tape: tape, start: i, end: keyEnd, ordinal: -1)
             i = JSONScanner.skipWS(base, keyEnd, end) + 1  // past ':'
             i = JSONScanner.skipWS(base, i, end)
-            let valueEnd = JSONScanner.skipValue(base, i)
-            body(key, JSONValue(base: base, start: i, end: valueEnd))
-            i = JSONScanner.skipWS(base, valueEnd, end)
+            let value = child(at: i, next: &next)
+            body(key, value)
+            i = JSONScanner.skipWS(base, value.end, end)
             if base[i] == UInt8(ascii: "}") { return }
             i = JSONScanner.skipWS(base, i + 1, end)  // past ','
         }
@@ -139,14 +160,15 @@ public struct JSONValue {
     /// Calls `body` for each element of an array, in order.
     public func forEachElement(_ body: (_ index: Int, _ value: JSONValue) -> Void) {
         guard base[start] == UInt8(ascii: "[") else { return }
+        var next = ordinal + 1
         var i = JSONScanner.skipWS(base, start + 1, end)
         if base[i] == UInt8(ascii: "]") { return }
         var index = 0
         while true {
-            let valueEnd = JSONScanner.skipValue(base, i)
-            body(index, JSONValue(base: base, start: i, end: valueEnd))
+            let value = child(at: i, next: &next)
+            body(index, value)
             index += 1
-            i = JSONScanner.skipWS(base, valueEnd, end)
+            i = JSONScanner.skipWS(base, value.end, end)
             if base[i] == UInt8(ascii: "]") { return }
             i = JSONScanner.skipWS(base, i + 1, end)
         }
@@ -190,8 +212,9 @@ public enum JSONDocument {
         }
         let base = raw.assumingMemoryBound(to: UInt8.self)
         var validator = JSONValidator(base: base, count: bytes.count)
+        defer { validator.tape.deallocate() }
         let (start, end) = try validator.validateDocument()
-        return try body(JSONValue(base: base, start: start, end: end))
+        return try body(JSONValue(base: base, tape: validator.tape.base, start: start, end: end, ordinal: 0))
     }
 
     /// Convenience for owned byte arrays.
@@ -223,37 +246,15 @@ public enum JSONDocument {
         }
     }
 
-    /// The offset one past the value starting at `i`.
-    static func skipValue(_ p: UnsafePointer<UInt8>, _ i: Int) -> Int {
-        switch p[i] {
-        case UInt8(ascii: "\""):
-            return skipString(p, i)
-        case UInt8(ascii: "{"), UInt8(ascii: "["):
-            var depth = 0
-            var i = i
-            while true {
-                let c = p[i]
-                switch c {
-                case UInt8(ascii: "\""):
-                    i = skipString(p, i)
-                    continue
-                case UInt8(ascii: "{"), UInt8(ascii: "["):
-                    depth += 1
-                case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                    depth -= 1
-                    if depth == 0 { return i + 1 }
-                default: break
-                }
-                i += 1
-            }
-        default:
-            var i = i + 1
-            while true {
-                switch p[i] {
-                case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x0A, 0x0D, 0x09:
-                    return i
-                default: i += 1
-                }
+    /// The offset one past the number or literal starting at `i` (followed, in a
+    /// validated container, by a delimiter).
+    @inline(__always) static func skipScalar(_ p: UnsafePointer<UInt8>, _ i: Int) -> Int {
+        var i = i + 1
+        while true {
+            switch p[i] {
+            case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x0A, 0x0D, 0x09:
+                return i
+            default: i += 1
             }
         }
     }
@@ -266,9 +267,10 @@ public enum JSONDocument {
     ) -> Bool? {
         let length = end - start - 2
         let body = p + start + 1
-        if length == count {
-            if memcmpBytes(body, text, count) { return true }
-        }
+        // An escaped token is longer than what it decodes to: equal raw lengths
+        // compare bytewise, shorter ones never match, longer ones only with escapes.
+        if length == count { return memcmpBytes(body, text, count) }
+        if length < count { return false }
         for k in 0..<length where body[k] == UInt8(ascii: "\\") { return nil }
         return false
     }
@@ -339,127 +341,203 @@ public enum JSONDocument {
     }
 }
 
+/// One container in document order: where it ends, and the tape index that
+/// follows all of its descendants (so siblings are found without rescanning).
+public struct TapeEntry {
+    var end: Int
+    var next: Int
+}
+
+/// A growable buffer of tape entries, freed by the parse that made it.
+struct Tape {
+    var base: UnsafeMutablePointer<TapeEntry>
+    var count = 0
+    var capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(capacity: capacity)
+    }
+
+    mutating func append() -> Int {
+        if count == capacity {
+            let grown = UnsafeMutablePointer<TapeEntry>.allocate(capacity: capacity * 2)
+            grown.moveInitialize(from: base, count: count)
+            base.deallocate()
+            base = grown
+            capacity *= 2
+        }
+        (base + count).initialize(to: TapeEntry(end: 0, next: 0))
+        count += 1
+        return count - 1
+    }
+
+    func deallocate() { base.deallocate() }
+}
+
 /// The one validating pass over a document: grammar, string escapes, control
-/// characters, number syntax, UTF-8 well-formedness and nesting depth.
+/// characters, number syntax, UTF-8 well-formedness and nesting depth. One loop
+/// over an explicit stack instead of recursive calls, with the cursor in a local,
+/// so the common bytes cost a few instructions each. It also builds the tape.
 struct JSONValidator {
     let p: UnsafePointer<UInt8>
     let n: Int
-    var i = 0
+    var tape: Tape
 
     init(base: UnsafePointer<UInt8>, count: Int) {
         p = base
         n = count
+        tape = Tape(capacity: max(16, count / 24))
     }
 
-    func fail(_ reason: String, at offset: Int? = nil) -> JSONSyntaxError {
-        JSONSyntaxError(offset: offset ?? i, reason: reason)
+    func fail(_ reason: String, at offset: Int) -> JSONSyntaxError {
+        JSONSyntaxError(offset: offset, reason: reason)
     }
 
-    mutating func ws() {
-        while i < n && JSONScanner.isWS(p[i]) { i += 1 }
-    }
+    enum State { case value, keyOrEnd, key, colon, valueOrEnd, afterValue }
 
     mutating func validateDocument() throws -> (Int, Int) {
-        ws()
-        let start = i
-        try value(depth: 0)
-        let end = i
-        ws()
-        if i != n { throw fail("unexpected data after the JSON value") }
-        return (start, end)
-    }
-
-    mutating func value(depth: Int) throws {
-        guard i < n else { throw fail("unexpected end of input") }
-        switch p[i] {
-        case UInt8(ascii: "{"): try object(depth: depth + 1)
-        case UInt8(ascii: "["): try array(depth: depth + 1)
-        case UInt8(ascii: "\""): try string()
-        case UInt8(ascii: "t"): try literal("true")
-        case UInt8(ascii: "f"): try literal("false")
-        case UInt8(ascii: "n"): try literal("null")
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number()
-        default: throw fail("unexpected character")
+        let p = self.p
+        let n = self.n
+        var i = 0
+        // Open containers: tape index, negative for arrays (index + 1 negated).
+        var stack = [Int]()
+        stack.reserveCapacity(32)
+        var state = State.value
+        @inline(__always) func skipWS(_ i: inout Int) {
+            while i < n, JSONScanner.isWS(p[i]) { i += 1 }
         }
+        while i < n && JSONScanner.isWS(p[i]) { i += 1 }
+        let start = i
+        while true {
+            skipWS(&i)
+            if i >= n {
+                if state == .afterValue && stack.isEmpty { break }
+                throw fail("unexpected end of input", at: i)
+            }
+            let c = p[i]
+            switch state {
+            case .value, .valueOrEnd:
+                if state == .valueOrEnd && c == UInt8(ascii: "]") {
+                    try close(&stack, isObject: false, at: &i)
+                    state = .afterValue
+                    continue
+                }
+                switch c {
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    if stack.count >= JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)", at: i) }
+                    let entry = tape.append()
+                    stack.append(c == UInt8(ascii: "{") ? entry : -(entry + 1))
+                    i += 1
+                    state = c == UInt8(ascii: "{") ? .keyOrEnd : .valueOrEnd
+                    continue
+                case UInt8(ascii: "\""):
+                    i = try scanString(i)
+                case UInt8(ascii: "t"): i = try literal(i, "true")
+                case UInt8(ascii: "f"): i = try literal(i, "false")
+                case UInt8(ascii: "n"): i = try literal(i, "null")
+                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                    i = try scanNumber(i)
+                default:
+                    throw fail("unexpected character", at: i)
+                }
+                state = .afterValue
+            case .keyOrEnd, .key:
+                if state == .keyOrEnd && c == UInt8(ascii: "}") {
+                    try close(&stack, isObject: true, at: &i)
+                    state = .afterValue
+                    continue
+                }
+                guard c == UInt8(ascii: "\"") else { throw fail("expected a member name", at: i) }
+                i = try scanString(i)
+                state = .colon
+            case .colon:
+                guard c == UInt8(ascii: ":") else { throw fail("expected ':'", at: i) }
+                i += 1
+                state = .value
+            case .afterValue:
+                guard let top = stack.last else { throw fail("unexpected data after the JSON value", at: i) }
+                let isObject = top >= 0
+                if c == UInt8(ascii: ",") {
+                    i += 1
+                    state = isObject ? .key : .value
+                } else if c == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                    try close(&stack, isObject: isObject, at: &i)
+                } else {
+                    throw fail(isObject ? "expected ',' or '}'" : "expected ',' or ']'", at: i)
+                }
+            }
+        }
+        return (start, endOfValue(start))
     }
 
-    mutating func literal(_ word: StaticString) throws {
+    /// The end of the root value: after its last non-space byte.
+    func endOfValue(_ start: Int) -> Int {
+        var e = n
+        while e > start && JSONScanner.isWS(p[e - 1]) { e -= 1 }
+        return e
+    }
+
+    @inline(__always) mutating func close(_ stack: inout [Int], isObject: Bool, at i: inout Int) throws {
+        let top = stack.removeLast()
+        let entry = isObject ? top : -top - 1
+        i += 1
+        tape.base[entry].end = i
+        tape.base[entry].next = tape.count
+    }
+
+    @inline(__always) func literal(_ i: Int, _ word: StaticString) throws -> Int {
         let count = word.utf8CodeUnitCount
         guard i + count <= n, JSONScanner.memcmpBytes(p + i, word.utf8Start, count) else {
-            throw fail("invalid literal")
+            throw fail("invalid literal", at: i)
         }
-        i += count
+        return i + count
     }
 
-    mutating func object(depth: Int) throws {
-        if depth > JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)") }
-        i += 1
-        ws()
-        if i < n && p[i] == UInt8(ascii: "}") { i += 1; return }
-        while true {
-            guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-            try string()
-            ws()
-            guard i < n, p[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
-            i += 1
-            ws()
-            try value(depth: depth)
-            ws()
-            guard i < n else { throw fail("unterminated object") }
-            if p[i] == UInt8(ascii: "}") { i += 1; return }
-            guard p[i] == UInt8(ascii: ",") else { throw fail("expected ',' or '}'") }
-            i += 1
-            ws()
-        }
-    }
-
-    mutating func array(depth: Int) throws {
-        if depth > JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)") }
-        i += 1
-        ws()
-        if i < n && p[i] == UInt8(ascii: "]") { i += 1; return }
-        while true {
-            try value(depth: depth)
-            ws()
-            guard i < n else { throw fail("unterminated array") }
-            if p[i] == UInt8(ascii: "]") { i += 1; return }
-            guard p[i] == UInt8(ascii: ",") else { throw fail("expected ',' or ']'") }
-            i += 1
-            ws()
-        }
-    }
-
-    mutating func string() throws {
-        let open = i
-        i += 1
-        while i < n {
-            let c = p[i]
-            if c == UInt8(ascii: "\"") { i += 1; return }
-            if c < 0x20 { throw fail("control character in string") }
+    /// From an opening quote, the offset past the closing one.
+    @inline(__always) func scanString(_ open: Int) throws -> Int {
+        let p = self.p
+        let n = self.n
+        var j = open + 1
+        while j < n {
+            // Eight bytes at a time while none is a quote, a backslash, a control
+            // character or non-ASCII (SWAR "has byte" tests on a UInt64).
+            while j + 8 <= n {
+                let w = UnsafeRawPointer(p + j).loadUnaligned(as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let quote = w ^ (ones &* 0x22)
+                let slash = w ^ (ones &* 0x5C)
+                let special = ((quote &- ones) & ~quote) | ((slash &- ones) & ~slash) | (w &- ones &* 0x20) | w
+                if special & 0x8080_8080_8080_8080 != 0 { break }
+                j += 8
+            }
+            guard j < n else { break }
+            let c = p[j]
+            if c >= 0x20 && c < 0x80 && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") { j += 1; continue }
+            if c == UInt8(ascii: "\"") { return j + 1 }
+            if c < 0x20 { throw fail("control character in string", at: j) }
             if c == UInt8(ascii: "\\") {
-                guard i + 1 < n else { break }
-                switch p[i + 1] {
+                guard j + 1 < n else { break }
+                switch p[j + 1] {
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
                     UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-                    i += 2
+                    j += 2
                 case UInt8(ascii: "u"):
-                    guard i + 6 <= n else { throw fail("truncated \\u escape") }
-                    for k in 2..<6 where JSONScanner.hexValue(p[i + k]) == nil {
-                        throw fail("invalid \\u escape")
-                    }
-                    i += 6
-                default: throw fail("invalid escape")
+                    guard j + 6 <= n else { throw fail("truncated \\u escape", at: j) }
+                    for k in 2..<6 where JSONScanner.hexValue(p[j + k]) == nil { throw fail("invalid \\u escape", at: j) }
+                    j += 6
+                default:
+                    throw fail("invalid escape", at: j)
                 }
                 continue
             }
-            if c < 0x80 { i += 1; continue }
-            try utf8Sequence()
+            j = try utf8Sequence(j)
         }
         throw fail("unterminated string", at: open)
     }
 
     /// Checks one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates).
-    mutating func utf8Sequence() throws {
+    func utf8Sequence(_ i: Int) throws -> Int {
         let c = p[i]
         let length: Int
         var lowerBound: UInt8 = 0x80
@@ -472,37 +550,42 @@ struct JSONValidator {
         case 0xF0: length = 4; lowerBound = 0x90
         case 0xF1...0xF3: length = 4
         case 0xF4: length = 4; upperBound = 0x8F
-        default: throw fail("invalid UTF-8")
+        default: throw fail("invalid UTF-8", at: i)
         }
-        guard i + length <= n else { throw fail("truncated UTF-8") }
+        guard i + length <= n else { throw fail("truncated UTF-8", at: i) }
         let second = p[i + 1]
-        guard second >= lowerBound && second <= upperBound else { throw fail("invalid UTF-8") }
-        for k in 2..<length where p[i + k] & 0xC0 != 0x80 { throw fail("invalid UTF-8") }
-        i += length
+        guard second >= lowerBound && second <= upperBound else { throw fail("invalid UTF-8", at: i) }
+        for k in 2..<length where p[i + k] & 0xC0 != 0x80 { throw fail("invalid UTF-8", at: i) }
+        return i + length
     }
 
-    mutating func number() throws {
+    @inline(__always) func scanNumber(_ start: Int) throws -> Int {
+        let p = self.p
+        let n = self.n
+        var i = start
+        @inline(__always) func isDigit(_ i: Int) -> Bool { i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") }
         if p[i] == UInt8(ascii: "-") { i += 1 }
-        guard i < n else { throw fail("truncated number") }
+        guard i < n else { throw fail("truncated number", at: i) }
         if p[i] == UInt8(ascii: "0") {
             i += 1
-        } else if p[i] >= UInt8(ascii: "1") && p[i] <= UInt8(ascii: "9") {
-            while i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") { i += 1 }
+        } else if isDigit(i) {
+            while isDigit(i) { i += 1 }
         } else {
-            throw fail("invalid number")
+            throw fail("invalid number", at: i)
         }
         if i < n && p[i] == UInt8(ascii: ".") {
             i += 1
             let digits = i
-            while i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") { i += 1 }
-            if i == digits { throw fail("invalid number") }
+            while isDigit(i) { i += 1 }
+            if i == digits { throw fail("invalid number", at: i) }
         }
         if i < n && (p[i] == UInt8(ascii: "e") || p[i] == UInt8(ascii: "E")) {
             i += 1
             if i < n && (p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-")) { i += 1 }
             let digits = i
-            while i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") { i += 1 }
-            if i == digits { throw fail("invalid number") }
+            while isDigit(i) { i += 1 }
+            if i == digits { throw fail("invalid number", at: i) }
         }
+        return i
     }
 }

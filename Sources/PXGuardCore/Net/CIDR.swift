@@ -94,6 +94,54 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
         self.init(family: address.family, network: address.value & ~mask, prefix: prefix)
     }
 
+    /// Parses a JSON string token's raw bytes (quotes excluded) without
+    /// allocating for the common IPv4 form; other forms go through `init?(_:)`.
+    init?(rawBytes b: UnsafeBufferPointer<UInt8>) {
+        var value: UInt32 = 0
+        var octet: UInt32 = 0
+        var digits = 0
+        var dots = 0
+        var prefix = -1
+        var i = 0
+        while i < b.count {
+            let c = b[i]
+            if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") {
+                if digits > 0 && octet == 0 { return nil }  // leading zero
+                octet = octet * 10 + UInt32(c - UInt8(ascii: "0"))
+                digits += 1
+                if digits > 3 || (prefix < 0 && octet > 255) { break }
+            } else if c == UInt8(ascii: ".") && prefix < 0 && digits > 0 && dots < 3 {
+                value = value << 8 | octet
+                octet = 0
+                digits = 0
+                dots += 1
+            } else if c == UInt8(ascii: "/") && prefix < 0 && dots == 3 && digits > 0 {
+                value = value << 8 | octet
+                octet = 0
+                digits = 0
+                prefix = 0
+            } else {
+                break
+            }
+            i += 1
+        }
+        guard i == b.count, digits > 0, dots == 3 else {
+            // IPv6, escapes or an error: the general parser decides.
+            guard let text = String(validating: b, as: UTF8.self), let c = CIDR(text) else { return nil }
+            self = c
+            return
+        }
+        if prefix < 0 {
+            value = value << 8 | octet
+            prefix = 32
+        } else {
+            guard octet <= 32 else { return nil }
+            prefix = Int(octet)
+        }
+        let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefix)
+        self.init(family: .v4, network: UInt128(value & mask), prefix: prefix)
+    }
+
     public var range: IPRange {
         let hostBits = family.bits - prefix
         let mask: UInt128 = hostBits >= 128 ? .max : (UInt128(1) << hostBits) - 1

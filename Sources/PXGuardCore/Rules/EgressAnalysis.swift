@@ -1,3 +1,11 @@
+extension JSONValue {
+    /// The value as a CIDR when it is a string holding one.
+    var cidr: CIDR? {
+        guard kind == .string else { return nil }
+        return CIDR(rawBytes: UnsafeBufferPointer(start: base + start + 1, count: end - start - 2))
+    }
+}
+
 /// The egress analysis behind R4: does a NetworkPolicy spec allow egress to some
 /// protected address (a node subnet) on some protected port?
 ///
@@ -29,9 +37,13 @@ public struct EgressAnalysis: Sendable {
         guard affectsEgress(spec), let egress = spec["egress"] else { return nil }
         var found: Reach?
         egress.forEachElement { index, rule in
+            // Ports first: they are cheap to check and rule out most rules. Words
+            // for the message are only built for the rule that reaches.
             guard found == nil, rule.kind == .object,
-                let addresses = reachedAddresses(rule["to"]),
-                let ports = reachedPorts(rule["ports"])
+                reachedPorts(rule["ports"], describe: false) != nil,
+                reachedAddresses(rule["to"], describe: false) != nil,
+                let ports = reachedPorts(rule["ports"], describe: true),
+                let addresses = reachedAddresses(rule["to"], describe: true)
             else { return }
             found = Reach(ruleIndex: index, addresses: addresses, ports: ports)
         }
@@ -53,23 +65,27 @@ public struct EgressAnalysis: Sendable {
     /// The node addresses a rule's `to` reaches, described, or nil for none.
     /// Absent or empty `to` means every destination. Pod and namespace selector
     /// peers select pod IPs, not the node subnets, and do not count (SPEC R4).
-    func reachedAddresses(_ to: JSONValue?) -> String? {
+    func reachedAddresses(_ to: JSONValue?, describe: Bool) -> String? {
         guard let to, to.kind == .array, !to.isEmptyContainerOrNull else {
-            return nodeRanges.map(\.description).joined(separator: ", ")
+            return describe ? nodeRanges.map(\.description).joined(separator: ", ") : ""
         }
         var reached: [IPRange] = []
         var unparsable: String?
         to.forEachElement { _, peer in
             guard let block = peer["ipBlock"], block.kind == .object else { return }
-            guard let text = block["cidr"]?.string, let cidr = CIDR(text) else {
+            guard let cidrValue = block["cidr"], let cidr = cidrValue.cidr else {
                 // The API server rejects these before validating webhooks run; offline
                 // (`pxguard check`) an unreadable block is treated as reaching everything.
                 unparsable = block["cidr"]?.string ?? "(missing)"
                 return
             }
+            // Most blocks miss the node subnets entirely: decide that before
+            // looking at the except list.
+            let candidatesForBlock = [cidr.range] + [IPRangeSet.asIPv4(cidr.range)].compactMap { $0 }
+            if !candidatesForBlock.contains(where: { c in nodeRanges.contains { c.intersection($0) != nil } }) { return }
             var holes: [IPRange] = []
             block["except"]?.forEachElement { _, e in
-                if let t = e.string, let c = CIDR(t) { holes.append(c.range) }
+                if let c = e.cidr { holes.append(c.range) }
             }
             let allowed = IPRangeSet.subtract([cidr.range], holes)
             for range in allowed {
@@ -81,20 +97,31 @@ public struct EgressAnalysis: Sendable {
             return "the node subnets (ipBlock cidr \(unparsable) cannot be parsed)"
         }
         guard !reached.isEmpty else { return nil }
+        guard describe else { return "" }
         let shown = reached.prefix(2).map(\.description).joined(separator: ", ")
         return reached.count > 2 ? shown + " (and more)" : shown
     }
 
     /// The protected ports a rule's `ports` reaches, described, or nil for none.
     /// Absent or empty `ports` means every port of every protocol.
-    func reachedPorts(_ ports: JSONValue?) -> String? {
+    func reachedPorts(_ ports: JSONValue?, describe: Bool) -> String? {
         guard let ports, ports.kind == .array, !ports.isEmptyContainerOrNull else {
-            return protectedPorts.map(\.description).joined(separator: ", ")
+            return describe ? protectedPorts.map(\.description).joined(separator: ", ") : ""
         }
         var reached: [String] = []
         ports.forEachElement { _, entry in
-            let protoText = entry["protocol"]?.string ?? "TCP"
-            guard let proto = TransportProtocol(rawValue: protoText) else { return }
+            guard describe || reached.isEmpty else { return }
+            let protoValue = entry["protocol"]
+            let proto: TransportProtocol
+            if protoValue == nil || protoValue!.stringEquals("TCP") {
+                proto = .tcp
+            } else if protoValue!.stringEquals("UDP") {
+                proto = .udp
+            } else if protoValue!.stringEquals("SCTP") {
+                proto = .sctp
+            } else {
+                return
+            }
             let range: PortRange
             let port = entry["port"].flatMap { $0.isNull ? nil : $0 }
             switch port {
