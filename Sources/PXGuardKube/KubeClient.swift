@@ -1,7 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 public import PXGuardCore
 public import PXGuardServer
-import Synchronization
 
 /// Where the Kubernetes API is and how to authenticate to it.
 public struct KubeEndpoint: Sendable {
@@ -34,8 +35,8 @@ public struct KubeEndpoint: Sendable {
     }
 
     /// The in-cluster configuration, or nil outside a cluster.
-    public static func inCluster(environment: [String: String] = ProcessInfo.processInfo.environment) -> KubeEndpoint? {
-        guard let host = environment["KUBERNETES_SERVICE_HOST"], let port = environment["KUBERNETES_SERVICE_PORT"],
+    public static func inCluster() -> KubeEndpoint? {
+        guard let host = Clock.environment("KUBERNETES_SERVICE_HOST"), let port = Clock.environment("KUBERNETES_SERVICE_PORT"),
             FileIO.exists(serviceAccountDirectory + "/token")
         else { return nil }
         let bracketed = host.contains(":") ? "[\(host)]" : host
@@ -87,12 +88,12 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
 
 /// A small Kubernetes API client over pxguard's own TLS layer (OpenSSL client
 /// mode, verifying the API server against the CA file). The bearer token is read
-/// from its file on every request, so rotated bound tokens keep working.
+/// from its file on every request, so rotated bound tokens keep working. One
+/// client per thread: it keeps one keep-alive connection and takes no lock.
 public final class KubeClient: @unchecked Sendable {
     let endpoint: KubeEndpoint
     let context: TLSContext
     let timeout: Double
-    private let lock = NSLock()
     private var connection: HTTPClientConnection?
 
     public init(endpoint: KubeEndpoint, timeout: Double = 10) throws(KubeError) {
@@ -107,7 +108,8 @@ public final class KubeClient: @unchecked Sendable {
 
     func token() -> String? {
         guard let file = endpoint.tokenFile, let bytes = try? FileIO.read(file, limit: 1 << 16) else { return nil }
-        return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = bytes.drop { $0 <= 0x20 }.reversed().drop { $0 <= 0x20 }.reversed()
+        return String(decoding: Array(trimmed), as: UTF8.self)
     }
 
     func connect() throws(KubeError) -> HTTPClientConnection {
@@ -128,8 +130,6 @@ public final class KubeClient: @unchecked Sendable {
     @discardableResult
     public func call(_ method: String, _ path: String, body: JSON? = nil,
                      contentType: String = "application/json") throws(KubeError) -> JSON {
-        lock.lock()
-        defer { lock.unlock() }
         var headers = [("Accept", "application/json"), ("User-Agent", "pxguard")]
         if let token = token() { headers.append(("Authorization", "Bearer \(token)")) }
         if body != nil { headers.append(("Content-Type", contentType)) }
@@ -165,10 +165,8 @@ public final class KubeClient: @unchecked Sendable {
     }
 
     public func close() {
-        lock.lock()
         connection?.close()
         connection = nil
-        lock.unlock()
     }
 }
 

@@ -1,4 +1,6 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 public import PXGuardCore
 public import PXGuardServer
 import Synchronization
@@ -33,28 +35,13 @@ public final class LeaderElector: Sendable {
     /// True while this replica holds a lease it renewed within the lease duration.
     public var isLeader: Bool { leaderUntil.withLock { $0 } > Self.monotonic() }
 
-    static func monotonic() -> Double { ProcessInfo.processInfo.systemUptime }
+    static func monotonic() -> Double { Clock.monotonic() }
 
-
-    /// Kubernetes MicroTime: RFC 3339 with microseconds.
-    static func microTime(_ date: Date) -> String {
-        let seconds = floor(date.timeIntervalSince1970)
-        let micros = Int((date.timeIntervalSince1970 - seconds) * 1_000_000)
-        let base = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: seconds)).dropLast()  // drop "Z"
-        return "\(base).\(String(format: "%06d", micros))Z"
-    }
-
-    static func parseTime(_ text: String?) -> Date? {
-        guard let text else { return nil }
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return fractional.date(from: text) ?? ISO8601DateFormatter().date(from: text)
-    }
 
     var path: String { "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases/\(GuardNames.leaseName)" }
 
     func leaseBody(resourceVersion: String?, transitions: Int, acquireTime: String) -> JSON {
-        let now = Self.microTime(Date())
+        let now = Clock.microTime(Clock.wall())
         return .obj([
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": .obj(["name": .string(GuardNames.leaseName), "namespace": .string(namespace),
@@ -79,22 +66,22 @@ public final class LeaderElector: Sendable {
                 lease = try client.call("GET", path)
             } catch let error where error.code == 404 {
                 try client.call("POST", "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases",
-                                body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Self.microTime(Date())))
+                                body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Clock.microTime(Clock.wall())))
                 becameLeader(since: started, transition: true)
                 return true
             }
             let spec = lease["spec"]
             let holder = spec?["holderIdentity"]?.stringValue ?? ""
-            let renew = Self.parseTime(spec?["renewTime"]?.stringValue)
+            let renew = spec?["renewTime"]?.stringValue.flatMap(Clock.parseRFC3339)
             let duration = Double(spec?["leaseDurationSeconds"]?.intValue ?? 0)
-            let expired = renew.map { Date().timeIntervalSince($0) > max(duration, 1) } ?? true
+            let expired = renew.map { Clock.wall() - $0 > max(duration, 1) } ?? true
             let transitions = spec?["leaseTransitions"]?.intValue ?? 0
             guard holder == identity || holder.isEmpty || expired else {
                 leaderUntil.withLock { $0 = 0 }
                 return false
             }
             let mine = holder == identity
-            let acquire = mine ? (spec?["acquireTime"]?.stringValue ?? Self.microTime(Date())) : Self.microTime(Date())
+            let acquire = mine ? (spec?["acquireTime"]?.stringValue ?? Clock.microTime(Clock.wall())) : Clock.microTime(Clock.wall())
             try client.call("PUT", path, body: leaseBody(resourceVersion: lease["metadata"]?["resourceVersion"]?.stringValue,
                                                          transitions: mine ? transitions : transitions + 1, acquireTime: acquire))
             becameLeader(since: started, transition: !mine)

@@ -1,5 +1,6 @@
-import Dispatch
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 public import PXGuardCore
 public import PXGuardServer
 import Synchronization
@@ -34,7 +35,7 @@ public final class Provisioner: Sendable {
     let settings: Settings
     let logger: Logger
     let queue = Mutex<[Item]>([])
-    let wake = DispatchSemaphore(value: 0)
+    let wake = Waker()
     let stopped = Atomic<Bool>(false)
 
     public let created = Atomic<Int>(0)
@@ -53,7 +54,7 @@ public final class Provisioner: Sendable {
         self.logger = logger
     }
 
-    static func now() -> Double { ProcessInfo.processInfo.systemUptime }
+    static func now() -> Double { Clock.monotonic() }
 
     /// Queues a namespace for provisioning (deduplicated). Never blocks on I/O.
     public func enqueue(_ namespace: String) {
@@ -95,7 +96,7 @@ public final class Provisioner: Sendable {
         var nextResync = 0.0
         while !stopped.load(ordering: .relaxed) {
             if let elector, !elector.isLeader {
-                _ = wake.wait(timeout: .now() + 0.2)
+                wake.wait(seconds: 0.2)
                 nextResync = 0  // a new leader starts with a full resync
                 continue
             }
@@ -107,7 +108,7 @@ public final class Provisioner: Sendable {
             if let item {
                 process(item)
             } else {
-                _ = wake.wait(timeout: .now() + min(max(wait, 0.01), max(0.01, nextResync - Self.now()), 1))
+                wake.wait(seconds: min(max(wait, 0.01), max(0.01, nextResync - Self.now()), 1))
             }
         }
     }

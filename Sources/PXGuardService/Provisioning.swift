@@ -1,4 +1,3 @@
-import Foundation
 import PXGuardCore
 import PXGuardKube
 import PXGuardServer
@@ -37,15 +36,17 @@ final class ProvisionerHandle: Sendable {
             return ProvisionerHandle(provisioner: nil, elector: nil,
                                      offReason: "no Kubernetes API configured (--kube-api, or run in a cluster)", logger: logger)
         }
+        // One client per worker thread: each keeps its own connection, no lock.
         let client: KubeClient
+        let leaseClient: KubeClient
         do {
             client = try KubeClient(endpoint: endpoint)
+            leaseClient = try KubeClient(endpoint: endpoint)
         } catch {
             throw CommandError(error.description)
         }
-        let environment = ProcessInfo.processInfo.environment
-        let identity = environment["POD_NAME"] ?? "\(ProcessInfo.processInfo.hostName)-\(UInt32.random(in: 0...UInt32.max))"
-        let elector = LeaderElector(client: client, namespace: config.namespace, identity: identity,
+        let identity = Clock.environment("POD_NAME") ?? "\(Clock.hostName())-\(UInt32.random(in: 0...UInt32.max))"
+        let elector = LeaderElector(client: leaseClient, namespace: config.namespace, identity: identity,
                                     timing: LeaderElector.Timing(), logger: logger)
         var settings = Provisioner.Settings()
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)

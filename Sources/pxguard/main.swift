@@ -1,5 +1,7 @@
 import ArgumentParser
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import PXGuardService
 import PXGuardServer
 
@@ -105,20 +107,21 @@ do {
     try command.run()
 } catch let error as CommandError {
     printError("pxguard: \(error.description)")
-    Foundation.exit(error.exitCode)
+    Glibc.exit(error.exitCode)
 } catch let code as ExitCode {
-    Foundation.exit(code.rawValue)
+    Glibc.exit(code.rawValue)
 } catch {
     let code = PXGuard.exitCode(for: error)
     if code == .success {
         print(PXGuard.fullMessage(for: error))
-        Foundation.exit(0)
+        Glibc.exit(0)
     }
     let message = PXGuard.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
     printError("pxguard: \(message) (see pxguard --help)")
-    Foundation.exit(2)
+    Glibc.exit(2)
 }
 
 func printError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    let text = line + "\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
 }

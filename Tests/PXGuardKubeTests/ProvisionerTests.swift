@@ -25,7 +25,8 @@ struct ProvisionerTests {
         var timing = LeaderElector.Timing()
         timing.leaseDuration = 2
         timing.retryPeriod = 0.3
-        let leader = elector ? LeaderElector(client: client, namespace: "pxguard-system", identity: identity, timing: timing, logger: .none) : nil
+        let leaseClient = try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile), timeout: 5)
+        let leader = elector ? LeaderElector(client: leaseClient, namespace: "pxguard-system", identity: identity, timing: timing, logger: .none) : nil
         var settings = Provisioner.Settings()
         settings.resyncSeconds = resync
         settings.backoffBase = 0.05
