@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "pxguard", targets: ["pxguard"]),
         // For the out-of-tree micro-benchmark (bench/micro) and fuzz targets.
         .library(name: "PXGuardCore", targets: ["PXGuardCore"]),
+        .library(name: "PXGuardYAML", targets: ["PXGuardYAML"]),
+        .library(name: "PXGuardServer", targets: ["PXGuardServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

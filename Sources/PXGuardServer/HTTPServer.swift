@@ -235,12 +235,16 @@ final class Connection {
     enum Phase {
         case handshaking
         case open
+        /// Answered with an error while the peer may still be sending: our side is
+        /// shut, incoming bytes are read and dropped for a moment, so that the
+        /// peer's unread data does not turn into a reset that destroys the answer.
+        case lingering
     }
 
     /// Which deadline is running: each starts once and is never pushed back by
     /// arriving bytes (a client trickling one byte a second is still cut).
     enum Timer {
-        case handshake, idle, request, write
+        case handshake, idle, request, write, linger
     }
 
     let fd: Int32
@@ -254,6 +258,9 @@ final class Connection {
     var served = 0
     var interest: UInt32 = 0
     var closeAfterFlush = false
+    /// Linger after the final flush instead of closing at once (error answers).
+    var lingerOnClose = false
+    var lingered = 0
     var bodyBudgetGranted = false
     var slot = 0
 
@@ -457,7 +464,7 @@ final class EventLoop: @unchecked Sendable {
         var expired: [Connection] = []
         for c in active where now >= c.deadline { expired.append(c) }
         for c in expired {
-            if c.timer != .idle { stats.timeouts.add(1, ordering: .relaxed) }
+            if c.timer != .idle && c.timer != .linger { stats.timeouts.add(1, ordering: .relaxed) }
             close(c)
         }
     }
@@ -465,6 +472,10 @@ final class EventLoop: @unchecked Sendable {
     /// Runs a connection as far as it can go without blocking, then records which
     /// readiness event it waits for.
     func drive(_ c: Connection) {
+        if c.phase == .lingering {
+            linger(c)
+            return
+        }
         if c.phase == .handshaking {
             switch c.tls.accept() {
             case .done:
@@ -490,7 +501,10 @@ final class EventLoop: @unchecked Sendable {
                 case .done: break
                 }
             }
-            if c.closeAfterFlush { close(c); return }
+            if c.closeAfterFlush {
+                if c.lingerOnClose { startLinger(c) } else { close(c) }
+                return
+            }
             if c.input.readable > 0 && process(c) { continue }
             if c.closeAfterFlush { continue }
             // Bounded reads per wake-up, so one busy peer cannot starve the others.
@@ -536,6 +550,34 @@ final class EventLoop: @unchecked Sendable {
         return .done(0)
     }
 
+    func startLinger(_ c: Connection) {
+        c.tls.shutdown()
+        _ = Glibc.shutdown(c.fd, Int32(SHUT_WR))
+        c.phase = .lingering
+        c.timer = .linger
+        c.deadline = Sys.now() + 2_000_000_000
+        setInterest(c, Self.readableEvents)
+        linger(c)
+    }
+
+    /// Reads and drops what the peer still sends, up to 1 MiB or two seconds.
+    func linger(_ c: Connection) {
+        while true {
+            c.input.reset()
+            c.input.reserve(16 * 1024)
+            let n = Glibc.read(c.fd, c.input.writePointer, c.input.writable)
+            if n > 0 {
+                c.lingered += n
+                if c.lingered > 1 << 20 { close(c); return }
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
+            if n < 0 && errno == EINTR { continue }
+            close(c)
+            return
+        }
+    }
+
     /// A peer that stops reading our answer is cut after the body timeout.
     func startWriteTimer(_ c: Connection) {
         guard c.timer != .write else { return }
@@ -556,6 +598,7 @@ final class EventLoop: @unchecked Sendable {
                 response.reset()
                 response.error(error.status, error.message)
                 writeResponse(c, keepAlive: false)
+                c.lingerOnClose = true
                 return true
             }
             switch outcome {

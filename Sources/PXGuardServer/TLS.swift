@@ -70,16 +70,22 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
         }
         SSL_CTX_set_alpn_select_cb(ctx, { _, out, outLength, inProtocols, inLength, _ in
-            // Offer http/1.1 only; a client asking for nothing else proceeds without ALPN.
-            var mutableOut: UnsafeMutablePointer<UInt8>?
-            let ours: [UInt8] = [8] + Array("http/1.1".utf8)
-            let result = ours.withUnsafeBufferPointer { p in
-                SSL_select_next_proto(&mutableOut, outLength, p.baseAddress, UInt32(p.count), inProtocols, inLength)
+            // Select http/1.1 when the client offers it, pointing into the client's
+            // own list (which outlives the handshake); otherwise proceed without ALPN.
+            guard let list = inProtocols else { return SSL_TLSEXT_ERR_NOACK }
+            let wanted: [UInt8] = Array("http/1.1".utf8)
+            var i = 0
+            while i < Int(inLength) {
+                let length = Int(list[i])
+                if i + 1 + length > Int(inLength) { break }
+                if length == wanted.count && (0..<length).allSatisfy({ list[i + 1 + $0] == wanted[$0] }) {
+                    out?.pointee = list + i + 1
+                    outLength?.pointee = UInt8(length)
+                    return SSL_TLSEXT_ERR_OK
+                }
+                i += 1 + length
             }
-            guard result == OPENSSL_NPN_NEGOTIATED, let chosen = mutableOut else { return SSL_TLSEXT_ERR_NOACK }
-            // The selected protocol must point into the client's list, which outlives this call.
-            out?.pointee = UnsafePointer(chosen)
-            return SSL_TLSEXT_ERR_OK
+            return SSL_TLSEXT_ERR_NOACK
         }, nil)
         let notAfter = SSL_CTX_get0_certificate(ctx).flatMap(certificateNotAfter)
         ok = true

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import PXGuardCore
 
@@ -149,4 +150,24 @@ struct NetTests {
 
     @Test("port ranges reject nonsense", arguments: ["0", "65536", "9022-9001", "ICMP/1", "9001-", "a-b", "1-2-3"])
     func badPorts(_ input: String) { #expect(PortRange(input) == nil) }
+}
+
+@Suite("Fuzz regressions")
+struct FuzzRegressionTests {
+    /// Each file under Fixtures/regressions once crashed a fuzz target; decoding,
+    /// every rule, the mutation and encoding must all run cleanly on it (the
+    /// AddressSanitizer run of the suite checks the memory side).
+    @Test("fuzz crashers stay fixed", arguments: ["review-use-after-free"])
+    func crasher(_ name: String) throws {
+        let url = try #require(Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Fixtures/regressions"))
+        let bytes = Array(try Data(contentsOf: url))
+        let policy = AdmissionPolicy(config: .default)
+        _ = try? bytes.withUnsafeBytes { raw in
+            try AdmissionRequest.withDecoded(raw) { request in
+                var out: [UInt8] = []
+                ReviewEncoder.encode(policy.validate(request), uid: request.uid, version: request.version, into: &out)
+                ReviewEncoder.encode(policy.mutate(request).verdict, uid: request.uid, version: request.version, into: &out)
+            }
+        }
+    }
 }

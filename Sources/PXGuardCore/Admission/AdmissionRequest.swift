@@ -133,18 +133,20 @@ public struct AdmissionRequest {
     }
 
     /// Decodes an AdmissionReview from raw bytes and calls `body` with the request.
-    /// The request's object views are only valid inside `body`.
+    /// The request's object views are only valid inside `body`: it runs inside
+    /// the parse, while the document's structural tape is alive.
     public static func withDecoded<R>(
         _ bytes: UnsafeRawBufferPointer, _ body: (AdmissionRequest) throws -> R
     ) throws -> R {
-        let request: AdmissionRequest
+        var inBody = false
         do {
-            request = try JSONDocument.parse(bytes) { root throws(AdmissionDecodeError) in
-                try AdmissionRequest(review: root)
+            return try JSONDocument.parse(bytes) { root in
+                let request = try AdmissionRequest(review: root)
+                inBody = true
+                return try body(request)
             }
-        } catch let error as JSONSyntaxError {
+        } catch let error as JSONSyntaxError where !inBody {
             throw AdmissionDecodeError("malformed JSON: \(error.description)")
         }
-        return try body(request)
     }
 }

@@ -1,0 +1,42 @@
+/// Entry points for the fuzz targets in `fuzz/` (built outside the main
+/// product): they drive internal state machines the way the event loop does.
+public enum FuzzHooks {
+    /// Feeds `data` to the HTTP/1.1 request parser in irregular slices, the way
+    /// TCP delivers it, parsing pipelined requests until the input is used up or
+    /// the parser refuses it. Returns the number of complete requests.
+    @discardableResult
+    public static func httpParser(_ data: UnsafeRawBufferPointer, maxBodyBytes: Int = 1 << 16) -> Int {
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = maxBodyBytes
+        var parser = HTTPRequestParser(limits: limits)
+        let buffer = ByteBuffer(capacity: 64)
+        var offset = 0
+        var complete = 0
+        var slice = 1
+        while offset < data.count {
+            let n = min(slice, data.count - offset)
+            buffer.append(UnsafeRawBufferPointer(rebasing: data[offset..<offset + n]))
+            offset += n
+            slice = slice * 3 % 97 + 1
+            while buffer.readable > 0 {
+                do {
+                    switch try parser.parse(buffer.readPointer, buffer.readable) {
+                    case .needMore, .sendContinue:
+                        break
+                    case .complete(let c):
+                        precondition(c.consumed <= buffer.readable, "consumed past the input")
+                        buffer.consume(c.consumed)
+                        parser.reset()
+                        complete += 1
+                        continue
+                    }
+                } catch {
+                    precondition((400...505).contains(error.status), "status \(error.status) out of range")
+                    return complete
+                }
+                break
+            }
+        }
+        return complete
+    }
+}
