@@ -14,5 +14,5 @@ fi
 if [ "$which" = all ] || [ "$which" = thread ]; then
   echo "== swift test --sanitize=thread"
   TSAN_OPTIONS=halt_on_error=1 swift test --sanitize=thread --scratch-path .build-tsan 2>&1 \
-    | grep -E 'error:|WARNING: ThreadSanitizer|SUMMARY|✘|Test run with|Executed' ; test ${PIPESTATUS[0]} -eq 0
+    | grep -E -A12 'error:|WARNING: ThreadSanitizer|SUMMARY|✘|Test run with|Executed' ; test ${PIPESTATUS[0]} -eq 0
 fi

@@ -21,7 +21,7 @@ public final class LeaderElector: Sendable {
     let timing: Timing
     let logger: Logger
     /// Monotonic deadline (seconds) until which this replica may act as leader.
-    let leaderUntil = Mutex<Double>(0)
+    let leaderUntil = Locked<Double>(0)
     let stopped = Atomic<Bool>(false)
 
     public init(client: KubeClient, namespace: String, identity: String, timing: Timing, logger: Logger) {

@@ -34,7 +34,7 @@ public final class Provisioner: Sendable {
     let elector: LeaderElector?
     let settings: Settings
     let logger: Logger
-    let queue = Mutex<[Item]>([])
+    let queue = Locked<[Item]>([])
     let wake = Waker()
     let stopped = Atomic<Bool>(false)
 

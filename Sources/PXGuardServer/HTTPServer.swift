@@ -109,10 +109,10 @@ public struct ServerConfiguration: Sendable {
 /// a generation counter (one relaxed atomic load per accept) and only take the
 /// lock when it changed.
 public final class TLSContextBox: Sendable {
-    private let current: Mutex<TLSContext>
+    private let current: Locked<TLSContext>
     let generation = Atomic<Int>(0)
 
-    public init(_ context: TLSContext) { current = Mutex(context) }
+    public init(_ context: TLSContext) { current = Locked(context) }
 
     public func swap(_ context: TLSContext) {
         current.withLock { $0 = context }
@@ -147,7 +147,7 @@ public struct ServerStatistics: Sendable {
 public final class HTTPServer: Sendable {
     public let port: Int
     let loops: [EventLoop]
-    private let finished = Mutex<Int>(0)
+    private let finished = Locked<Int>(0)
     let logger: Logger
 
     /// Binds the listeners (so the port is known) without serving yet.
@@ -292,7 +292,7 @@ final class EventLoop: @unchecked Sendable {
     let handler: any HTTPHandler
     let logger: Logger
     let stats = LoopStats()
-    let inbox = Mutex<[Command]>([])
+    let inbox = Locked<[Command]>([])
 
     var table: [Connection?] = []
     var active: [Connection] = []

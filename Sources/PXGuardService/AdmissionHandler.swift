@@ -8,10 +8,10 @@ import Glibc
 /// The current admission policy, swapped atomically on SIGHUP. Each loop keeps
 /// its own copy and only takes the lock when the generation moved.
 public final class PolicyBox: Sendable {
-    private let current: Mutex<AdmissionPolicy>
+    private let current: Locked<AdmissionPolicy>
     let generation = Atomic<Int>(0)
 
-    public init(_ policy: AdmissionPolicy) { current = Mutex(policy) }
+    public init(_ policy: AdmissionPolicy) { current = Locked(policy) }
 
     public func swap(_ policy: AdmissionPolicy) {
         current.withLock { $0 = policy }
@@ -23,7 +23,7 @@ public final class PolicyBox: Sendable {
 
 /// Why the server is or is not ready; `/readyz` reports it.
 public final class Readiness: Sendable {
-    private let reason = Mutex<String?>("starting")
+    private let reason = Locked<String?>("starting")
 
     public init() {}
     public func set(notReady why: String?) { reason.withLock { $0 = why } }
@@ -46,7 +46,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
     let provision: @Sendable (String) -> Void
     let slots: [Slot]
     /// Set once the server exists, for transport counters in `/metrics`.
-    let transport = Mutex<(@Sendable () -> ServerStatistics)?>(nil)
+    let transport = Locked<(@Sendable () -> ServerStatistics)?>(nil)
 
     public init(policies: PolicyBox, readiness: Readiness, metrics: ServiceMetrics, logger: Logger,
                 workers: Int, provision: @escaping @Sendable (String) -> Void) {

@@ -57,7 +57,7 @@ public final class ServiceMetrics: Sendable {
     public let reloads = Atomic<Int>(0)
     public let reloadFailures = Atomic<Int>(0)
     /// Extra exposition text from other components (the provisioner), rendered on demand.
-    let extra = Mutex<[@Sendable () -> String]>([])
+    let extra = Locked<[@Sendable () -> String]>([])
 
     public init(workers: Int) {
         shards = (0..<max(1, workers)).map { _ in MetricsShard() }

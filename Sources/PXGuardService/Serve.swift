@@ -59,8 +59,8 @@ public final class Service: Sendable {
     let tls: TLSContextBox
     let options: ServeOptions
     let logger: Logger
-    let stopping = Mutex<Bool>(false)
-    let certFingerprint = Mutex<String>("")
+    let stopping = Locked<Bool>(false)
+    let certFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }

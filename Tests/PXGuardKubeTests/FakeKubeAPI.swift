@@ -23,7 +23,7 @@ final class FakeKubeAPI: HTTPHandler, @unchecked Sendable {
         var log: [String] = []
     }
 
-    let state = Mutex(State())
+    let state = Locked(State())
     var server: HTTPServer!
     let dir: String
 

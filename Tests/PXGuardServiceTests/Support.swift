@@ -6,7 +6,7 @@ import Testing
 
 /// Collects log lines in memory.
 final class LogCapture: Sendable {
-    let lines = Mutex<[String]>([])
+    let lines = Locked<[String]>([])
     var logger: Logger { Logger { [self] line in lines.withLock { $0.append(line) } } }
     func contains(_ text: String) -> Bool { lines.withLock { $0.contains { $0.contains(text) } } }
 }

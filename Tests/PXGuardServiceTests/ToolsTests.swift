@@ -157,7 +157,7 @@ struct MutationWiringTests {
 
     @Test("/mutate enqueues a created namespace for provisioning, but not a dry run")
     func enqueues() throws {
-        let queued = Mutex<[String]>([])
+        let queued = Locked<[String]>([])
         let handler = AdmissionHandler(policies: PolicyBox(AdmissionPolicy(config: .default)), readiness: Readiness(),
                                        metrics: ServiceMetrics(workers: 1), logger: .none, workers: 1,
                                        provision: { ns in queued.withLock { $0.append(ns) } })
