@@ -23,6 +23,8 @@ public final class LeaderElector: Sendable {
     /// Monotonic deadline (seconds) until which this replica may act as leader.
     let leaderUntil = Locked<Double>(0)
     let stopped = Atomic<Bool>(false)
+    /// False after a round that could not reach the API at all.
+    let reachable = Atomic<Bool>(true)
 
     public init(client: KubeClient, namespace: String, identity: String, timing: Timing, logger: Logger) {
         self.client = client
@@ -87,6 +89,7 @@ public final class LeaderElector: Sendable {
             becameLeader(since: started, transition: !mine)
             return true
         } catch {
+            reachable.store(!(error.isTransient && error.code == nil), ordering: .relaxed)
             // 409: another replica won this round. Anything else: we cannot prove we
             // still hold the lease, so stop writing until a renewal succeeds.
             if error.code != 409 { logger.warn("lease round failed", [("error", error.description)]) }
@@ -96,6 +99,7 @@ public final class LeaderElector: Sendable {
     }
 
     func becameLeader(since started: Double, transition: Bool) {
+        reachable.store(true, ordering: .relaxed)
         // Leadership counts from before the round trip, and ends a little before
         // the lease would expire for the others.
         let was = isLeader

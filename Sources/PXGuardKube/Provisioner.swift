@@ -96,6 +96,8 @@ public final class Provisioner: Sendable {
         var nextResync = 0.0
         while !stopped.load(ordering: .relaxed) {
             if let elector, !elector.isLeader {
+                // A follower, or nobody can reach the API to win the lease.
+                apiReachable(elector.reachable.load(ordering: .relaxed))
                 wake.wait(seconds: 0.2)
                 nextResync = 0  // a new leader starts with a full resync
                 continue

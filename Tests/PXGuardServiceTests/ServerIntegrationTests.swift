@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import PXGuardCore
 @testable import PXGuardServer
@@ -279,5 +280,48 @@ struct ProcessTests {
             #expect(process.terminationStatus == 2, "\(args)")
             #expect(text.split(separator: "\n").count == 1, "\(args): \(text)")
         }
+    }
+}
+
+@Suite("Degradation and connection recycling", .serialized)
+struct DegradationTests {
+    @Test("an expired serving certificate makes /readyz answer 503 with the reason")
+    func expiredCertificate() throws {
+        let server = try TestServer()
+        server.service.metrics.certificateNotAfter.store(1, ordering: .relaxed)
+        server.service.updateReadiness()
+        let response = try server.client().request("GET", "/readyz")
+        #expect(response.status == 503)
+        #expect(response.bodyText.contains("expired"))
+        #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_ready 0\n"))
+    }
+
+    @Test("an unreachable Kubernetes API: admission answers, /readyz stays ready, the metric says why")
+    func unreachableAPI() throws {
+        let server = try TestServer(config: "provisioning: {enabled: true, resyncSeconds: 5}\n") { options in
+            options.kubeAPI = "https://127.0.0.1:1"
+        }
+        let client = try server.client()
+        let review = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+        #expect(review.status == 200)
+        #expect(try client.request("GET", "/readyz").status == 200)
+        let deadline = Date().addingTimeInterval(5)
+        var reported = false
+        while Date() < deadline && !reported {
+            reported = try client.request("GET", "/metrics").bodyText.contains("\npxguard_provisioner_api_reachable 0\n")
+            if !reported { usleep(100_000) }
+        }
+        #expect(reported)
+        #expect(server.logs.contains("Kubernetes API unreachable"))
+    }
+
+    @Test("server.maxRequestsPerConnection closes a connection after N answers so clients re-dial")
+    func maxRequests() throws {
+        let server = try TestServer(config: "server: {maxRequestsPerConnection: 3}\n")
+        let client = try server.client()
+        #expect(try client.request("GET", "/healthz").header("Connection") == nil)
+        #expect(try client.request("GET", "/healthz").header("Connection") == nil)
+        #expect(try client.request("GET", "/healthz").header("Connection") == "close")
+        #expect(try server.client().request("GET", "/healthz").status == 200)
     }
 }
