@@ -9,10 +9,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(name: "pxguard", path: "..")],
     targets: [
-        .executableTarget(name: "fuzz-http", dependencies: [.product(name: "PXGuardServer", package: "pxguard")]),
-        .executableTarget(name: "fuzz-json", dependencies: [.product(name: "PXGuardCore", package: "pxguard")]),
-        .executableTarget(name: "fuzz-review", dependencies: [.product(name: "PXGuardCore", package: "pxguard")]),
-        .executableTarget(name: "fuzz-config", dependencies: [.product(name: "PXGuardYAML", package: "pxguard"),
+        .target(name: "FuzzDriver"),
+        .executableTarget(name: "fuzz-http", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
+        .executableTarget(name: "fuzz-json", dependencies: ["FuzzDriver", .product(name: "PXGuardCore", package: "pxguard")]),
+        .executableTarget(name: "fuzz-review", dependencies: ["FuzzDriver", .product(name: "PXGuardCore", package: "pxguard")]),
+        .executableTarget(name: "fuzz-config", dependencies: ["FuzzDriver", .product(name: "PXGuardYAML", package: "pxguard"),
                                                               .product(name: "PXGuardCore", package: "pxguard")]),
     ]
 )

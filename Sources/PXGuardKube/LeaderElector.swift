@@ -43,7 +43,7 @@ public final class LeaderElector: Sendable {
     var path: String { "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases/\(GuardNames.leaseName)" }
 
     func leaseBody(resourceVersion: String?, transitions: Int, acquireTime: String) -> JSON {
-        let now = Clock.microTime(Clock.wall())
+        let now = Clock.rfc3339(Clock.wall())
         return .obj([
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": .obj(["name": .string(GuardNames.leaseName), "namespace": .string(namespace),
@@ -68,7 +68,7 @@ public final class LeaderElector: Sendable {
                 lease = try client.call("GET", path)
             } catch let error where error.code == 404 {
                 try client.call("POST", "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases",
-                                body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Clock.microTime(Clock.wall())))
+                                body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Clock.rfc3339(Clock.wall())))
                 becameLeader(since: started, transition: true)
                 return true
             }
@@ -83,7 +83,7 @@ public final class LeaderElector: Sendable {
                 return false
             }
             let mine = holder == identity
-            let acquire = mine ? (spec?["acquireTime"]?.stringValue ?? Clock.microTime(Clock.wall())) : Clock.microTime(Clock.wall())
+            let acquire = mine ? (spec?["acquireTime"]?.stringValue ?? Clock.rfc3339(Clock.wall())) : Clock.rfc3339(Clock.wall())
             try client.call("PUT", path, body: leaseBody(resourceVersion: lease["metadata"]?["resourceVersion"]?.stringValue,
                                                          transitions: mine ? transitions : transitions + 1, acquireTime: acquire))
             becameLeader(since: started, transition: !mine)

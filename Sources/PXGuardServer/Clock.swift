@@ -20,10 +20,13 @@ public enum Clock {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// `2026-11-25T02:10:32.123456Z`.
-    public static func microTime(_ seconds: Double) -> String {
+    /// RFC 3339 UTC with `fractionDigits` digits: 6 is Kubernetes' MicroTime
+    /// (`2026-11-25T02:10:32.123456Z`), 3 is the log's.
+    public static func rfc3339(_ seconds: Double, fractionDigits: Int = 6) -> String {
         var t = time_t(seconds.rounded(.down))
-        let micros = Int((seconds - Double(t)) * 1_000_000)
+        var scale = 1
+        for _ in 0..<fractionDigits { scale *= 10 }
+        let fraction = Int((seconds - Double(t)) * Double(scale))
         var parts = tm()
         gmtime_r(&t, &parts)
         func pad(_ v: Int, _ width: Int) -> String {
@@ -31,7 +34,7 @@ public enum Clock {
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
         return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))T"
-            + "\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(micros, 6))Z"
+            + "\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(fraction, fractionDigits))Z"
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into seconds since the epoch.

@@ -105,22 +105,25 @@ public struct ServerConfiguration: Sendable {
     public init(address: SocketAddress) { self.address = address }
 }
 
-/// The current TLS context, swapped atomically on certificate reload. Loops read
-/// a generation counter (one relaxed atomic load per accept) and only take the
-/// lock when it changed.
-public final class TLSContextBox: Sendable {
-    private let current: Locked<TLSContext>
-    let generation = Atomic<Int>(0)
+/// The one mutable thing shared with the loops (the TLS context, the admission
+/// policy), swapped whole on reload. Readers compare a generation counter (one
+/// relaxed atomic load) and only take the lock when it moved.
+public final class ReloadBox<Value>: @unchecked Sendable {
+    private let current: Locked<Value>
+    public let generation = Atomic<Int>(0)
 
-    public init(_ context: TLSContext) { current = Locked(context) }
+    public init(_ value: Value) { current = Locked(value) }
 
-    public func swap(_ context: TLSContext) {
-        current.withLock { $0 = context }
+    public func swap(_ value: Value) {
+        current.withLock { $0 = value }
         generation.add(1, ordering: .releasing)
     }
 
-    public var context: TLSContext { current.withLock { $0 } }
+    public var value: Value { current.withLock { $0 } }
 }
+
+/// The serving TLS context, swapped on certificate reload.
+public typealias TLSContextBox = ReloadBox<TLSContext>
 
 /// Transport counters of one event loop; the server sums them on demand.
 final class LoopStats: Sendable {
@@ -310,7 +313,7 @@ final class EventLoop: @unchecked Sendable {
         self.configuration = configuration
         self.tlsBox = tls
         self.tlsGeneration = tls.generation.load(ordering: .acquiring)
-        self.tlsContext = tls.context
+        self.tlsContext = tls.value
         self.handler = handler
         self.logger = logger
         epfd = try Sys.epollCreate()
@@ -414,7 +417,7 @@ final class EventLoop: @unchecked Sendable {
             try? Sys.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             let generation = tlsBox.generation.load(ordering: .acquiring)
             if generation != tlsGeneration {
-                tlsContext = tlsBox.context
+                tlsContext = tlsBox.value
                 tlsGeneration = generation
             }
             guard let session = try? TLSSession(context: tlsContext, fd: fd) else {

@@ -5,21 +5,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// The current admission policy, swapped atomically on SIGHUP. Each loop keeps
-/// its own copy and only takes the lock when the generation moved.
-public final class PolicyBox: Sendable {
-    private let current: Locked<AdmissionPolicy>
-    let generation = Atomic<Int>(0)
-
-    public init(_ policy: AdmissionPolicy) { current = Locked(policy) }
-
-    public func swap(_ policy: AdmissionPolicy) {
-        current.withLock { $0 = policy }
-        generation.add(1, ordering: .releasing)
-    }
-
-    public var policy: AdmissionPolicy { current.withLock { $0 } }
-}
+/// The current admission policy, swapped on SIGHUP.
+public typealias PolicyBox = ReloadBox<AdmissionPolicy>
 
 /// Why the server is or is not ready; `/readyz` reports it.
 public final class Readiness: Sendable {
@@ -66,7 +53,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
         let slot = slots[worker % slots.count]
         let generation = policies.generation.load(ordering: .acquiring)
         if slot.generation != generation || slot.policy == nil {
-            slot.policy = policies.policy
+            slot.policy = policies.value
             slot.generation = generation
         }
         return slot.policy!

@@ -171,7 +171,7 @@ public final class Service: Sendable {
                 let now = time(nil)
                 if now - lastWarning > 86_400 {
                     lastWarning = now
-                    noteCertificate(tls.context)
+                    noteCertificate(tls.value)
                 } else {
                     updateReadiness()
                 }
