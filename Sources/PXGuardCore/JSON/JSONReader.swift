@@ -39,7 +39,7 @@ public struct JSONValue {
             next = entry.next
             return v
         }
-        let e = c == UInt8(ascii: "\"") ? JSONScanner.skipString(base, i) : JSONScanner.skipScalar(base, i)
+        let e = c == UInt8(ascii: "\"") ? JSONScanner.skipString(base, i, end: end) : JSONScanner.skipScalar(base, i)
         return JSONValue(base: base, tape: tape, start: i, end: e, ordinal: -1)
     }
 
@@ -145,7 +145,7 @@ public struct JSONValue {
         var i = JSONScanner.skipWS(base, start + 1, end)
         if base[i] == UInt8(ascii: "}") { return }
         while true {
-            let keyEnd = JSONScanner.skipString(base, i)
+            let keyEnd = JSONScanner.skipString(base, i, end: end)
             let key = JSONValue(base: base, tape: tape, start: i, end: keyEnd, ordinal: -1)
             i = JSONScanner.skipWS(base, keyEnd, end) + 1  // past ':'
             i = JSONScanner.skipWS(base, i, end)
@@ -244,6 +244,23 @@ public enum JSONDocument {
             if c == UInt8(ascii: "\"") { return i + 1 }
             i += c == UInt8(ascii: "\\") ? 2 : 1
         }
+    }
+
+    /// `skipString` eight bytes at a time where the document has room (`end`).
+    @inline(__always) static func skipString(_ p: UnsafePointer<UInt8>, _ i: Int, end: Int) -> Int {
+        var i = i + 1
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        while i + 8 <= end {
+            let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
+            let quote = w ^ (ones &* 0x22)
+            let slash = w ^ (ones &* 0x5C)
+            let hit = (((quote &- ones) & ~quote) | ((slash &- ones) & ~slash)) & 0x8080_8080_8080_8080
+            if hit == 0 { i += 8; continue }
+            i += hit.trailingZeroBitCount >> 3
+            if p[i] == UInt8(ascii: "\"") { return i + 1 }
+            i += 2  // an escape: skip it and the escaped byte
+        }
+        return skipString(p, i - 1)
     }
 
     /// The offset one past the number or literal starting at `i` (followed, in a
@@ -348,6 +365,26 @@ public struct TapeEntry {
     var next: Int
 }
 
+/// The validator's stack of open containers, fixed at the nesting limit.
+struct FixedStack {
+    let base: UnsafeMutablePointer<Int>
+    var count = 0
+
+    init(capacity: Int) { base = .allocate(capacity: capacity) }
+    func deallocate() { base.deallocate() }
+
+    var isEmpty: Bool { count == 0 }
+    var last: Int? { count > 0 ? base[count - 1] : nil }
+    @inline(__always) mutating func append(_ v: Int) {
+        base[count] = v
+        count += 1
+    }
+    @inline(__always) mutating func removeLast() -> Int {
+        count -= 1
+        return base[count]
+    }
+}
+
 /// A growable buffer of tape entries, freed by the parse that made it.
 struct Tape {
     var base: UnsafeMutablePointer<TapeEntry>
@@ -401,8 +438,8 @@ struct JSONValidator {
         let n = self.n
         var i = 0
         // Open containers: tape index, negative for arrays (index + 1 negated).
-        var stack = [Int]()
-        stack.reserveCapacity(32)
+        var stack = FixedStack(capacity: JSONDocument.maxDepth + 1)
+        defer { stack.deallocate() }
         var state = State.value
         @inline(__always) func skipWS(_ i: inout Int) {
             while i < n, JSONScanner.isWS(p[i]) { i += 1 }
@@ -478,7 +515,7 @@ struct JSONValidator {
         return e
     }
 
-    @inline(__always) mutating func close(_ stack: inout [Int], isObject: Bool, at i: inout Int) throws {
+    @inline(__always) mutating func close(_ stack: inout FixedStack, isObject: Bool, at i: inout Int) throws {
         let top = stack.removeLast()
         let entry = isObject ? top : -top - 1
         i += 1
@@ -507,8 +544,14 @@ struct JSONValidator {
                 let ones: UInt64 = 0x0101_0101_0101_0101
                 let quote = w ^ (ones &* 0x22)
                 let slash = w ^ (ones &* 0x5C)
-                let special = ((quote &- ones) & ~quote) | ((slash &- ones) & ~slash) | (w &- ones &* 0x20) | w
-                if special & 0x8080_8080_8080_8080 != 0 { break }
+                let special = (((quote &- ones) & ~quote) | ((slash &- ones) & ~slash) | (w &- ones &* 0x20) | w)
+                    & 0x8080_8080_8080_8080
+                if special != 0 {
+                    // The lowest flagged byte is a true hit (borrows only run upward):
+                    // jump to it and handle it below.
+                    j += special.trailingZeroBitCount >> 3
+                    break
+                }
                 j += 8
             }
             guard j < n else { break }

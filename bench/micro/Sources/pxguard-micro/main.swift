@@ -47,7 +47,7 @@ out.reserveCapacity(4096)
 }
 
 @MainActor func measure(_ name: String, _ body: [UInt8], iterations: Int) {
-    for _ in 0..<1000 { _ = decide(body) }
+    for _ in 0..<min(1000, iterations) { _ = decide(body) }
     var samples: [UInt64] = []
     samples.reserveCapacity(iterations)
     let allocsBefore = mallocCount?() ?? 0
@@ -71,7 +71,7 @@ guard arguments.count >= 1 else {
 }
 for path in arguments {
     let name = String(path.split(separator: "/").last ?? "")
-    measure(name, readFile(path), iterations: 50_000)
+    measure(name, readFile(path), iterations: getenv("PXGUARD_MICRO_ITERATIONS").flatMap { Int(String(cString: $0)) } ?? 50_000)
 }
 
 // Breakdown for the first file: validation only, and decode only.
