@@ -431,7 +431,7 @@ struct JSONValidator {
         JSONSyntaxError(offset: offset, reason: reason)
     }
 
-    enum State { case value, keyOrEnd, key, colon, valueOrEnd, afterValue }
+    enum State { case key, value, afterValue }
 
     mutating func validateDocument() throws -> (Int, Int) {
         let p = self.p
@@ -440,72 +440,72 @@ struct JSONValidator {
         // Open containers: tape index, negative for arrays (index + 1 negated).
         var stack = FixedStack(capacity: JSONDocument.maxDepth + 1)
         defer { stack.deallocate() }
-        var state = State.value
         @inline(__always) func skipWS(_ i: inout Int) {
             while i < n, JSONScanner.isWS(p[i]) { i += 1 }
         }
-        while i < n && JSONScanner.isWS(p[i]) { i += 1 }
+        skipWS(&i)
         let start = i
+        var state = State.value
+        // Each pass through the switch falls through from a member name to its
+        // value to what follows it, so a typical `"key": value,` is one trip.
         while true {
-            skipWS(&i)
-            if i >= n {
-                if state == .afterValue && stack.isEmpty { break }
-                throw fail("unexpected end of input", at: i)
-            }
-            let c = p[i]
             switch state {
-            case .value, .valueOrEnd:
-                if state == .valueOrEnd && c == UInt8(ascii: "]") {
-                    try close(&stack, isObject: false, at: &i)
-                    state = .afterValue
-                    continue
-                }
+            case .key:
+                guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name", at: i) }
+                i = try scanString(i)
+                skipWS(&i)
+                guard i < n, p[i] == UInt8(ascii: ":") else { throw fail("expected ':'", at: i) }
+                i += 1
+                skipWS(&i)
+                fallthrough
+            case .value:
+                guard i < n else { throw fail("unexpected end of input", at: i) }
+                let c = p[i]
                 switch c {
-                case UInt8(ascii: "{"), UInt8(ascii: "["):
-                    if stack.count >= JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)", at: i) }
-                    let entry = tape.append()
-                    stack.append(c == UInt8(ascii: "{") ? entry : -(entry + 1))
-                    i += 1
-                    state = c == UInt8(ascii: "{") ? .keyOrEnd : .valueOrEnd
-                    continue
                 case UInt8(ascii: "\""):
                     i = try scanString(i)
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    if stack.count >= JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)", at: i) }
+                    let isObject = c == UInt8(ascii: "{")
+                    let entry = tape.append()
+                    stack.append(isObject ? entry : -(entry + 1))
+                    i += 1
+                    skipWS(&i)
+                    if i < n && p[i] == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                        close(&stack, isObject: isObject, at: &i)
+                        state = .afterValue
+                    } else {
+                        state = isObject ? .key : .value
+                    }
+                    continue
+                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): i = try scanNumber(i)
                 case UInt8(ascii: "t"): i = try literal(i, "true")
                 case UInt8(ascii: "f"): i = try literal(i, "false")
                 case UInt8(ascii: "n"): i = try literal(i, "null")
-                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                    i = try scanNumber(i)
-                default:
-                    throw fail("unexpected character", at: i)
+                default: throw fail("unexpected character", at: i)
                 }
-                state = .afterValue
-            case .keyOrEnd, .key:
-                if state == .keyOrEnd && c == UInt8(ascii: "}") {
-                    try close(&stack, isObject: true, at: &i)
-                    state = .afterValue
-                    continue
-                }
-                guard c == UInt8(ascii: "\"") else { throw fail("expected a member name", at: i) }
-                i = try scanString(i)
-                state = .colon
-            case .colon:
-                guard c == UInt8(ascii: ":") else { throw fail("expected ':'", at: i) }
-                i += 1
-                state = .value
+                fallthrough
             case .afterValue:
-                guard let top = stack.last else { throw fail("unexpected data after the JSON value", at: i) }
+                skipWS(&i)
+                guard let top = stack.last else {
+                    guard i >= n else { throw fail("unexpected data after the JSON value", at: i) }
+                    return (start, endOfValue(start))
+                }
+                guard i < n else { throw fail("unexpected end of input", at: i) }
                 let isObject = top >= 0
+                let c = p[i]
                 if c == UInt8(ascii: ",") {
                     i += 1
+                    skipWS(&i)
                     state = isObject ? .key : .value
                 } else if c == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
-                    try close(&stack, isObject: isObject, at: &i)
+                    close(&stack, isObject: isObject, at: &i)
+                    state = .afterValue
                 } else {
                     throw fail(isObject ? "expected ',' or '}'" : "expected ',' or ']'", at: i)
                 }
             }
         }
-        return (start, endOfValue(start))
     }
 
     /// The end of the root value: after its last non-space byte.
@@ -515,7 +515,7 @@ struct JSONValidator {
         return e
     }
 
-    @inline(__always) mutating func close(_ stack: inout FixedStack, isObject: Bool, at i: inout Int) throws {
+    @inline(__always) mutating func close(_ stack: inout FixedStack, isObject: Bool, at i: inout Int) {
         let top = stack.removeLast()
         let entry = isObject ? top : -top - 1
         i += 1
