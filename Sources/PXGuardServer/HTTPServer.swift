@@ -157,6 +157,7 @@ public final class HTTPServer: Sendable {
     public init(configuration: ServerConfiguration, tls: TLSContextBox, handler: any HTTPHandler, logger: Logger) throws {
         // A peer that resets while we write must cost an error code, not the process.
         signal(SIGPIPE, SIG_IGN)
+        Sys.raiseDescriptorLimit()
         var configuration = configuration
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let workers = configuration.workers > 0 ? configuration.workers : max(1, cores)
@@ -302,6 +303,8 @@ final class EventLoop: @unchecked Sendable {
     var response = HTTPResponse()
     var drainDeadline: UInt64?
     var lastSweep: UInt64 = 0
+    /// Set while accepting is paused after running out of descriptors.
+    var acceptPausedUntil: UInt64?
 
     static let readableEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
     static let writableEvents = UInt32(EPOLLOUT.rawValue)
@@ -339,7 +342,7 @@ final class EventLoop: @unchecked Sendable {
             Sys.close(wakeFD)
         }
         while true {
-            let n = Sys.epollWait(epfd, events, capacity, timeoutMillis: 250)
+            let n = Sys.epollWait(epfd, events, capacity, timeoutMillis: acceptPausedUntil == nil ? 250 : 20)
             for i in 0..<Int(n) {
                 let fd = events[i].data.fd
                 let flags = events[i].events
@@ -357,6 +360,10 @@ final class EventLoop: @unchecked Sendable {
                 }
             }
             let now = Sys.now()
+            if let until = acceptPausedUntil, now >= until, listenFD >= 0 {
+                acceptPausedUntil = nil
+                try? Sys.epollControl(epfd, EPOLL_CTL_MOD, listenFD, events: UInt32(EPOLLIN.rawValue))
+            }
             if now - lastSweep >= 250_000_000 {
                 lastSweep = now
                 sweep(now)
@@ -403,6 +410,12 @@ final class EventLoop: @unchecked Sendable {
             do {
                 switch try Sys.accept(listenFD) {
                 case .wouldBlock: return
+                case .exhausted:
+                    // Stop polling the listener for 100 ms; the sweep re-arms it.
+                    logger.warn("out of file descriptors or memory; pausing accept", [("open", String(active.count))])
+                    try? Sys.epollControl(epfd, EPOLL_CTL_MOD, listenFD, events: 0)
+                    acceptPausedUntil = Sys.now() + 100_000_000
+                    return
                 case .processed(let accepted): fd = accepted
                 }
             } catch {

@@ -16,6 +16,8 @@ public struct IOError: Error, CustomStringConvertible, Sendable {
 enum IOResult<T> {
     case processed(T)
     case wouldBlock
+    /// Out of descriptors or memory: stop accepting for a moment.
+    case exhausted
 }
 
 /// One function per system call: retries EINTR, turns errno into `IOError`.
@@ -75,12 +77,22 @@ enum Sys {
             switch errno {
             case EINTR: continue
             case EAGAIN, EWOULDBLOCK: return .wouldBlock
-            // A connection that died in the queue, or a transient shortage of
-            // descriptors: not a reason to stop the loop.
-            case ECONNABORTED, EPROTO, EPERM, EMFILE, ENFILE, ENOBUFS, ENOMEM: return .wouldBlock
+            // A connection that died in the queue: try the next one.
+            case ECONNABORTED, EPROTO, EPERM: continue
+            // Out of descriptors or memory: the listener stays readable, so the
+            // caller must stop polling it for a while instead of spinning.
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted
             default: throw IOError(errnoCode: errno, reason: "accept")
             }
         }
+    }
+
+    /// Raises the soft descriptor limit to the hard one (servers hold many sockets).
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     static func close(_ fd: Int32) {

@@ -325,3 +325,41 @@ struct DegradationTests {
         #expect(try server.client().request("GET", "/healthz").status == 200)
     }
 }
+
+@Suite("Descriptor exhaustion", .serialized)
+struct DescriptorExhaustionTests {
+    /// CPU seconds the process has used (utime + stime from /proc).
+    func cpuSeconds(_ pid: Int32) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        let fields = stat.split(separator: ")").last!.split(separator: " ")
+        return (Double(fields[11])! + Double(fields[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    @Test("out of descriptors: accept pauses instead of spinning, and serving resumes when they free up")
+    func emfile() throws {
+        let dir = try temporaryDirectory()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --listen 127.0.0.1:0 --cert-dir \(dir)/certs"]
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        defer { process.terminate(); process.waitUntilExit() }
+        var line = [UInt8]()
+        while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
+        let port = try #require(try JSON(parsing: line)["port"]?.stringValue.flatMap(Int.init))
+        var sockets: [RawSocket] = []
+        for _ in 0..<80 { sockets.append(try RawSocket(port: port)) }
+        usleep(300_000)
+        let before = try cpuSeconds(process.processIdentifier)
+        usleep(1_000_000)
+        let used = try cpuSeconds(process.processIdentifier) - before
+        #expect(used < 0.5, "the loop spun: \(used) s of CPU in 1 s")
+        sockets.removeAll()
+        usleep(500_000)
+        let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
+        let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
+                                                                  context: context, serverName: "127.0.0.1", timeout: 15))
+        #expect(try client.request("GET", "/healthz").bodyText == "ok")
+    }
+}
