@@ -101,6 +101,10 @@ public struct ServerConfiguration: Sendable {
     /// Requests served on one connection before it is closed (0: unlimited).
     public var maxRequestsPerConnection = 0
     public var maxConnectionsPerWorker = 10_000
+    /// Memory one loop may hold in request buffers across its connections. A
+    /// request that would need more is answered 503 and closed, so many large
+    /// bodies at once cannot exhaust memory.
+    public var maxBufferedBytesPerWorker = 256 << 20
 
     public init(address: SocketAddress) { self.address = address }
 }
@@ -305,6 +309,8 @@ final class EventLoop: @unchecked Sendable {
     var lastSweep: UInt64 = 0
     /// Set while accepting is paused after running out of descriptors.
     var acceptPausedUntil: UInt64?
+    /// Sum of the input buffer capacities of this loop's connections.
+    var bufferedBytes = 0
 
     static let readableEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
     static let writableEvents = UInt32(EPOLLOUT.rawValue)
@@ -439,6 +445,7 @@ final class EventLoop: @unchecked Sendable {
             }
             let connection = Connection(fd: fd, tls: session, limits: configuration.limits,
                                         deadline: Sys.now() + seconds(configuration.handshakeTimeout))
+            bufferedBytes += connection.input.capacity
             if Int(fd) >= table.count { table.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - table.count)) }
             table[Int(fd)] = connection
             connection.slot = active.count
@@ -467,6 +474,7 @@ final class EventLoop: @unchecked Sendable {
         if c.phase == .open { c.tls.shutdown() }
         c.tls.free()
         Sys.close(c.fd)
+        bufferedBytes -= c.input.capacity
         table[Int(c.fd)] = nil
         let last = active.removeLast()
         if last !== c {
@@ -528,7 +536,15 @@ final class EventLoop: @unchecked Sendable {
             // instead of paying a read that returns EAGAIN.
             reads += 1
             if reads > 16 || (lastReadShort && !c.tls.hasPending) { setInterest(c, Self.readableEvents); return }
+            let capacityBefore = c.input.capacity
+            if c.input.writable < 4096 && capacityBefore >= 64 * 1024
+                && bufferedBytes + capacityBefore > configuration.maxBufferedBytesPerWorker
+            {
+                refuseOverBudget(c)
+                continue
+            }
             c.input.reserve(4096)
+            bufferedBytes += c.input.capacity - capacityBefore
             let requested = c.input.writable
             switch c.tls.read(into: c.input.writePointer, count: requested) {
             case .done(let n):
@@ -566,6 +582,17 @@ final class EventLoop: @unchecked Sendable {
         return .done(0)
     }
 
+    /// Answers 503 to a request whose body no longer fits in the loop's budget.
+    func refuseOverBudget(_ c: Connection) {
+        stats.protocolErrors.add(1, ordering: .relaxed)
+        logger.warn("request buffers full; refusing a large request", [("bufferedBytes", String(bufferedBytes))])
+        response.reset()
+        response.error(503, "server busy: request buffers are full; retry")
+        response.extraHeaders = "Retry-After: 1\r\n"
+        writeResponse(c, keepAlive: false)
+        c.lingerOnClose = true
+    }
+
     func startLinger(_ c: Connection) {
         c.tls.shutdown()
         _ = Glibc.shutdown(c.fd, Int32(SHUT_WR))
@@ -579,7 +606,9 @@ final class EventLoop: @unchecked Sendable {
     /// Reads and drops what the peer still sends, up to 1 MiB or two seconds.
     func linger(_ c: Connection) {
         while true {
+            let capacityBefore = c.input.capacity
             c.input.reset()
+            bufferedBytes -= capacityBefore - c.input.capacity
             c.input.reserve(16 * 1024)
             let n = Glibc.read(c.fd, c.input.writePointer, c.input.writable)
             if n > 0 {
@@ -652,6 +681,12 @@ final class EventLoop: @unchecked Sendable {
                     keepAlive = false
                 }
                 c.input.consume(complete.consumed)
+                if c.input.readable == 0 && c.input.capacity > 64 * 1024 {
+                    // Give back what a large body needed; idle connections stay small.
+                    let capacityBefore = c.input.capacity
+                    c.input.reset()
+                    bufferedBytes -= capacityBefore - c.input.capacity
+                }
                 c.parser.reset()
                 c.bodyBudgetGranted = false
                 writeResponse(c, keepAlive: keepAlive, head: head.method == .head)

@@ -107,6 +107,7 @@ public final class Service: Sendable {
         serverConfiguration.bodyTimeout = Double(config.server.bodyTimeoutSeconds)
         serverConfiguration.maxRequestsPerConnection = config.server.maxRequestsPerConnection
         serverConfiguration.maxConnectionsPerWorker = config.server.maxConnectionsPerWorker
+        serverConfiguration.maxBufferedBytesPerWorker = config.server.maxBufferedBytesPerWorker
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         let workers = config.server.workers > 0 ? config.server.workers : max(1, cores)
         serverConfiguration.workers = workers

@@ -93,9 +93,14 @@ public struct ConfigLoader {
                     case "bodyTimeoutSeconds": config.server.bodyTimeoutSeconds = try int(v, field, 1...300)
                     case "workers": config.server.workers = try int(v, field, 0...256)
                     case "maxConnectionsPerWorker": config.server.maxConnectionsPerWorker = try int(v, field, 1...1_000_000)
+                    case "maxBufferedBytesPerWorker": config.server.maxBufferedBytesPerWorker = try int(v, field, (1 << 20)...(64 << 30))
                     default:
-                        throw fail(k, "server: unknown key \(quoted(k)); expected maxBodyBytes, maxRequestsPerConnection, idleTimeoutSeconds, handshakeTimeoutSeconds, headerTimeoutSeconds, bodyTimeoutSeconds, workers or maxConnectionsPerWorker")
+                        throw fail(k, "server: unknown key \(quoted(k)); expected maxBodyBytes, maxRequestsPerConnection, idleTimeoutSeconds, handshakeTimeoutSeconds, headerTimeoutSeconds, bodyTimeoutSeconds, workers, maxConnectionsPerWorker or maxBufferedBytesPerWorker")
                     }
+                }
+                if config.server.maxBufferedBytesPerWorker < 2 * config.server.maxBodyBytes {
+                    // A buffer grows by doubling, so one body of the largest size may need twice its size.
+                    throw fail(value, "server.maxBufferedBytesPerWorker (\(config.server.maxBufferedBytesPerWorker)) must be at least twice server.maxBodyBytes (\(config.server.maxBodyBytes)), or no request of the largest size would fit")
                 }
             default:
                 throw fail(keyNode, "unknown key \(quoted(keyNode)); expected one of \(Self.knownKeys.joined(separator: ", "))")

@@ -156,6 +156,7 @@ public enum YAMLReader {
                     node = YAMLNode(value: .sequence(items), line: l, column: c)
                     anchor = a
                 case .mapping(let l, let c, let a, let pairs, _):
+                    try refuseDuplicateKeys(pairs)
                     node = YAMLNode(value: .mapping(pairs), line: l, column: c)
                     anchor = a
                 }
@@ -170,6 +171,19 @@ public enum YAMLReader {
                 try add(target)
             default:
                 break
+            }
+        }
+
+        /// A repeated key is refused, as kubectl does: silently keeping the last
+        /// one would let an edit of the first go unnoticed.
+        func refuseDuplicateKeys(_ pairs: [(key: YAMLNode, value: YAMLNode)]) throws {
+            var seen: [String: Int] = [:]
+            for (key, _) in pairs {
+                guard let name = key.scalar else { continue }
+                if let first = seen.updateValue(key.line, forKey: name) {
+                    throw YAMLError(file: file, line: key.line, column: key.column,
+                                    message: "duplicate key \"\(name)\" (first defined on line \(first)); keep one")
+                }
             }
         }
 

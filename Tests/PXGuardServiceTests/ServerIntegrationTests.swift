@@ -317,7 +317,7 @@ struct DegradationTests {
 
     @Test("server.maxRequestsPerConnection closes a connection after N answers so clients re-dial")
     func maxRequests() throws {
-        let server = try TestServer(config: "server: {maxRequestsPerConnection: 3}\n")
+        let server = try TestServer(server: ["maxRequestsPerConnection": "3"])
         let client = try server.client()
         #expect(try client.request("GET", "/healthz").header("Connection") == nil)
         #expect(try client.request("GET", "/healthz").header("Connection") == nil)
@@ -361,5 +361,34 @@ struct DescriptorExhaustionTests {
         let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
                                                                   context: context, serverName: "127.0.0.1", timeout: 15))
         #expect(try client.request("GET", "/healthz").bodyText == "ok")
+    }
+}
+
+@Suite("Request buffer budget", .serialized)
+struct BufferBudgetTests {
+    @Test("large bodies beyond the per-loop buffer budget get 503 with Retry-After; the others finish")
+    func budget() throws {
+        // One loop, 1.75 MiB of request buffers. The first upload grows its buffer to 1 MiB;
+        // the second cannot grow past 512 KiB without exceeding the budget.
+        let server = try TestServer(server: ["workers": "1", "maxBufferedBytesPerWorker": "1835008", "maxBodyBytes": "800000",
+                                             "headerTimeoutSeconds": "10", "bodyTimeoutSeconds": "10"])
+        let head = Array("POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 700000\r\n\r\n".utf8)
+        let first = try server.client()
+        try first.send(head + [UInt8](repeating: 0x20, count: 600_000))
+        usleep(200_000)
+        let second = try server.client()
+        try second.send(head + [UInt8](repeating: 0x20, count: 600_000))
+        let refused = try second.readResponse()
+        #expect(refused.status == 503)
+        #expect(refused.header("Retry-After") == "1")
+        #expect(refused.header("Connection") == "close")
+        // The first upload completes normally (a body of spaces is not a review: 400).
+        try first.send([UInt8](repeating: 0x20, count: 100_000))
+        #expect(try first.readResponse().status == 400)
+        #expect(server.logs.contains("request buffers full"))
+        // Memory went back: a third large upload fits again.
+        let third = try server.client()
+        try third.send(head + [UInt8](repeating: 0x20, count: 700_000))
+        #expect(try third.readResponse().status == 400)
     }
 }

@@ -25,19 +25,15 @@ final class TestServer: @unchecked Sendable {
     var port: Int { service.server.port }
     var caFile: String { dir + "/certs/ca.crt" }
 
-    init(config: String = "", options configure: (inout ServeOptions) -> Void = { _ in }) throws {
+    /// `server` entries override the short test timeouts below; `config` adds other top-level keys.
+    init(config: String = "", server: [String: String] = [:],
+         options configure: (inout ServeOptions) -> Void = { _ in }) throws {
         dir = try temporaryDirectory()
         let configPath = dir + "/config.yaml"
-        let base = """
-            server:
-              handshakeTimeoutSeconds: 1
-              headerTimeoutSeconds: 1
-              bodyTimeoutSeconds: 1
-              idleTimeoutSeconds: 5
-              workers: 2
-            provisioning: {enabled: false}
-
-            """
+        let settings = ["handshakeTimeoutSeconds": "1", "headerTimeoutSeconds": "1", "bodyTimeoutSeconds": "1",
+                        "idleTimeoutSeconds": "5", "workers": "2"].merging(server) { $1 }
+        let serverBlock = settings.sorted { $0.key < $1.key }.map { "  \($0.key): \($0.value)\n" }.joined()
+        let base = "server:\n" + serverBlock + (config.contains("provisioning:") ? "" : "provisioning: {enabled: false}\n")
         try (base + config).write(toFile: configPath, atomically: true, encoding: .utf8)
         var options = ServeOptions()
         options.configPath = configPath

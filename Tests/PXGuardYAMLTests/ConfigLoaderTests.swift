@@ -78,6 +78,18 @@ struct YAMLReaderTests {
         #expect(doc.json == .obj(["a": true, "b": "true", "c": 8099, "d": "8099", "e": .null, "f": .number("1.5"), "g": true]))
     }
 
+    @Test("a key repeated in one mapping is refused at the second occurrence; the same key in sibling mappings is fine")
+    func duplicateKeys() throws {
+        #expect(throws: YAMLError.self) { try YAMLReader.documents(Array("spec:\n  hostNetwork: false\n  hostNetwork: true\n".utf8), file: "d") }
+        do {
+            _ = try YAMLReader.documents(Array("a: {x: 1}\nb: {x: 2, y: 3, x: 4}\n".utf8), file: "d.yaml")
+            Issue.record("duplicate accepted")
+        } catch {
+            #expect("\(error)" == "d.yaml:2:17: duplicate key \"x\" (first defined on line 2); keep one")
+        }
+        #expect(try YAMLReader.documents(Array("a: {x: 1}\nb: {x: 2}\n".utf8), file: "d").count == 1)
+    }
+
     @Test("alias bombs are refused")
     func aliasBomb() {
         var text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"

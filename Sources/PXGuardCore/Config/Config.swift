@@ -65,6 +65,8 @@ public struct Config: Sendable, Equatable {
         /// Event loops; 0 means one per core.
         public var workers: Int = 0
         public var maxConnectionsPerWorker: Int = 10_000
+        /// Request-buffer memory per event loop before large requests get 503.
+        public var maxBufferedBytesPerWorker: Int = 256 << 20
         public init() {}
     }
 
