@@ -54,12 +54,12 @@ enum Sys {
     }
 
     static func bind(_ fd: Int32, _ address: SocketAddress) throws {
-        try address.withSockAddr { sa, len in try check("bind \(address)") { Glibc.bind(fd, sa, len) } }
+        _ = try address.withSockAddr { sa, len in try check("bind \(address)") { Glibc.bind(fd, sa, len) } }
     }
 
     static func connect(_ fd: Int32, _ address: SocketAddress) throws -> IOResult<Void> {
         do {
-            try address.withSockAddr { sa, len in try check("connect \(address)") { Glibc.connect(fd, sa, len) } }
+            _ = try address.withSockAddr { sa, len in try check("connect \(address)") { Glibc.connect(fd, sa, len) } }
             return .processed(())
         } catch let e as IOError where e.errnoCode == EINPROGRESS {
             return .wouldBlock
@@ -102,7 +102,7 @@ enum Sys {
     static func boundPort(_ fd: Int32) throws -> Int {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        try withUnsafeMutablePointer(to: &storage) { p in
+        _ = try withUnsafeMutablePointer(to: &storage) { p in
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 try check("getsockname") { getsockname(fd, sa, &len) }
             }
