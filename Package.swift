@@ -16,9 +16,8 @@ let package = Package(
         .library(name: "PXGuardYAML", targets: ["PXGuardYAML"]),
         .library(name: "PXGuardServer", targets: ["PXGuardServer"]),
     ],
-    dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-    ],
+    // No package dependencies: sockets + OpenSSL, libyaml, and a small argument
+    // parser of our own (a general one pulled Foundation into the binary).
     targets: [
         .systemLibrary(
             name: "COpenSSL", pkgConfig: "openssl",
@@ -37,10 +36,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "pxguard",
-            dependencies: [
-                "PXGuardService", "PXGuardServer",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
+            dependencies: ["PXGuardService", "PXGuardServer"],
             swiftSettings: strict),
         .testTarget(name: "PXGuardCoreTests", dependencies: ["PXGuardCore"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),
@@ -48,6 +44,6 @@ let package = Package(
                     resources: [.copy("Configs")], swiftSettings: strict),
         .testTarget(name: "PXGuardServerTests", dependencies: ["PXGuardServer"], swiftSettings: strict),
         .testTarget(name: "PXGuardKubeTests", dependencies: ["PXGuardKube", "PXGuardServer"], swiftSettings: strict),
-        .testTarget(name: "PXGuardServiceTests", dependencies: ["PXGuardService"], swiftSettings: strict),
+        .testTarget(name: "PXGuardServiceTests", dependencies: ["PXGuardService", "PXGuardServer"], swiftSettings: strict),
     ]
 )

@@ -1,127 +1,117 @@
-import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
-import PXGuardService
 import PXGuardServer
+import PXGuardService
 
-/// `pxguard`: the admission webhook server and the tools around it.
-struct PXGuard: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "pxguard",
-        abstract: "Admission webhook that guards the Portworx API (TCP 9001-9022 on the nodes).",
-        subcommands: [Serve.self, Review.self, Check.self, Render.self, Certs.self])
-}
+// `pxguard`: the admission webhook server and the tools around it. Wiring only:
+// each command's flags, then the function in PXGuardService that does the work.
 
-struct Serve: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Serve the webhook over HTTPS.")
-    @Option(name: .long, help: "Configuration file (YAML); built-in defaults when absent.") var config: String?
-    @Option(name: .long, help: "Directory with tls.crt and tls.key (created with development certificates when empty).")
-    var certDir = "certs"
-    @Option(name: .long, help: "Listen address HOST:PORT; port 0 picks a free port.") var listen = "0.0.0.0:8443"
-    @Option(name: .long, help: "Require client certificates signed by this CA (the API server's).") var clientCA: String?
-    @Option(name: .long, help: "Kubernetes API URL (default: in-cluster configuration).") var kubeApi: String?
-    @Option(name: .long, help: "Bearer token file for the Kubernetes API (re-read on every use).") var kubeTokenFile: String?
-    @Option(name: .long, help: "CA bundle for the Kubernetes API.") var kubeCa: String?
-    @Option(name: .long, help: "Seconds to finish in-flight requests after SIGTERM.") var shutdownGrace = 20.0
+let configOption = CommandSpec.Option("config", value: "FILE", help: "Configuration file (YAML); built-in defaults when absent.")
 
-    func run() throws {
+let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
+    (CommandSpec("serve", abstract: "Serve the webhook over HTTPS.", options: [
+        configOption,
+        .init("cert-dir", value: "DIR", help: "Directory with tls.crt and tls.key; development certificates are created when empty (default certs)."),
+        .init("listen", value: "HOST:PORT", help: "Listen address; port 0 picks a free port (default 0.0.0.0:8443)."),
+        .init("client-ca", value: "FILE", help: "Require client certificates signed by this CA (the API server's)."),
+        .init("kube-api", value: "URL", help: "Kubernetes API URL (default: in-cluster configuration)."),
+        .init("kube-token-file", value: "FILE", help: "Bearer token file for the Kubernetes API (re-read on every use)."),
+        .init("kube-ca", value: "FILE", help: "CA bundle for the Kubernetes API."),
+        .init("shutdown-grace", value: "SECONDS", help: "Seconds to finish in-flight requests after SIGTERM (default 20)."),
+    ]), { arguments in
         var options = ServeOptions()
-        options.configPath = config
-        options.certDir = certDir
-        options.listen = listen
-        options.clientCA = clientCA
-        options.kubeAPI = kubeApi
-        options.kubeTokenFile = kubeTokenFile
-        options.kubeCA = kubeCa
-        options.shutdownGrace = shutdownGrace
+        options.configPath = arguments.string("config")
+        options.certDir = arguments.string("cert-dir") ?? options.certDir
+        options.listen = arguments.string("listen") ?? options.listen
+        options.clientCA = arguments.string("client-ca")
+        options.kubeAPI = arguments.string("kube-api")
+        options.kubeTokenFile = arguments.string("kube-token-file")
+        options.kubeCA = arguments.string("kube-ca")
+        options.shutdownGrace = try arguments.number("shutdown-grace", default: 20.0)
         blockServiceSignals()
         let service = try Service(options: options, logger: .stderr)
         service.start()
         waitForSignals(service)
-    }
-}
-
-struct Review: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Answer one AdmissionReview offline, as /validate (or /mutate) would.")
-    @Option(name: .long, help: "Configuration file (YAML).") var config: String?
-    @Flag(name: .long, help: "Answer as /mutate instead of /validate.") var mutate = false
-    @Argument(help: "AdmissionReview JSON file, or - for standard input.") var file = "-"
-
-    func run() throws {
-        print(try reviewCommand(configPath: config, mutate: mutate, file: file))
-    }
-}
-
-struct Check: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Evaluate manifests offline as CREATE requests (exit 0 allowed, 1 denied, 2 bad input).")
-    @Option(name: .long, help: "Configuration file (YAML).") var config: String?
-    @Option(name: .shortAndLong, help: "Manifest file (multi-document YAML or JSON), or - for standard input.")
-    var file: [String] = []
-
-    func validate() throws {
-        if file.isEmpty { throw ValidationError("give at least one manifest with -f FILE") }
-    }
-
-    func run() throws {
-        let (report, code) = try checkCommand(configPath: config, files: file)
+    }),
+    (CommandSpec("review", abstract: "Answer one AdmissionReview offline, as /validate (or /mutate) would.", options: [
+        configOption,
+        .flag("mutate", help: "Answer as /mutate instead of /validate."),
+    ], positional: ("FILE", "AdmissionReview JSON file, or - for standard input (default -).")), { arguments in
+        print(try reviewCommand(configPath: arguments.string("config"), mutate: arguments.flag("mutate"),
+                                file: arguments.positionals.first ?? "-"))
+    }),
+    (CommandSpec("check", abstract: "Evaluate manifests offline as CREATE requests (exit 0 allowed, 1 denied, 2 bad input).", options: [
+        configOption,
+        .init("file", short: "f", value: "FILE", repeatable: true, help: "Manifest file (multi-document YAML or JSON), or - for standard input."),
+    ]), { arguments in
+        guard !arguments.strings("file").isEmpty else { throw CommandError("check: give at least one manifest with -f FILE") }
+        let (report, code) = try checkCommand(configPath: arguments.string("config"), files: arguments.strings("file"))
         print(report, terminator: "")
-        if code != 0 { throw ExitCode(code) }
-    }
-}
+        if code != 0 { exit(code) }
+    }),
+    (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
+        configOption,
+        .init("ca-bundle", value: "FILE", help: "PEM CA bundle to put in the webhooks' caBundle."),
+        .init("nodes", value: "LIST", help: "Node addresses and ranges for iptables, e.g. 70.0.98.11-70.0.98.14,70.0.98.20."),
+        .init("namespace", value: "NS", help: "Namespace to render the namespaced guard policies for (default default)."),
+    ], positional: ("WHAT", "policies, iptables, webhooks or all (default all).")), { arguments in
+        print(try renderCommand(configPath: arguments.string("config"), caBundle: arguments.string("ca-bundle"),
+                                nodes: arguments.string("nodes"), namespace: arguments.string("namespace") ?? "default",
+                                what: arguments.positionals.first ?? "all"), terminator: "")
+    }),
+    (CommandSpec("certs", abstract: "Write ca.crt, ca.key, tls.crt and tls.key (EC P-256) for the webhook service.", options: [
+        .init("out", value: "DIR", help: "Output directory (default certs)."),
+        .init("service", value: "NAME", help: "Service name (default pxguard)."),
+        .init("namespace", value: "NS", help: "Service namespace (default pxguard-system)."),
+        .init("days", value: "N", help: "Validity of the serving certificate in days (default 365)."),
+    ]), { arguments in
+        print(try certsCommand(out: arguments.string("out") ?? "certs", service: arguments.string("service") ?? "pxguard",
+                               namespace: arguments.string("namespace") ?? "pxguard-system",
+                               days: try arguments.number("days", default: 365)))
+    }),
+]
 
-struct Render: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.")
-    @Option(name: .long, help: "Configuration file (YAML).") var config: String?
-    @Option(name: .long, help: "PEM CA bundle to put in the webhooks' caBundle.") var caBundle: String?
-    @Option(name: .long, help: "Node addresses and ranges for iptables, e.g. 70.0.98.11-70.0.98.14,70.0.98.20.")
-    var nodes: String?
-    @Option(name: .long, help: "Namespace to render the namespaced guard policies for.") var namespace = "default"
-    @Argument(help: "policies, iptables, webhooks or all") var what = "all"
+let overview = """
+    usage: pxguard COMMAND [OPTIONS]
 
-    func run() throws {
-        print(try renderCommand(configPath: config, caBundle: caBundle, nodes: nodes, namespace: namespace, what: what),
-              terminator: "")
-    }
-}
+    Admission webhook that guards the Portworx API (TCP 9001-9022 on the nodes).
 
-struct Certs: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Write ca.crt, ca.key, tls.crt and tls.key (EC P-256) for the webhook service.")
-    @Option(name: .long, help: "Output directory.") var out = "certs"
-    @Option(name: .long, help: "Service name.") var service = "pxguard"
-    @Option(name: .long, help: "Service namespace.") var namespace = "pxguard-system"
-    @Option(name: .long, help: "Validity of the serving certificate in days.") var days = 365
+    commands:
+    \(commands.map { "  " + $0.spec.name + String(repeating: " ", count: 8 - $0.spec.name.count) + $0.spec.abstract }.joined(separator: "\n"))
 
-    func run() throws {
-        print(try certsCommand(out: out, service: service, namespace: namespace, days: days))
-    }
+    See 'pxguard COMMAND --help' for a command's options.
+
+    """
+
+func fail(_ message: String) -> Never {
+    let text = "pxguard: " + message + "\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(2)
 }
 
 // Exit codes: the SPEC wants 2 with a one-line message for bad flags and bad input.
-do {
-    var command = try PXGuard.parseAsRoot()
-    try command.run()
-} catch let error as CommandError {
-    printError("pxguard: \(error.description)")
-    Glibc.exit(error.exitCode)
-} catch let code as ExitCode {
-    Glibc.exit(code.rawValue)
-} catch {
-    let code = PXGuard.exitCode(for: error)
-    if code == .success {
-        print(PXGuard.fullMessage(for: error))
-        Glibc.exit(0)
-    }
-    let message = PXGuard.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-    printError("pxguard: \(message) (see pxguard --help)")
-    Glibc.exit(2)
+let arguments = Array(CommandLine.arguments.dropFirst())
+guard let name = arguments.first else {
+    print(overview, terminator: "")
+    exit(2)
 }
-
-func printError(_ line: String) {
-    let text = line + "\n"
-    _ = text.withCString { write(2, $0, strlen($0)) }
+if name == "-h" || name == "--help" || name == "help" {
+    print(overview, terminator: "")
+    exit(0)
+}
+guard let command = commands.first(where: { $0.spec.name == name }) else {
+    fail("unknown command \"\(name)\"; expected serve, review, check, render or certs (see pxguard --help)")
+}
+do {
+    let parsed = try command.spec.parse(Array(arguments.dropFirst()))
+    if parsed.helpRequested {
+        print(command.spec.help, terminator: "")
+        exit(0)
+    }
+    try command.run(parsed)
+} catch let error as CommandError {
+    fail(error.description)
+} catch {
+    fail("\(error)")
 }
