@@ -163,8 +163,7 @@ public final class HTTPServer: Sendable {
         signal(SIGPIPE, SIG_IGN)
         Sys.raiseDescriptorLimit()
         var configuration = configuration
-        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        let workers = configuration.workers > 0 ? configuration.workers : max(1, cores)
+        let workers = configuration.workers > 0 ? configuration.workers : CPUBudget.available()
         var loops: [EventLoop] = []
         var boundPort = configuration.address.port
         for index in 0..<workers {

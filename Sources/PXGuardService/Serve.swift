@@ -108,8 +108,7 @@ public final class Service: Sendable {
         serverConfiguration.maxRequestsPerConnection = config.server.maxRequestsPerConnection
         serverConfiguration.maxConnectionsPerWorker = config.server.maxConnectionsPerWorker
         serverConfiguration.maxBufferedBytesPerWorker = config.server.maxBufferedBytesPerWorker
-        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        let workers = config.server.workers > 0 ? config.server.workers : max(1, cores)
+        let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)
         provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
