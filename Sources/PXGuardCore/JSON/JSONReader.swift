@@ -427,13 +427,13 @@ struct JSONValidator {
         tape = Tape(capacity: max(16, count / 24))
     }
 
-    func fail(_ reason: String, at offset: Int) -> JSONSyntaxError {
+    static func fail(_ reason: String, at offset: Int) -> JSONSyntaxError {
         JSONSyntaxError(offset: offset, reason: reason)
     }
 
     enum State { case key, value, afterValue }
 
-    mutating func validateDocument() throws -> (Int, Int) {
+    mutating func validateDocument() throws(JSONSyntaxError) -> (Int, Int) {
         let p = self.p
         let n = self.n
         var i = 0
@@ -451,21 +451,21 @@ struct JSONValidator {
         while true {
             switch state {
             case .key:
-                guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name", at: i) }
-                i = try scanString(i)
+                guard i < n, p[i] == UInt8(ascii: "\"") else { throw Self.fail("expected a member name", at: i) }
+                i = try Self.scanString(p, n, i)
                 skipWS(&i)
-                guard i < n, p[i] == UInt8(ascii: ":") else { throw fail("expected ':'", at: i) }
+                guard i < n, p[i] == UInt8(ascii: ":") else { throw Self.fail("expected ':'", at: i) }
                 i += 1
                 skipWS(&i)
                 fallthrough
             case .value:
-                guard i < n else { throw fail("unexpected end of input", at: i) }
+                guard i < n else { throw Self.fail("unexpected end of input", at: i) }
                 let c = p[i]
                 switch c {
                 case UInt8(ascii: "\""):
-                    i = try scanString(i)
+                    i = try Self.scanString(p, n, i)
                 case UInt8(ascii: "{"), UInt8(ascii: "["):
-                    if stack.count >= JSONDocument.maxDepth { throw fail("nesting deeper than \(JSONDocument.maxDepth)", at: i) }
+                    if stack.count >= JSONDocument.maxDepth { throw Self.fail("nesting deeper than \(JSONDocument.maxDepth)", at: i) }
                     let isObject = c == UInt8(ascii: "{")
                     let entry = tape.append()
                     stack.append(isObject ? entry : -(entry + 1))
@@ -478,20 +478,20 @@ struct JSONValidator {
                         state = isObject ? .key : .value
                     }
                     continue
-                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): i = try scanNumber(i)
-                case UInt8(ascii: "t"): i = try literal(i, "true")
-                case UInt8(ascii: "f"): i = try literal(i, "false")
-                case UInt8(ascii: "n"): i = try literal(i, "null")
-                default: throw fail("unexpected character", at: i)
+                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): i = try Self.scanNumber(p, n, i)
+                case UInt8(ascii: "t"): i = try Self.literal(p, n, i, "true")
+                case UInt8(ascii: "f"): i = try Self.literal(p, n, i, "false")
+                case UInt8(ascii: "n"): i = try Self.literal(p, n, i, "null")
+                default: throw Self.fail("unexpected character", at: i)
                 }
                 fallthrough
             case .afterValue:
                 skipWS(&i)
                 guard let top = stack.last else {
-                    guard i >= n else { throw fail("unexpected data after the JSON value", at: i) }
+                    guard i >= n else { throw Self.fail("unexpected data after the JSON value", at: i) }
                     return (start, endOfValue(start))
                 }
-                guard i < n else { throw fail("unexpected end of input", at: i) }
+                guard i < n else { throw Self.fail("unexpected end of input", at: i) }
                 let isObject = top >= 0
                 let c = p[i]
                 if c == UInt8(ascii: ",") {
@@ -502,7 +502,7 @@ struct JSONValidator {
                     close(&stack, isObject: isObject, at: &i)
                     state = .afterValue
                 } else {
-                    throw fail(isObject ? "expected ',' or '}'" : "expected ',' or ']'", at: i)
+                    throw Self.fail(isObject ? "expected ',' or '}'" : "expected ',' or ']'", at: i)
                 }
             }
         }
@@ -523,18 +523,17 @@ struct JSONValidator {
         tape.base[entry].next = tape.count
     }
 
-    @inline(__always) func literal(_ i: Int, _ word: StaticString) throws -> Int {
+    @inline(__always) static func literal(_ p: UnsafePointer<UInt8>, _ n: Int, _ i: Int, _ word: StaticString) throws(JSONSyntaxError) -> Int {
         let count = word.utf8CodeUnitCount
         guard i + count <= n, JSONScanner.memcmpBytes(p + i, word.utf8Start, count) else {
-            throw fail("invalid literal", at: i)
+            throw Self.fail("invalid literal", at: i)
         }
         return i + count
     }
 
-    /// From an opening quote, the offset past the closing one.
-    @inline(__always) func scanString(_ open: Int) throws -> Int {
-        let p = self.p
-        let n = self.n
+    /// From an opening quote, the offset past the closing one. Static, so a call
+    /// passes two registers instead of a copy of the validator.
+    static func scanString(_ p: UnsafePointer<UInt8>, _ n: Int, _ open: Int) throws(JSONSyntaxError) -> Int {
         var j = open + 1
         while j < n {
             // Eight bytes at a time while none is a quote, a backslash, a control
@@ -556,9 +555,10 @@ struct JSONValidator {
             }
             guard j < n else { break }
             let c = p[j]
-            if c >= 0x20 && c < 0x80 && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") { j += 1; continue }
+            // The closing quote is by far the most common stop.
             if c == UInt8(ascii: "\"") { return j + 1 }
-            if c < 0x20 { throw fail("control character in string", at: j) }
+            if c >= 0x20 && c < 0x80 && c != UInt8(ascii: "\\") { j += 1; continue }
+            if c < 0x20 { throw Self.fail("control character in string", at: j) }
             if c == UInt8(ascii: "\\") {
                 guard j + 1 < n else { break }
                 switch p[j + 1] {
@@ -566,21 +566,21 @@ struct JSONValidator {
                     UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                     j += 2
                 case UInt8(ascii: "u"):
-                    guard j + 6 <= n else { throw fail("truncated \\u escape", at: j) }
-                    for k in 2..<6 where JSONScanner.hexValue(p[j + k]) == nil { throw fail("invalid \\u escape", at: j) }
+                    guard j + 6 <= n else { throw Self.fail("truncated \\u escape", at: j) }
+                    for k in 2..<6 where JSONScanner.hexValue(p[j + k]) == nil { throw Self.fail("invalid \\u escape", at: j) }
                     j += 6
                 default:
-                    throw fail("invalid escape", at: j)
+                    throw Self.fail("invalid escape", at: j)
                 }
                 continue
             }
-            j = try utf8Sequence(j)
+            j = try Self.utf8Sequence(p, n, j)
         }
-        throw fail("unterminated string", at: open)
+        throw Self.fail("unterminated string", at: open)
     }
 
     /// Checks one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates).
-    func utf8Sequence(_ i: Int) throws -> Int {
+    static func utf8Sequence(_ p: UnsafePointer<UInt8>, _ n: Int, _ i: Int) throws(JSONSyntaxError) -> Int {
         let c = p[i]
         let length: Int
         var lowerBound: UInt8 = 0x80
@@ -593,41 +593,39 @@ struct JSONValidator {
         case 0xF0: length = 4; lowerBound = 0x90
         case 0xF1...0xF3: length = 4
         case 0xF4: length = 4; upperBound = 0x8F
-        default: throw fail("invalid UTF-8", at: i)
+        default: throw Self.fail("invalid UTF-8", at: i)
         }
-        guard i + length <= n else { throw fail("truncated UTF-8", at: i) }
+        guard i + length <= n else { throw Self.fail("truncated UTF-8", at: i) }
         let second = p[i + 1]
-        guard second >= lowerBound && second <= upperBound else { throw fail("invalid UTF-8", at: i) }
-        for k in 2..<length where p[i + k] & 0xC0 != 0x80 { throw fail("invalid UTF-8", at: i) }
+        guard second >= lowerBound && second <= upperBound else { throw Self.fail("invalid UTF-8", at: i) }
+        for k in 2..<length where p[i + k] & 0xC0 != 0x80 { throw Self.fail("invalid UTF-8", at: i) }
         return i + length
     }
 
-    @inline(__always) func scanNumber(_ start: Int) throws -> Int {
-        let p = self.p
-        let n = self.n
+    @inline(__always) static func scanNumber(_ p: UnsafePointer<UInt8>, _ n: Int, _ start: Int) throws(JSONSyntaxError) -> Int {
         var i = start
         @inline(__always) func isDigit(_ i: Int) -> Bool { i < n && p[i] >= UInt8(ascii: "0") && p[i] <= UInt8(ascii: "9") }
         if p[i] == UInt8(ascii: "-") { i += 1 }
-        guard i < n else { throw fail("truncated number", at: i) }
+        guard i < n else { throw Self.fail("truncated number", at: i) }
         if p[i] == UInt8(ascii: "0") {
             i += 1
         } else if isDigit(i) {
             while isDigit(i) { i += 1 }
         } else {
-            throw fail("invalid number", at: i)
+            throw Self.fail("invalid number", at: i)
         }
         if i < n && p[i] == UInt8(ascii: ".") {
             i += 1
             let digits = i
             while isDigit(i) { i += 1 }
-            if i == digits { throw fail("invalid number", at: i) }
+            if i == digits { throw Self.fail("invalid number", at: i) }
         }
         if i < n && (p[i] == UInt8(ascii: "e") || p[i] == UInt8(ascii: "E")) {
             i += 1
             if i < n && (p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-")) { i += 1 }
             let digits = i
             while isDigit(i) { i += 1 }
-            if i == digits { throw fail("invalid number", at: i) }
+            if i == digits { throw Self.fail("invalid number", at: i) }
         }
         return i
     }
