@@ -262,6 +262,44 @@ struct ProcessTests {
         #expect(process.terminationStatus == 0)
     }
 
+    @Test("SIGHUP reloads the configuration; a broken file is refused and the previous configuration stays")
+    func sighup() throws {
+        let dir = try temporaryDirectory()
+        let config = dir + "/config.yaml"
+        try "mode: enforce\nprovisioning: {enabled: false}\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let (process, _, port) = try startServer(dir: dir, extra: ["--config", config])
+        defer { process.terminate(); process.waitUntilExit() }
+        let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
+        let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
+                                                                  context: context, serverName: "127.0.0.1", timeout: 5))
+        func decision() throws -> JSON {
+            let answer = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+            return try #require(try JSON(parsing: answer.body)["response"])
+        }
+        #expect(try decision()["allowed"] == false)
+
+        try "mode: warn\nprovisioning: {enabled: false}\n".write(toFile: config, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        var reloaded = false
+        for _ in 0..<50 where !reloaded {
+            usleep(50_000)
+            reloaded = try decision()["allowed"] == true
+        }
+        #expect(reloaded)
+        #expect(try decision()["warnings"]?.arrayValue?.isEmpty == false)
+
+        try "mode: sometimes\n".write(toFile: config, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        var refused = false
+        for _ in 0..<50 where !refused {
+            usleep(50_000)
+            refused = try client.request("GET", "/metrics").bodyText.contains("\npxguard_reload_failures_total 1\n")
+        }
+        #expect(refused)
+        #expect(try decision()["allowed"] == true, "the previous (warn) configuration stays in force")
+        #expect(try client.request("GET", "/readyz").status == 200)
+    }
+
     @Test("bad flags and bad config exit 2 with a one-line message")
     func badInput() throws {
         let dir = try temporaryDirectory()
@@ -283,6 +321,47 @@ struct ProcessTests {
     }
 }
 
+@Suite("Client certificates (--client-ca)", .serialized)
+struct ClientCertificateTests {
+    func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        process.standardOutput = Pipe()
+        process.standardError = Pipe()
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "openssl \(arguments)")
+    }
+
+    @Test("--client-ca: no client certificate, or one from another CA, is refused; the API server's is served")
+    func clientCA() throws {
+        let dir = try temporaryDirectory()
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        try openssl(["req", "-x509"] + ec + ["-keyout", dir + "/client-ca.key", "-out", dir + "/client-ca.crt",
+                                            "-days", "2", "-subj", "/CN=apiserver-client-ca"])
+        try openssl(["req"] + ec + ["-keyout", dir + "/client.key", "-out", dir + "/client.csr", "-subj", "/CN=kube-apiserver"])
+        try "extendedKeyUsage=clientAuth\n".write(toFile: dir + "/ext.cnf", atomically: true, encoding: .utf8)
+        try openssl(["x509", "-req", "-in", dir + "/client.csr", "-CA", dir + "/client-ca.crt", "-CAkey", dir + "/client-ca.key",
+                     "-CAcreateserial", "-out", dir + "/client.crt", "-days", "2", "-extfile", dir + "/ext.cnf"])
+        let server = try TestServer { $0.clientCA = dir + "/client-ca.crt" }
+        let address = try SocketAddress(parsing: "127.0.0.1:\(server.port)")
+        func connect(certificate: String?, key: String?) throws -> HTTPClientConnection {
+            let context = try TLSContext.client(caFile: server.caFile, certificateFile: certificate, keyFile: key)
+            return HTTPClientConnection(try TLSClientConnection(address: address, context: context, serverName: "127.0.0.1", timeout: 5))
+        }
+        #expect(throws: (any Error).self) { try connect(certificate: nil, key: nil).request("GET", "/healthz") }
+        // The server's own serving pair: a real certificate, but not from the client CA.
+        #expect(throws: (any Error).self) {
+            try connect(certificate: server.dir + "/certs/tls.crt", key: server.dir + "/certs/tls.key").request("GET", "/healthz")
+        }
+        #expect(try connect(certificate: dir + "/client.crt", key: dir + "/client.key").request("GET", "/healthz").bodyText == "ok")
+        // Both refusals happened in the TLS handshake, before any HTTP.
+        let metrics = try connect(certificate: dir + "/client.crt", key: dir + "/client.key").request("GET", "/metrics").bodyText
+        #expect(metrics.contains("\npxguard_tls_handshake_failures_total 2\n"))
+    }
+}
+
 @Suite("Degradation and connection recycling", .serialized)
 struct DegradationTests {
     @Test("an expired serving certificate makes /readyz answer 503 with the reason")
@@ -294,6 +373,18 @@ struct DegradationTests {
         #expect(response.status == 503)
         #expect(response.bodyText.contains("expired"))
         #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_ready 0\n"))
+    }
+
+    @Test("a serving certificate with under 30 days left is a warning in the log and its expiry a metric; still ready")
+    func expiringCertificate() throws {
+        let certs = try temporaryDirectory()
+        let written = try CertificateFactory.write(to: certs, service: "pxguard", namespace: "pxguard-system", days: 10)
+        let server = try TestServer { $0.certDir = certs }
+        #expect(server.logs.contains("serving certificate expires within 30 days"))
+        let client = try server.client(ca: certs + "/ca.crt")
+        #expect(try client.request("GET", "/readyz").status == 200)
+        let metrics = try client.request("GET", "/metrics").bodyText
+        #expect(metrics.contains("pxguard_certificate_expiry_timestamp_seconds \(try #require(written.notAfter))"))
     }
 
     @Test("an unreachable Kubernetes API: admission answers, /readyz stays ready, the metric says why")

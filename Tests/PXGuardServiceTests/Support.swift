@@ -56,7 +56,7 @@ final class TestServer: @unchecked Sendable {
                                 context: TLSContext.client(caFile: ca ?? caFile), serverName: "127.0.0.1", timeout: 5)
     }
 
-    func client() throws -> HTTPClientConnection { HTTPClientConnection(try tls()) }
+    func client(ca: String? = nil) throws -> HTTPClientConnection { HTTPClientConnection(try tls(ca: ca)) }
 }
 
 /// A plain TCP socket for sending things that are not TLS.
