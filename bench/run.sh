@@ -4,7 +4,9 @@
 #      from ../shared/bench/compare.sh,
 #   2. pxguard's idle RSS and start-up-to-ready time,
 #   3. the in-process micro-benchmark (decode + decide + encode; allocations per review),
-#   4. a chart (bench/out/compare.png) of throughput and p99 against the baselines.
+#   4. the same comparison with pxguard on one event loop (nginx runs one worker),
+#   5. CPU time per request, nginx against pxguard, alternating in one run,
+#   6. a chart (bench/out/compare.png) of throughput and p99 against the baselines.
 # Loopback only, bounded in time. Env: DURATION, ROUNDS, CONNS (see compare.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +30,16 @@ LD_PRELOAD="$PWD/$out/malloc-count.so" bench/micro/.build/release/pxguard-micro 
 echo "== side by side over TLS (wrk, ${CONNS:-32} keep-alive connections)"
 bash "$harness" "$bin" bench/reviews/pod-create.json | tee "$out/compare.txt"
 
-python3 bench/chart.py "$out/compare.txt" "$out/compare.png" && echo "chart: $out/compare.png"
+echo "== side by side again, pxguard with server.workers: 1 (as nginx's worker_processes 1)"
+one=$(mktemp -d /tmp/pxguard-one-loop.XXXXXX)
+printf 'server: {workers: 1}\n' > "$one/config.yaml"
+printf '#!/bin/sh\nexec "%s" "$@" --config "%s"\n' "$PWD/$bin" "$one/config.yaml" > "$one/pxguard"
+chmod +x "$one/pxguard"
+bash "$harness" "$one/pxguard" bench/reviews/pod-create.json | sed 's/^pxguard /pxguard-1 /; s/median req\/s pxguard /median req\/s pxguard-1 /' | tee "$out/compare-one-loop.txt"
+rm -rf "$one"
+
+echo "== CPU time per request (steadier than req/s on a shared machine)"
+bash bench/cpu-compare.sh "$bin" bench/reviews/pod-create.json | tee "$out/cpu.txt"
+
+cat "$out/compare.txt" <(grep '^pxguard-1 ' "$out/compare-one-loop.txt") > "$out/compare-all.txt"
+python3 bench/chart.py "$out/compare-all.txt" "$out/compare.png" && echo "chart: $out/compare.png"
