@@ -1,7 +1,6 @@
 // Linux interfaces the Glibc module does not export: epoll, eventfd, thread names.
 #ifndef PXGUARD_CLINUX_SHIM_H
 #define PXGUARD_CLINUX_SHIM_H
-#define _GNU_SOURCE 1
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <pthread.h>
@@ -11,13 +10,17 @@
 int pthread_setname_np(pthread_t thread, const char *name);
 int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 
-/* CPUs in this thread's affinity mask (CPU_COUNT is a macro); 0 when unknown. */
-#include <sched.h>
+/* CPUs in this thread's affinity mask; 0 when unknown. sched_getaffinity and
+   CPU_COUNT need _GNU_SOURCE, which would change glibc's struct definitions
+   against Swift's Glibc module, so the call is declared here with a plain mask. */
+#include <stddef.h>
+int sched_getaffinity(int pid, size_t cpusetsize, void *mask);
 static inline int pxg_affinity_cpu_count(void) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
-    return CPU_COUNT(&set);
+    unsigned long mask[64] = {0}; /* 4096 CPUs */
+    if (sched_getaffinity(0, sizeof(mask), mask) != 0) return 0;
+    int count = 0;
+    for (size_t i = 0; i < sizeof(mask) / sizeof(mask[0]); i++) count += __builtin_popcountl(mask[i]);
+    return count;
 }
 
 static inline int pxg_set_thread_name(const char *name) {

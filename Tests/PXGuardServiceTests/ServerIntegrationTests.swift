@@ -300,6 +300,22 @@ struct ProcessTests {
         #expect(try client.request("GET", "/readyz").status == 200)
     }
 
+    @Test("an affinity mask of one CPU gives one event loop (the same path a cgroup quota takes)",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset")))
+    func affinity() throws {
+        let dir = try temporaryDirectory()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+        process.arguments = ["-c", "0", try pxguardBinary(), "serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs"]
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        defer { process.terminate(); process.waitUntilExit() }
+        var line = [UInt8]()
+        while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
+        #expect(try JSON(parsing: line)["workers"] == "1")
+    }
+
     @Test("bad flags and bad config exit 2 with a one-line message")
     func badInput() throws {
         let dir = try temporaryDirectory()
