@@ -107,12 +107,33 @@ public struct JSONValue {
         guard base[start] == UInt8(ascii: "{") else { return nil }
         var found: JSONValue?
         forEachMember { k, v in
-            if JSONScanner.rawStringEquals(base, k.start, k.end, key.utf8Start, key.utf8CodeUnitCount)
-                ?? (k.string == key.description) {
-                found = v
+            if k.keyEquals(key) { found = v }
+        }
+        return found
+    }
+
+    /// Up to three members in one pass over the object (each the last of its
+    /// name), for hot paths that need several: one key scan instead of one per
+    /// subscript.
+    public func members(_ a: StaticString, _ b: StaticString, _ c: StaticString? = nil)
+        -> (JSONValue?, JSONValue?, JSONValue?)
+    {
+        var found: (JSONValue?, JSONValue?, JSONValue?) = (nil, nil, nil)
+        forEachMember { k, v in
+            if k.keyEquals(a) {
+                found.0 = v
+            } else if k.keyEquals(b) {
+                found.1 = v
+            } else if let c, k.keyEquals(c) {
+                found.2 = v
             }
         }
         return found
+    }
+
+    /// True when this member name equals `key` (escaped names are decoded first).
+    @inline(__always) func keyEquals(_ key: StaticString) -> Bool {
+        JSONScanner.rawStringEquals(base, start, end, key.utf8Start, key.utf8CodeUnitCount) ?? (string == key.description)
     }
 
     /// The member named `key`, for keys only known at run time.

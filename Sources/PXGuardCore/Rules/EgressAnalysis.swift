@@ -39,11 +39,12 @@ public struct EgressAnalysis: Sendable {
         egress.forEachElement { index, rule in
             // Ports first: they are cheap to check and rule out most rules. Words
             // for the message are only built for the rule that reaches.
-            guard found == nil, rule.kind == .object,
-                reachedPorts(rule["ports"], describe: false) != nil,
-                reachedAddresses(rule["to"], describe: false) != nil,
-                let ports = reachedPorts(rule["ports"], describe: true),
-                let addresses = reachedAddresses(rule["to"], describe: true)
+            guard found == nil, rule.kind == .object else { return }
+            let (portsValue, toValue, _) = rule.members("ports", "to")
+            guard reachedPorts(portsValue, describe: false) != nil,
+                reachedAddresses(toValue, describe: false) != nil,
+                let ports = reachedPorts(portsValue, describe: true),
+                let addresses = reachedAddresses(toValue, describe: true)
             else { return }
             found = Reach(ruleIndex: index, addresses: addresses, ports: ports)
         }
@@ -73,10 +74,11 @@ public struct EgressAnalysis: Sendable {
         var unparsable: String?
         to.forEachElement { _, peer in
             guard let block = peer["ipBlock"], block.kind == .object else { return }
-            guard let cidrValue = block["cidr"], let cidr = cidrValue.cidr else {
+            let (cidrValue, except, _) = block.members("cidr", "except")
+            guard let cidr = cidrValue?.cidr else {
                 // The API server rejects these before validating webhooks run; offline
                 // (`pxguard check`) an unreadable block is treated as reaching everything.
-                unparsable = block["cidr"]?.string ?? "(missing)"
+                unparsable = cidrValue?.string ?? "(missing)"
                 return
             }
             // Most blocks miss the node subnets entirely: decide that before
@@ -84,7 +86,7 @@ public struct EgressAnalysis: Sendable {
             let candidatesForBlock = [cidr.range] + [IPRangeSet.asIPv4(cidr.range)].compactMap { $0 }
             if !candidatesForBlock.contains(where: { c in nodeRanges.contains { c.intersection($0) != nil } }) { return }
             var holes: [IPRange] = []
-            block["except"]?.forEachElement { _, e in
+            except?.forEachElement { _, e in
                 if let c = e.cidr { holes.append(c.range) }
             }
             let allowed = IPRangeSet.subtract([cidr.range], holes)
@@ -111,7 +113,7 @@ public struct EgressAnalysis: Sendable {
         var reached: [String] = []
         ports.forEachElement { _, entry in
             guard describe || reached.isEmpty else { return }
-            let protoValue = entry["protocol"]
+            let (protoValue, portValue, endPortValue) = entry.members("protocol", "port", "endPort")
             let proto: TransportProtocol
             if protoValue == nil || protoValue!.stringEquals("TCP") {
                 proto = .tcp
@@ -123,13 +125,13 @@ public struct EgressAnalysis: Sendable {
                 return
             }
             let range: PortRange
-            let port = entry["port"].flatMap { $0.isNull ? nil : $0 }
+            let port = portValue.flatMap { $0.isNull ? nil : $0 }
             switch port {
             case nil:
                 range = PortRange(proto: proto, lower: 1, upper: 65535)!
             case .some(let p) where p.kind == .number:
                 guard let lo = p.int else { return }
-                let hi = entry["endPort"]?.int ?? lo
+                let hi = endPortValue?.int ?? lo
                 guard let r = PortRange(proto: proto, lower: lo, upper: max(lo, hi)) else { return }
                 range = r
             case .some(let p):
