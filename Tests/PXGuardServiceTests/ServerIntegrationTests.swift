@@ -215,26 +215,17 @@ struct ServerIntegrationTests {
 
 @Suite("Process: signals and command line", .serialized)
 struct ProcessTests {
-    func startServer(dir: String, extra: [String] = []) throws -> (Process, Pipe, Int) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try pxguardBinary())
-        process.arguments = ["serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-grace", "5"] + extra
-        let stderr = Pipe()
-        process.standardError = stderr
-        try process.run()
-        // The first log line names the bound port.
-        var line = [UInt8]()
-        while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
-        let first = try JSON(parsing: line)
+    func startServer(dir: String, extra: [String] = []) throws -> (Process, Int) {
+        let (process, first) = try launch(try pxguardBinary(),
+                                          ["serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-grace", "5"] + extra)
         #expect(first["msg"] == "listening")
-        let port = try #require(first["port"]?.stringValue.flatMap(Int.init))
-        return (process, stderr, port)
+        return (process, try #require(first["port"]?.stringValue.flatMap(Int.init)))
     }
 
     @Test("SIGTERM: in-flight requests are answered with Connection: close, idle ones closed, exit 0")
     func sigterm() throws {
         let dir = try temporaryDirectory()
-        let (process, _, port) = try startServer(dir: dir)
+        let (process, port) = try startServer(dir: dir)
         let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
         let address = try SocketAddress(parsing: "127.0.0.1:\(port)")
         let body = try fixtureBytes("pod-hostnetwork-e2")
@@ -267,7 +258,7 @@ struct ProcessTests {
         let dir = try temporaryDirectory()
         let config = dir + "/config.yaml"
         try "mode: enforce\nprovisioning: {enabled: false}\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let (process, _, port) = try startServer(dir: dir, extra: ["--config", config])
+        let (process, port) = try startServer(dir: dir, extra: ["--config", config])
         defer { process.terminate(); process.waitUntilExit() }
         let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
         let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
@@ -304,16 +295,10 @@ struct ProcessTests {
           .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset")))
     func affinity() throws {
         let dir = try temporaryDirectory()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
-        process.arguments = ["-c", "0", try pxguardBinary(), "serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs"]
-        let stderr = Pipe()
-        process.standardError = stderr
-        try process.run()
+        let (process, first) = try launch("/usr/bin/taskset", ["-c", "0", try pxguardBinary(), "serve",
+                                                               "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs"])
         defer { process.terminate(); process.waitUntilExit() }
-        var line = [UInt8]()
-        while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
-        #expect(try JSON(parsing: line)["workers"] == "1")
+        #expect(first["workers"] == "1")
     }
 
     @Test("bad flags and bad config exit 2 with a one-line message")
@@ -445,16 +430,9 @@ struct DescriptorExhaustionTests {
     @Test("out of descriptors: accept pauses instead of spinning, and serving resumes when they free up")
     func emfile() throws {
         let dir = try temporaryDirectory()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --listen 127.0.0.1:0 --cert-dir \(dir)/certs"]
-        let stderr = Pipe()
-        process.standardError = stderr
-        try process.run()
+        let (process, first) = try launch("/bin/sh", ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --listen 127.0.0.1:0 --cert-dir \(dir)/certs"])
         defer { process.terminate(); process.waitUntilExit() }
-        var line = [UInt8]()
-        while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
-        let port = try #require(try JSON(parsing: line)["port"]?.stringValue.flatMap(Int.init))
+        let port = try #require(first["port"]?.stringValue.flatMap(Int.init))
         var sockets: [RawSocket] = []
         for _ in 0..<80 { sockets.append(try RawSocket(port: port)) }
         usleep(300_000)

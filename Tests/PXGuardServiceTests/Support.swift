@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import PXGuardCore
 @testable import PXGuardServer
 @testable import PXGuardService
 
@@ -102,6 +103,20 @@ func elapsed(_ body: () throws -> Void) rethrows -> Double {
     let start = Date()
     try body()
     return Date().timeIntervalSince(start)
+}
+
+/// Starts `executable arguments` (the pxguard binary, directly or under a wrapper)
+/// and returns it with its first log line, which names the bound port.
+func launch(_ executable: String, _ arguments: [String]) throws -> (Process, JSON) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let stderr = Pipe()
+    process.standardError = stderr
+    try process.run()
+    var line = [UInt8]()
+    while let byte = try stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { line.append(byte) }
+    return (process, try JSON(parsing: line))
 }
 
 /// The pxguard binary built next to the test bundle.
