@@ -137,6 +137,7 @@ final class LoopStats: Sendable {
     let timeouts = Atomic<Int>(0)
     let protocolErrors = Atomic<Int>(0)
     let rejected = Atomic<Int>(0)
+    let bufferedBytes = Atomic<Int>(0)
 }
 
 /// A snapshot of the transport counters across all loops.
@@ -147,6 +148,8 @@ public struct ServerStatistics: Sendable {
     public var timeouts = 0
     public var protocolErrors = 0
     public var rejectedConnections = 0
+    /// Capacity of all request buffers, the figure `maxBufferedBytesPerWorker` bounds per loop.
+    public var bufferedBytes = 0
 }
 
 /// An HTTPS/1.1 server: one epoll event loop per worker thread, each with its own
@@ -223,6 +226,7 @@ public final class HTTPServer: Sendable {
             s.timeouts += loop.stats.timeouts.load(ordering: .relaxed)
             s.protocolErrors += loop.stats.protocolErrors.load(ordering: .relaxed)
             s.rejectedConnections += loop.stats.rejected.load(ordering: .relaxed)
+            s.bufferedBytes += loop.stats.bufferedBytes.load(ordering: .relaxed)
         }
         return s
     }
@@ -309,7 +313,9 @@ final class EventLoop: @unchecked Sendable {
     /// Set while accepting is paused after running out of descriptors.
     var acceptPausedUntil: UInt64?
     /// Sum of the input buffer capacities of this loop's connections.
-    var bufferedBytes = 0
+    var bufferedBytes = 0 {
+        didSet { stats.bufferedBytes.store(bufferedBytes, ordering: .relaxed) }
+    }
 
     static let readableEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
     static let writableEvents = UInt32(EPOLLOUT.rawValue)
@@ -535,15 +541,15 @@ final class EventLoop: @unchecked Sendable {
             // instead of paying a read that returns EAGAIN.
             reads += 1
             if reads > 16 || (lastReadShort && !c.tls.hasPending) { setInterest(c, Self.readableEvents); return }
-            let capacityBefore = c.input.capacity
-            if c.input.writable < 4096 && capacityBefore >= 64 * 1024
-                && bufferedBytes + capacityBefore > configuration.maxBufferedBytesPerWorker
+            // Buffers up to 64 KiB always grow; beyond that, only within the loop's budget
+            // (a growing buffer doubles, so the growth is its current capacity).
+            if c.input.writable < 4096 && c.input.capacity >= 64 * 1024
+                && bufferedBytes + c.input.capacity > configuration.maxBufferedBytesPerWorker
             {
                 refuseOverBudget(c)
                 continue
             }
-            c.input.reserve(4096)
-            bufferedBytes += c.input.capacity - capacityBefore
+            resizeInput(c) { $0.reserve(4096) }
             let requested = c.input.writable
             switch c.tls.read(into: c.input.writePointer, count: requested) {
             case .done(let n):
@@ -581,6 +587,13 @@ final class EventLoop: @unchecked Sendable {
         return .done(0)
     }
 
+    /// Applies `change` to a connection's input buffer, keeping `bufferedBytes` in step.
+    @inline(__always) func resizeInput(_ c: Connection, _ change: (ByteBuffer) -> Void) {
+        let before = c.input.capacity
+        change(c.input)
+        bufferedBytes += c.input.capacity - before
+    }
+
     /// Answers 503 to a request whose body no longer fits in the loop's budget.
     func refuseOverBudget(_ c: Connection) {
         stats.protocolErrors.add(1, ordering: .relaxed)
@@ -605,10 +618,10 @@ final class EventLoop: @unchecked Sendable {
     /// Reads and drops what the peer still sends, up to 1 MiB or two seconds.
     func linger(_ c: Connection) {
         while true {
-            let capacityBefore = c.input.capacity
-            c.input.reset()
-            bufferedBytes -= capacityBefore - c.input.capacity
-            c.input.reserve(16 * 1024)
+            resizeInput(c) {
+                $0.reset()
+                $0.reserve(16 * 1024)
+            }
             let n = Glibc.read(c.fd, c.input.writePointer, c.input.writable)
             if n > 0 {
                 c.lingered += n
@@ -682,9 +695,7 @@ final class EventLoop: @unchecked Sendable {
                 c.input.consume(complete.consumed)
                 if c.input.readable == 0 && c.input.capacity > 64 * 1024 {
                     // Give back what a large body needed; idle connections stay small.
-                    let capacityBefore = c.input.capacity
-                    c.input.reset()
-                    bufferedBytes -= capacityBefore - c.input.capacity
+                    resizeInput(c) { $0.reset() }
                 }
                 c.parser.reset()
                 c.bodyBudgetGranted = false

@@ -112,6 +112,7 @@ public final class ServiceMetrics: Sendable {
             out += counter("pxguard_connection_timeouts_total", "Connections cut by a handshake, header, body or write timeout.", t.timeouts)
             out += counter("pxguard_http_protocol_errors_total", "Requests refused by the HTTP parser (400, 413, 414, 431, 501, 505).", t.protocolErrors)
             out += counter("pxguard_connections_rejected_total", "Connections refused over the per-worker limit or while draining.", t.rejectedConnections)
+            out += gauge("pxguard_request_buffer_bytes", "Memory held in request buffers, all loops (bounded per loop by server.maxBufferedBytesPerWorker).", t.bufferedBytes)
         }
         out += gauge("pxguard_ready", "1 while the server reports ready.", ready ? 1 : 0)
         out += gauge("pxguard_certificate_expiry_timestamp_seconds", "Expiry of the serving certificate (Unix time).",

@@ -475,5 +475,11 @@ struct BufferBudgetTests {
         let third = try server.client()
         try third.send(head + [UInt8](repeating: 0x20, count: 700_000))
         #expect(try third.readResponse().status == 400)
+        // Once they are gone, the books balance: one open connection, one initial 8 KiB buffer.
+        first.close()
+        second.close()
+        third.close()
+        usleep(300_000)
+        #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_request_buffer_bytes 8192\n"))
     }
 }
