@@ -6,7 +6,8 @@
 #   3. the in-process micro-benchmark (decode + decide + encode; allocations per review),
 #   4. the same comparison with pxguard on one event loop (nginx runs one worker),
 #   5. CPU time per request, nginx against pxguard, alternating in one run,
-#   6. a chart (bench/out/compare.png) of throughput and p99 against the baselines.
+#   6. user-space instructions per request under callgrind, nginx against pxguard (noise-free),
+#   7. a chart (bench/out/compare.png) of throughput and p99 against the baselines.
 # Loopback only, bounded in time. Env: DURATION, ROUNDS, CONNS (see compare.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,9 @@ rm -rf "$one"
 
 echo "== CPU time per request (steadier than req/s on a shared machine)"
 bash bench/cpu-compare.sh "$bin" bench/reviews/pod-create.json | tee "$out/cpu.txt"
+
+echo "== instructions per request under callgrind (independent of machine load)"
+bash bench/instructions.sh "$bin" bench/reviews/pod-create.json | tee "$out/instructions.txt"
 
 cat "$out/compare.txt" <(grep '^pxguard-1 ' "$out/compare-one-loop.txt") > "$out/compare-all.txt"
 python3 bench/chart.py "$out/compare-all.txt" "$out/compare.png" && echo "chart: $out/compare.png"
