@@ -23,10 +23,11 @@ let package = Package(
             name: "COpenSSL", pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
+        .systemLibrary(name: "CSIMD"),
         .systemLibrary(
             name: "CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
-        .target(name: "PXGuardCore", swiftSettings: strict),
+        .target(name: "PXGuardCore", dependencies: ["CSIMD"], swiftSettings: strict),
         .target(name: "PXGuardYAML", dependencies: ["PXGuardCore", "CYAML"], swiftSettings: strict),
         .target(name: "PXGuardServer", dependencies: ["COpenSSL", "CLinux"], swiftSettings: strict),
         .target(name: "PXGuardKube", dependencies: ["PXGuardCore", "PXGuardServer"], swiftSettings: strict),

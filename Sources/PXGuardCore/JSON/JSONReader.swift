@@ -1,3 +1,5 @@
+import CSIMD
+
 /// A syntax error in a JSON document, with the byte offset where it was found.
 public struct JSONSyntaxError: Error, CustomStringConvertible, Sendable {
     public let offset: Int
@@ -232,10 +234,16 @@ public enum JSONDocument {
             throw JSONSyntaxError(offset: 0, reason: "empty document")
         }
         let base = raw.assumingMemoryBound(to: UInt8.self)
-        var validator = JSONValidator(base: base, count: bytes.count)
-        defer { validator.tape.deallocate() }
-        let (start, end) = try validator.validateDocument()
-        return try body(JSONValue(base: base, tape: validator.tape.base, start: start, end: end, ordinal: 0))
+        let count = bytes.count
+        let words = (count + 63) / 64
+        // Two bit masks per 64 bytes (on the stack for reviews of a few KB).
+        return try withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 2 * words) { masks in
+            StringMasks.fill(masks.baseAddress!, words: words, base: base, count: count)
+            var validator = JSONValidator(base: base, count: count, masks: UnsafePointer(masks.baseAddress!))
+            defer { validator.tape.deallocate() }
+            let (start, end) = try validator.validateDocument()
+            return try body(JSONValue(base: base, tape: validator.tape.base, start: start, end: end, ordinal: 0))
+        }
     }
 
     /// Convenience for owned byte arrays.
@@ -386,6 +394,28 @@ public struct TapeEntry {
     var next: Int
 }
 
+/// Where the quotes and the bytes that need a closer look (backslash, control,
+/// non-ASCII) are, as bit masks: word `2w` holds the quotes of bytes 64w..<64w+64,
+/// word `2w+1` the others. Lets the validator find the end of a plain string with
+/// a bit scan instead of walking its bytes.
+enum StringMasks {
+    static func fill(_ masks: UnsafeMutablePointer<UInt64>, words: Int, base: UnsafePointer<UInt8>, count: Int) {
+        let full = count / 64
+        for w in 0..<full {
+            pxg_string_masks64(base + 64 * w, masks + 2 * w, masks + 2 * w + 1)
+        }
+        if full < words {
+            // The tail, zero-padded: a zero byte counts as special, never as a quote,
+            // so nothing past the end can look like the end of a string.
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { block in
+                block.initialize(repeating: 0)
+                block.baseAddress!.update(from: base + 64 * full, count: count - 64 * full)
+                pxg_string_masks64(block.baseAddress!, masks + 2 * full, masks + 2 * full + 1)
+            }
+        }
+    }
+}
+
 /// The validator's stack of open containers, fixed at the nesting limit.
 struct FixedStack {
     let base: UnsafeMutablePointer<Int>
@@ -440,11 +470,13 @@ struct Tape {
 struct JSONValidator {
     let p: UnsafePointer<UInt8>
     let n: Int
+    let masks: UnsafePointer<UInt64>
     var tape: Tape
 
-    init(base: UnsafePointer<UInt8>, count: Int) {
+    init(base: UnsafePointer<UInt8>, count: Int, masks: UnsafePointer<UInt64>) {
         p = base
         n = count
+        self.masks = masks
         tape = Tape(capacity: max(16, count / 24))
     }
 
@@ -457,6 +489,7 @@ struct JSONValidator {
     mutating func validateDocument() throws(JSONSyntaxError) -> (Int, Int) {
         let p = self.p
         let n = self.n
+        let masks = self.masks
         var i = 0
         // Open containers: tape index, negative for arrays (index + 1 negated).
         var stack = FixedStack(capacity: JSONDocument.maxDepth + 1)
@@ -473,7 +506,7 @@ struct JSONValidator {
             switch state {
             case .key:
                 guard i < n, p[i] == UInt8(ascii: "\"") else { throw Self.fail("expected a member name", at: i) }
-                i = try Self.scanString(p, n, i)
+                i = try Self.scanString(p, n, i, masks)
                 skipWS(&i)
                 guard i < n, p[i] == UInt8(ascii: ":") else { throw Self.fail("expected ':'", at: i) }
                 i += 1
@@ -484,7 +517,7 @@ struct JSONValidator {
                 let c = p[i]
                 switch c {
                 case UInt8(ascii: "\""):
-                    i = try Self.scanString(p, n, i)
+                    i = try Self.scanString(p, n, i, masks)
                 case UInt8(ascii: "{"), UInt8(ascii: "["):
                     if stack.count >= JSONDocument.maxDepth { throw Self.fail("nesting deeper than \(JSONDocument.maxDepth)", at: i) }
                     let isObject = c == UInt8(ascii: "{")
@@ -552,8 +585,32 @@ struct JSONValidator {
         return i + count
     }
 
-    /// From an opening quote, the offset past the closing one. Static, so a call
-    /// passes two registers instead of a copy of the validator.
+    /// From an opening quote, the offset past the closing one. A string whose next
+    /// quote comes before any backslash, control or non-ASCII byte ends at that
+    /// quote and is valid; anything else takes the byte-by-byte path.
+    @inline(__always) static func scanString(
+        _ p: UnsafePointer<UInt8>, _ n: Int, _ open: Int, _ masks: UnsafePointer<UInt64>
+    ) throws(JSONSyntaxError) -> Int {
+        var position = open + 1
+        while position < n {
+            let word = position >> 6
+            let shift = UInt64(position & 63)
+            let quotes = masks[2 * word] >> shift
+            let special = masks[2 * word + 1] >> shift
+            if quotes != 0 {
+                let quote = quotes.trailingZeroBitCount
+                if special == 0 || special.trailingZeroBitCount > quote { return position + quote + 1 }
+                break
+            }
+            if special != 0 { break }
+            position = (word + 1) << 6
+        }
+        return try scanString(p, n, open)
+    }
+
+    /// From an opening quote, the offset past the closing one, byte by byte (eight
+    /// at a time where it can): escapes, UTF-8, control characters, unterminated.
+    /// Static, so a call passes two registers instead of a copy of the validator.
     static func scanString(_ p: UnsafePointer<UInt8>, _ n: Int, _ open: Int) throws(JSONSyntaxError) -> Int {
         var j = open + 1
         while j < n {
