@@ -141,7 +141,10 @@ struct ServerIntegrationTests {
             noise.send((0..<2048).map { _ in UInt8.random(in: 0...255, using: &generator) })
             #expect(noise.readUntilClosed().closed)
         }
-        #expect(server.service.server.statistics.handshakeFailures >= 6)
+        // Noise that happens to look like the start of a record (an SSLv2-style header,
+        // say) waits for the rest and is cut by the handshake timeout instead.
+        let statistics = server.service.server.statistics
+        #expect(statistics.handshakeFailures + statistics.timeouts >= 6)
         #expect(try server.client().request("GET", "/healthz").bodyText == "ok")
     }
 
