@@ -2,7 +2,7 @@
 import Glibc
 #endif
 public import PXGuardCore
-public import PXGuardServer
+import PXGuardServer
 
 /// Where the Kubernetes API is and how to authenticate to it.
 public struct KubeEndpoint: Sendable {
