@@ -46,15 +46,18 @@ public struct AdmissionPolicy: Sendable {
 
     /// Why a request is exempt, or nil when it is not.
     public func exemption(for request: AdmissionRequest) -> String? {
-        if request.username == config.serviceAccount { return "pxguard's own service account" }
-        if config.exemptUsers.contains(request.username) { return "exempt user \(request.username)" }
-        if let group = request.groups.first(where: config.exemptGroups.contains) { return "exempt group \(group)" }
+        let username = request.username
+        if username == config.serviceAccount { return "pxguard's own service account" }
+        if config.exemptUsers.contains(username) { return "exempt user \(username)" }
+        if !config.exemptGroups.isEmpty, let group = request.groups.first(where: config.exemptGroups.contains) {
+            return "exempt group \(group)"
+        }
         // Emptying a terminating namespace must never be refused, or it stays
         // stuck in Terminating.
         if request.operation == .delete
-            && (request.username == GuardNames.namespaceController || request.username == GuardNames.garbageCollector)
+            && (username == GuardNames.namespaceController || username == GuardNames.garbageCollector)
         {
-            return "namespace cleanup by \(request.username)"
+            return "namespace cleanup by \(username)"
         }
         return nil
     }

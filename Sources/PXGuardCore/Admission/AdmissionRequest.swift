@@ -30,8 +30,11 @@ public struct AdmissionRequest {
     public var name: String
     public var namespace: String
     public var operation: Operation
-    public var username: String
-    public var groups: [String]
+    /// `request.userInfo`. Who asked only matters for a finding (exemptions, the
+    /// audit line), so the name and groups are decoded on use, not for every review.
+    let userInfo: JSONValue?
+    public var username: String { userInfo?["username"]?.string ?? "" }
+    public var groups: [String] { userInfo?["groups"]?.stringElements ?? [] }
     /// The new object; nil when absent or null (DELETE).
     public var object: JSONValue?
     /// The existing object; nil when absent or null (CREATE).
@@ -70,7 +73,7 @@ public struct AdmissionRequest {
 
         var uidValue: JSONValue?, kindGVK: JSONValue?, subResourceValue: JSONValue?
         var nameValue: JSONValue?, namespaceValue: JSONValue?, operationValue: JSONValue?
-        var userInfo: JSONValue?, objectValue: JSONValue?, oldObjectValue: JSONValue?, dryRunValue: JSONValue?
+        var userInfoValue: JSONValue?, objectValue: JSONValue?, oldObjectValue: JSONValue?, dryRunValue: JSONValue?
         request.forEachMember { key, value in
             // Dispatch on length first: most members are skipped after one compare.
             switch key.bytes.count {
@@ -79,7 +82,7 @@ public struct AdmissionRequest {
             case 6 where key.stringEquals("name"): nameValue = value
             case 8 where key.stringEquals("object"): objectValue = value
             case 8 where key.stringEquals("dryRun"): dryRunValue = value
-            case 10 where key.stringEquals("userInfo"): userInfo = value
+            case 10 where key.stringEquals("userInfo"): userInfoValue = value
             case 11 where key.stringEquals("namespace"): namespaceValue = value
             case 11 where key.stringEquals("operation"): operationValue = value
             case 11 where key.stringEquals("oldObject"): oldObjectValue = value
@@ -93,7 +96,7 @@ public struct AdmissionRequest {
                     case "name": nameValue = value
                     case "object": objectValue = value
                     case "dryRun": dryRunValue = value
-                    case "userInfo": userInfo = value
+                    case "userInfo": userInfoValue = value
                     case "namespace": namespaceValue = value
                     case "operation": operationValue = value
                     case "oldObject": oldObjectValue = value
@@ -119,8 +122,7 @@ public struct AdmissionRequest {
         subResource = subResourceValue?.string ?? ""
         name = nameValue?.string ?? ""
         namespace = namespaceValue?.string ?? ""
-        username = userInfo?["username"]?.string ?? ""
-        groups = userInfo?["groups"]?.stringElements ?? []
+        userInfo = userInfoValue.flatMap { $0.kind == .object ? $0 : nil }
         object = objectValue.flatMap { $0.kind == .object ? $0 : nil }
         oldObject = oldObjectValue.flatMap { $0.kind == .object ? $0 : nil }
         dryRun = dryRunValue?.bool ?? false
