@@ -223,3 +223,18 @@ struct StringMaskTests {
         }
     }
 }
+
+@Suite("JSON writer")
+struct JSONWriterTests {
+    @Test("strings are escaped as RFC 8259 requires, plain runs copied whole", arguments: [
+        ("", #""""#), ("plain", #""plain""#), ("a\"b", #""a\"b""#), ("back\\slash", #""back\\slash""#),
+        ("l1\nl2\r\tx", #""l1\nl2\r\tx""#), ("\u{01}\u{1F}", #""\u0001\u001f""#), ("é€😀", "\"é€😀\""),
+        ("\"\"", #""\"\"""#), ("end\\", #""end\\""#),
+    ])
+    func escapes(_ input: String, _ expected: String) throws {
+        var out: [UInt8] = []
+        JSONWriter.appendString(input, to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == expected)
+        #expect(try JSONDocument.parse(out) { $0.string } == input)
+    }
+}
