@@ -1,5 +1,5 @@
 /// What one command accepts: long options (`--name VALUE` or `--name=VALUE`),
-/// flags, and at most one positional argument. Small on purpose: a general
+/// flags, and positional arguments (one, or a list). Small on purpose: a general
 /// argument-parsing package pulled Foundation into the binary (3 MB of idle RSS).
 public struct CommandSpec: Sendable {
     /// One option, or a flag when `value` is nil.
@@ -27,8 +27,12 @@ public struct CommandSpec: Sendable {
     public let options: [Option]
     /// The positional argument's placeholder and help, when the command takes one.
     public let positional: (name: String, help: String)?
+    /// True when the positional argument may be given several times.
+    public let positionalRepeats: Bool
 
-    public init(_ name: String, abstract: String, options: [Option], positional: (name: String, help: String)? = nil) {
+    public init(_ name: String, abstract: String, options: [Option], positional: (name: String, help: String)? = nil,
+                positionalRepeats: Bool = false) {
+        self.positionalRepeats = positionalRepeats
         self.name = name
         self.abstract = abstract
         self.options = options
@@ -42,7 +46,7 @@ public struct CommandSpec: Sendable {
             let flag = option.short.map { "-\($0)" } ?? "--\(option.name)"
             usage += " [\(flag)\(option.value.map { " \($0)" } ?? "")]\(option.repeatable ? "..." : "")"
         }
-        if let positional { usage += " [\(positional.name)]" }
+        if let positional { usage += " [\(positional.name)]\(positionalRepeats ? "..." : "")" }
         var text = usage + "\n\n" + abstract + "\n\noptions:\n"
         var rows = options.map { option in
             ((option.short.map { "-\($0), " } ?? "") + "--\(option.name)" + (option.value.map { " \($0)" } ?? ""), option.help)
@@ -66,7 +70,7 @@ public struct CommandSpec: Sendable {
             let argument = arguments[index]
             index += 1
             if onlyPositionals || argument == "-" || !argument.hasPrefix("-") {
-                guard positional != nil, parsed.positionals.isEmpty else {
+                guard positional != nil, parsed.positionals.isEmpty || positionalRepeats else {
                     throw usageError("unexpected argument \"\(argument)\"")
                 }
                 parsed.positionals.append(argument)

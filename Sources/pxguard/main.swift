@@ -44,9 +44,10 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
     (CommandSpec("check", abstract: "Evaluate manifests offline as CREATE requests (exit 0 allowed, 1 denied, 2 bad input).", options: [
         configOption,
         .init("file", short: "f", value: "FILE", repeatable: true, help: "Manifest file (multi-document YAML or JSON), or - for standard input."),
-    ]), { arguments in
-        guard !arguments.strings("file").isEmpty else { throw CommandError("check: give at least one manifest with -f FILE") }
-        let (report, code) = try checkCommand(configPath: arguments.string("config"), files: arguments.strings("file"))
+    ], positional: ("FILE", "More manifest files: -f a.yaml b.yaml works like -f a.yaml -f b.yaml."), positionalRepeats: true), { arguments in
+        let files = arguments.strings("file") + arguments.positionals
+        guard !files.isEmpty else { throw CommandError("check: give at least one manifest with -f FILE") }
+        let (report, code) = try checkCommand(configPath: arguments.string("config"), files: files)
         print(report, terminator: "")
         if code != 0 { exit(code) }
     }),

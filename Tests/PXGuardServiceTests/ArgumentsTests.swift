@@ -33,6 +33,16 @@ struct ArgumentsTests {
         #expect { try spec.parse(arguments) } throws: { ($0 as? CommandError)?.description == message && ($0 as? CommandError)?.exitCode == 2 }
     }
 
+    @Test("a repeating positional takes every remaining argument (check -f a.yaml b.yaml)")
+    func repeatingPositional() throws {
+        let check = CommandSpec("check", abstract: "", options: [.init("file", short: "f", repeatable: true, help: "")],
+                                positional: ("FILE", ""), positionalRepeats: true)
+        let parsed = try check.parse(["-f", "a.yaml", "b.yaml", "c.yaml", "-f", "d.yaml"])
+        #expect(parsed.strings("file") == ["a.yaml", "d.yaml"])
+        #expect(parsed.positionals == ["b.yaml", "c.yaml"])
+        #expect(check.help.hasPrefix("usage: pxguard check [-f VALUE]... [FILE]..."))
+    }
+
     @Test("numbers are checked; the default applies when the option is absent")
     func numbers() throws {
         let days = CommandSpec("certs", abstract: "", options: [.init("days", help: "")])
