@@ -94,8 +94,7 @@ func fail(_ message: String) -> Never {
 // Exit codes: the SPEC wants 2 with a one-line message for bad flags and bad input.
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let name = arguments.first else {
-    print(overview, terminator: "")
-    exit(2)
+    fail("no command given; expected serve, review, check, render or certs (see pxguard --help)")
 }
 if name == "-h" || name == "--help" || name == "help" {
     print(overview, terminator: "")
