@@ -591,7 +591,7 @@ final class EventLoop: @unchecked Sendable {
     @inline(__always) func resizeInput(_ c: Connection, _ change: (ByteBuffer) -> Void) {
         let before = c.input.capacity
         change(c.input)
-        bufferedBytes += c.input.capacity - before
+        if c.input.capacity != before { bufferedBytes += c.input.capacity - before }
     }
 
     /// Answers 503 to a request whose body no longer fits in the loop's budget.

@@ -1,6 +1,6 @@
 /// What one command accepts: long options (`--name VALUE` or `--name=VALUE`),
 /// flags, and positional arguments (one, or a list). Small on purpose: a general
-/// argument-parsing package pulled Foundation into the binary (3 MB of idle RSS).
+/// argument-parsing package pulled Foundation into the binary (12 MB of file, 1.7 MB of idle RSS).
 public struct CommandSpec: Sendable {
     /// One option, or a flag when `value` is nil.
     public struct Option: Sendable {
@@ -32,11 +32,11 @@ public struct CommandSpec: Sendable {
 
     public init(_ name: String, abstract: String, options: [Option], positional: (name: String, help: String)? = nil,
                 positionalRepeats: Bool = false) {
-        self.positionalRepeats = positionalRepeats
         self.name = name
         self.abstract = abstract
         self.options = options
         self.positional = positional
+        self.positionalRepeats = positionalRepeats
     }
 
     /// The `--help` text: usage line, abstract, one line per option.

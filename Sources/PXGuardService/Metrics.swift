@@ -110,7 +110,7 @@ public final class ServiceMetrics: Sendable {
             out += counter("pxguard_connections_accepted_total", "Accepted TCP connections.", t.acceptedConnections)
             out += counter("pxguard_tls_handshake_failures_total", "TLS handshakes that failed or were abandoned.", t.handshakeFailures)
             out += counter("pxguard_connection_timeouts_total", "Connections cut by a handshake, header, body or write timeout.", t.timeouts)
-            out += counter("pxguard_http_protocol_errors_total", "Requests refused by the HTTP parser (400, 413, 414, 431, 501, 505).", t.protocolErrors)
+            out += counter("pxguard_http_protocol_errors_total", "Requests refused before the handler: parser errors (400, 413, 414, 431, 501, 505) and 503 when request buffers are full.", t.protocolErrors)
             out += counter("pxguard_connections_rejected_total", "Connections refused over the per-worker limit or while draining.", t.rejectedConnections)
             out += gauge("pxguard_request_buffer_bytes", "Memory held in request buffers, all loops (bounded per loop by server.maxBufferedBytesPerWorker).", t.bufferedBytes)
         }

@@ -29,6 +29,9 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         options.kubeTokenFile = arguments.string("kube-token-file")
         options.kubeCA = arguments.string("kube-ca")
         options.shutdownGrace = try arguments.number("shutdown-grace", default: 20.0)
+        guard options.shutdownGrace.isFinite, options.shutdownGrace >= 0 else {
+            throw CommandError("serve: --shutdown-grace must be a number of seconds, 0 or more")
+        }
         blockServiceSignals()
         let service = try Service(options: options, logger: .stderr)
         service.start()
@@ -85,6 +88,9 @@ let overview = """
 
     """
 
+let expectedCommands = "expected " + commands.dropLast().map(\.spec.name).joined(separator: ", ")
+    + " or " + commands.last!.spec.name + " (see pxguard --help)"
+
 func fail(_ message: String) -> Never {
     let text = "pxguard: " + message + "\n"
     _ = text.withCString { write(2, $0, strlen($0)) }
@@ -94,14 +100,14 @@ func fail(_ message: String) -> Never {
 // Exit codes: the SPEC wants 2 with a one-line message for bad flags and bad input.
 let arguments = Array(CommandLine.arguments.dropFirst())
 guard let name = arguments.first else {
-    fail("no command given; expected serve, review, check, render or certs (see pxguard --help)")
+    fail("no command given; " + expectedCommands)
 }
 if name == "-h" || name == "--help" || name == "help" {
     print(overview, terminator: "")
     exit(0)
 }
 guard let command = commands.first(where: { $0.spec.name == name }) else {
-    fail("unknown command \"\(name)\"; expected serve, review, check, render or certs (see pxguard --help)")
+    fail("unknown command \"\(name)\"; " + expectedCommands)
 }
 do {
     let parsed = try command.spec.parse(Array(arguments.dropFirst()))

@@ -310,7 +310,7 @@ struct ProcessTests {
         try "nodeCIDRs: [\"70.0.0/16\"]\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
         for args in [["serve", "--bogus"], ["serve", "--config", dir + "/bad.yaml"], ["render", "nothing"],
                      ["render", "--nodes", "1.2.3", "iptables"], ["check", "-f", dir + "/missing.yaml"], ["frobnicate"], [],
-                     ["check"], ["certs", "--days", "soon"], ["review", "--mutate=yes"]] {
+                     ["check"], ["certs", "--days", "soon"], ["review", "--mutate=yes"], ["serve", "--shutdown-grace", "-1"]] {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: try pxguardBinary())
             process.arguments = args
