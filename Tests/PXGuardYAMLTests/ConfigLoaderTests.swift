@@ -34,6 +34,8 @@ struct ConfigLoaderTests {
         #expect(config.provisioning.resyncSeconds == 120)
         #expect(config.serviceAccount == "system:serviceaccount:guard:pxguard")
         #expect(config.server.maxRequestsPerConnection == 1000)
+        #expect(config.server.workers == 3)
+        #expect(config.server.maxBufferedBytesPerWorker == 64 << 20)
         #expect(config.replicas == 3)
     }
 

@@ -121,10 +121,18 @@ extension Config {
             "serviceName": .string(serviceName),
             "serviceAccount": .string(serviceAccount),
             "nodeFirewallPorts": .string(nodeFirewallPorts.configNotation),
+            // Every server setting, so that `render all --config` carries an operator's
+            // limits into the ConfigMap instead of quietly resetting them.
             "server": .obj([
                 "maxBodyBytes": .int(server.maxBodyBytes),
                 "maxRequestsPerConnection": .int(server.maxRequestsPerConnection),
                 "idleTimeoutSeconds": .int(server.idleTimeoutSeconds),
+                "handshakeTimeoutSeconds": .int(server.handshakeTimeoutSeconds),
+                "headerTimeoutSeconds": .int(server.headerTimeoutSeconds),
+                "bodyTimeoutSeconds": .int(server.bodyTimeoutSeconds),
+                "workers": .int(server.workers),
+                "maxConnectionsPerWorker": .int(server.maxConnectionsPerWorker),
+                "maxBufferedBytesPerWorker": .int(server.maxBufferedBytesPerWorker),
             ]),
         ])
     }
