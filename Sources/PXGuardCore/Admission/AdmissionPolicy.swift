@@ -1,30 +1,31 @@
 /// The compiled decision logic for one configuration: rules R1–R5, exemptions,
-/// modes and mutation M1. A pure value: build once per config, share everywhere.
-public struct AdmissionPolicy: Sendable {
+/// modes and mutation M1. Immutable: built once per config and shared by reference
+/// (handing it to a request is one retain, not a copy of the whole config).
+public final class AdmissionPolicy: Sendable {
     public let context: RuleContext
-    let rules: [any AdmissionRule]
+    let hostNetwork = HostNetworkRule()
+    let guardPolicy = GuardPolicyRule()
+    let bypassPolicy: BypassPolicyRule
+    let optOut = OptOutRule()
     let mutation = NamespaceMutation()
 
     public var config: Config { context.config }
 
     public init(config: Config) {
         context = RuleContext(config: config)
-        rules = [
-            HostNetworkRule(),
-            GuardPolicyRule(),
-            BypassPolicyRule(config: config),
-            OptOutRule(),
-        ]
+        bypassPolicy = BypassPolicyRule(config: config)
     }
 
-    /// The answer of `/validate`.
+    /// The answer of `/validate`: the first rule, in SPEC order, with a finding.
+    /// The rules are called directly rather than through an array of existentials,
+    /// so no rule or request is boxed or copied per review.
     public func validate(_ request: AdmissionRequest) -> Verdict {
-        for rule in rules {
-            if let message = rule.evaluate(request, context) {
-                return verdict(rule: rule.id, message: message, request: request)
-            }
-        }
-        return .allow
+        check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
+            ?? check(optOut, request) ?? .allow
+    }
+
+    @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
+        rule.evaluate(request, context).map { verdict(rule: rule.id, message: $0, request: request) }
     }
 
     /// The result of `/mutate`: the answer, and the namespace to provision when the

@@ -316,13 +316,21 @@ public enum JSONDocument {
         // An escaped token is longer than what it decodes to: equal raw lengths
         // compare bytewise, shorter ones never match, longer ones only with escapes.
         if length == count { return memcmpBytes(body, text, count) }
-        if length < count { return false }
+        // An escape decodes to at least one character, and a token can only decode
+        // to `text` if it starts with text's first byte or with an escape.
+        if length < count || count == 0 || (body[0] != text[0] && body[0] != UInt8(ascii: "\\")) { return false }
         for k in 0..<length where body[k] == UInt8(ascii: "\\") { return nil }
         return false
     }
 
     @inline(__always) static func memcmpBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
         var k = 0
+        while k + 8 <= n {
+            if UnsafeRawPointer(a + k).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + k).loadUnaligned(as: UInt64.self) {
+                return false
+            }
+            k += 8
+        }
         while k < n {
             if a[k] != b[k] { return false }
             k += 1
