@@ -88,4 +88,35 @@ struct HTTPParserTests {
         #expect(status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n") == 400)
         #expect(status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n") == 400)
     }
+
+    @Test("the token table is RFC 9110's tchar, byte for byte")
+    func tokenTable() {
+        let tchar = Set(Array("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8))
+        for c in 0...255 { #expect(HTTPRequestParser.isToken(UInt8(c)) == tchar.contains(UInt8(c)), "byte \(c)") }
+    }
+
+    @Test("the eight-byte scans agree with byte-by-byte ones at every offset")
+    func wordScans() {
+        // A fixed-seed generator over the bytes that matter: CR, LF, tab, other controls, DEL, high bytes.
+        var state: UInt64 = 0x1234_5678_9ABC_DEF1
+        let alphabet: [UInt8] = [0x0D, 0x0A, 0x09, 0x01, 0x1F, 0x7F, 0x80, 0xFF, 0x20, 0x41, 0x0D, 0x61]
+        var mismatches = 0
+        for _ in 0..<3_000 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let count = Int(state >> 58) + 1
+            var bytes: [UInt8] = []
+            for k in 0..<count {
+                let r = (state >> UInt64(k % 50)) ^ UInt64(k &* 2_654_435_761)
+                bytes.append(r % 5 == 0 ? alphabet[Int(r / 5) % alphabet.count] : UInt8(ascii: "x"))
+            }
+            bytes.withUnsafeBufferPointer { b in
+                let p = b.baseAddress!
+                let crlf = (0..<max(0, count - 1)).first { bytes[$0] == 0x0D && bytes[$0 + 1] == 0x0A }
+                if HTTPRequestParser.findCRLF(p, count, from: 0, limit: count) != crlf { mismatches += 1 }
+                let forbidden = bytes.indices.first { (bytes[$0] < 0x20 && bytes[$0] != 0x09) || bytes[$0] == 0x7F }
+                if HTTPRequestParser.firstForbiddenInValue(p, 0, count) != forbidden { mismatches += 1 }
+            }
+        }
+        #expect(mismatches == 0)
+    }
 }
