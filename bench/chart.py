@@ -23,9 +23,9 @@ names = list(rows)
 rps = [statistics.median(r[0] for r in rows[n]) for n in names]
 p99 = [statistics.median(r[1] for r in rows[n]) for n in names]
 fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-a.bar(names, rps, color=["#999", "#6a9fd8", "#e07b39", "#f2b36f"][: len(names)])
+a.bar(names, rps, color=["#999", "#6a9fd8", "#e07b39", "#f2b36f", "#bbb"][: len(names)])
 a.set_title("throughput (req/s, median of rounds)")
-b.bar(names, p99, color=["#999", "#6a9fd8", "#e07b39", "#f2b36f"][: len(names)])
+b.bar(names, p99, color=["#999", "#6a9fd8", "#e07b39", "#f2b36f", "#bbb"][: len(names)])
 b.set_title("p99 latency (µs)")
 for ax, vals in ((a, rps), (b, p99)):
     for i, v in enumerate(vals):

@@ -4,7 +4,8 @@
 #      from ../shared/bench/compare.sh,
 #   2. pxguard's idle RSS and start-up-to-ready time,
 #   3. the in-process micro-benchmark (decode + decide + encode; allocations per review),
-#   4. the same comparison with pxguard on one event loop (nginx runs one worker),
+#   4. the same comparison with pxguard on one event loop (nginx runs one worker), and
+#      again with nginx on two workers against pxguard's defaults (like for like),
 #   5. CPU time per request, nginx against pxguard, alternating in one run,
 #   6. user-space instructions per request under callgrind, nginx against pxguard (noise-free),
 #   7. a chart (bench/out/compare.png) of throughput and p99 against the baselines.
@@ -39,11 +40,21 @@ chmod +x "$one/pxguard"
 bash "$harness" "$one/pxguard" bench/reviews/pod-create.json | sed 's/^pxguard /pxguard-1 /; s/median req\/s pxguard /median req\/s pxguard-1 /' | tee "$out/compare-one-loop.txt"
 rm -rf "$one"
 
+echo "== like for like at two workers: nginx worker_processes 2 against pxguard's defaults (2 loops here)"
+# The shared harness with only nginx's worker count changed; its other lines are untouched.
+two=$(mktemp -d /tmp/pxguard-two-workers.XXXXXX)
+sed "s/^worker_processes 1;/worker_processes 2;/; s#^here=.*#here=$(cd "$(dirname "$harness")" \&\& pwd)#" "$harness" > "$two/compare.sh"
+bash "$two/compare.sh" "$bin" bench/reviews/pod-create.json | sed 's/^limit-nginx /nginx-2w /; s/median req\/s limit-nginx /median req\/s nginx-2w /' | tee "$out/compare-two-workers.txt"
+rm -rf "$two"
+
 echo "== CPU time per request (steadier than req/s on a shared machine)"
 bash bench/cpu-compare.sh "$bin" bench/reviews/pod-create.json | tee "$out/cpu.txt"
 
 echo "== instructions per request under callgrind (independent of machine load)"
 bash bench/instructions.sh "$bin" bench/reviews/pod-create.json | tee "$out/instructions.txt"
 
-cat "$out/compare.txt" <(grep '^pxguard-1 ' "$out/compare-one-loop.txt") > "$out/compare-all.txt"
+cat "$out/compare.txt" <(grep '^pxguard-1 ' "$out/compare-one-loop.txt") <(grep '^nginx-2w ' "$out/compare-two-workers.txt") > "$out/compare-all.txt"
 python3 bench/chart.py "$out/compare-all.txt" "$out/compare.png" && echo "chart: $out/compare.png"
+
+echo "== ratios, each within one harness run (medians of its rounds)"
+python3 bench/ratios.py "$out/compare.txt" "$out/compare-one-loop.txt" "$out/compare-two-workers.txt" | tee "$out/ratios.txt"

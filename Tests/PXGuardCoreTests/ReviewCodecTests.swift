@@ -1,4 +1,5 @@
 import Foundation
+import CSIMD
 import Testing
 @testable import PXGuardCore
 
@@ -189,6 +190,34 @@ struct StringMaskTests {
                 }
             }
         }
+    }
+
+    @Test("the AVX2, SSE2 and portable kernels give the same masks")
+    func kernels() {
+        var state: UInt64 = 0x0DDB_1A5E_5BAD_5EED
+        let blocks = 40
+        let bytes = (0..<(64 * blocks)).map { _ -> UInt8 in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let r = UInt8(truncatingIfNeeded: state >> 56)
+            // Bias towards the bytes the masks are about.
+            return [r, 0x22, 0x5C, 0x1F, 0x20, 0x7F, 0x80][Int(state >> 20) % 7]
+        }
+        var portable = [UInt64](repeating: 0, count: 2 * blocks)
+        var sse2 = portable
+        var avx2 = portable
+        bytes.withUnsafeBufferPointer { p in
+            pxg_string_masks_portable(p.baseAddress!, blocks, &portable)
+            #if arch(x86_64)
+            pxg_string_masks_sse2(p.baseAddress!, blocks, &sse2)
+            pxg_string_masks(p.baseAddress!, blocks, &avx2)  // AVX2 where this CPU has it
+            #else
+            sse2 = portable
+            avx2 = portable
+            #endif
+        }
+        #expect(portable.contains { $0 != 0 })
+        #expect(sse2 == portable)
+        #expect(avx2 == portable)
     }
 
     @Test("quotes, escapes, control characters, UTF-8 (valid and not) and 64-byte boundaries")

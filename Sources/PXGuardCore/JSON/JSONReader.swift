@@ -409,16 +409,14 @@ public struct TapeEntry {
 enum StringMasks {
     static func fill(_ masks: UnsafeMutablePointer<UInt64>, words: Int, base: UnsafePointer<UInt8>, count: Int) {
         let full = count / 64
-        for w in 0..<full {
-            pxg_string_masks64(base + 64 * w, masks + 2 * w, masks + 2 * w + 1)
-        }
+        pxg_string_masks(base, full, masks)
         if full < words {
             // The tail, zero-padded: a zero byte counts as special, never as a quote,
             // so nothing past the end can look like the end of a string.
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { block in
                 block.initialize(repeating: 0)
                 block.baseAddress!.update(from: base + 64 * full, count: count - 64 * full)
-                pxg_string_masks64(block.baseAddress!, masks + 2 * full, masks + 2 * full + 1)
+                pxg_string_masks(block.baseAddress!, 1, masks + 2 * full)
             }
         }
     }
