@@ -43,8 +43,9 @@ rm -rf "$one"
 echo "== like for like at two workers: nginx worker_processes 2 against pxguard's defaults (2 loops here)"
 # The shared harness with only nginx's worker count changed; its other lines are untouched.
 two=$(mktemp -d /tmp/pxguard-two-workers.XXXXXX)
-sed "s/^worker_processes 1;/worker_processes 2;/; s#^here=.*#here=$(cd "$(dirname "$harness")" \&\& pwd)#" "$harness" > "$two/compare.sh"
-bash "$two/compare.sh" "$bin" bench/reviews/pod-create.json | sed 's/^limit-nginx /nginx-2w /; s/median req\/s limit-nginx /median req\/s nginx-2w /' | tee "$out/compare-two-workers.txt"
+harness_dir=$(cd "$(dirname "$harness")" && pwd)
+sed "s/^worker_processes 1;/worker_processes 2;/; s#^here=.*#here=$harness_dir#" "$harness" > "$two/compare.sh"
+bash "$two/compare.sh" "$bin" bench/reviews/pod-create.json | sed 's/^limit-nginx /nginx-2w /; s/median req\/s limit-nginx /median req\/s nginx-2w /; s#pxguard/limit-nginx#pxguard/nginx-2w#' | tee "$out/compare-two-workers.txt"
 rm -rf "$two"
 
 echo "== CPU time per request (steadier than req/s on a shared machine)"
