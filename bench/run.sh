@@ -54,8 +54,9 @@ bash bench/cpu-compare.sh "$bin" bench/reviews/pod-create.json | tee "$out/cpu.t
 echo "== instructions per request under callgrind (independent of machine load)"
 bash bench/instructions.sh "$bin" bench/reviews/pod-create.json | tee "$out/instructions.txt"
 
-cat "$out/compare.txt" <(grep '^pxguard-1 ' "$out/compare-one-loop.txt") <(grep '^nginx-2w ' "$out/compare-two-workers.txt") > "$out/compare-all.txt"
-python3 bench/chart.py "$out/compare-all.txt" "$out/compare.png" && echo "chart: $out/compare.png"
+python3 bench/chart.py "$out/compare.png" "defaults vs nginx 1 worker=$out/compare.txt" \
+  "1 loop vs nginx 1 worker=$out/compare-one-loop.txt" "defaults vs nginx 2 workers=$out/compare-two-workers.txt" \
+  && echo "chart: $out/compare.png"
 
 echo "== ratios, each within one harness run (medians of its rounds)"
 python3 bench/ratios.py "$out/compare.txt" "$out/compare-one-loop.txt" "$out/compare-two-workers.txt" | tee "$out/ratios.txt"
