@@ -142,11 +142,8 @@ struct JSONGrammarTests {
     /// reference must agree on every one, and on the tree of every accepted one.
     @Test("4,000 generated and mutated documents")
     func differential() {
-        var state: UInt64 = 0x2545_F491_4F6C_DD1D
-        func next(_ bound: Int) -> Int {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Int((state >> 33) % UInt64(bound))
-        }
+        var random = SeededGenerator(seed: 0x2545_F491_4F6C_DD1D)
+        func next(_ bound: Int) -> Int { random.next(bound) }
         func space() -> String { ["", "", "", " ", "\n", "\t ", "\r\n  "][next(7)] }
         func scalar() -> String {
             ["0", "-1", "12.5e-3", "1E+9", "true", "false", "null", "\"\"", "\"plain text\"", "\"é\\u00e9\\n\\\"\"",

@@ -2,6 +2,21 @@ import Foundation
 import Testing
 @testable import PXGuardCore
 
+/// A fixed-seed generator (a 64-bit LCG), so that generated tests see the same
+/// inputs on every run.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return state
+    }
+
+    /// A number in 0..<bound from the generator's high bits.
+    mutating func next(_ bound: Int) -> Int { Int((next() >> 33) % UInt64(bound)) }
+}
+
 /// Builds AdmissionReview bodies for the rule corpus.
 struct Review {
     var version = "admission.k8s.io/v1"

@@ -99,16 +99,15 @@ struct HTTPParserTests {
     func wordScans() {
         // A fixed-seed generator over the bytes that matter: CR, LF, tab, other controls, DEL, high bytes.
         var state: UInt64 = 0x1234_5678_9ABC_DEF1
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(bound))
+        }
         let alphabet: [UInt8] = [0x0D, 0x0A, 0x09, 0x01, 0x1F, 0x7F, 0x80, 0xFF, 0x20, 0x41, 0x0D, 0x61]
         var mismatches = 0
         for _ in 0..<3_000 {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            let count = Int(state >> 58) + 1
-            var bytes: [UInt8] = []
-            for k in 0..<count {
-                let r = (state >> UInt64(k % 50)) ^ UInt64(k &* 2_654_435_761)
-                bytes.append(r % 5 == 0 ? alphabet[Int(r / 5) % alphabet.count] : UInt8(ascii: "x"))
-            }
+            let count = 1 + next(64)
+            let bytes = (0..<count).map { _ in next(3) == 0 ? alphabet[next(alphabet.count)] : UInt8(ascii: "x") }
             bytes.withUnsafeBufferPointer { b in
                 let p = b.baseAddress!
                 let crlf = (0..<max(0, count - 1)).first { bytes[$0] == 0x0D && bytes[$0 + 1] == 0x0A }
