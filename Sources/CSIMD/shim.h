@@ -2,6 +2,8 @@
 // have no movemask (a compare result cannot become a bit mask in one instruction),
 // so this one kernel is C: AVX2 where the CPU has it (checked at run time), SSE2 on
 // every other x86-64, and a portable loop elsewhere.
+// SwiftPM does not track this header for rebuilds: after editing it, touch a Swift
+// file of PXGuardCore (or remove .build) before building and testing.
 #ifndef PXGUARD_CSIMD_SHIM_H
 #define PXGUARD_CSIMD_SHIM_H
 #include <stddef.h>
