@@ -165,18 +165,18 @@ public struct JSONValue {
     public func forEachMember(_ body: (_ key: JSONValue, _ value: JSONValue) -> Void) {
         guard base[start] == UInt8(ascii: "{") else { return }
         var next = ordinal + 1
-        var i = JSONScanner.skipWS(base, start + 1, end)
+        var i = JSONScanner.skipWS(base, start &+ 1, end)
         if base[i] == UInt8(ascii: "}") { return }
         while true {
             let keyEnd = JSONScanner.skipString(base, i, end: end)
             let key = JSONValue(base: base, tape: tape, start: i, end: keyEnd, ordinal: -1)
-            i = JSONScanner.skipWS(base, keyEnd, end) + 1  // past ':'
+            i = JSONScanner.skipWS(base, keyEnd, end) &+ 1  // past ':'
             i = JSONScanner.skipWS(base, i, end)
             let value = child(at: i, next: &next)
             body(key, value)
             i = JSONScanner.skipWS(base, value.end, end)
             if base[i] == UInt8(ascii: "}") { return }
-            i = JSONScanner.skipWS(base, i + 1, end)  // past ','
+            i = JSONScanner.skipWS(base, i &+ 1, end)  // past ','
         }
     }
 
@@ -184,7 +184,7 @@ public struct JSONValue {
     public func forEachElement(_ body: (_ index: Int, _ value: JSONValue) -> Void) {
         guard base[start] == UInt8(ascii: "[") else { return }
         var next = ordinal + 1
-        var i = JSONScanner.skipWS(base, start + 1, end)
+        var i = JSONScanner.skipWS(base, start &+ 1, end)
         if base[i] == UInt8(ascii: "]") { return }
         var index = 0
         while true {
@@ -193,7 +193,7 @@ public struct JSONValue {
             index += 1
             i = JSONScanner.skipWS(base, value.end, end)
             if base[i] == UInt8(ascii: "]") { return }
-            i = JSONScanner.skipWS(base, i + 1, end)
+            i = JSONScanner.skipWS(base, i &+ 1, end)
         }
     }
 
@@ -261,46 +261,46 @@ public enum JSONDocument {
 
     @inline(__always) static func skipWS(_ p: UnsafePointer<UInt8>, _ i: Int, _ end: Int) -> Int {
         var i = i
-        while i < end && isWS(p[i]) { i += 1 }
+        while i < end && isWS(p[i]) { i &+= 1 }
         return i
     }
 
     /// From an opening quote, the offset one past the closing quote.
     @inline(__always) static func skipString(_ p: UnsafePointer<UInt8>, _ i: Int) -> Int {
-        var i = i + 1
+        var i = i &+ 1
         while true {
             let c = p[i]
-            if c == UInt8(ascii: "\"") { return i + 1 }
-            i += c == UInt8(ascii: "\\") ? 2 : 1
+            if c == UInt8(ascii: "\"") { return i &+ 1 }
+            i &+= c == UInt8(ascii: "\\") ? 2 : 1
         }
     }
 
     /// `skipString` eight bytes at a time where the document has room (`end`).
     @inline(__always) static func skipString(_ p: UnsafePointer<UInt8>, _ i: Int, end: Int) -> Int {
-        var i = i + 1
+        var i = i &+ 1
         let ones: UInt64 = 0x0101_0101_0101_0101
-        while i + 8 <= end {
+        while i &+ 8 <= end {
             let w = UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self)
             let quote = w ^ (ones &* 0x22)
             let slash = w ^ (ones &* 0x5C)
             let hit = (((quote &- ones) & ~quote) | ((slash &- ones) & ~slash)) & 0x8080_8080_8080_8080
-            if hit == 0 { i += 8; continue }
-            i += hit.trailingZeroBitCount >> 3
-            if p[i] == UInt8(ascii: "\"") { return i + 1 }
-            i += 2  // an escape: skip it and the escaped byte
+            if hit == 0 { i &+= 8; continue }
+            i &+= hit.trailingZeroBitCount >> 3
+            if p[i] == UInt8(ascii: "\"") { return i &+ 1 }
+            i &+= 2  // an escape: skip it and the escaped byte
         }
-        return skipString(p, i - 1)
+        return skipString(p, i &- 1)
     }
 
     /// The offset one past the number or literal starting at `i` (followed, in a
     /// validated container, by a delimiter).
     @inline(__always) static func skipScalar(_ p: UnsafePointer<UInt8>, _ i: Int) -> Int {
-        var i = i + 1
+        var i = i &+ 1
         while true {
             switch p[i] {
             case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x0A, 0x0D, 0x09:
                 return i
-            default: i += 1
+            default: i &+= 1
             }
         }
     }
@@ -434,10 +434,10 @@ struct FixedStack {
     var last: Int? { count > 0 ? base[count - 1] : nil }
     @inline(__always) mutating func append(_ v: Int) {
         base[count] = v
-        count += 1
+        count &+= 1
     }
     @inline(__always) mutating func removeLast() -> Int {
-        count -= 1
+        count &-= 1
         return base[count]
     }
 }
@@ -462,8 +462,8 @@ struct Tape {
             capacity *= 2
         }
         (base + count).initialize(to: TapeEntry(end: 0, next: 0))
-        count += 1
-        return count - 1
+        count &+= 1
+        return count &- 1
     }
 
     func deallocate() { base.deallocate() }
@@ -473,6 +473,8 @@ struct Tape {
 /// characters, number syntax, UTF-8 well-formedness and nesting depth. One loop
 /// over an explicit stack instead of recursive calls, with the cursor in a local,
 /// so the common bytes cost a few instructions each. It also builds the tape.
+/// Cursor arithmetic on the hot paths wraps (`&+`): offsets never exceed the
+/// buffer's size, and an overflow check is a branch per byte or token.
 struct JSONValidator {
     let p: UnsafePointer<UInt8>
     let n: Int
@@ -501,7 +503,7 @@ struct JSONValidator {
         var stack = FixedStack(capacity: JSONDocument.maxDepth + 1)
         defer { stack.deallocate() }
         @inline(__always) func skipWS(_ i: inout Int) {
-            while i < n, JSONScanner.isWS(p[i]) { i += 1 }
+            while i < n, JSONScanner.isWS(p[i]) { i &+= 1 }
         }
         skipWS(&i)
         let start = i
@@ -515,7 +517,7 @@ struct JSONValidator {
                 i = try Self.scanString(p, n, i, masks)
                 skipWS(&i)
                 guard i < n, p[i] == UInt8(ascii: ":") else { throw Self.fail("expected ':'", at: i) }
-                i += 1
+                i &+= 1
                 skipWS(&i)
                 fallthrough
             case .value:
@@ -529,7 +531,7 @@ struct JSONValidator {
                     let isObject = c == UInt8(ascii: "{")
                     let entry = tape.append()
                     stack.append(isObject ? entry : -(entry + 1))
-                    i += 1
+                    i &+= 1
                     skipWS(&i)
                     if i < n && p[i] == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
                         close(&stack, isObject: isObject, at: &i)
@@ -555,7 +557,7 @@ struct JSONValidator {
                 let isObject = top >= 0
                 let c = p[i]
                 if c == UInt8(ascii: ",") {
-                    i += 1
+                    i &+= 1
                     skipWS(&i)
                     state = isObject ? .key : .value
                 } else if c == (isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
@@ -578,7 +580,7 @@ struct JSONValidator {
     @inline(__always) mutating func close(_ stack: inout FixedStack, isObject: Bool, at i: inout Int) {
         let top = stack.removeLast()
         let entry = isObject ? top : -top - 1
-        i += 1
+        i &+= 1
         tape.base[entry].end = i
         tape.base[entry].next = tape.count
     }
@@ -597,19 +599,19 @@ struct JSONValidator {
     @inline(__always) static func scanString(
         _ p: UnsafePointer<UInt8>, _ n: Int, _ open: Int, _ masks: UnsafePointer<UInt64>
     ) throws(JSONSyntaxError) -> Int {
-        var position = open + 1
+        var position = open &+ 1
         while position < n {
             let word = position >> 6
-            let shift = UInt64(position & 63)
-            let quotes = masks[2 * word] >> shift
-            let special = masks[2 * word + 1] >> shift
+            let shift = UInt64(truncatingIfNeeded: position & 63)
+            let quotes = masks[word &* 2] >> shift
+            let special = masks[word &* 2 &+ 1] >> shift
             if quotes != 0 {
                 let quote = quotes.trailingZeroBitCount
-                if special == 0 || special.trailingZeroBitCount > quote { return position + quote + 1 }
+                if special == 0 || special.trailingZeroBitCount > quote { return position &+ quote &+ 1 }
                 break
             }
             if special != 0 { break }
-            position = (word + 1) << 6
+            position = (word &+ 1) << 6
         }
         return try scanString(p, n, open)
     }
