@@ -17,8 +17,8 @@ mkdir -p "$out"
 echo "== building release (static Swift runtime, as shipped in an image)"
 swift build -c release --static-swift-stdlib --scratch-path .build-static 2>&1 | grep -E 'error|warning: unre' || true
 bin=.build-static/release/pxguard
-harness=../shared/bench/compare.sh
-[ -f "$harness" ] || { echo "bench: $harness not found (the shared harness lives beside this repository)" >&2; exit 1; }
+harness=${BENCH_HARNESS:-../shared/bench/compare.sh}
+[ -f "$harness" ] || { echo "bench: $harness not found (the shared harness lives beside this repository; set BENCH_HARNESS to its compare.sh)" >&2; exit 1; }
 
 echo "== idle RSS and start-up to ready"
 python3 bench/startup.py "$bin" | tee "$out/startup.txt"
