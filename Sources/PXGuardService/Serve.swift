@@ -7,14 +7,11 @@ import Synchronization
 import Glibc
 #endif
 
-/// A failure that ends a command with a one-line message and an exit code.
+/// A failure that ends a command with a one-line message on stderr and exit code 2
+/// (bad flags, bad config, bad input: the SPEC gives them all 2).
 public struct CommandError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    public let exitCode: Int32
-    public init(_ message: String, exitCode: Int32 = 2) {
-        description = message
-        self.exitCode = exitCode
-    }
+    public init(_ message: String) { description = message }
 }
 
 /// Reads the configuration file, or returns the built-in default when none is given.
