@@ -97,6 +97,24 @@ struct JSONReaderTests {
         #expect(throws: JSONSyntaxError.self) { try JSONDocument.parse(deep) { _ in } }
     }
 
+    @Test("lookups match escaped names and values, and long names to the last byte")
+    func escapedLookups() throws {
+        let text = #"{"\u0061bc":1,"x\u0079z":2,"protocolVersion":3,"protocolVersioN":4,"protoXolVersion":5,"p":"\u0054CP","q":"TC\u0050","r":"XCP"}"#
+        try JSONDocument.parse(Array(text.utf8)) { root in
+            #expect(root["abc"]?.int == 1)  // starts with an escape
+            #expect(root["xyz"]?.int == 2)  // escape after a matching first byte
+            #expect(root["ab"] == nil && root["abcd"] == nil && root["xbz"] == nil)
+            // 15 bytes: one 8-byte word, then 7 single bytes; a difference in either part counts.
+            #expect(root["protocolVersion"]?.int == 3)
+            #expect(root["protocolVersioN"]?.int == 4)
+            #expect(root["protoXolVersion"]?.int == 5)
+            #expect(root["p"]?.stringEquals("TCP") == true)
+            #expect(root["q"]?.stringEquals("TCP") == true)
+            #expect(root["r"]?.stringEquals("TCP") == false)
+            #expect(root["p"]?.stringEquals("UDP") == false)
+        }
+    }
+
     @Test("reads members, elements, strings with escapes, numbers and literals")
     func reads() throws {
         let text = #"{"a":{"b":[1,-2,{"c":"x\u00e9\ud83d\ude00\n"}]},"t":true,"f":false,"n":null,"a":"last"}"#
