@@ -50,6 +50,8 @@ public struct ConfigLoader {
             case "exemptUsers": config.exemptUsers = try strings(value, key)
             case "exemptGroups": config.exemptGroups = try strings(value, key)
             case "mode": config.mode = try mode(value, key)
+            case "policyStyle": config.policyStyle = try choice(value, key)
+            case "podSecurity": config.podSecurity = try choice(value, key)
             case "rules":
                 for (ruleNode, ruleValue) in try mapping(value, key) {
                     let name = ruleNode.scalar ?? ""
@@ -58,7 +60,7 @@ public struct ConfigLoader {
                     }
                     for (k, v) in try mapping(ruleValue, "rules.\(name)") {
                         guard k.scalar == "mode" else { throw fail(k, "rules.\(name): unknown key \(quoted(k)); expected mode") }
-                        config.ruleModes[rule] = try mode(v, "rules.\(name).mode")
+                        config.ruleModes[rule] = try mode(v, "rules.\(name).mode", allowed: Mode.allowed(for: rule))
                     }
                 }
             case "provisioning":
@@ -117,11 +119,14 @@ public struct ConfigLoader {
         return config
     }
 
-    static let knownKeys = [
-        "nodeCIDRs", "protectedPorts", "apiServerPort", "exemptNamespaces", "exemptUsers", "exemptGroups", "mode",
-        "rules", "provisioning", "namespace", "serviceName", "serviceAccount", "image", "replicas", "server",
-        "nodeFirewallPorts",
-    ]
+    /// The top-level keys, in the order `Config.document` writes them: one list, so a
+    /// key the renderer writes is always one the loader names in its errors.
+    static let knownKeys: [String] = {
+        guard case .object(let members) = Config.default.document else { return [] }
+        var keys = members.map(\.key)
+        for optional in ["rules", "image", "replicas"] where !keys.contains(optional) { keys.append(optional) }
+        return keys
+    }()
 
     func fail(_ node: YAMLNode, _ message: String) -> YAMLError {
         YAMLError(file: file, line: node.line, column: node.column, message: message)
@@ -173,10 +178,24 @@ public struct ConfigLoader {
         return b
     }
 
-    func mode(_ node: YAMLNode, _ key: String) throws(YAMLError) -> Mode {
-        guard let m = node.scalar.flatMap(Mode.init(rawValue:)) else {
-            throw fail(node, "\(key): unknown mode \(quoted(node)); expected enforce, warn or audit")
+    func mode(_ node: YAMLNode, _ key: String, allowed: [Mode] = [.enforce, .warn, .audit]) throws(YAMLError) -> Mode {
+        guard let m = node.scalar.flatMap(Mode.init(rawValue:)), allowed.contains(m) else {
+            throw fail(node, "\(key): unknown mode \(quoted(node)); expected \(Self.alternatives(allowed.map(\.rawValue)))")
         }
         return m
+    }
+
+    /// One of an enum's raw values, such as `policyStyle: ports`.
+    func choice<Choice: RawRepresentable & CaseIterable>(_ node: YAMLNode, _ key: String) throws(YAMLError) -> Choice
+    where Choice.RawValue == String {
+        guard let c = node.scalar.flatMap(Choice.init(rawValue:)) else {
+            throw fail(node, "\(key): unknown value \(quoted(node)); expected \(Self.alternatives(Choice.allCases.map(\.rawValue)))")
+        }
+        return c
+    }
+
+    /// "a, b or c".
+    static func alternatives(_ words: [String]) -> String {
+        words.count < 2 ? words.joined() : words.dropLast().joined(separator: ", ") + " or " + words.last!
     }
 }

@@ -30,7 +30,11 @@ struct ConfigLoaderTests {
         #expect(config.protectedPorts.map(\.description) == ["TCP/9001-9022", "UDP/9002", "SCTP/9001-9005"])
         #expect(config.exemptUsers == ["breakglass@example.com"])
         #expect(config.mode(for: .guardPolicies) == .warn)
-        #expect(config.mode(for: .bypassPolicies) == .audit)
+        #expect(config.mode(for: .bypassPolicies) == .repair)
+        #expect(config.mode(for: .unguardedNamespace) == .audit)
+        #expect(config.mode(for: .externalIPs) == .warn)
+        #expect(config.policyStyle == .ports)
+        #expect(config.podSecurity == .restricted)
         #expect(config.provisioning.resyncSeconds == 120)
         #expect(config.serviceAccount == "system:serviceaccount:guard:pxguard")
         #expect(config.server.maxRequestsPerConnection == 1000)
@@ -45,6 +49,8 @@ struct ConfigLoaderTests {
         #expect(Config.default.nodeCIDRs.map(\.description) == ["70.0.0.0/16"])
         #expect(Config.default.protectedPorts.map(\.description) == ["TCP/9001-9022"])
         #expect(Config.default.apiServerPort == 6443)
+        #expect(Config.default.policyStyle == .seed)
+        #expect(Config.default.podSecurity == .baseline)
         #expect(Config.default.serviceAccount == "system:serviceaccount:pxguard-system:pxguard")
     }
 

@@ -71,7 +71,8 @@ public final class AdmissionPolicy: Sendable {
             return v
         }
         switch config.mode(for: rule) {
-        case .enforce:
+        case .enforce, .repair:
+            // In repair mode `/mutate` rewrites a bypass; one that arrives unrepaired is denied.
             var v = Verdict(allowed: false, message: message, rule: rule, decision: .deny)
             v.auditAnnotations = [("rule", rule.rawValue), ("decision", Decision.deny.rawValue)]
             return v

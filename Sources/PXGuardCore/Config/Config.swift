@@ -6,6 +6,44 @@ public enum Mode: String, Sendable, CaseIterable {
     case warn
     /// Allow it and record the rule in `auditAnnotations`.
     case audit
+    /// `bypassPolicies` only: `/mutate` rewrites the offending egress rules into ones
+    /// that leave the protected set out; `/validate` still enforces.
+    case repair
+
+    /// The modes a rule accepts in the config file.
+    public static func allowed(for rule: RuleID) -> [Mode] {
+        rule == .bypassPolicies ? [.enforce, .warn, .audit, .repair] : [.enforce, .warn, .audit]
+    }
+}
+
+/// How the block policies are rendered (SPEC "The guard policies").
+public enum PolicyStyle: String, Sendable, CaseIterable {
+    /// Exactly the seed document's policies.
+    case seed
+    /// Block only node subnets × protected ports; allow everything else.
+    case ports
+}
+
+/// The Pod Security Admission level M1 sets on guarded namespaces.
+public enum PodSecurityLevel: String, Sendable, CaseIterable, Comparable {
+    /// M1 sets no Pod Security label and R5 does not watch it.
+    case none
+    case baseline
+    case restricted
+
+    /// Rank of a label value as Pod Security Admission orders them; `privileged`
+    /// (and anything unknown, which PSA reads as privileged) ranks lowest.
+    public static func rank(ofLabel value: String?) -> Int {
+        switch value {
+        case "restricted": 2
+        case "baseline": 1
+        default: 0
+        }
+    }
+
+    var rank: Int { self == .none ? 0 : Self.rank(ofLabel: rawValue) }
+
+    public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }
 }
 
 /// The validating rules, named as the SPEC and the config file name them.
@@ -14,6 +52,8 @@ public enum RuleID: String, Sendable, CaseIterable, Hashable {
     case guardPolicies
     case bypassPolicies
     case optOut
+    case unguardedNamespace
+    case externalIPs
 }
 
 /// The product configuration. Built-in defaults are the seed values; every field is
@@ -28,6 +68,10 @@ public struct Config: Sendable, Equatable {
     public var mode: Mode
     /// Per-rule overrides of `mode`.
     public var ruleModes: [RuleID: Mode]
+    /// How the block policies are rendered.
+    public var policyStyle: PolicyStyle
+    /// The Pod Security level M1 sets and R5 keeps.
+    public var podSecurity: PodSecurityLevel
     public var provisioning: Provisioning
     /// Namespace the server runs in (Lease, install bundle, own service account).
     public var namespace: String
@@ -84,6 +128,8 @@ public struct Config: Sendable, Equatable {
         exemptGroups: [],
         mode: .enforce,
         ruleModes: [:],
+        policyStyle: .seed,
+        podSecurity: .baseline,
         provisioning: Provisioning(),
         namespace: "pxguard-system",
         serviceName: "pxguard",
@@ -116,6 +162,8 @@ extension Config {
             "exemptGroups": .array(exemptGroups.map { .string($0) }),
             "mode": .string(mode.rawValue),
             "rules": rules.isEmpty ? nil : .object(rules),
+            "policyStyle": .string(policyStyle.rawValue),
+            "podSecurity": .string(podSecurity.rawValue),
             "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds)]),
             "namespace": .string(namespace),
             "serviceName": .string(serviceName),
