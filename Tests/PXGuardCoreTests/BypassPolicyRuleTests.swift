@@ -141,3 +141,31 @@ struct BypassPolicyRuleTests {
         #expect(audited.auditAnnotations.map(\.value) == ["hostNetwork", "audit"])
     }
 }
+
+@Suite("R4 at scale")
+struct BypassPolicyScaleTests {
+    /// 70.0.0.0/16 minus 40,000 single-address excepts in shuffled order and a few
+    /// wider ones: the answer is known by construction.
+    static func bigExcept(leaving hole: Bool) -> JSON {
+        var rng = SeededGenerator(seed: 40_000)
+        var excepts: [String] = []
+        for i in 0..<40_000 where !(hole && i == 19_719) {
+            excepts.append("70.0.\(i >> 8).\(i & 255)/32")
+        }
+        for i in stride(from: excepts.count - 1, to: 0, by: -1) { excepts.swapAt(i, rng.next(i + 1)) }
+        excepts += ["70.0.156.64/26", "70.0.156.128/25", "70.0.157.0/24", "70.0.158.0/23", "70.0.160.0/19", "70.0.192.0/18"]
+        let block = BypassPolicyRuleTests.block("70.0.0.0/16", except: excepts)
+        return BypassPolicyRuleTests.egress([BypassPolicyRuleTests.rule(to: [block], ports: [BypassPolicyRuleTests.port(9001)])])
+    }
+
+    @Test("R4: a 40,000-except block that covers the node subnet is allowed; one address left is found")
+    func fortyThousandExcepts() throws {
+        let covered = Review(group: "networking.k8s.io", kind: "NetworkPolicy", object: networkPolicy(spec: Self.bigExcept(leaving: false)))
+        #expect(try validate(covered.bytes).allowed)
+        let leaky = Review(group: "networking.k8s.io", kind: "NetworkPolicy", object: networkPolicy(spec: Self.bigExcept(leaving: true)))
+        let v = try validate(leaky.bytes)
+        #expect(!v.allowed)
+        // 19,719 = 77 * 256 + 7
+        #expect(v.message?.contains("egress rule 0 allows 70.0.77.7/32 on TCP/9001") == true, "\(v.message ?? "")")
+    }
+}
