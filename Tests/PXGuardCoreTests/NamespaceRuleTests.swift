@@ -107,3 +107,108 @@ struct NamespaceRuleTests {
         #expect(try mutate(del.bytes).verdict.patch == nil)
     }
 }
+
+@Suite("R5 through subresources, the Pod Security label and exempt names")
+struct OptOutTableTests {
+    static let psa = "pod-security.kubernetes.io/enforce"
+    static let guarded: (String, JSON) = (GuardNames.guardedLabel, "true")
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let label: String
+        var operation = "UPDATE"
+        var name = "team-a"
+        var subResource: String? = nil
+        var user = "alice@example.com"
+        var groups = ["system:authenticated"]
+        var old: [String: String]? = [:]
+        var new: [String: String] = [:]
+        var config: Config = .default
+        let allowed: Bool
+        var message: String? = nil
+        var testDescription: String { label }
+    }
+
+    /// A Namespace as the API server stores it: the name label it sets, a phase.
+    static func stored(_ name: String, _ labels: [String: String], terminating: Bool = false) -> JSON {
+        var members: [JSON.Member] = [.init("kubernetes.io/metadata.name", .string(name))]
+        for key in labels.keys.sorted() { members.append(.init(key, .string(labels[key]!))) }
+        return .obj([
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": .obj(["name": .string(name), "uid": "5e5e5e5e-1111-4222-8333-444455556666",
+                              "resourceVersion": "777", "labels": .object(members),
+                              "deletionTimestamp": terminating ? "2026-12-01T10:00:00Z" : nil]),
+            "spec": .obj(["finalizers": ["kubernetes"]]),
+            "status": .obj(["phase": terminating ? "Terminating" : "Active"]),
+        ])
+    }
+
+    static let base = [GuardNames.guardedLabel: "true", psa: "baseline"]
+    static func with(_ changes: [String: String?]) -> [String: String] {
+        var l = base
+        for (k, v) in changes { l[k] = v }
+        return l
+    }
+    static let restrictedConfig: Config = { var c = Config.default; c.podSecurity = .restricted; return c }()
+    static let noneConfig: Config = { var c = Config.default; c.podSecurity = .none; return c }()
+    static let exemptGroupConfig: Config = { var c = Config.default; c.exemptGroups = ["platform-admins"]; return c }()
+    static let exemptUserConfig: Config = { var c = Config.default; c.exemptUsers = ["px-installer"]; return c }()
+
+    static let cases: [Case] = [
+        // The guarded label, through every subresource that saves labels.
+        Case(label: "removing the guarded label through namespaces/status", subResource: "status", old: base,
+             new: with([GuardNames.guardedLabel: nil]), allowed: false, message: "through namespaces/status"),
+        Case(label: "removing the guarded label through namespaces/finalize", subResource: "finalize", old: base,
+             new: with([GuardNames.guardedLabel: nil]), allowed: false, message: "removing the label pxguard.io/guarded"),
+        Case(label: "setting the guarded label to false through namespaces/status", subResource: "status", old: base,
+             new: with([GuardNames.guardedLabel: "false"]), allowed: false),
+        Case(label: "a status update that leaves the labels alone", subResource: "status", old: base, new: base, allowed: true),
+        // The Pod Security label at the default level, baseline.
+        Case(label: "removing the Pod Security label", old: base, new: with([psa: nil]), allowed: false,
+             message: "removing the label pod-security.kubernetes.io/enforce on namespace team-a"),
+        Case(label: "removing the Pod Security label through namespaces/status", subResource: "status", old: base,
+             new: with([psa: nil]), allowed: false),
+        Case(label: "lowering it to privileged", old: base, new: with([psa: "privileged"]), allowed: false,
+             message: "setting pod-security.kubernetes.io/enforce to \"privileged\""),
+        Case(label: "a value PSA does not know reads as privileged", old: base, new: with([psa: "Baseline"]), allowed: false),
+        Case(label: "setting privileged where no level was set", old: [GuardNames.guardedLabel: "true"],
+             new: with([psa: "privileged"]), allowed: false),
+        Case(label: "raising it to restricted", old: base, new: with([psa: "restricted"]), allowed: true),
+        Case(label: "a stricter level lowered to the configured one", old: with([psa: "restricted"]), new: base, allowed: true),
+        Case(label: "a stricter level kept while another label changes", old: with([psa: "restricted"]),
+             new: with([psa: "restricted", "team": "a"]), allowed: true),
+        Case(label: "a namespace from before pxguard with no level, other labels changed", old: [GuardNames.guardedLabel: "true"],
+             new: [GuardNames.guardedLabel: "true", "team": "a"], allowed: true),
+        Case(label: "a namespace from before pxguard at privileged keeps it", old: with([psa: "privileged"]),
+             new: with([psa: "privileged", "team": "a"]), allowed: true),
+        Case(label: "an exempt group may lower the level", groups: ["system:authenticated", "platform-admins"], old: base,
+             new: with([psa: "privileged"]), config: exemptGroupConfig, allowed: true),
+        Case(label: "podSecurity: none leaves the label to the operator", old: base, new: with([psa: nil]), config: noneConfig,
+             allowed: true),
+        Case(label: "podSecurity: restricted: lowering to baseline is an opt-out", old: with([psa: "restricted"]), new: base,
+             config: restrictedConfig, allowed: false, message: "Keep pod-security.kubernetes.io/enforce at restricted"),
+        Case(label: "an exempt namespace may drop the label", name: "kube-public", old: base, new: with([psa: nil]), allowed: true),
+        // Exempt names cannot be claimed.
+        Case(label: "anyone creating portworx before Portworx is installed", operation: "CREATE", name: "portworx", old: nil,
+             new: [:], allowed: false, message: "pxguard: optOut: creating namespace portworx is not allowed"),
+        Case(label: "creating kube-node-lease on a cluster that lacks it", operation: "CREATE", name: "kube-node-lease", old: nil,
+             new: [:], allowed: false),
+        Case(label: "system:masters creating portworx", operation: "CREATE", name: "portworx",
+             groups: ["system:masters", "system:authenticated"], old: nil, new: [:], allowed: true),
+        Case(label: "an exempt user creating portworx", operation: "CREATE", name: "portworx", user: "px-installer", old: nil,
+             new: [:], config: exemptUserConfig, allowed: true),
+        Case(label: "creating an ordinary namespace", operation: "CREATE", name: "team-z", old: nil, new: base, allowed: true),
+    ]
+
+    @Test("R5: opt-outs through subresources and the Pod Security label, claims of exempt names", arguments: cases)
+    func table(_ c: Case) throws {
+        let review = Review(kind: "Namespace", operation: c.operation, namespace: c.name, name: c.name, user: c.user,
+                            groups: c.groups, object: Self.stored(c.name, c.new),
+                            oldObject: c.old.map { Self.stored(c.name, $0) }, subResource: c.subResource)
+        let v = try validate(review.bytes, AdmissionPolicy(config: c.config))
+        #expect(v.allowed == c.allowed, "\(v.message ?? "allowed")")
+        if !c.allowed {
+            #expect(v.rule == .optOut)
+            if let m = c.message { #expect(v.message?.contains(m) == true, "\(v.message ?? "")") }
+        }
+    }
+}
