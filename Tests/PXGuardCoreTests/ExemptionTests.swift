@@ -82,3 +82,13 @@ struct ExemptionTests {
         if c.allowed && c.rule != nil { #expect(v.decision == .exempt) }
     }
 }
+
+extension ExemptionTests {
+    @Test("the server's service account is not exempt from R7")
+    func serviceAccountExternalIPs() throws {
+        let svc = ExternalIPsRuleTests.service("team-a", ["70.0.98.11"])
+        let v = try validate(Review(kind: "Service", namespace: "team-a", user: Self.serviceAccount, object: svc).bytes)
+        #expect(!v.allowed)
+        #expect(v.rule == .externalIPs)
+    }
+}

@@ -1,4 +1,4 @@
-/// The compiled decision logic for one configuration: rules R1–R5, exemptions,
+/// The compiled decision logic for one configuration: rules R1–R5 and R7, exemptions,
 /// modes and mutation M1. Immutable: built once per config and shared by reference
 /// (handing it to a request is one retain, not a copy of the whole config).
 public final class AdmissionPolicy: Sendable {
@@ -7,6 +7,7 @@ public final class AdmissionPolicy: Sendable {
     let guardPolicy = GuardPolicyRule()
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
+    let externalIPs: ExternalIPsRule
     let mutation = NamespaceMutation()
 
     public var config: Config { context.config }
@@ -14,6 +15,7 @@ public final class AdmissionPolicy: Sendable {
     public init(config: Config) {
         context = RuleContext(config: config)
         bypassPolicy = BypassPolicyRule(config: config)
+        externalIPs = ExternalIPsRule(config: config)
     }
 
     /// The answer of `/validate`: the first rule, in SPEC order, with a finding.
@@ -21,7 +23,7 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review.
     public func validate(_ request: AdmissionRequest) -> Verdict {
         check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
-            ?? check(optOut, request) ?? .allow
+            ?? check(optOut, request) ?? check(externalIPs, request) ?? .allow
     }
 
     @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
