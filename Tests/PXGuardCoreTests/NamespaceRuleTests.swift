@@ -73,7 +73,8 @@ struct NamespaceRuleTests {
     func overwriteAndNoop() throws {
         let (_, result) = try Self.created(Self.namespace("team-c", labels: .obj([GuardNames.guardedLabel: "false"])))
         #expect(result["metadata"]?["labels"]?[GuardNames.guardedLabel] == "true")
-        let marked = Self.namespace("team-d", labels: .obj([GuardNames.guardedLabel: "true"]),
+        let marked = Self.namespace("team-d", labels: .obj([GuardNames.guardedLabel: "true",
+                                                          "pod-security.kubernetes.io/enforce": "baseline"]),
                                     annotations: .obj([GuardNames.policiesAnnotation: .string(GuardNames.policiesAnnotationValue)]))
         let (m, _) = try Self.created(marked)
         #expect(m.verdict.patch == nil)
@@ -210,5 +211,68 @@ struct OptOutTableTests {
             #expect(v.rule == .optOut)
             if let m = c.message { #expect(v.message?.contains(m) == true, "\(v.message ?? "")") }
         }
+    }
+}
+
+@Suite("M1 Pod Security level")
+struct PodSecurityMutationTests {
+    static let psa = "pod-security.kubernetes.io/enforce"
+
+    struct Case: CustomTestStringConvertible, Sendable {
+        let label: String
+        let metadata: JSON?
+        var config: Config = .default
+        var dryRun = false
+        /// The level after the patch (nil: no label).
+        let level: String?
+        /// A patch operation path that must appear, when one must.
+        var path: String? = nil
+        var testDescription: String { label }
+    }
+
+    static func config(_ level: PodSecurityLevel) -> Config { var c = Config.default; c.podSecurity = level; return c }
+
+    static let cases: [Case] = [
+        Case(label: "no labels: the map is created with both labels", metadata: .obj(["name": "team-a"]), level: "baseline",
+             path: "/metadata/labels"),
+        Case(label: "labels: null", metadata: .obj(["name": "team-a", "labels": .null]), level: "baseline"),
+        Case(label: "no metadata at all", metadata: nil, level: "baseline", path: "/metadata"),
+        Case(label: "other labels: the level is added with / escaped as ~1",
+             metadata: .obj(["name": "team-a", "labels": .obj(["kubernetes.io/metadata.name": "team-a"])]), level: "baseline",
+             path: "/metadata/labels/pod-security.kubernetes.io~1enforce"),
+        Case(label: "a stricter level is kept", metadata: .obj(["name": "team-a", "labels": .obj([psa: "restricted"])]),
+             level: "restricted"),
+        Case(label: "privileged is raised", metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"])]),
+             level: "baseline", path: "/metadata/labels/pod-security.kubernetes.io~1enforce"),
+        Case(label: "an unknown value is raised", metadata: .obj(["name": "team-a", "labels": .obj([psa: "Restricted"])]),
+             level: "baseline"),
+        Case(label: "podSecurity: restricted raises baseline", metadata: .obj(["name": "team-a", "labels": .obj([psa: "baseline"])]),
+             config: config(.restricted), level: "restricted"),
+        Case(label: "podSecurity: none sets no level", metadata: .obj(["name": "team-a"]), config: config(.none), level: nil),
+        Case(label: "podSecurity: none keeps what the namespace asks for",
+             metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"])]), config: config(.none), level: "privileged"),
+        Case(label: "a dry run gets the same patch", metadata: .obj(["name": "team-a"]), dryRun: true, level: "baseline"),
+    ]
+
+    @Test("M1: the Pod Security level is set, never lowered", arguments: cases)
+    func table(_ c: Case) throws {
+        let object: JSON = .obj(["apiVersion": "v1", "kind": "Namespace", "metadata": c.metadata])
+        let review = Review(kind: "Namespace", namespace: "team-a", name: "team-a", object: object, dryRun: c.dryRun)
+        let m = try mutate(review.bytes, AdmissionPolicy(config: c.config))
+        let patch = try #require(m.verdict.patch)
+        let ops = try JSON(parsing: patch)
+        let result = try JSONPatchApplier.apply(ops, to: object)
+        #expect(result["metadata"]?["labels"]?[Self.psa]?.stringValue == c.level, "\(String(decoding: patch, as: UTF8.self))")
+        #expect(result["metadata"]?["labels"]?[GuardNames.guardedLabel] == "true")
+        #expect(result["metadata"]?["annotations"]?[GuardNames.policiesAnnotation] != nil)
+        if let path = c.path { #expect(ops.arrayValue?.contains { $0["path"]?.stringValue == path } == true) }
+    }
+
+    @Test("M1: an exempt namespace gets no level")
+    func exempt() throws {
+        let object: JSON = .obj(["apiVersion": "v1", "kind": "Namespace", "metadata": .obj(["name": "portworx"])])
+        let m = try mutate(Review(kind: "Namespace", namespace: "portworx", name: "portworx", user: "system:admin",
+                                  groups: ["system:masters"], object: object).bytes)
+        #expect(m.verdict.patch == nil)
     }
 }

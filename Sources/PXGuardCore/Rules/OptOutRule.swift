@@ -12,7 +12,7 @@
 struct OptOutRule: AdmissionRule {
     let id = RuleID.optOut
 
-    static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
+    static let podSecurityLabel = NamespaceMutation.podSecurityLabel
     static let mastersGroup = "system:masters"
 
     func evaluate(_ request: AdmissionRequest, _ context: RuleContext) -> String? {
