@@ -1,8 +1,11 @@
 extension JSONValue {
-    /// The value as a CIDR when it is a string holding one.
+    /// The value as a CIDR when it is a string holding one: read in place, or
+    /// decoded first when it holds escapes (the API server decodes them too).
     var cidr: CIDR? {
         guard kind == .string else { return nil }
-        return CIDR(rawBytes: UnsafeBufferPointer(start: base + start + 1, count: end - start - 2))
+        let raw = UnsafeBufferPointer(start: base + start + 1, count: end - start - 2)
+        if raw.contains(UInt8(ascii: "\\")) { return string.flatMap(CIDR.init) }
+        return CIDR(rawBytes: raw)
     }
 }
 
