@@ -101,3 +101,16 @@ extension ExternalIPsRuleTests {
         #expect(v.rule == .externalIPs)
     }
 }
+
+extension ExternalIPsRuleTests {
+    @Test("R7: external IPs are read as kube-proxy reads them", arguments: [
+        ("70.0.98.11", "70.0.98.11/32"), ("070.000.098.011", "70.0.98.11/32"), ("0.0.0.0", "0.0.0.0/32"),
+        ("::ffff:70.0.98.11", "70.0.98.11/32"), ("fd00:70::5", "fd00:70::5/128"), ("FD00:70::5", "fd00:70::5/128"),
+        ("70.0.98.11/32", "-"), ("70.0.98", "-"), ("256.0.0.1", "-"), ("1.2.3.4.5", "-"), ("", "-"), ("fd00::/64", "-"),
+        ("70.0.98.11 ", "-"), ("x70.0.98.11", "-"),
+    ])
+    func addresses(_ text: String, _ expected: String) {
+        let got = ExternalIPsRule.parseAddress(text).map { $0.cidrs.map(\.description).joined() } ?? "-"
+        #expect(got == expected)
+    }
+}

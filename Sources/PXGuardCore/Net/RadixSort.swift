@@ -10,35 +10,28 @@ enum RadixSort {
             if lowBit == 0 { keys.sort() } else { keys.sort { $0 >> UInt64(lowBit) < $1 >> UInt64(lowBit) } }
             return
         }
+        // Only the bytes that differ somewhere need a pass (IPv4 keys share their
+        // top bytes, node addresses most of theirs).
+        var any: UInt64 = 0, all: UInt64 = ~0
+        for k in keys { any |= k; all &= k }
+        let varying = any ^ all
         var scratch = [UInt64](repeating: 0, count: keys.count)
         var counts = [Int](repeating: 0, count: 256)
-        var shift = lowBit
-        while shift < 64 {
+        for shift in stride(from: lowBit, to: 64, by: 8) where (varying >> UInt64(shift)) & 0xFF != 0 {
             for i in 0..<256 { counts[i] = 0 }
-            var allSame = true
-            let first = keys[0] >> UInt64(shift) & 0xFF
+            for k in keys { counts[Int(truncatingIfNeeded: k >> UInt64(shift) & 0xFF)] += 1 }
+            var total = 0
+            for i in 0..<256 {
+                let c = counts[i]
+                counts[i] = total
+                total += c
+            }
             for k in keys {
                 let d = Int(truncatingIfNeeded: k >> UInt64(shift) & 0xFF)
+                scratch[counts[d]] = k
                 counts[d] += 1
-                if UInt64(d) != first { allSame = false }
             }
-            // A digit that is the same everywhere (the top bytes of IPv4 keys)
-            // changes nothing: skip the pass.
-            if !allSame {
-                var total = 0
-                for i in 0..<256 {
-                    let c = counts[i]
-                    counts[i] = total
-                    total += c
-                }
-                for k in keys {
-                    let d = Int(truncatingIfNeeded: k >> UInt64(shift) & 0xFF)
-                    scratch[counts[d]] = k
-                    counts[d] += 1
-                }
-                swap(&keys, &scratch)
-            }
-            shift += 8
+            swap(&keys, &scratch)
         }
     }
 }

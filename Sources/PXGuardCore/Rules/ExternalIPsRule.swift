@@ -74,8 +74,10 @@ struct ExternalIPsRule: AdmissionRule {
     func nodeAddress(_ value: JSONValue) -> IPRange? {
         guard value.kind == .string else { return nil }
         let raw = UnsafeBufferPointer(start: value.base + value.start + 1, count: value.end - value.start - 2)
-        let parsed = raw.contains(UInt8(ascii: "\\")) ? value.string.flatMap(Self.parseAddress) : Self.parseAddress(raw)
-        guard let address = parsed else { return nil }
+        // One pass for the usual IPv4 form; the escape scan only when that fails.
+        guard let address = Self.parseAddress(raw)
+            ?? (raw.contains(UInt8(ascii: "\\")) ? value.string.flatMap(Self.parseAddress) : nil)
+        else { return nil }
         return nodes.contains(address.lower, family: address.family) ? address : nil
     }
 
@@ -97,25 +99,26 @@ struct ExternalIPsRule: AdmissionRule {
     /// decimal (older API servers accept `070.000.000.005` and Go's sloppy parser
     /// reads 70.0.0.5), IPv6, and IPv4-mapped IPv6 as IPv4.
     static func parseAddress(_ b: UnsafeBufferPointer<UInt8>) -> IPRange? {
-        if b.contains(UInt8(ascii: ":")) {
-            guard !b.contains(UInt8(ascii: "/")), let parsed = CIDR.parseV6(rawBytes: b), let c = parsed else { return nil }
-            return IPRangeSet.effective(c.range)
-        }
-        var value: UInt128 = 0, octet = 0, digits = 0, dots = 0
+        var value: UInt32 = 0, octet: UInt32 = 0, digits = 0, dots = 0
         for c in b {
-            if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") {
-                octet = octet * 10 + Int(c - UInt8(ascii: "0"))
-                digits += 1
+            let d = c &- UInt8(ascii: "0")
+            if d < 10 {
+                octet = octet &* 10 &+ UInt32(d)
+                digits &+= 1
                 guard octet <= 255 else { return nil }
             } else if c == UInt8(ascii: ".") && digits > 0 && dots < 3 {
-                value = value << 8 | UInt128(octet)
-                octet = 0; digits = 0; dots += 1
+                value = value << 8 | octet
+                octet = 0; digits = 0; dots &+= 1
             } else {
-                return nil
+                // Not dotted decimal: IPv6 (hex digits, colons), or nothing.
+                guard b.contains(UInt8(ascii: ":")), !b.contains(UInt8(ascii: "/")),
+                    let parsed = CIDR.parseV6(rawBytes: b), let c = parsed
+                else { return nil }
+                return IPRangeSet.effective(c.range)
             }
         }
         guard dots == 3, digits > 0 else { return nil }
-        value = value << 8 | UInt128(octet)
-        return IPRange(family: .v4, lower: value, upper: value)
+        let address = UInt128(value << 8 | octet)
+        return IPRange(family: .v4, lower: address, upper: address)
     }
 }
