@@ -130,3 +130,25 @@ struct RadixSortTests {
         }
     }
 }
+
+@Suite("Port range union")
+struct PortCoalesceTests {
+    @Test("coalesce keeps exactly the ports of its input, merged and sorted (1,000 random lists)")
+    func againstMembership() {
+        var rng = SeededGenerator(seed: 22)
+        for _ in 0..<1_000 {
+            let input: [PortRange] = (0..<rng.next(400)).map { _ in
+                let lo = 1 + rng.next(40) + (rng.next(2) == 0 ? 65_480 : 0)
+                return PortRange(proto: TransportProtocol.allCases[rng.next(3)], lower: lo, upper: min(65_535, lo + rng.next(6)))!
+            }
+            let out = PortRange.coalesce(input)
+            for proto in TransportProtocol.allCases {
+                for port in Array(1...50) + Array(65_470...65_535) {
+                    let inInput = input.contains { $0.proto == proto && $0.lower <= port && port <= $0.upper }
+                    #expect(out.contains { $0.proto == proto && $0.lower <= port && port <= $0.upper } == inInput)
+                }
+            }
+            for (a, b) in zip(out, out.dropFirst()) where a.proto == b.proto { #expect(a.upper + 1 < b.lower) }
+        }
+    }
+}

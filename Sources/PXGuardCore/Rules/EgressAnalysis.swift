@@ -309,26 +309,3 @@ public struct EgressAnalysis: Sendable {
         return scratch.ports.isEmpty && scratch.named.isEmpty ? nil : false
     }
 }
-
-extension PortRange {
-    /// The union of `ranges`, sorted by protocol and then port, with overlapping and
-    /// adjacent ranges of one protocol merged.
-    public static func coalesce(_ ranges: [PortRange]) -> [PortRange] {
-        let order = TransportProtocol.allCases
-        let sorted = ranges.sorted {
-            $0.proto == $1.proto ? $0.lower < $1.lower : order.firstIndex(of: $0.proto)! < order.firstIndex(of: $1.proto)!
-        }
-        guard var current = sorted.first else { return [] }
-        var out: [PortRange] = []
-        for r in sorted.dropFirst() {
-            if r.proto == current.proto && r.lower <= current.upper + 1 {
-                current = PortRange(proto: current.proto, lower: current.lower, upper: max(current.upper, r.upper))!
-            } else {
-                out.append(current)
-                current = r
-            }
-        }
-        out.append(current)
-        return out
-    }
-}
