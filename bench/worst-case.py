@@ -95,11 +95,14 @@ rule = {"to": [{"ipBlock": {"cidr": "70.0.0.0/16", "except": ["70.0.128.0/17", "
         "ports": [{"protocol": "TCP", "port": 9000, "endPort": 9100}]}
 write("netpol-3m-rules", fit(lambda n: review("NetworkPolicy", "networking.k8s.io", "networkpolicies", "many-rules", "shop",
                                                "CREATE", netpol("many-rules", egress([rule] * n)))))
-def many_ports(n):
+def many_ports(n, leave=False):
     ports = [{"protocol": "TCP", "port": 9001 + i % 22} for i in range(n)]
-    spec = egress([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["70.0.0.0/16"]}}], "ports": ports}])
+    except_ = ["70.0.0.0/17"] if leave else ["70.0.0.0/16"]
+    spec = egress([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": except_}}], "ports": ports}])
     return review("NetworkPolicy", "networking.k8s.io", "networkpolicies", "many-ports", "shop", "CREATE", netpol("many-ports", spec))
 write("netpol-3m-ports", fit(many_ports))
+# The same rule leaving half the node subnet open: denied, every port entry read for the message.
+write("netpol-3m-ports-denied", fit(lambda n: many_ports(n, leave=True)))
 
 # 4. An UPDATE of a permissive policy from before pxguard that keeps its spec
 #    (1.5 MiB each side): compared token by token, then allowed.

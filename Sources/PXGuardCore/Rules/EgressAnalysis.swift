@@ -140,9 +140,12 @@ public struct EgressAnalysis: Sendable {
     func reach(rule: JSONValue, index: Int, _ scratch: inout Scratch) -> RuleReach? {
         guard rule.kind == .object || rule.kind == .null else { return nil }
         let (portsValue, toValue, _) = rule.members("ports", "to")
-        // Ports first: they are cheap and rule out most rules.
-        guard let allPorts = reachedPorts(portsValue, &scratch) else { return nil }
+        // Ports first: they are cheap and rule out most rules. The first port that
+        // hits is enough to go on; the pieces are only collected for a rule that
+        // also reaches a node address.
+        guard let allPorts = reachedPorts(portsValue, &scratch, collect: false) else { return nil }
         guard let destinations = reachedDestinations(toValue, &scratch) else { return nil }
+        if !allPorts { _ = reachedPorts(portsValue, &scratch, collect: true) }
         let addresses: IPRangeSet
         switch destinations {
         case .all, .unparsable: addresses = nodes
@@ -263,11 +266,13 @@ public struct EgressAnalysis: Sendable {
     /// or empty `ports` means every port of every protocol.
     /// True for every port, false for the pieces left in `scratch.ports` and
     /// `scratch.named`.
-    func reachedPorts(_ ports: JSONValue?, _ scratch: inout Scratch) -> Bool? {
+    /// Without `collect`, stops looking at the first entry that hits.
+    func reachedPorts(_ ports: JSONValue?, _ scratch: inout Scratch, collect: Bool) -> Bool? {
         scratch.ports.removeAll(keepingCapacity: true)
         scratch.named.removeAll(keepingCapacity: true)
         guard let ports, ports.kind == .array, !ports.isEmptyContainerOrNull else { return true }
         ports.forEachElement { _, entry in
+            guard collect || (scratch.ports.isEmpty && scratch.named.isEmpty) else { return }
             guard entry.kind == .object || entry.kind == .null else { return }
             let (protoValue, portValue, endPortValue) = entry.members("protocol", "port", "endPort")
             let proto: TransportProtocol
