@@ -392,15 +392,19 @@ final class WatchStream {
         }
         var pending: [UInt8] = []
         var errorBody: [UInt8] = []
+        // A stream that ends without its last chunk was cut (not ended by the server).
+        func cut() throws {
+            if !shouldStop() { throw KubeError.transport("watch cut mid-stream") }
+        }
         while true {
-            guard let sizeLine = try line(idleSeconds: idleSeconds, shouldStop: shouldStop) else { return }
+            guard let sizeLine = try line(idleSeconds: idleSeconds, shouldStop: shouldStop) else { return try cut() }
             guard let size = Int(sizeLine.split(separator: ";").first.map(String.init) ?? "", radix: 16) else {
                 throw KubeError.transport("watch: bad chunk size")
             }
             if size == 0 { break }
             guard let data = try bytes(size, idleSeconds: idleSeconds, shouldStop: shouldStop),
                 try bytes(2, idleSeconds: idleSeconds, shouldStop: shouldStop) != nil
-            else { return }
+            else { return try cut() }
             guard (200..<300).contains(status) else {
                 errorBody += data
                 continue

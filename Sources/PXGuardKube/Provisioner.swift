@@ -156,23 +156,26 @@ public final class Provisioner: Sendable {
                 wake.wait(seconds: min(max(wait, 0.005), 0.5))
                 continue
             }
-            process(name, connection)
-            queue.withLock { $0.done(name) }
+            let retryAt = process(name, connection)
+            queue.withLock { $0.done(name, retryAt: retryAt) }
+            if retryAt != nil { wake.signal() }
         }
     }
 
-    func process(_ namespace: String, _ connection: KubeConnection) {
+    /// Reconciles one namespace; returns when to try again after a failure.
+    func process(_ namespace: String, _ connection: KubeConnection) -> Double? {
         let plan = view.plan(for: namespace)
         guard !plan.isEmpty else {
             queue.withLock { $0.succeeded(namespace) }
-            return
+            return nil
         }
         do {
             try apply(plan, to: namespace, connection)
             queue.withLock { $0.succeeded(namespace) }
             apiReachable(true)
+            return nil
         } catch {
-            if error.code == 404 { return }  // the namespace is gone; the watch will say so
+            if error.code == 404 { return nil }  // the namespace is gone; the watch will say so
             failed.add(1, ordering: .relaxed)
             apiReachable(!(error.isTransient && error.code == nil))
             let attempt = queue.withLock { $0.failed(namespace) }
@@ -180,9 +183,7 @@ public final class Provisioner: Sendable {
                 logger.warn("provisioning failed; retrying with backoff",
                             [("namespace", namespace), ("attempt", String(attempt)), ("error", error.description)])
             }
-            let due = Self.now() + backoff(attempt: attempt - 1, retryAfter: error.retryAfter)
-            queue.withLock { $0.add(namespace, due: due) }
-            wake.signal()
+            return Self.now() + backoff(attempt: attempt - 1, retryAfter: error.retryAfter)
         }
     }
 

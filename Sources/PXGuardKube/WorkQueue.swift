@@ -94,10 +94,17 @@ struct WorkQueue {
         return (name, 0)
     }
 
-    /// Ends processing of `name`; one added meanwhile is queued again.
-    mutating func done(_ name: String) {
+    /// Ends processing of `name`. With `retryAt` it comes back then (and an add
+    /// that arrived meanwhile waits with it, so that `Retry-After` holds);
+    /// otherwise one added meanwhile is queued again at once.
+    mutating func done(_ name: String, retryAt: Double? = nil) {
         processing.remove(name)
-        if dirty.remove(name) != nil { add(name) }
+        let wasDirty = dirty.remove(name) != nil
+        if let retryAt {
+            add(name, due: retryAt)
+        } else if wasDirty {
+            add(name)
+        }
     }
 
     /// Counts a failed attempt and returns how many there were.
