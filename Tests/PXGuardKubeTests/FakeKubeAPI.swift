@@ -427,8 +427,13 @@ final class FakeKubeAPI: @unchecked Sendable {
         var lastSent = Date()
         while true {
             let (events, dropped, stopped, now) = state.withLock { s -> ([Event], Bool, Bool, Int) in
-                let fresh = s.history.count > 0 && s.history.last!.resourceVersion > cursor
-                    ? Array(s.history[(s.history.firstIndex { $0.resourceVersion > cursor } ?? s.history.count)...]) : []
+                // History is in resourceVersion order: binary search for the first newer event.
+                var (lo, hi) = (0, s.history.count)
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if s.history[mid].resourceVersion > cursor { hi = mid } else { lo = mid + 1 }
+                }
+                let fresh = Array(s.history[lo...])
                 return (fresh, s.watchGeneration != generation, s.stopped, s.resourceVersion)
             }
             if dropped || stopped { return false }  // cut mid-stream, no final chunk
