@@ -65,6 +65,11 @@ public final class ClusterView: GuardView, Sendable {
 
     public var isSynced: Bool { synced.load(ordering: .acquiring) }
 
+    /// True once both namespaces and guard policies have been listed: before that,
+    /// a namespace without policies in the view may only be one whose policies
+    /// are not listed yet, and writing would be guesswork.
+    public var hasListed: Bool { state.withLock { $0.listed.namespaces && $0.listed.policies } }
+
     public func namespaceHasCanonicalPolicies(_ namespace: String) -> Bool {
         state.withLock { s in
             guard let e = s.entries[namespace] else { return false }

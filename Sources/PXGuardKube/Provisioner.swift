@@ -147,8 +147,8 @@ public final class Provisioner: Sendable {
         let connection = client.connection()
         defer { connection.close() }
         while !stopped.load(ordering: .relaxed) {
-            guard isLeader else {
-                wake.wait(seconds: 0.2)
+            guard isLeader, view.hasListed else {
+                wake.wait(seconds: 0.1)
                 continue
             }
             let (name, wait) = queue.withLock { $0.take(now: Self.now()) }

@@ -351,6 +351,65 @@ struct ProvisionerTests {
         p.enqueue("x")  // returns at once
     }
 
+    @Test("a restart over a guarded cluster writes nothing: workers wait until both lists are in, even when the policy list fails first")
+    func restartWritesNothing() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        let policies = GuardPolicies(config: .default)
+        for i in 0..<20 {
+            let ns = "team-\(i)"
+            api.addNamespace(ns, labels: .obj([GuardNames.guardedLabel: "true", ClusterView.podSecurityLabel: "baseline"]))
+            api.state.withLock { s in
+                s.namespaces[ns] = FakeKubeAPI.mergePatch(s.namespaces[ns]!, .obj(["metadata": .obj(["annotations": .obj([
+                    GuardNames.policiesAnnotation: .string(GuardNames.policiesAnnotationValue)])])]))
+            }
+            for name in GuardPolicies.names(in: ns) { api.put("networkpolicies", ns, name, policies.policy(name: name, namespace: ns)) }
+        }
+        api.inject([.init(status: 500, reason: "InternalError", retryAfter: nil, matching: "networkpolicies?labelSelector")])
+        api.clearLog()
+        let h = try Harness(api)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        usleep(300_000)
+        #expect(api.requests.filter { !$0.hasPrefix("GET ") }.isEmpty)
+        #expect(h.provisioner.requests.load(ordering: .relaxed) == 0)
+    }
+
+    @Test("R6 through the watched view: a Pod in a new namespace is denied until its policies are in place, then admitted")
+    func r6LiftsWhenGuarded() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        let h = try Harness(api)
+        let policy = AdmissionPolicy(config: .default, view: h.view)
+        func podCreate(_ namespace: String) throws -> Verdict {
+            let review: JSON = .obj(["apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": .obj([
+                "uid": "u-1", "kind": .obj(["group": "", "version": "v1", "kind": "Pod"]),
+                "resource": .obj(["group": "", "version": "v1", "resource": "pods"]),
+                "name": "p", "namespace": .string(namespace), "operation": "CREATE",
+                "userInfo": .obj(["username": "alice"]),
+                "object": .obj(["spec": .obj(["containers": [.obj(["name": "c", "image": "busybox"])]])]),
+            ])])
+            let bytes = Array(review.serialized.utf8)
+            return try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw) { policy.validate($0) } }
+        }
+        #expect(try podCreate("team-r6").allowed, "before the first sync R6 does not apply")
+        // Writes fail for a while, so the window is visible.
+        api.inject((0..<6).map { _ in .init(status: 500, reason: "InternalError", retryAfter: nil, matching: "/namespaces/team-r6") })
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        api.addNamespace("team-r6")
+        #expect(eventually { h.view.counts.namespaces == 1 })
+        let denied = try podCreate("team-r6")
+        #expect(!denied.allowed && denied.rule == .unguardedNamespace)
+        #expect(denied.message?.contains("being guarded") == true)
+        #expect(eventually { (try? podCreate("team-r6").allowed) == true })
+        #expect(canonical(api, "team-r6"))
+        #expect(h.provisioner.metricsText.contains("pxguard_unguarded_namespaces 0"))
+        #expect(h.provisioner.metricsText.contains("pxguard_namespace_guarded_seconds_count 1"))
+    }
+
     @Test("a name that is not a DNS-1123 label never reaches a request path")
     func invalidNames() throws {
         for bad in ["", "A", "a/b", "..", "a?b", "a%2Fb", "-a", "a-", String(repeating: "a", count: 64), "a.b", "é"] {
