@@ -99,6 +99,8 @@ public final class Informer: Sendable {
             token = page["metadata"]?["continue"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
             resourceVersion = page["metadata"]?["resourceVersion"]?.stringValue ?? resourceVersion
         } while token != nil && !isStopped
+        // A list cut short must not stand for the whole: it would read as deletes.
+        guard !isStopped else { throw KubeError.transport("stopped while listing") }
         lists.add(1, ordering: .relaxed)
         onList(items)
         return resourceVersion
@@ -118,13 +120,15 @@ public final class Informer: Sendable {
         var gone = false
         var seen = false
         var failure: KubeError?
-        let handle: (JSON) throws(KubeError) -> Void = { event throws(KubeError) in
+        let opened = {
+            // The watch is live (200 and headers): the resource is being followed again.
             if !seen {
-                // The watch is live: the resource is being followed again.
                 seen = true
                 self.onHealth(nil, true)
                 self.onReachable(true)
             }
+        }
+        let handle: (JSON) throws(KubeError) -> Void = { event throws(KubeError) in
             let type = event["type"]?.stringValue ?? ""
             let object = event["object"] ?? .null
             switch type {
@@ -149,7 +153,7 @@ public final class Informer: Sendable {
         }
         do {
             try connection.watch(target, pollSeconds: settings.pollSeconds, idleSeconds: Double(settings.watchTimeoutSeconds) + 30,
-                                 shouldStop: { self.isStopped || gone || failure != nil }, onEvent: handle)
+                                 shouldStop: { self.isStopped || gone || failure != nil }, onOpen: opened, onEvent: handle)
         } catch {
             if error.code == 410 { return .gone }
             throw error

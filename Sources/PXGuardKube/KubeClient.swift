@@ -265,13 +265,14 @@ public final class KubeConnection {
     /// `timeoutSeconds`) returns normally; each event line is handed to `onEvent`.
     /// `pollSeconds` bounds each blocking read, so `shouldStop` is seen promptly;
     /// a stream silent for `idleSeconds` is treated as dead.
+    /// `onOpen` runs once the server has answered 200 and the stream begins.
     public func watch(_ path: String, pollSeconds: Double, idleSeconds: Double, shouldStop: () -> Bool,
-                      onEvent: (JSON) throws(KubeError) -> Void) throws(KubeError) {
+                      onOpen: () -> Void = {}, onEvent: (JSON) throws(KubeError) -> Void) throws(KubeError) {
         let stream = WatchStream(try client.dial(timeout: pollSeconds))
         defer { stream.close() }
         do {
             try stream.send("GET", path, headers: client.headers(contentType: nil))
-            try stream.run(idleSeconds: idleSeconds, shouldStop: shouldStop, onEvent: onEvent)
+            try stream.run(idleSeconds: idleSeconds, shouldStop: shouldStop, onOpen: onOpen, onEvent: onEvent)
         } catch let error as KubeError {
             throw error
         } catch {
@@ -361,7 +362,7 @@ final class WatchStream {
         return buffer[start..<start + count]
     }
 
-    func run(idleSeconds: Double, shouldStop: () -> Bool, onEvent: (JSON) throws(KubeError) -> Void) throws {
+    func run(idleSeconds: Double, shouldStop: () -> Bool, onOpen: () -> Void, onEvent: (JSON) throws(KubeError) -> Void) throws {
         guard let statusLine = try line(idleSeconds: idleSeconds, shouldStop: shouldStop) else {
             if shouldStop() { return }
             throw KubeError.transport("watch closed before a response")
@@ -390,6 +391,7 @@ final class WatchStream {
             }
             throw KubeClient.error(status: status, body: body, retryAfter: retryAfter)
         }
+        if (200..<300).contains(status) { onOpen() }
         var pending: [UInt8] = []
         var errorBody: [UInt8] = []
         // A stream that ends without its last chunk was cut (not ended by the server).

@@ -55,10 +55,14 @@ public final class Provisioner: Sendable {
         self.logger = logger
         queue = Locked(WorkQueue(capacity: settings.queueCapacity))
         let informerSettings = settings.informer
-        // Every change to a namespace or a guard policy queues the namespace.
+        // Every change to a namespace or a guard policy queues the namespace, on the
+        // lease holder (a follower that takes over starts with a walk of its view).
         let enqueue: @Sendable (String?) -> Void
         let box = Locked<Provisioner?>(nil)
-        enqueue = { name in if let name { box.withLock { $0 }?.enqueue(name) } }
+        enqueue = { name in
+            guard let name, let provisioner = box.withLock({ $0 }), provisioner.isLeader else { return }
+            provisioner.enqueue(name)
+        }
         let reach: @Sendable (Bool) -> Void = { ok in box.withLock { $0 }?.apiReachable(ok) }
         informers = [
             Informer(name: "namespaces", client: client, path: KubePath.namespaces, labelSelector: nil,

@@ -326,6 +326,7 @@ struct ProvisionerTests {
         #expect(eventually { canonical(api, "team-g") })
         #expect(eventually { follower.view.namespaceHasCanonicalPolicies("team-g") })
         #expect(follower.provisioner.requests.load(ordering: .relaxed) == 0)
+        #expect(follower.provisioner.queueDepth == 0, "a follower queues nothing")
         leader.stop()
         #expect(eventually(8) { follower.elector!.isLeader })
         api.addNamespace("team-h")
@@ -408,6 +409,22 @@ struct ProvisionerTests {
         #expect(canonical(api, "team-r6"))
         #expect(h.provisioner.metricsText.contains("pxguard_unguarded_namespaces 0"))
         #expect(h.provisioner.metricsText.contains("pxguard_namespace_guarded_seconds_count 1"))
+    }
+
+    @Test("a watch that cannot be resumed for staleAfterSeconds puts the view out of sync (R6 stops applying) until it is back")
+    func staleView() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        let h = try Harness(api)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        api.inject((0..<1000).map { _ in .init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, matching: "networkpolicies?labelSelector") })
+        api.dropWatches()
+        #expect(eventually { !h.view.isSynced })
+        #expect(h.provisioner.metricsText.contains("pxguard_view_synced 0"))
+        api.state.withLock { $0.faults.removeAll() }
+        #expect(eventually { h.view.isSynced })
     }
 
     @Test("a name that is not a DNS-1123 label never reaches a request path")
