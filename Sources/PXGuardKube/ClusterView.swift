@@ -52,6 +52,7 @@ public final class ClusterView: GuardView, Sendable {
     let latency = Locked<(buckets: [Int], sum: Double, count: Int)>(([Int](repeating: 0, count: latencyBuckets.count), 0, 0))
     static let latencyBuckets: [Double] = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300]
 
+    /// The Pod Security Admission label the provisioner keeps on guarded namespaces.
     public static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
 
     public init(config: Config, logger: Logger) {
@@ -79,6 +80,7 @@ public final class ClusterView: GuardView, Sendable {
 
     // MARK: feeding from informers
 
+    /// The two watched resources.
     public enum Kind: Sendable { case namespaces, policies }
 
     /// Marks a resource listed (or its watch healthy again) or failing for long
@@ -210,7 +212,9 @@ public final class ClusterView: GuardView, Sendable {
 
     // MARK: configuration
 
+    /// The configuration the view judges by.
     public var config: Config { state.withLock { $0.config } }
+    /// The canonical guard policies of that configuration.
     public var policies: GuardPolicies { state.withLock { $0.policies } }
 
     /// Swaps in a new configuration: the canonical specs change, so every policy
@@ -251,16 +255,12 @@ public final class ClusterView: GuardView, Sendable {
         public var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty }
     }
 
-    func policyNames(_ namespace: String, _ config: Config) -> [String] {
-        if namespace == GuardNames.kubeSystem { return [GuardNames.blockPolicy] }
-        return config.isGuarded(namespace: namespace) ? GuardPolicies.names(in: namespace) : []
-    }
-
     func plan(_ namespace: String, _ s: State, now: Double) -> Plan {
         var plan = Plan()
         guard let e = s.entries[namespace], let ns = e.namespace, !ns.terminating else { return plan }
-        let names = policyNames(namespace, s.config)
-        guard !names.isEmpty else { return plan }
+        // kube-system is exempt but keeps its block policy; other exempt namespaces get nothing.
+        guard namespace == GuardNames.kubeSystem || s.config.isGuarded(namespace: namespace) else { return plan }
+        let names = GuardPolicies.names(in: namespace)
         func pending(_ what: String) -> Bool { (s.expectations[namespace + "/" + what] ?? 0) > now }
         if namespace != GuardNames.kubeSystem && !pending("labels") {
             if !ns.guardedLabel { plan.labels[GuardNames.guardedLabel] = "true" }
@@ -306,6 +306,7 @@ public final class ClusterView: GuardView, Sendable {
 
     // MARK: figures
 
+    /// How much the view holds.
     public struct Counts: Sendable {
         public var namespaces = 0
         public var policies = 0
@@ -313,6 +314,7 @@ public final class ClusterView: GuardView, Sendable {
         public var unguarded = 0
     }
 
+    /// Counted under the lock, in one pass (metrics scrapes).
     public var counts: Counts {
         state.withLock { s in
             var c = Counts()

@@ -26,6 +26,7 @@ public final class Informer: Sendable {
         public init() {}
     }
 
+    /// The watch event types handed on (bookmarks and errors are handled here).
     public enum EventType: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
 
     let client: KubeClient
@@ -40,10 +41,15 @@ public final class Informer: Sendable {
     let onReachable: @Sendable (Bool) -> Void
     let stopped = Atomic<Bool>(false)
 
+    /// Complete lists (the first one included).
     public let lists = Atomic<Int>(0)
+    /// Lists again after `410 Gone`.
     public let relists = Atomic<Int>(0)
+    /// Watch requests sent.
     public let watches = Atomic<Int>(0)
+    /// Lists or watches that failed and were retried after a backoff.
     public let restarts = Atomic<Int>(0)
+    /// ADDED, MODIFIED and DELETED events applied.
     public let events = Atomic<Int>(0)
     public let bookmarks = Atomic<Int>(0)
 
@@ -70,6 +76,7 @@ public final class Informer: Sendable {
 
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
+    /// Ends `run` within about `pollSeconds`.
     public func stop() { stopped.store(true, ordering: .relaxed) }
 
     /// Capped exponential backoff with full jitter in [½, 1] of the step.

@@ -126,25 +126,32 @@ public enum KubePath {
         return percentEncoded(name)
     }
 
+    /// The Namespace collection.
     public static let namespaces = "/api/v1/namespaces"
+    /// NetworkPolicies of every namespace (for list and watch).
     public static let allNetworkPolicies = "/apis/networking.k8s.io/v1/networkpolicies"
 
+    /// One Namespace.
     public static func namespace(_ name: String) throws(KubeError) -> String {
         "\(namespaces)/\(try segment(name))"
     }
 
+    /// The NetworkPolicies of one namespace.
     public static func networkPolicies(in namespace: String) throws(KubeError) -> String {
         "/apis/networking.k8s.io/v1/namespaces/\(try segment(namespace))/networkpolicies"
     }
 
+    /// One NetworkPolicy.
     public static func networkPolicy(_ name: String, in namespace: String) throws(KubeError) -> String {
         "\(try networkPolicies(in: namespace))/\(try segment(name))"
     }
 
+    /// The Leases of one namespace.
     public static func leases(in namespace: String) throws(KubeError) -> String {
         "/apis/coordination.k8s.io/v1/namespaces/\(try segment(namespace))/leases"
     }
 
+    /// One Lease.
     public static func lease(_ name: String, in namespace: String) throws(KubeError) -> String {
         "\(try leases(in: namespace))/\(try segment(name))"
     }
@@ -280,6 +287,7 @@ public final class KubeConnection {
         }
     }
 
+    /// Closes the keep-alive connection; the next call dials again.
     public func close() {
         connection?.close()
         connection = nil

@@ -91,6 +91,7 @@ public final class Provisioner: Sendable {
         if queue.withLock({ $0.add(namespace) }) { wake.signal() }
     }
 
+    /// Namespaces waiting in the queue.
     public var queueDepth: Int { queue.withLock { $0.count } }
 
     /// Capped exponential backoff with jitter; at least what `Retry-After` asked.
@@ -139,6 +140,7 @@ public final class Provisioner: Sendable {
         }
     }
 
+    /// Stops the informers, workers, timer and lease.
     public func stop() {
         stopped.store(true, ordering: .relaxed)
         for informer in informers { informer.stop() }
@@ -181,6 +183,11 @@ public final class Provisioner: Sendable {
         } catch {
             if error.code == 404 { return nil }  // the namespace is gone; the watch will say so
             failed.add(1, ordering: .relaxed)
+            if case .invalidName = error {
+                // No retry can make such a name valid; the next event or resync tries again.
+                logger.error("namespace name refused in a request path", [("error", error.description)])
+                return nil
+            }
             apiReachable(!(error.isTransient && error.code == nil))
             let attempt = queue.withLock { $0.failed(namespace) }
             if attempt == 1 || attempt % 10 == 0 {
