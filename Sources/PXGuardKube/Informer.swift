@@ -16,8 +16,9 @@ public final class Informer: Sendable {
         public var pageSize = 500
         /// Asked of the server per watch; it ends the watch after about this long.
         public var watchTimeoutSeconds = 300
-        /// Upper bound of one blocking read, so that `stop` is seen promptly.
-        public var pollSeconds = 1.0
+        /// Upper bound of one blocking read (and of the watch connection's
+        /// handshake), so that `stop` is seen within it.
+        public var pollSeconds = 5.0
         public var backoffBase = 0.5
         public var backoffCap = 30.0
         /// After failing this long without a good list or watch, the view is
