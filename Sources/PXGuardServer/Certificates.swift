@@ -1,4 +1,5 @@
 import COpenSSL
+import PXGuardPlatform
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -126,78 +127,5 @@ public enum CertificateFactory {
         defer { BIO_free(bio) }
         guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else { throw TLSError("reading key \(path)") }
         return key
-    }
-
-    /// Expiry (seconds since the epoch) of the first certificate in a PEM file.
-    public static func notAfter(ofCertificateAt path: String) -> Int? {
-        guard let cert = try? readCertificate(path) else { return nil }
-        defer { X509_free(cert) }
-        return certificateNotAfter(cert)
-    }
-}
-
-/// Small file helpers over POSIX calls, used where Foundation is not wanted.
-public enum FileIO {
-    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
-
-    public static func makeDirectory(_ path: String) throws {
-        var soFar = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            soFar += "/" + part
-            if mkdir(soFar, 0o755) != 0 && errno != EEXIST {
-                throw IOError(errnoCode: errno, reason: "mkdir \(soFar)")
-            }
-        }
-    }
-
-    /// Writes to a temporary file and renames it over `path`, so readers never see
-    /// a half-written file.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "open \(temporary)") }
-        fchmod(fd, mode)
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let code = errno
-                Glibc.close(fd)
-                unlink(temporary)
-                throw IOError(errnoCode: code, reason: "write \(temporary)")
-            }
-            written += n
-        }
-        fsync(fd)
-        Glibc.close(fd)
-        guard rename(temporary, path) == 0 else { throw IOError(errnoCode: errno, reason: "rename \(path)") }
-    }
-
-    /// Reads a whole file, refusing anything larger than `limit` bytes.
-    public static func read(_ path: String, limit: Int = 64 << 20) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "open \(path)") }
-        defer { Glibc.close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError(errnoCode: errno, reason: "read \(path)")
-            }
-            if n == 0 { return out }
-            out.append(contentsOf: chunk[0..<n])
-            if out.count > limit { throw IOError(errnoCode: EFBIG, reason: "\(path) is larger than \(limit) bytes") }
-        }
-    }
-
-    /// A fingerprint of a file's identity and contents age (device, inode, size,
-    /// mtime), following symlinks: changes when a secret volume swaps its link.
-    public static func fingerprint(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
     }
 }

@@ -1,4 +1,5 @@
 import COpenSSL
+import PXGuardPlatform
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,7 +14,6 @@ public final class TLSClientConnection {
     /// Connects and completes the handshake within `timeout` seconds, verifying the
     /// server's certificate for `serverName` (a DNS name or IP address).
     public init(address: SocketAddress, context: TLSContext, serverName: String?, timeout: Double) throws {
-        signal(SIGPIPE, SIG_IGN)
         fd = try Sys.socket(address.family, Int32(SOCK_STREAM.rawValue))
         do {
             try Sys.setTimeout(fd, SO_RCVTIMEO, seconds: timeout)
@@ -45,7 +45,7 @@ public final class TLSClientConnection {
             let result = bytes.withUnsafeBufferPointer { session.write(from: $0.baseAddress! + offset, count: $0.count - offset) }
             switch result {
             case .done(let n): offset += n
-            default: throw IOError(errnoCode: EIO, reason: "TLS write failed")
+            default: throw HTTPClientError("TLS write failed")
             }
         }
     }
@@ -55,8 +55,8 @@ public final class TLSClientConnection {
         switch session.read(into: buffer, count: count) {
         case .done(let n): return n
         case .closed: return 0
-        case .wantRead, .wantWrite: throw IOError(errnoCode: ETIMEDOUT, reason: "TLS read timed out")
-        case .failed(let reason): throw IOError(errnoCode: EIO, reason: "TLS read failed: \(reason)")
+        case .wantRead, .wantWrite: throw HTTPClientError("TLS read timed out")
+        case .failed(let reason): throw HTTPClientError("TLS read failed: \(reason)")
         }
     }
 
@@ -77,6 +77,13 @@ extension TLSError {
     }
 
     init(description: String) { self.description = description }
+}
+
+/// A client-side failure that is not a system call's: a TLS error, a timeout, a
+/// response that breaks HTTP/1.1.
+public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// A parsed HTTP response.
@@ -137,7 +144,7 @@ public final class HTTPClientConnection {
 
     func take(_ count: Int) throws -> [UInt8] {
         while buffer.count < count {
-            if try !fill() { throw IOError(errnoCode: EPIPE, reason: "connection closed mid-body") }
+            if try !fill() { throw HTTPClientError("connection closed mid-body") }
         }
         let out = Array(buffer[0..<count])
         buffer.removeFirst(count)
@@ -148,11 +155,11 @@ public final class HTTPClientConnection {
     public func readResponse(method: String = "POST") throws -> HTTPClientResponse {
         while true {
             guard let statusLine = try takeLine() else {
-                throw IOError(errnoCode: EPIPE, reason: "connection closed before a response")
+                throw HTTPClientError("connection closed before a response")
             }
             let parts = statusLine.split(separator: " ", maxSplits: 2)
             guard parts.count >= 2, let status = Int(parts[1]) else {
-                throw IOError(errnoCode: EPROTO, reason: "malformed status line: \(statusLine)")
+                throw HTTPClientError("malformed status line: \(statusLine)")
             }
             var headers: [(String, String)] = []
             while let line = try takeLine(), !line.isEmpty {
@@ -168,7 +175,7 @@ public final class HTTPClientConnection {
                 while true {
                     guard let sizeLine = try takeLine(),
                         let size = Int(sizeLine.split(separator: ";")[0], radix: 16)
-                    else { throw IOError(errnoCode: EPROTO, reason: "bad chunk") }
+                    else { throw HTTPClientError("bad chunk") }
                     if size == 0 {
                         while let trailer = try takeLine(), !trailer.isEmpty {}
                         break

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import PXGuardYAML
 import CLinux
@@ -96,7 +97,6 @@ public final class Service: Sendable {
         policies = PolicyBox(AdmissionPolicy(config: config))
         readiness = Readiness()
         var serverConfiguration = ServerConfiguration(address: address)
-        serverConfiguration.workers = config.server.workers
         serverConfiguration.limits.maxBodyBytes = config.server.maxBodyBytes
         serverConfiguration.idleTimeout = Double(config.server.idleTimeoutSeconds)
         serverConfiguration.handshakeTimeout = Double(config.server.handshakeTimeoutSeconds)
@@ -124,7 +124,7 @@ public final class Service: Sendable {
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
-        provisioner.begin(apiHost: options.kubeAPI)
+        provisioner.begin()
         certFingerprint.withLock { $0 = fingerprint() }
         noteCertificate(context)
     }
@@ -224,10 +224,10 @@ public final class Service: Sendable {
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any)
-/// and ignores SIGPIPE, so that signals are taken by `waitForSignals` alone.
+/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any),
+/// so that signals are taken by `waitForSignals` alone. (SIGPIPE is ignored once,
+/// by the first socket made: `Syscall.ignoreBrokenPipe`.)
 public func blockServiceSignals() {
-    signal(SIGPIPE, SIG_IGN)
     var set = sigset_t()
     sigemptyset(&set)
     sigaddset(&set, SIGTERM)

@@ -1,5 +1,6 @@
 import Foundation
 import CSIMD
+import PXGuardBytes
 import Testing
 @testable import PXGuardCore
 

@@ -1,4 +1,5 @@
 import CSIMD
+import PXGuardBytes
 
 /// A syntax error in a JSON document, with the byte offset where it was found.
 public struct JSONSyntaxError: Error, CustomStringConvertible, Sendable {
@@ -315,27 +316,12 @@ public enum JSONDocument {
         let body = p + start + 1
         // An escaped token is longer than what it decodes to: equal raw lengths
         // compare bytewise, shorter ones never match, longer ones only with escapes.
-        if length == count { return memcmpBytes(body, text, count) }
+        if length == count { return Bytes.equal(body, text, count) }
         // An escape decodes to at least one character, and a token can only decode
         // to `text` if it starts with text's first byte or with an escape.
         if length < count || count == 0 || (body[0] != text[0] && body[0] != UInt8(ascii: "\\")) { return false }
         for k in 0..<length where body[k] == UInt8(ascii: "\\") { return nil }
         return false
-    }
-
-    @inline(__always) static func memcmpBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        var k = 0
-        while k + 8 <= n {
-            if UnsafeRawPointer(a + k).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + k).loadUnaligned(as: UInt64.self) {
-                return false
-            }
-            k += 8
-        }
-        while k < n {
-            if a[k] != b[k] { return false }
-            k += 1
-        }
-        return true
     }
 
     static func hexValue(_ c: UInt8) -> UInt32? {
@@ -587,7 +573,7 @@ struct JSONValidator {
 
     @inline(__always) static func literal(_ p: UnsafePointer<UInt8>, _ n: Int, _ i: Int, _ word: StaticString) throws(JSONSyntaxError) -> Int {
         let count = word.utf8CodeUnitCount
-        guard i + count <= n, JSONScanner.memcmpBytes(p + i, word.utf8Start, count) else {
+        guard i + count <= n, Bytes.equal(p + i, word.utf8Start, count) else {
             throw Self.fail("invalid literal", at: i)
         }
         return i + count
