@@ -59,6 +59,10 @@ public final class Service: Sendable {
     let logger: Logger
     let stopping = Locked<Bool>(false)
     let certFingerprint = Locked<String>("")
+    /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
+    /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
+    let reloadRequested = Locked<Bool>(false)
+    let reloadWaker = Waker()
     let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }
@@ -160,6 +164,7 @@ public final class Service: Sendable {
     public func start() {
         server.start()
         updateReadiness()
+        spawnThread(name: "pxguard-reload") { [self] in runReloads() }
         spawnThread(name: "pxguard-certs") { [self] in
             var lastWarning = 0
             while !stopping.withLock({ $0 }) {
@@ -173,6 +178,26 @@ public final class Service: Sendable {
                     updateReadiness()
                 }
             }
+        }
+    }
+
+    /// Asks the reload thread to re-read configuration and certificates; returns at
+    /// once. Requests that arrive during a reload are served by one more reload.
+    public func requestReload() {
+        reloadRequested.withLock { $0 = true }
+        reloadWaker.signal()
+    }
+
+    func runReloads() {
+        while !stopping.withLock({ $0 }) {
+            reloadWaker.wait(seconds: 1)
+            let requested = reloadRequested.withLock { r -> Bool in
+                defer { r = false }
+                return r
+            }
+            guard requested, !stopping.withLock({ $0 }) else { continue }
+            reloadConfig()
+            reloadCertificates()
         }
     }
 
@@ -218,6 +243,7 @@ public final class Service: Sendable {
         updateReadiness()
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
+        reloadWaker.signal()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
         logger.info("stopped")
@@ -236,8 +262,9 @@ public func blockServiceSignals() {
     pthread_sigmask(SIG_BLOCK, &set, nil)
 }
 
-/// Waits for signals on the calling thread: SIGHUP reloads configuration and
-/// certificates, SIGTERM or SIGINT stops the service gracefully and returns.
+/// Waits for signals on the calling thread: SIGHUP asks for a reload of
+/// configuration and certificates (done on the reload thread), SIGTERM or SIGINT
+/// stops the service gracefully and returns, whatever a reload is doing.
 public func waitForSignals(_ service: Service) {
     var set = sigset_t()
     sigemptyset(&set)
@@ -249,8 +276,7 @@ public func waitForSignals(_ service: Service) {
         guard sigwait(&set, &signal) == 0 else { continue }
         if signal == SIGHUP {
             service.logger.info("SIGHUP: reloading configuration and certificates")
-            service.reloadConfig()
-            service.reloadCertificates()
+            service.requestReload()
             continue
         }
         service.stop()
