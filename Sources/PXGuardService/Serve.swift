@@ -62,6 +62,8 @@ public final class Service: Sendable {
     /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
     /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
     let reloadRequested = Locked<Bool>(false)
+    /// The files of the last pair refused for its dates, so a refusal is logged once.
+    let refusedFingerprint = Locked<String>("")
     let reloadWaker = Waker()
     let provisioner: ProvisionerHandle
 
@@ -150,13 +152,18 @@ public final class Service: Sendable {
         updateReadiness()
     }
 
+    /// Ready unless stopping or the installed certificate fails OpenSSL's date check
+    /// (then every handshake would fail: better to leave the Service's endpoints).
     func updateReadiness() {
         if stopping.withLock({ $0 }) {
             readiness.set(notReady: "shutting down")
-        } else if metrics.certificateNotAfter.load(ordering: .relaxed) <= time(nil) {
-            readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
-        } else {
-            readiness.set(notReady: nil)
+            return
+        }
+        switch tls.value.validity {
+        case .valid: readiness.set(notReady: nil)
+        case .expired: readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
+        case .notYetValid: readiness.set(notReady: "serving certificate is not valid yet; check its notBefore and the node clock")
+        case .unreadable: readiness.set(notReady: "serving certificate dates are unreadable; replace it")
         }
     }
 
@@ -201,11 +208,17 @@ public final class Service: Sendable {
         }
     }
 
-    /// Loads the certificate pair again; on failure the old pair stays in use.
+    /// Loads the certificate pair again; a pair that fails to load, or is expired or
+    /// not yet valid, is refused (logged, counted) and the old pair stays in use.
     public func reloadCertificates() {
         let seen = fingerprint()
         do {
             let context = try TLSContext.server(certificateFile: certFile, keyFile: keyFile, clientCAFile: options.clientCA)
+            let validity = context.validity
+            guard validity == .valid else {
+                refuse(validity, fingerprint: seen)
+                return
+            }
             tls.swap(context)
             certFingerprint.withLock { $0 = seen }
             metrics.reloads.add(1, ordering: .relaxed)
@@ -217,6 +230,22 @@ public final class Service: Sendable {
             logger.warn("certificate reload failed; keeping the previous pair", [("error", "\(error)")])
             certFingerprint.withLock { $0 = seen }
         }
+    }
+
+    /// A pair outside its validity period: never installed. An expired one stays
+    /// refused until the files change; a not-yet-valid one is tried again at each
+    /// poll (it becomes valid with time) but logged and counted once.
+    func refuse(_ validity: CertificateValidity, fingerprint seen: String) {
+        let firstTime = refusedFingerprint.withLock { last -> Bool in
+            defer { last = seen }
+            return last != seen
+        }
+        if validity != .notYetValid { certFingerprint.withLock { $0 = seen } }
+        guard firstTime else { return }
+        metrics.reloadFailures.add(1, ordering: .relaxed)
+        let what = validity == .notYetValid ? "is not valid yet" : validity == .expired ? "has expired" : "has unreadable dates"
+        logger.error("certificate reload refused: the new certificate \(what); keeping the previous pair",
+                     [("dir", options.certDir)])
     }
 
     /// Re-reads the configuration file; on failure the old configuration stays.

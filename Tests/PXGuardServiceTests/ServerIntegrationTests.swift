@@ -392,15 +392,33 @@ struct ClientCertificateTests {
 
 @Suite("Degradation and connection recycling", .serialized)
 struct DegradationTests {
-    @Test("an expired serving certificate makes /readyz answer 503 with the reason")
-    func expiredCertificate() throws {
+    @Test("a serving certificate that is expired or not yet valid (by OpenSSL's date check) makes the server not ready",
+          arguments: [(-1, -300, "has expired"), (365, 3600, "not valid yet")])
+    func invalidCertificateNotReady(_ days: Int, _ validFrom: Int, _ reason: String) throws {
+        let certs = try temporaryDirectory()
+        try CertificateFactory.write(to: certs, service: "pxguard", namespace: "pxguard-system", days: days, validFrom: validFrom)
+        let server = try TestServer { $0.certDir = certs }
+        // Handshakes with such a certificate fail verification, so ask the service itself.
+        #expect(server.service.readiness.notReadyReason?.contains(reason) == true, "\(server.service.readiness.notReadyReason ?? "ready")")
+    }
+
+    @Test("a certificate reload never installs an expired or not-yet-valid pair: the previous one keeps serving, the refusal is logged and counted",
+          arguments: [(-1, -300, "has expired"), (365, 3600, "is not valid yet")])
+    func reloadRefusesInvalidPair(_ days: Int, _ validFrom: Int, _ reason: String) throws {
         let server = try TestServer()
-        server.service.metrics.certificateNotAfter.store(1, ordering: .relaxed)
-        server.service.updateReadiness()
-        let response = try server.client().request("GET", "/readyz")
-        #expect(response.status == 503)
-        #expect(response.bodyText.contains("expired"))
-        #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_ready 0\n"))
+        #expect(try server.client().request("GET", "/readyz").status == 200)
+        // Same CA, new serving pair outside its validity period.
+        try CertificateFactory.write(to: server.dir + "/certs", service: "pxguard", namespace: "pxguard-system",
+                                     days: days, validFrom: validFrom)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline && !server.logs.contains("certificate reload refused") { usleep(50_000) }
+        #expect(server.logs.contains("certificate reload refused: the new certificate \(reason); keeping the previous pair"))
+        usleep(500_000)  // more polls: still refused, logged and counted once
+        let client = try server.client()  // a new handshake verifies the pair in use
+        #expect(try client.request("GET", "/readyz").status == 200)
+        let metrics = try client.request("GET", "/metrics").bodyText
+        #expect(metrics.contains("\npxguard_reload_failures_total 1\n"))
+        #expect(!server.logs.contains("certificates reloaded"))
     }
 
     @Test("a serving certificate with under 30 days left is a warning in the log and its expiry a metric; still ready")
