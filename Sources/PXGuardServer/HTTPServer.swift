@@ -307,6 +307,10 @@ final class EventLoop: @unchecked Sendable {
 
     var table: [Connection?] = []
     var active: [Connection] = []
+    /// Connections that yielded with bytes still inside OpenSSL (decrypted or
+    /// buffered records): the socket will not signal them again, so the loop
+    /// resumes them itself on its next turn.
+    var resumable: [Connection] = []
     var response = HTTPResponse()
     var drainDeadline: UInt64?
     var lastSweep: UInt64 = 0
@@ -353,7 +357,8 @@ final class EventLoop: @unchecked Sendable {
             Sys.close(wakeFD)
         }
         while true {
-            let n = Sys.epollWait(epfd, events, capacity, timeoutMillis: acceptPausedUntil == nil ? 250 : 20)
+            let timeout: Int32 = !resumable.isEmpty ? 0 : acceptPausedUntil == nil ? 250 : 20
+            let n = Sys.epollWait(epfd, events, capacity, timeoutMillis: timeout)
             for i in 0..<Int(n) {
                 let fd = events[i].data.fd
                 let flags = events[i].events
@@ -369,6 +374,11 @@ final class EventLoop: @unchecked Sendable {
                         drive(connection)
                     }
                 }
+            }
+            if !resumable.isEmpty {
+                let resumed = resumable
+                resumable.removeAll(keepingCapacity: true)
+                for c in resumed where Int(c.fd) < table.count && table[Int(c.fd)] === c { drive(c) }
             }
             let now = Sys.now()
             if let until = acceptPausedUntil, now >= until, listenFD >= 0 {
@@ -540,7 +550,13 @@ final class EventLoop: @unchecked Sendable {
             // After a short read the socket is most likely drained: wait for epoll
             // instead of paying a read that returns EAGAIN.
             reads += 1
-            if reads > 16 || (lastReadShort && !c.tls.hasPending) { setInterest(c, Self.readableEvents); return }
+            if lastReadShort && !c.tls.hasPending { setInterest(c, Self.readableEvents); return }
+            if reads > 16 {
+                setInterest(c, Self.readableEvents)
+                // Records OpenSSL already holds never make the socket readable again.
+                if c.tls.hasPending { resumable.append(c) }
+                return
+            }
             // Buffers up to 64 KiB always grow; beyond that, only within the loop's budget
             // (a growing buffer doubles, so the growth is its current capacity).
             if c.input.writable < 4096 && c.input.capacity >= 64 * 1024
