@@ -5,6 +5,11 @@ public struct HTTPLimits: Sendable {
     public var maxHeaderBytes = 16 * 1024
     public var maxHeaderCount = 100
     public var maxBodyBytes = 8 << 20
+    /// All chunk extensions of one request together (they are ignored, but sit in
+    /// the input buffer until the request completes).
+    public var maxChunkExtensionBytes = 4 * 1024
+    /// All trailer fields of one chunked request together.
+    public var maxTrailerBytes = 16 * 1024
     public init() {}
 }
 
@@ -76,6 +81,10 @@ struct HTTPRequestParser {
     /// Decoded chunked body of the current request.
     let chunkBody = ByteBuffer(capacity: 4096)
     private var continueSent = false
+    /// Chunk extension bytes seen in the current request.
+    private var extensionBytes = 0
+    /// Where the trailer section of the current request starts.
+    private var trailerStart = 0
 
     init(limits: HTTPLimits) { self.limits = limits }
 
@@ -83,6 +92,7 @@ struct HTTPRequestParser {
     mutating func reset() {
         state = .head(scanned: 0)
         continueSent = false
+        extensionBytes = 0
         if chunkBody.readable > 0 || chunkBody.capacity > 4096 { chunkBody.reset() }
     }
 
@@ -136,8 +146,15 @@ struct HTTPRequestParser {
                     return .needMore
                 }
                 let size = try Self.parseChunkSize(p, cursor, lineEnd)
+                var semicolon = cursor
+                while semicolon < lineEnd && p[semicolon] != UInt8(ascii: ";") { semicolon += 1 }
+                extensionBytes += lineEnd - semicolon
+                if extensionBytes > limits.maxChunkExtensionBytes {
+                    throw HTTPParseError(status: 413, message: "chunk extensions exceed \(limits.maxChunkExtensionBytes) bytes in total")
+                }
                 let next = lineEnd + 2
                 if size == 0 {
+                    trailerStart = next
                     state = .trailers(head, cursor: next)
                 } else {
                     if chunkBody.readable + size > limits.maxBodyBytes {
@@ -158,10 +175,11 @@ struct HTTPRequestParser {
                 chunkBody.append(UnsafeRawBufferPointer(start: p + cursor, count: remaining))
                 state = .chunkSize(head, cursor: cursor + remaining + 2)
             case .trailers(let head, let cursor):
-                guard let lineEnd = Self.findCRLF(p, n, from: cursor, limit: limits.maxHeaderBytes) else {
-                    if n - cursor > limits.maxHeaderBytes { throw HTTPParseError(status: 431, message: "trailers too large") }
-                    return .needMore
+                let found = Self.findCRLF(p, n, from: cursor, limit: limits.maxTrailerBytes)
+                if (found ?? n) - trailerStart > limits.maxTrailerBytes {
+                    throw HTTPParseError(status: 413, message: "trailers exceed \(limits.maxTrailerBytes) bytes in total")
                 }
+                guard let lineEnd = found else { return .needMore }
                 if lineEnd == cursor {
                     return .complete(Complete(head: head, consumed: cursor + 2, bodyIsChunked: true))
                 }
