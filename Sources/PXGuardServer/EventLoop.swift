@@ -78,8 +78,8 @@ final class EventLoop: @unchecked Sendable {
         self.tlsContext = tls.value
         self.handler = handler
         self.logger = logger
-        inputPool = BufferPool(bufferSize: Self.inputBufferSize, keep: 128)
-        outputPool = BufferPool(bufferSize: Self.outputBufferSize, keep: 128)
+        inputPool = BufferPool(bufferSize: Self.inputBufferSize, keep: 64)
+        outputPool = BufferPool(bufferSize: Self.outputBufferSize, keep: 64)
         epoll = FileDescriptor(try Sys.epollCreate())
         wake = FileDescriptor(try Sys.eventFD())
         try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, listenFD, events: UInt32(EPOLLIN.rawValue))

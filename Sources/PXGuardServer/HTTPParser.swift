@@ -79,7 +79,9 @@ struct HTTPRequestParser {
     var state = State.head(scanned: 0)
     let limits: HTTPLimits
     /// Decoded chunked body of the current request.
-    let chunkBody = ByteBuffer(capacity: 4096)
+    /// Starts tiny: most requests carry a Content-Length body, and an idle
+    /// connection should not hold a chunk buffer.
+    let chunkBody = ByteBuffer(capacity: 16)
     private var continueSent = false
     /// Chunk extension bytes seen in the current request.
     private var extensionBytes = 0
@@ -143,6 +145,9 @@ struct HTTPRequestParser {
             case .chunkSize(let head, let cursor):
                 guard let lineEnd = Self.findCRLF(p, n, from: cursor, limit: 1024) else {
                     if n - cursor > 1024 { throw HTTPParseError(status: 400, message: "chunk size line too long") }
+                    if n - head.headLength > limits.maxBodyBytes + (1 << 20) {
+                        throw HTTPParseError(status: 413, message: "chunked request body exceeds the limit")
+                    }
                     return .needMore
                 }
                 let size = try Self.parseChunkSize(p, cursor, lineEnd)

@@ -63,6 +63,9 @@ public final class TLSContext: @unchecked Sendable {
         // A client certificate chain may not make OpenSSL buffer more than this
         // (its default is 100 KiB per connection in the handshake).
         _ = SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MAX_CERT_LIST, TLSContext.maxCertificateListBytes, nil)
+        // No server-side session cache: it keeps every session (up to 20,480) after
+        // its connection is gone. Stateless tickets still let clients resume.
+        _ = pxg_SSL_CTX_set_session_cache_mode(ctx, 0)
         guard SSL_CTX_set_cipher_list(ctx, serverCiphers12) == 1 else { throw TLSError("cipher list") }
         guard SSL_CTX_use_certificate_chain_file(ctx, certificateFile) == 1 else {
             throw TLSError("loading certificate \(certificateFile)")
