@@ -43,7 +43,9 @@ final class EventLoop: @unchecked Sendable {
     /// Set while accepting is paused after running out of descriptors.
     var acceptPausedUntil: UInt64?
     /// Connections holding TLS state in an unfinished handshake (capped).
-    var handshakesInProgress = 0
+    var handshakesInProgress = 0 {
+        didSet { stats.handshaking.store(handshakesInProgress, ordering: .relaxed) }
+    }
     /// Connections closed since memory was last handed back to the system.
     var closedSinceTrim = 0
     let inputPool: BufferPool

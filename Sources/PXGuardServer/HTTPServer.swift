@@ -79,6 +79,7 @@ public final class HTTPServer: Sendable {
             s.rejectedConnections += loop.stats.rejected.load(ordering: .relaxed)
             s.bufferedBytes += loop.stats.bufferedBytes.load(ordering: .relaxed)
             s.shedConnections += loop.stats.shed.load(ordering: .relaxed)
+            s.handshakesInProgress += loop.stats.handshaking.load(ordering: .relaxed)
         }
         return s
     }

@@ -39,6 +39,7 @@ final class LoopStats: Sendable {
     let rejected = Atomic<Int>(0)
     let bufferedBytes = Atomic<Int>(0)
     let shed = Atomic<Int>(0)
+    let handshaking = Atomic<Int>(0)
 }
 
 /// A snapshot of the transport counters across all loops.
@@ -53,4 +54,6 @@ public struct ServerStatistics: Sendable {
     public var bufferedBytes = 0
     /// Connections closed to make room under `maxConnections` or the handshake cap.
     public var shedConnections = 0
+    /// Connections holding TLS state in an unfinished handshake (capped per loop).
+    public var handshakesInProgress = 0
 }

@@ -86,6 +86,13 @@ final class PlainSocket {
 
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
 
+    /// True while the server has not closed its side (nothing to read, no EOF).
+    var isOpen: Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+    }
+
     /// Reads until the peer closes or the receive timeout passes; true when it closed.
     func waitForClose() -> Bool {
         var buf = [UInt8](repeating: 0, count: 4096)
@@ -95,4 +102,19 @@ final class PlainSocket {
             return n == 0 || errno == ECONNRESET
         }
     }
+}
+
+/// Waits (bounded, 5 s) until `condition` holds; for state the server reaches
+/// asynchronously. Not a timing assertion: the answer is only whether it got there.
+func eventually(_ condition: () -> Bool) -> Bool {
+    for _ in 0..<2500 {
+        if condition() { return true }
+        usleep(2000)
+    }
+    return condition()
+}
+
+/// The first 11 bytes of a ClientHello that announces `length` bytes and then stops.
+func partialClientHello(announcing length: Int = 0x1fc) -> [UInt8] {
+    [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, UInt8(length >> 16), UInt8((length >> 8) & 0xff), UInt8(length & 0xff), 0x03, 0x03]
 }
