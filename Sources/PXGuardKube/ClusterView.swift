@@ -1,5 +1,5 @@
 public import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
 /// The server's watched picture of the cluster: every namespace and every guard
@@ -60,7 +60,7 @@ public final class ClusterView: GuardView, Sendable {
         self.logger = logger
     }
 
-    static func now() -> Double { Clock.monotonic() }
+    static func now() -> Double { Clock.monotonic().seconds }
 
     // MARK: GuardView
 

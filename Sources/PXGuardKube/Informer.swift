@@ -2,7 +2,7 @@
 import Glibc
 #endif
 public import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
 /// List-then-watch of one resource, the way client-go's reflector does it: a
@@ -205,7 +205,7 @@ public final class Informer: Sendable {
                 }
                 restarts.add(1, ordering: .relaxed)
                 if kubeError?.isTransient == true && kubeError?.code == nil { onReachable(false) }
-                let now = Clock.monotonic()
+                let now = Clock.monotonic().seconds
                 if failingSince == nil { failingSince = now }
                 if now - failingSince! > settings.staleAfterSeconds { onHealth(nil, false) }
                 if failures == 0 { logger.warn("watch failed; retrying with backoff", [("resource", name), ("error", "\(error)")]) }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 public import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 
 /// Where the Kubernetes API is and how to authenticate to it.
@@ -36,7 +37,7 @@ public struct KubeEndpoint: Sendable {
 
     /// The in-cluster configuration, or nil outside a cluster.
     public static func inCluster() -> KubeEndpoint? {
-        guard let host = Clock.environment("KUBERNETES_SERVICE_HOST"), let port = Clock.environment("KUBERNETES_SERVICE_PORT"),
+        guard let host = Environment.variable("KUBERNETES_SERVICE_HOST"), let port = Environment.variable("KUBERNETES_SERVICE_PORT"),
             FileIO.exists(serviceAccountDirectory + "/token")
         else { return nil }
         let bracketed = host.contains(":") ? "[\(host)]" : host
@@ -300,7 +301,7 @@ final class WatchStream {
     let tls: TLSClientConnection
     var buffer: [UInt8] = []
     var start = 0
-    var lastByte = Clock.monotonic()
+    var lastByte = Clock.monotonic().seconds
 
     init(_ tls: TLSClientConnection) { self.tls = tls }
 
@@ -329,9 +330,11 @@ final class WatchStream {
                 start = 0
             }
             buffer.append(contentsOf: chunk[0..<n])
-            lastByte = Clock.monotonic()
+            lastByte = Clock.monotonic().seconds
             return true
-        } catch let error as IOError where error.errnoCode == ETIMEDOUT {
+        } catch let error as HTTPClientError where error.description.hasSuffix("timed out") {
+            // The read bound (SO_RCVTIMEO) passed with nothing to read: not a failure.
+            // PXGuardServer reports it only by its message.
             return nil
         }
     }
@@ -344,7 +347,7 @@ final class WatchStream {
             case true?: return true
             case false?: return false
             case nil:
-                if Clock.monotonic() - lastByte > idleSeconds { throw KubeError.transport("watch silent for \(Int(idleSeconds)) s") }
+                if Clock.monotonic().seconds - lastByte > idleSeconds { throw KubeError.transport("watch silent for \(Int(idleSeconds)) s") }
             }
         }
     }

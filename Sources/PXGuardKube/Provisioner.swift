@@ -2,7 +2,7 @@
 import Glibc
 #endif
 public import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
 /// Keeps both guard policies present and canonical in every guarded namespace (and
@@ -82,7 +82,7 @@ public final class Provisioner: Sendable {
         box.withLock { $0 = self }
     }
 
-    static func now() -> Double { Clock.monotonic() }
+    static func now() -> Double { Clock.monotonic().seconds }
 
     var isLeader: Bool { elector?.isLeader ?? true }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 @testable import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 /// An in-test Kubernetes API over real HTTPS (a thread per connection, pxguard's
@@ -136,7 +137,7 @@ final class FakeKubeAPI: @unchecked Sendable {
                 "status": .obj(["phase": "Active"]),
             ]), &s)
             s.namespaces[name] = object
-            s.createdAt["namespaces//\(name)"] = Clock.monotonic()
+            s.createdAt["namespaces//\(name)"] = Clock.monotonic().seconds
             Self.record(&s, "ADDED", "namespaces", object)
         }
     }
@@ -556,7 +557,7 @@ final class FakeKubeAPI: @unchecked Sendable {
         let stored = Self.stamp(object.setting("metadata", object["metadata"]!.setting("namespace", .string(namespace))
             .setting("uid", .string(UUID().uuidString))), &s)
         s.objects[key] = stored
-        s.createdAt[key] = Clock.monotonic()
+        s.createdAt[key] = Clock.monotonic().seconds
         Self.record(&s, "ADDED", resource, stored)
         return (201, stored)
     }

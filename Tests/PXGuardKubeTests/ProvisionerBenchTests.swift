@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import PXGuardCore
 @testable import PXGuardKube
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 /// Figures for the README, measured against the in-test API over real HTTPS. They

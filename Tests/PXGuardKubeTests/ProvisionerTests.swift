@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 @testable import PXGuardCore
 @testable import PXGuardKube
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 /// Polls `condition` until it holds or `seconds` pass.
@@ -175,6 +176,7 @@ struct ProvisionerTests {
         let api = try FakeKubeAPI()
         defer { api.shutdown() }
         for i in 0..<7 { api.addNamespace("team-\(i)") }
+        api.state.withLock { $0.bookmarkInterval = 0.3 }
         let h = try Harness(api, pageSize: 3, watchTimeout: 1)
         h.start()
         defer { h.stop() }
@@ -191,6 +193,19 @@ struct ProvisionerTests {
         #expect(eventually { h.provisioner.informers.allSatisfy { $0.bookmarks.load(ordering: .relaxed) > 0 } })
         api.addNamespace("team-late")
         #expect(eventually { canonical(api, "team-late") })
+    }
+
+    @Test("a quiet watch stays open: read bounds passing with nothing to read are not failures")
+    func quietWatch() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.state.withLock { $0.bookmarkInterval = 100 }
+        let h = try Harness(api)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        usleep(1_500_000)  // several 0.2 s read bounds
+        #expect(h.provisioner.informers.allSatisfy { $0.restarts.load(ordering: .relaxed) == 0 && $0.watches.load(ordering: .relaxed) == 1 })
     }
 
     @Test("a watch dropped mid-stream resumes from the last resourceVersion, without a relist, and misses nothing")

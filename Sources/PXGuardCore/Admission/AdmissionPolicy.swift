@@ -1,4 +1,4 @@
-/// The compiled decision logic for one configuration: rules R1–R5, exemptions,
+/// The compiled decision logic for one configuration: rules R1–R7, exemptions,
 /// modes and mutation M1. Immutable: built once per config and shared by reference
 /// (handing it to a request is one retain, not a copy of the whole config).
 public final class AdmissionPolicy: Sendable {
@@ -8,6 +8,7 @@ public final class AdmissionPolicy: Sendable {
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
     let unguardedNamespace = UnguardedNamespaceRule()
+    let externalIPs: ExternalIPsRule
     let mutation = NamespaceMutation()
 
     public var config: Config { context.config }
@@ -16,6 +17,7 @@ public final class AdmissionPolicy: Sendable {
     public init(config: Config, view: (any GuardView)? = nil) {
         context = RuleContext(config: config, view: view)
         bypassPolicy = BypassPolicyRule(config: config)
+        externalIPs = ExternalIPsRule(config: config)
     }
 
     /// The answer of `/validate`: the first rule, in SPEC order, with a finding.
@@ -23,7 +25,7 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review.
     public func validate(_ request: AdmissionRequest) -> Verdict {
         check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
-            ?? check(optOut, request) ?? check(unguardedNamespace, request) ?? .allow
+            ?? check(optOut, request) ?? check(unguardedNamespace, request) ?? check(externalIPs, request) ?? .allow
     }
 
     @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
@@ -44,10 +46,20 @@ public final class AdmissionPolicy: Sendable {
         return Mutation(verdict: verdict)
     }
 
-    /// Why a request is exempt, or nil when it is not.
-    public func exemption(for request: AdmissionRequest) -> String? {
+    /// The controller manager on its own credentials (`--use-service-account-credentials=false`).
+    public static let controllerManager = "system:kube-controller-manager"
+
+    /// The rules the server's own service account is exempt from: what the
+    /// provisioner writes (guard policies, namespace labels). Nothing else, so that
+    /// its token is no cluster-wide bypass.
+    public static let serviceAccountRules: Set<RuleID> = [.guardPolicies, .optOut]
+
+    /// Why a request is exempt from `rule`, or nil when it is not.
+    public func exemption(for request: AdmissionRequest, rule: RuleID) -> String? {
         let username = request.username
-        if username == config.serviceAccount { return "pxguard's own service account" }
+        if username == config.serviceAccount {
+            return Self.serviceAccountRules.contains(rule) ? "pxguard's own service account" : nil
+        }
         if config.exemptUsers.contains(username) { return "exempt user \(username)" }
         if !config.exemptGroups.isEmpty, let group = request.groups.first(where: config.exemptGroups.contains) {
             return "exempt group \(group)"
@@ -55,7 +67,8 @@ public final class AdmissionPolicy: Sendable {
         // Emptying a terminating namespace must never be refused, or it stays
         // stuck in Terminating.
         if request.operation == .delete
-            && (username == GuardNames.namespaceController || username == GuardNames.garbageCollector)
+            && (username == GuardNames.namespaceController || username == GuardNames.garbageCollector
+                || username == Self.controllerManager)
         {
             return "namespace cleanup by \(username)"
         }
@@ -64,7 +77,7 @@ public final class AdmissionPolicy: Sendable {
 
     /// Applies exemption and mode to a finding.
     func verdict(rule: RuleID, message: String, request: AdmissionRequest) -> Verdict {
-        if exemption(for: request) != nil {
+        if exemption(for: request, rule: rule) != nil {
             var v = Verdict(allowed: true, rule: rule, decision: .exempt)
             v.auditAnnotations = [("rule", rule.rawValue), ("decision", Decision.exempt.rawValue)]
             return v

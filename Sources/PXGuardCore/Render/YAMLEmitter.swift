@@ -1,3 +1,5 @@
+import PXGuardBytes
+
 /// Writes JSON trees as block-style YAML for `kubectl apply`. Strings that a YAML
 /// reader could take for anything else (numbers, booleans, null, special
 /// characters) are double-quoted, so the output reads back exactly.
@@ -30,7 +32,6 @@ public enum YAMLEmitter {
                     var first = ""
                     write(item, indent: indent + 2, into: &first)
                     out += " " + first.dropFirst(indent + 2)
-                    _ = members
                 case .array(let inner) where !inner.isEmpty:
                     out += "\n"
                     write(item, indent: indent + 2, into: &out)
