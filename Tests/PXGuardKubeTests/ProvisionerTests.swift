@@ -208,6 +208,27 @@ struct ProvisionerTests {
         #expect(h.provisioner.informers.allSatisfy { $0.restarts.load(ordering: .relaxed) == 0 && $0.watches.load(ordering: .relaxed) == 1 })
     }
 
+    @Test("watches that a proxy ends at once are paced with backoff, not re-opened in a spin")
+    func shortWatches() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.state.withLock { s in
+            s.watchLifetime = 0
+            s.bookmarkInterval = 100
+        }
+        let h = try Harness(api)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        let before = api.requests.filter { $0.contains("watch=1") }.count
+        usleep(1_000_000)
+        let after = api.requests.filter { $0.contains("watch=1") }.count
+        #expect(after - before < 60, "\(after - before) watches in one second")
+        api.state.withLock { $0.watchLifetime = nil }
+        api.addNamespace("team-1")
+        #expect(eventually { canonical(api, "team-1") })
+    }
+
     @Test("a watch dropped mid-stream resumes from the last resourceVersion, without a relist, and misses nothing")
     func droppedWatch() throws {
         let api = try FakeKubeAPI()
