@@ -75,51 +75,6 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
     }
 }
 
-/// One object found in a manifest, with where it came from.
-struct ManifestObject {
-    let file: String
-    let line: Int
-    let column: Int
-    let object: JSON
-}
-
-/// Reads multi-document YAML or JSON manifests, expanding `List` objects.
-func manifestObjects(file: String, bytes: [UInt8]) throws(CommandError) -> [ManifestObject] {
-    var roots: [(JSON, Int, Int)] = []
-    let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
-    if first == UInt8(ascii: "{") || first == UInt8(ascii: "["), let json = try? JSON(parsing: bytes) {
-        roots = [(json, 1, 1)]
-    } else {
-        do {
-            roots = try YAMLReader.documents(bytes, file: file).map { ($0.json, $0.line, $0.column) }
-        } catch let error as YAMLError {
-            throw CommandError(error.description)
-        } catch {
-            throw CommandError("\(file): \(error)")
-        }
-    }
-    var out: [ManifestObject] = []
-    for (root, line, column) in roots {
-        var pending: [JSON] = root.arrayValue ?? [root]
-        while !pending.isEmpty {
-            let object = pending.removeFirst()
-            if case .null = object { continue }  // an empty document
-            guard case .object = object else {
-                throw CommandError("\(file):\(line):\(column): expected a Kubernetes object, got \(object.serialized.prefix(40))")
-            }
-            if let items = object["items"]?.arrayValue, object["kind"]?.stringValue?.hasSuffix("List") == true {
-                pending.insert(contentsOf: items, at: 0)
-                continue
-            }
-            guard object["kind"]?.stringValue?.isEmpty == false, object["apiVersion"]?.stringValue?.isEmpty == false else {
-                throw CommandError("\(file):\(line):\(column): object has no kind or apiVersion")
-            }
-            out.append(ManifestObject(file: file, line: line, column: column, object: object))
-        }
-    }
-    return out
-}
-
 /// The AdmissionReview the API server would send for creating `object`.
 func createReview(for object: JSON) -> JSON {
     let apiVersion = object["apiVersion"]?.stringValue ?? ""
@@ -141,20 +96,40 @@ func createReview(for object: JSON) -> JSON {
     ])
 }
 
-/// `pxguard check`: each object evaluated as a CREATE by the same rules, one
-/// kubectl-style line each and a summary. Exit 0 all allowed, 1 any denied.
-public func checkCommand(configPath: String?, files: [String]) throws(CommandError) -> (String, Int32) {
+/// How `check` prints its findings.
+public enum CheckOutput: String, Sendable {
+    /// One kubectl-style line per object and a summary.
+    case text
+    /// One JSON document with every result, every input problem and the counts, for CI.
+    case json
+}
+
+/// `pxguard check`: each object evaluated as a CREATE by the same rules. Inputs that
+/// cannot be read are reported and the rest still checked. Exit 2 when any input
+/// was bad, else 1 when anything was denied, else 0.
+public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text)
+    throws(CommandError) -> (String, Int32)
+{
     let policy = AdmissionPolicy(config: try loadConfig(configPath))
-    var objects: [ManifestObject] = []
-    for file in files {
-        objects += try manifestObjects(file: file, bytes: try readInput(file))
-    }
+    let entries = ManifestReader(recursive: recursive).read(files)
     var report = ""
-    var denied = 0
-    var warned = 0
-    for item in objects {
+    var results: [JSON] = []
+    var problems: [JSON] = []
+    var checked = 0, denied = 0, warned = 0, bad = 0
+    for entry in entries {
+        let item: ManifestObject
+        switch entry {
+        case .failure(let problem):
+            bad += 1
+            report += "error: \(problem.description)\n"
+            problems.append(.obj(["file": .string(problem.file), "line": problem.line > 0 ? .int(problem.line) : nil,
+                                  "column": problem.line > 0 ? .int(problem.column) : nil, "message": .string(problem.message)]))
+            continue
+        case .success(let object):
+            item = object
+        }
         let object = item.object
-        let kind = (object["kind"]?.stringValue ?? "").lowercased()
+        let kind = object["kind"]?.stringValue ?? ""
         let apiVersion = object["apiVersion"]?.stringValue ?? ""
         let group = apiVersion.contains("/") ? "." + apiVersion.split(separator: "/")[0] : ""
         let name = object["metadata"]?["name"]?.stringValue ?? object["metadata"]?["generateName"]?.stringValue ?? "(unnamed)"
@@ -163,9 +138,14 @@ public func checkCommand(configPath: String?, files: [String]) throws(CommandErr
         do {
             verdict = try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw) { policy.validate($0) } }
         } catch {
-            throw CommandError("\(item.file):\(item.line):\(item.column): \(error)")
+            bad += 1
+            report += "error: \(item.file):\(item.line):\(item.column): \(error)\n"
+            problems.append(.obj(["file": .string(item.file), "line": .int(item.line), "column": .int(item.column),
+                                  "message": .string("\(error)")]))
+            continue
         }
-        let subject = "\(kind)\(group)/\(name)"
+        checked += 1
+        let subject = "\(kind.lowercased())\(group)/\(name)"
         if !verdict.allowed {
             denied += 1
             report += "\(subject) denied (\(item.file):\(item.line)): \(verdict.message ?? "")\n"
@@ -175,8 +155,30 @@ public func checkCommand(configPath: String?, files: [String]) throws(CommandErr
         } else {
             report += "\(subject) allowed\n"
         }
+        results.append(.obj([
+            "file": .string(item.file), "line": .int(item.line), "column": .int(item.column),
+            "apiVersion": .string(apiVersion), "kind": .string(kind),
+            "namespace": object["metadata"]?["namespace"], "name": .string(name),
+            "allowed": .bool(verdict.allowed), "decision": .string(verdict.decision.rawValue),
+            "rule": verdict.rule.map { .string($0.rawValue) },
+            "message": verdict.message.map { .string($0) },
+            "warnings": verdict.warnings.isEmpty ? nil : .array(verdict.warnings.map { .string($0) }),
+        ]))
     }
-    report += "\(objects.count) object\(objects.count == 1 ? "" : "s") checked: \(objects.count - denied) allowed"
-        + (warned > 0 ? " (\(warned) with warnings)" : "") + ", \(denied) denied\n"
-    return (report, denied > 0 ? 1 : 0)
+    let code: Int32 = bad > 0 ? 2 : denied > 0 ? 1 : 0
+    switch output {
+    case .text:
+        report += "\(checked) object\(checked == 1 ? "" : "s") checked: \(checked - denied) allowed"
+            + (warned > 0 ? " (\(warned) with warnings)" : "") + ", \(denied) denied"
+            + (bad > 0 ? "; \(bad) input error\(bad == 1 ? "" : "s")" : "") + "\n"
+        return (report, code)
+    case .json:
+        let document: JSON = .obj([
+            "results": .array(results),
+            "errors": .array(problems),
+            "summary": .obj(["checked": .int(checked), "allowed": .int(checked - denied), "warned": .int(warned),
+                             "denied": .int(denied), "errors": .int(bad)]),
+        ])
+        return (document.serialized + "\n", code)
+    }
 }

@@ -91,23 +91,88 @@ struct ToolsTests {
         #expect(lines[5] == "5 objects checked: 3 allowed, 2 denied")
     }
 
-    @Test("check: JSON List objects are expanded; all-allowed exits 0; bad input is a located error")
-    func checkListAndErrors() throws {
+    @Test("check: JSON List objects are expanded; all-allowed exits 0")
+    func checkList() throws {
         let (report, code) = try checkCommand(configPath: nil, files: [resource("Manifests/list.json")])
         #expect(code == 1)
-        #expect(report.contains("cronjob.batch/nightly denied"))
+        #expect(report.contains("cronjob.batch/nightly denied (\(resource("Manifests/list.json")):3)"), "\(report)")
         let dir = try temporaryDirectory()
         try "apiVersion: v1\nkind: Pod\nmetadata: {name: ok}\nspec: {containers: []}\n".write(toFile: dir + "/ok.yaml", atomically: true, encoding: .utf8)
         #expect(try checkCommand(configPath: nil, files: [dir + "/ok.yaml"]).1 == 0)
+    }
+
+    @Test("check: a stream of concatenated JSON objects (kubectl's multi-resource-json fixture), each at its own line")
+    func checkJSONStream() throws {
+        let file = resource("Manifests/kubectl/multi-resource-json.json")
+        let (report, code) = try checkCommand(configPath: nil, files: [file], output: .json)
+        #expect(code == 0, "\(report)")
+        let results = try #require(try JSON(parsing: Array(report.utf8))["results"]?.arrayValue)
+        #expect(results.map { $0["kind"]?.stringValue } == ["Service", "ReplicationController"])
+        #expect(results.map { $0["line"]?.intValue } == [1, 21])
+    }
+
+    @Test("check: a typed list (PodList) gives its items their kind; the host-network pod is denied at its own line")
+    func checkTypedList() throws {
+        let file = resource("Manifests/podlist.json")
+        let (report, code) = try checkCommand(configPath: nil, files: [file])
+        #expect(code == 1, "\(report)")
+        let lines = report.split(separator: "\n")
+        #expect(lines.first == "pod/web-7d4b9c allowed")
+        #expect(lines.dropFirst().first?.hasPrefix("pod/agent-x2k9p denied (\(file):10): pxguard: hostNetwork:") == true, "\(report)")
+    }
+
+    @Test("check: directories are read like kubectl (sorted, manifest extensions only; subdirectories with -R)")
+    func checkDirectories() throws {
+        let dir = resource("Manifests/kube-prometheus")
+        let (flat, flatCode) = try checkCommand(configPath: nil, files: [dir])
+        #expect(flatCode == 1)
+        #expect(flat.split(separator: "\n").map { $0.prefix(while: { $0 != " " }) }
+                == ["namespace/monitoring", "networkpolicy.networking.k8s.io/grafana", "2"], "\(flat)")
+        let (deep, _) = try checkCommand(configPath: nil, files: [dir], recursive: true)
+        #expect(deep.contains("networkpolicy.networking.k8s.io/alertmanager-main denied (\(dir)/nested/alertmanager-networkPolicy.yaml:2)"),
+                "\(deep)")
+        #expect(deep.hasSuffix("3 objects checked: 1 allowed, 2 denied\n"), "\(deep)")
+        // kube-prometheus ships allow-all egress ([{}]): denied in a guarded namespace, with a fix that fits.
+        #expect(deep.contains("egress rule 0 allows"), "\(deep)")
+    }
+
+    @Test("check: an unreadable or broken input is reported, the others are still checked, and the exit is 2")
+    func checkBadInputs() throws {
+        let dir = try temporaryDirectory()
         try "kind: Pod\nmetadata: [\n".write(toFile: dir + "/broken.yaml", atomically: true, encoding: .utf8)
-        do {
-            _ = try checkCommand(configPath: nil, files: [dir + "/broken.yaml"])
-            Issue.record("accepted broken YAML")
-        } catch {
-            #expect(error.description.hasPrefix(dir + "/broken.yaml:3:1:"), "\(error.description)")
-        }
         try "metadata: {name: x}\n".write(toFile: dir + "/nokind.yaml", atomically: true, encoding: .utf8)
-        #expect(throws: CommandError.self) { _ = try checkCommand(configPath: nil, files: [dir + "/nokind.yaml"]) }
+        try "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"a\"}}\n{\"kind\": \"Pod\",\n \"x\": tru}\n"
+            .write(toFile: dir + "/stream.json", atomically: true, encoding: .utf8)
+        try "apiVersion: v1\nkind: List\nitems:\n- metadata: {name: lost}\n- {apiVersion: v1, kind: Pod, metadata: {name: kept}}\n"
+            .write(toFile: dir + "/list.yaml", atomically: true, encoding: .utf8)
+        let files = [dir + "/missing.yaml", dir + "/broken.yaml", dir + "/nokind.yaml", dir + "/stream.json",
+                     dir + "/list.yaml", resource("Manifests/mixed.yaml")]
+        let (report, code) = try checkCommand(configPath: nil, files: files)
+        #expect(code == 2)
+        #expect(report.contains("error: \(dir)/missing.yaml: "), "\(report)")
+        #expect(report.contains("error: \(dir)/broken.yaml:3:1: "), "\(report)")
+        #expect(report.contains("error: \(dir)/nokind.yaml:1:1: object has no kind"), "\(report)")
+        #expect(report.contains("error: \(dir)/stream.json:3:"), "\(report)")
+        #expect(report.contains("error: \(dir)/list.yaml:4:3: object has no kind"), "\(report)")
+        #expect(report.contains("pod/a allowed") && report.contains("pod/kept allowed"), "\(report)")
+        #expect(report.hasSuffix("7 objects checked: 5 allowed, 2 denied; 5 input errors\n"), "\(report)")
+        let (json, jsonCode) = try checkCommand(configPath: nil, files: files, output: .json)
+        #expect(jsonCode == 2)
+        let document = try JSON(parsing: Array(json.utf8))
+        #expect(document["summary"]?["errors"] == .int(5))
+        #expect(document["results"]?.arrayValue?.count == 7)
+        #expect(document["results"]?.arrayValue?.first { $0["allowed"] == .bool(false) }?["rule"] == "hostNetwork")
+    }
+
+    @Test("check: -f - reads standard input; -R and -o json are flags of the binary")
+    func checkBinary() throws {
+        let binary = try pxguardBinary()
+        let out = try shell("\(binary) check -f - < \(resource("Manifests/podlist.json")); echo exit=$?")
+        #expect(out.contains("pod/agent-x2k9p denied (standard input:10)"), "\(out)")
+        #expect(out.hasSuffix("exit=1\n"), "\(out)")
+        let json = try shell("\(binary) check -R -o json -f \(resource("Manifests/kube-prometheus")); echo exit=$?")
+        #expect(json.contains("\"denied\":2") && json.hasSuffix("exit=1\n"), "\(json)")
+        #expect(try shell("\(binary) check -o yaml -f x; echo exit=$?").hasSuffix("exit=2\n"))
     }
 
     @Test("review answers like /validate and /mutate, and refuses a broken review")
