@@ -247,32 +247,3 @@ enum IPAddressParser {
         return hex(groups[0..<bestStart]) + "::" + hex(groups[(bestStart + bestLength)...])
     }
 }
-
-/// Set operations over lists of address ranges.
-public enum IPRangeSet {
-    /// `base` minus every range in `holes`.
-    public static func subtract(_ base: [IPRange], _ holes: [IPRange]) -> [IPRange] {
-        var remaining = base
-        for hole in holes {
-            remaining = remaining.flatMap { $0.subtracting(hole) }
-        }
-        return remaining
-    }
-
-    /// Pairwise intersections of two lists.
-    public static func intersect(_ a: [IPRange], _ b: [IPRange]) -> [IPRange] {
-        a.flatMap { x in b.compactMap { x.intersection($0) } }
-    }
-
-    /// The IPv4-mapped IPv6 block `::ffff:0:0/96`.
-    static let v4Mapped = IPRange(family: .v6, lower: UInt128(0xFFFF) << 32, upper: UInt128(0xFFFF) << 32 | 0xFFFF_FFFF)
-
-    /// The IPv4 range a block written in IPv4-mapped form (`::ffff:70.0.0.0/112`)
-    /// stands for. Plugins that normalise addresses the way Go's `To4()` does turn
-    /// such a block into an IPv4 one, so it is judged as IPv4. Other IPv6 blocks,
-    /// `::/0` included, are programmed into ip6tables and never match IPv4 packets.
-    public static func asIPv4(_ range: IPRange) -> IPRange? {
-        guard range.family == .v6, range.lower >= v4Mapped.lower, range.upper <= v4Mapped.upper else { return nil }
-        return IPRange(family: .v4, lower: range.lower & 0xFFFF_FFFF, upper: range.upper & 0xFFFF_FFFF)
-    }
-}

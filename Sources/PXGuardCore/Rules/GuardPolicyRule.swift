@@ -1,6 +1,7 @@
-/// R2 and R3: the guard policies cannot be deleted, weakened or stripped of their
-/// managed-by label. A guard-named policy created by hand must also be canonical,
-/// so that nobody can pre-empt the provisioner with a permissive `allow-api`.
+/// R2 and R3: the guard policies cannot be deleted, weakened, stripped of their
+/// managed-by label or handed to an owner. A guard-named policy created by hand
+/// must also be canonical, so that nobody can pre-empt the provisioner with a
+/// permissive `allow-api`.
 struct GuardPolicyRule: AdmissionRule {
     let id = RuleID.guardPolicies
 
@@ -18,16 +19,30 @@ struct GuardPolicyRule: AdmissionRule {
         case .create, .update:
             guard let object = request.object else { return nil }
             let action = request.operation == .create ? "creating" : "changing"
-            let labels = object.path("metadata", "labels")
+            let metadata = object["metadata"]
+            let labels = metadata?["labels"]
             if labels?[dynamic: GuardNames.managedByKey]?.string != GuardNames.managedByValue {
                 return "pxguard: guardPolicies: \(action) \(subject) without the label "
                     + "\(GuardNames.managedByKey)=\(GuardNames.managedByValue) is not allowed. "
                     + "Keep the label; other labels and annotations may change."
             }
-            let spec = object["spec"].map(JSON.init) ?? .object([])
-            if !context.policies.isCanonical(spec: spec, name: name, namespace: namespace) {
-                return "pxguard: guardPolicies: \(action) the spec of \(subject) is not allowed: it must "
-                    + "stay equal to the canonical guard spec. Restore it from `pxguard render policies` "
+            if let owners = metadata?["ownerReferences"], !owners.isEmptyContainerOrNull {
+                let old = request.oldObject?.path("metadata", "ownerReferences")
+                if old == nil || old!.isEmptyContainerOrNull || !owners.tokensEqual(old!) {
+                    let verb = old == nil || old!.isEmptyContainerOrNull ? "adding" : "changing"
+                    return "pxguard: guardPolicies: \(verb) ownerReferences on \(subject) is not allowed: the "
+                        + "garbage collector deletes an object whose owner is deleted, and with it the guard. "
+                        + "Remove metadata.ownerReferences."
+                }
+            }
+            // Compared against the normalised canonical spec in place: an 8 MiB
+            // spec is walked, never copied into a tree.
+            guard let canonical = context.policies.canonicalSpec(name: name, namespace: namespace)?.normalized else {
+                return nil
+            }
+            if !(object["spec"]?.equalsNormalized(canonical) ?? (canonical == .object([]))) {
+                return "pxguard: guardPolicies: \(action) \(subject) with a spec other than the canonical guard "
+                    + "spec is not allowed. Restore it from `pxguard render policies` "
                     + "and change only labels or annotations."
             }
             return nil
