@@ -62,12 +62,15 @@ struct EgressEvaluator {
         if peers.isEmpty { return true }
         return peers.contains { peer in
             if peer == .null { return true }
-            if let block = peer["ipBlock"] {
+            if let block = peer["ipBlock"], block != .null {
                 return inBlock(block, destination)
             }
-            let podSelector = peer["podSelector"]
-            let namespaceSelector = peer["namespaceSelector"]
-            guard podSelector != nil || namespaceSelector != nil, let pod = destination.pod else { return false }
+            let podSelector = peer["podSelector"].flatMap { $0 == .null ? nil : $0 }
+            let namespaceSelector = peer["namespaceSelector"].flatMap { $0 == .null ? nil : $0 }
+            // A peer with neither (`{}`): the API server refuses it; read offline, as
+            // pxguard does, as every destination.
+            if podSelector == nil && namespaceSelector == nil { return true }
+            guard let pod = destination.pod else { return false }
             if let namespaceSelector {
                 guard matches(namespaceSelector, pod.namespaceLabels) else { return false }
             } else if pod.namespace != policyNamespace {
@@ -110,7 +113,9 @@ struct EgressEvaluator {
             guard protoName == destination.proto.rawValue else { return false }
             guard let port = entry["port"], port != .null else { return true }
             if let number = port.intValue {
-                let end = entry["endPort"]?.intValue ?? number
+                // An endPort below port is refused by the API server; read as pxguard's
+                // analysis reads it, as the single port.
+                let end = max(number, entry["endPort"]?.intValue ?? number)
                 return number <= destination.port && destination.port <= end
             }
             guard let name = port.stringValue else { return false }
