@@ -104,15 +104,24 @@ public enum CheckOutput: String, Sendable {
     case json
 }
 
+/// What `check` found: the report for standard output, one line per input problem
+/// for standard error (also in the report with `-o json`), and the exit code.
+public struct CheckResult: Sendable {
+    public let report: String
+    public let errors: [String]
+    public let code: Int32
+}
+
 /// `pxguard check`: each object evaluated as a CREATE by the same rules. Inputs that
 /// cannot be read are reported and the rest still checked. Exit 2 when any input
 /// was bad, else 1 when anything was denied, else 0.
 public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text)
-    throws(CommandError) -> (String, Int32)
+    throws(CommandError) -> CheckResult
 {
     let policy = AdmissionPolicy(config: try loadConfig(configPath))
     let entries = ManifestReader(recursive: recursive).read(files)
     var report = ""
+    var errors: [String] = []
     var results: [JSON] = []
     var problems: [JSON] = []
     var checked = 0, denied = 0, warned = 0, bad = 0
@@ -121,7 +130,7 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
         switch entry {
         case .failure(let problem):
             bad += 1
-            report += "error: \(problem.description)\n"
+            errors.append("check: \(problem.description)")
             problems.append(.obj(["file": .string(problem.file), "line": problem.line > 0 ? .int(problem.line) : nil,
                                   "column": problem.line > 0 ? .int(problem.column) : nil, "message": .string(problem.message)]))
             continue
@@ -139,7 +148,7 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
             verdict = try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw) { policy.validate($0) } }
         } catch {
             bad += 1
-            report += "error: \(item.file):\(item.line):\(item.column): \(error)\n"
+            errors.append("check: \(item.file):\(item.line):\(item.column): \(error)")
             problems.append(.obj(["file": .string(item.file), "line": .int(item.line), "column": .int(item.column),
                                   "message": .string("\(error)")]))
             continue
@@ -171,7 +180,7 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
         report += "\(checked) object\(checked == 1 ? "" : "s") checked: \(checked - denied) allowed"
             + (warned > 0 ? " (\(warned) with warnings)" : "") + ", \(denied) denied"
             + (bad > 0 ? "; \(bad) input error\(bad == 1 ? "" : "s")" : "") + "\n"
-        return (report, code)
+        return CheckResult(report: report, errors: errors, code: code)
     case .json:
         let document: JSON = .obj([
             "results": .array(results),
@@ -179,6 +188,6 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
             "summary": .obj(["checked": .int(checked), "allowed": .int(checked - denied), "warned": .int(warned),
                              "denied": .int(denied), "errors": .int(bad)]),
         ])
-        return (document.serialized + "\n", code)
+        return CheckResult(report: document.serialized + "\n", errors: errors, code: code)
     }
 }

@@ -57,10 +57,14 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         guard let output = CheckOutput(rawValue: format) else {
             throw CommandError("check: unknown output format \"\(format)\"; expected text or json")
         }
-        let (report, code) = try checkCommand(configPath: arguments.string("config"), files: files,
-                                              recursive: arguments.flag("recursive"), output: output)
-        print(report, terminator: "")
-        if code != 0 { exit(code) }
+        let result = try checkCommand(configPath: arguments.string("config"), files: files,
+                                      recursive: arguments.flag("recursive"), output: output)
+        print(result.report, terminator: "")
+        for line in result.errors {
+            let text = "pxguard: " + line + "\n"
+            _ = text.withCString { write(2, $0, strlen($0)) }
+        }
+        if result.code != 0 { exit(result.code) }
     }),
     (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
         configOption,

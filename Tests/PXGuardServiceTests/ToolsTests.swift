@@ -79,7 +79,7 @@ struct ToolsTests {
 
     @Test("check: mixed multi-document YAML reports each object and exits 1")
     func checkMixed() throws {
-        let (report, code) = try checkCommand(configPath: nil, files: [resource("Manifests/mixed.yaml")])
+        let (report, code) = try check(configPath: nil, files: [resource("Manifests/mixed.yaml")])
         #expect(code == 1)
         let lines = report.split(separator: "\n")
         #expect(lines.count == 6)
@@ -93,18 +93,18 @@ struct ToolsTests {
 
     @Test("check: JSON List objects are expanded; all-allowed exits 0")
     func checkList() throws {
-        let (report, code) = try checkCommand(configPath: nil, files: [resource("Manifests/list.json")])
+        let (report, code) = try check(configPath: nil, files: [resource("Manifests/list.json")])
         #expect(code == 1)
         #expect(report.contains("cronjob.batch/nightly denied (\(resource("Manifests/list.json")):3)"), "\(report)")
         let dir = try temporaryDirectory()
         try "apiVersion: v1\nkind: Pod\nmetadata: {name: ok}\nspec: {containers: []}\n".write(toFile: dir + "/ok.yaml", atomically: true, encoding: .utf8)
-        #expect(try checkCommand(configPath: nil, files: [dir + "/ok.yaml"]).1 == 0)
+        #expect(try checkCommand(configPath: nil, files: [dir + "/ok.yaml"]).code == 0)
     }
 
     @Test("check: a stream of concatenated JSON objects (kubectl's multi-resource-json fixture), each at its own line")
     func checkJSONStream() throws {
         let file = resource("Manifests/kubectl/multi-resource-json.json")
-        let (report, code) = try checkCommand(configPath: nil, files: [file], output: .json)
+        let (report, code) = try check(configPath: nil, files: [file], output: .json)
         #expect(code == 0, "\(report)")
         let results = try #require(try JSON(parsing: Array(report.utf8))["results"]?.arrayValue)
         #expect(results.map { $0["kind"]?.stringValue } == ["Service", "ReplicationController"])
@@ -114,7 +114,7 @@ struct ToolsTests {
     @Test("check: a typed list (PodList) gives its items their kind; the host-network pod is denied at its own line")
     func checkTypedList() throws {
         let file = resource("Manifests/podlist.json")
-        let (report, code) = try checkCommand(configPath: nil, files: [file])
+        let (report, code) = try check(configPath: nil, files: [file])
         #expect(code == 1, "\(report)")
         let lines = report.split(separator: "\n")
         #expect(lines.first == "pod/web-7d4b9c allowed")
@@ -124,11 +124,11 @@ struct ToolsTests {
     @Test("check: directories are read like kubectl (sorted, manifest extensions only; subdirectories with -R)")
     func checkDirectories() throws {
         let dir = resource("Manifests/kube-prometheus")
-        let (flat, flatCode) = try checkCommand(configPath: nil, files: [dir])
+        let (flat, flatCode) = try check(configPath: nil, files: [dir])
         #expect(flatCode == 1)
         #expect(flat.split(separator: "\n").map { $0.prefix(while: { $0 != " " }) }
                 == ["namespace/monitoring", "networkpolicy.networking.k8s.io/grafana", "2"], "\(flat)")
-        let (deep, _) = try checkCommand(configPath: nil, files: [dir], recursive: true)
+        let (deep, _) = try check(configPath: nil, files: [dir], recursive: true)
         #expect(deep.contains("networkpolicy.networking.k8s.io/alertmanager-main denied (\(dir)/nested/alertmanager-networkPolicy.yaml:2)"),
                 "\(deep)")
         #expect(deep.hasSuffix("3 objects checked: 1 allowed, 2 denied\n"), "\(deep)")
@@ -147,16 +147,19 @@ struct ToolsTests {
             .write(toFile: dir + "/list.yaml", atomically: true, encoding: .utf8)
         let files = [dir + "/missing.yaml", dir + "/broken.yaml", dir + "/nokind.yaml", dir + "/stream.json",
                      dir + "/list.yaml", resource("Manifests/mixed.yaml")]
-        let (report, code) = try checkCommand(configPath: nil, files: files)
-        #expect(code == 2)
-        #expect(report.contains("error: \(dir)/missing.yaml: "), "\(report)")
-        #expect(report.contains("error: \(dir)/broken.yaml:3:1: "), "\(report)")
-        #expect(report.contains("error: \(dir)/nokind.yaml:1:1: object has no kind"), "\(report)")
-        #expect(report.contains("error: \(dir)/stream.json:3:"), "\(report)")
-        #expect(report.contains("error: \(dir)/list.yaml:4:3: object has no kind"), "\(report)")
+        let result = try checkCommand(configPath: nil, files: files)
+        let report = result.report
+        #expect(result.code == 2)
+        #expect(result.errors.count == 5)
+        let errors = result.errors.joined(separator: "\n")
+        #expect(errors.contains("check: \(dir)/missing.yaml: "), "\(errors)")
+        #expect(errors.contains("check: \(dir)/broken.yaml:3:1: "), "\(errors)")
+        #expect(errors.contains("check: \(dir)/nokind.yaml:1:1: object has no kind"), "\(errors)")
+        #expect(errors.contains("check: \(dir)/stream.json:3:"), "\(errors)")
+        #expect(errors.contains("check: \(dir)/list.yaml:4:3: object has no kind"), "\(errors)")
         #expect(report.contains("pod/a allowed") && report.contains("pod/kept allowed"), "\(report)")
         #expect(report.hasSuffix("7 objects checked: 5 allowed, 2 denied; 5 input errors\n"), "\(report)")
-        let (json, jsonCode) = try checkCommand(configPath: nil, files: files, output: .json)
+        let (json, jsonCode) = try check(configPath: nil, files: files, output: .json)
         #expect(jsonCode == 2)
         let document = try JSON(parsing: Array(json.utf8))
         #expect(document["summary"]?["errors"] == .int(5))
@@ -168,6 +171,8 @@ struct ToolsTests {
     func checkBinary() throws {
         let binary = try pxguardBinary()
         let out = try shell("\(binary) check -f - < \(resource("Manifests/podlist.json")); echo exit=$?")
+        let bad = try shell("\(binary) check -f /nonexistent.yaml -f \(resource("Manifests/podlist.json")) 2>&1 >/dev/null; echo exit=$?")
+        #expect(bad == "pxguard: check: /nonexistent.yaml: cannot read: No such file or directory\nexit=2\n", "\(bad)")
         #expect(out.contains("pod/agent-x2k9p denied (standard input:10)"), "\(out)")
         #expect(out.hasSuffix("exit=1\n"), "\(out)")
         let json = try shell("\(binary) check -R -o json -f \(resource("Manifests/kube-prometheus")); echo exit=$?")
@@ -191,6 +196,12 @@ struct ToolsTests {
 
 /// Runs a shell command and returns its standard output (tests use openssl's CLI
 /// as an independent checker of what libssl produced in process).
+/// `check`'s report and exit code.
+func check(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text) throws -> (String, Int32) {
+    let result = try checkCommand(configPath: configPath, files: files, recursive: recursive, output: output)
+    return (result.report, result.code)
+}
+
 func shell(_ command: String) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/sh")
