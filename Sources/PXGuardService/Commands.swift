@@ -96,6 +96,50 @@ func createReview(for object: JSON) -> JSON {
     ])
 }
 
+/// The decision the cluster would reach for creating `object`: the mutating answer
+/// first, as the API server runs it, then `/validate` on the result. Only a R4
+/// repair changes what is judged; its warning is kept.
+func judge(_ object: JSON, _ policy: AdmissionPolicy) throws -> Verdict {
+    func review(_ object: JSON, _ body: (AdmissionRequest) -> Verdict) throws -> Verdict {
+        let bytes = Array(createReview(for: object).serialized.utf8)
+        return try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw, body) }
+    }
+    let mutation = try review(object) { policy.mutate($0).verdict }
+    guard mutation.rule == .bypassPolicies, let patch = mutation.patch,
+        let repaired = applyMemberPatch(try JSON(parsing: patch), to: object)
+    else { return try review(object) { policy.validate($0) } }
+    var verdict = try review(repaired) { policy.validate($0) }
+    if verdict.allowed {
+        verdict.rule = .bypassPolicies
+        verdict.decision = .repair
+        verdict.warnings = mutation.warnings + verdict.warnings
+    }
+    return verdict
+}
+
+/// Applies a JSONPatch made only of `add`/`replace` operations on object members
+/// (the kind pxguard's own patches use), or nil for anything else.
+func applyMemberPatch(_ patch: JSON, to document: JSON) -> JSON? {
+    func set(_ node: JSON, _ keys: ArraySlice<String>, _ value: JSON) -> JSON? {
+        guard let key = keys.first, case .object = node else { return nil }
+        if keys.count == 1 { return node.setting(key, value) }
+        guard let child = node[key], let updated = set(child, keys.dropFirst(), value) else { return nil }
+        return node.setting(key, updated)
+    }
+    var document = document
+    for op in patch.arrayValue ?? [] {
+        guard let name = op["op"]?.stringValue, name == "add" || name == "replace",
+            let path = op["path"]?.stringValue, path.hasPrefix("/"), let value = op["value"]
+        else { return nil }
+        let keys = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false).map {
+            String($0).replacing("~1", with: "/").replacing("~0", with: "~")
+        }
+        guard let updated = set(document, keys[...], value) else { return nil }
+        document = updated
+    }
+    return document
+}
+
 /// How `check` prints its findings.
 public enum CheckOutput: String, Sendable {
     /// One kubectl-style line per object and a summary.
@@ -142,10 +186,9 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
         let apiVersion = object["apiVersion"]?.stringValue ?? ""
         let group = apiVersion.contains("/") ? "." + apiVersion.split(separator: "/")[0] : ""
         let name = object["metadata"]?["name"]?.stringValue ?? object["metadata"]?["generateName"]?.stringValue ?? "(unnamed)"
-        let bytes = Array(createReview(for: object).serialized.utf8)
         let verdict: Verdict
         do {
-            verdict = try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw) { policy.validate($0) } }
+            verdict = try judge(object, policy)
         } catch {
             bad += 1
             errors.append("check: \(item.file):\(item.line):\(item.column): \(error)")

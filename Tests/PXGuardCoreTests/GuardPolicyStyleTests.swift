@@ -194,7 +194,9 @@ struct GuardPolicyStyleTests {
     func names(_ namespace: String, _ expected: [String]) {
         let policies = GuardPolicies(config: .default)
         #expect(policies.names(for: namespace) == expected)
-        #expect(RuleContext(config: .default).isGuardPolicy(name: GuardNames.allowAPIPolicy, namespace: namespace)
-                == expected.contains(GuardNames.allowAPIPolicy))
+        for name in [GuardNames.blockPolicy, GuardNames.allowAPIPolicy, "other"] {
+            #expect(policies.isGuardPolicy(name: name, namespace: namespace) == expected.contains(name))
+            #expect(RuleContext(config: .default).isGuardPolicy(name: name, namespace: namespace) == expected.contains(name))
+        }
     }
 }

@@ -136,6 +136,19 @@ struct ToolsTests {
         #expect(deep.contains("egress rule 0 allows"), "\(deep)")
     }
 
+    @Test("check in repair mode judges what the cluster would store: kube-prometheus's policies are repaired, not denied")
+    func checkRepairMode() throws {
+        let dir = try temporaryDirectory()
+        try "rules:\n  bypassPolicies: {mode: repair}\n".write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let (report, code) = try check(configPath: dir + "/config.yaml", files: [resource("Manifests/kube-prometheus")], recursive: true)
+        #expect(code == 0, "\(report)")
+        #expect(report.contains("networkpolicy.networking.k8s.io/grafana allowed with warning: pxguard: bypassPolicies: repaired "
+                                + "NetworkPolicy monitoring/grafana: egress rule 0"), "\(report)")
+        #expect(report.hasSuffix("3 objects checked: 3 allowed (2 with warnings), 0 denied\n"), "\(report)")
+        let (json, _) = try check(configPath: dir + "/config.yaml", files: [resource("Manifests/kube-prometheus")], output: .json)
+        #expect(try JSON(parsing: Array(json.utf8))["results"]?.arrayValue?.last?["decision"] == "repair")
+    }
+
     @Test("check: an unreadable or broken input is reported, the others are still checked, and the exit is 2")
     func checkBadInputs() throws {
         let dir = try temporaryDirectory()

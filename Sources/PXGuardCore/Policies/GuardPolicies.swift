@@ -159,9 +159,12 @@ public struct GuardPolicies: Sendable {
         return exemptNamespaces.contains(namespace) ? [] : Self.names(in: namespace)
     }
 
-    /// True when `name` is a guard policy that belongs in `namespace`.
+    /// True when `name` is a guard policy that belongs in `namespace`: the same
+    /// answer as `names(for:)`, without building the list on the request path.
     public func isGuardPolicy(name: String, namespace: String) -> Bool {
-        names(for: namespace).contains(name)
+        if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
+        guard name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy else { return false }
+        return !exemptNamespaces.contains(namespace)
     }
 
     /// The canonical spec for a policy name in a namespace, or nil when that name is
