@@ -164,6 +164,24 @@ struct BypassRepairTests {
         #expect(try mutate(update.bytes, admission).verdict.patch == nil)
     }
 
+    @Test("a 40,000-except block is repaired with one more except, the others kept in order")
+    func largeExceptList() throws {
+        let excepts: [JSON] = (0..<40_000).map { i in .string("10.\(i / 256 % 256).\(i % 256).0/24") }
+        let policy = networkPolicy(spec: .obj([
+            "podSelector": .object([]), "policyTypes": ["Egress"],
+            "egress": [.obj(["to": [.obj(["ipBlock": .obj(["cidr": "0.0.0.0/0", "except": .array(excepts)])])]])],
+        ]))
+        let (after, verdict) = try Self.repaired(policy, AdmissionPolicy(config: Self.repairConfig()))
+        #expect(verdict.decision == .repair)
+        let rules = try #require(after["spec"]?["egress"]?.arrayValue)
+        #expect(rules.count == 2)
+        let except = try #require(rules[0]["to"]?.arrayValue?.first?["ipBlock"]?["except"]?.arrayValue)
+        #expect(except.count == 40_001)
+        #expect(Array(except.prefix(40_000)) == excepts && except.last == "70.0.0.0/16")
+        #expect(rules[1]["to"] == [.obj(["ipBlock": .obj(["cidr": "70.0.0.0/16"])])])
+        #expect(try validate(Self.create(after).bytes, AdmissionPolicy(config: Self.repairConfig())).allowed)
+    }
+
     /// Random egress rules around the interesting edges: blocks that contain, equal,
     /// sit inside or miss a node subnet, excepts inside and around them, mapped
     /// blocks, selector and empty peers; ports absent, single, ranges across the
