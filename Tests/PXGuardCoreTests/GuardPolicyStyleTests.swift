@@ -129,6 +129,8 @@ struct GuardPolicyStyleTests {
         config(.ports, nodes: ["70.0.0.0/16", "10.9.0.0/24", "fd00:70::/64"],
                ports: ["9001-9022", "UDP/9002", "SCTP/9001-9005", "1-10", "65000-65535", "9010-9030"]),
         config(.ports, nodes: ["fd00:70::/48"], ports: ["UDP/1-65535", "9001"]),
+        // Everything protected: the node rule is left out (an empty `ports` would mean all).
+        config(.ports, nodes: ["70.0.0.0/16"], ports: ["1-65535", "UDP/1-65535", "SCTP/1-65535"]),
     ]
 
     @Test("ports style blocks exactly node subnets × protected ports (oracle, sampled destinations)",

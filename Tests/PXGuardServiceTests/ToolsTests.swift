@@ -24,6 +24,13 @@ struct ToolsTests {
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nodes, namespace: "default", what: what) == expected)
     }
 
+    @Test("render policies in ports style matches its golden file (dual-stack nodes, TCP and UDP protected)")
+    func goldenPorts() throws {
+        let expected = try String(contentsOfFile: resource("Golden/policies-ports.yaml"), encoding: .utf8)
+        #expect(try renderCommand(configPath: resource("Golden/ports-config.yaml"), caBundle: nil, nodes: nil,
+                                  namespace: "default", what: "policies") == expected)
+    }
+
     @Test("the seed's node range expands to four ACCEPT rules, plus loopback, then DROP")
     func seedRange() throws {
         let script = try renderCommand(configPath: nil, caBundle: nil, nodes: "70.0.98.11-70.0.98.14", namespace: "default", what: "iptables")
