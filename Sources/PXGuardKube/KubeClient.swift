@@ -332,9 +332,8 @@ final class WatchStream {
             buffer.append(contentsOf: chunk[0..<n])
             lastByte = Clock.monotonic().seconds
             return true
-        } catch let error as HTTPClientError where error.description.hasSuffix("timed out") {
+        } catch let error as HTTPClientError where error.isTimeout {
             // The read bound (SO_RCVTIMEO) passed with nothing to read: not a failure.
-            // PXGuardServer reports it only by its message.
             return nil
         }
     }

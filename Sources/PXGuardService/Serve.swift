@@ -59,14 +59,14 @@ public final class Service: Sendable {
     let logger: Logger
     let stopping = Locked<Bool>(false)
     let certFingerprint = Locked<String>("")
-    /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
-    let configFingerprint = Locked<String>("")
     /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
     /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
     let reloadRequested = Locked<Bool>(false)
     /// The files of the last pair refused for its dates, so a refusal is logged once.
     let refusedFingerprint = Locked<String>("")
     let reloadWaker = Waker()
+    /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
+    let configFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }

@@ -93,14 +93,34 @@ public enum YAMLReader {
     /// Parses every document of a stream. libyaml does not copy its input, so the
     /// bytes are kept alive for the whole parse.
     public static func documents(_ bytes: [UInt8], file: String) throws -> [YAMLNode] {
+        let (documents, error) = documentsUntilError(bytes, file: file)
+        if let error { throw error }
+        return documents
+    }
+
+    /// Every complete document before the first error, and that error: `check`
+    /// still judges the documents of a stream that breaks further down, as kubectl
+    /// applies them.
+    public static func documentsUntilError(_ bytes: [UInt8], file: String) -> (documents: [YAMLNode], error: YAMLError?) {
+        var builder = Builder(file: file)
+        do {
+            try parse(bytes, file: file, into: &builder)
+            return (builder.documents, nil)
+        } catch let error as YAMLError {
+            return (builder.documents, error)
+        } catch {
+            return (builder.documents, YAMLError(file: file, line: 0, column: 0, message: "\(error)"))
+        }
+    }
+
+    static func parse(_ bytes: [UInt8], file: String, into builder: inout Builder) throws {
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else {
             throw YAMLError(file: file, line: 0, column: 0, message: "cannot initialise the YAML parser")
         }
         defer { yaml_parser_delete(&parser) }
-        return try bytes.withUnsafeBufferPointer { input in
+        try bytes.withUnsafeBufferPointer { input in
             yaml_parser_set_input_string(&parser, input.baseAddress, input.count)
-            var builder = Builder(file: file)
             while true {
                 var event = yaml_event_t()
                 guard yaml_parser_parse(&parser, &event) == 1 else {
@@ -113,7 +133,6 @@ public enum YAMLReader {
                 if event.type == YAML_STREAM_END_EVENT { break }
                 try builder.handle(&event)
             }
-            return builder.documents
         }
     }
 

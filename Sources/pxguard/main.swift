@@ -46,13 +46,25 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
     }),
     (CommandSpec("check", abstract: "Evaluate manifests offline as CREATE requests (exit 0 allowed, 1 denied, 2 bad input).", options: [
         configOption,
-        .init("file", short: "f", value: "FILE", repeatable: true, help: "Manifest file (multi-document YAML or JSON), or - for standard input."),
+        .init("file", short: "f", value: "FILE", repeatable: true,
+              help: "Manifest file (multi-document YAML, JSON objects, lists) or directory (.yaml, .yml, .json files), or - for standard input."),
+        .init("recursive", short: "R", value: nil, help: "Read the directories given with -f recursively."),
+        .init("output", short: "o", value: "FORMAT", help: "text (default) or json."),
     ], positional: ("FILE", "More manifest files: -f a.yaml b.yaml works like -f a.yaml -f b.yaml."), positionalRepeats: true), { arguments in
         let files = arguments.strings("file") + arguments.positionals
         guard !files.isEmpty else { throw CommandError("check: give at least one manifest with -f FILE") }
-        let (report, code) = try checkCommand(configPath: arguments.string("config"), files: files)
-        print(report, terminator: "")
-        if code != 0 { exit(code) }
+        let format = arguments.string("output") ?? "text"
+        guard let output = CheckOutput(rawValue: format) else {
+            throw CommandError("check: unknown output format \"\(format)\"; expected text or json")
+        }
+        let result = try checkCommand(configPath: arguments.string("config"), files: files,
+                                      recursive: arguments.flag("recursive"), output: output)
+        print(result.report, terminator: "")
+        for line in result.errors {
+            let text = "pxguard: " + line + "\n"
+            _ = text.withCString { write(2, $0, strlen($0)) }
+        }
+        if result.code != 0 { exit(result.code) }
     }),
     (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
         configOption,

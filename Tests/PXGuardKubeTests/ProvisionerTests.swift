@@ -176,6 +176,7 @@ struct ProvisionerTests {
         let api = try FakeKubeAPI()
         defer { api.shutdown() }
         for i in 0..<7 { api.addNamespace("team-\(i)") }
+        // Bookmarks well inside each 1 s watch, so every watch has time to carry one.
         api.state.withLock { $0.bookmarkInterval = 0.3 }
         let h = try Harness(api, pageSize: 3, watchTimeout: 1)
         h.start()

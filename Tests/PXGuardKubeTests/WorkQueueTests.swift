@@ -1,4 +1,5 @@
 import Testing
+import PXGuardPlatform
 @testable import PXGuardKube
 
 @Suite("Provisioner work queue")

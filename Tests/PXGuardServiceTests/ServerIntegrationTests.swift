@@ -295,6 +295,28 @@ struct ProcessTests {
         #expect(try client.request("GET", "/readyz").status == 200)
     }
 
+    @Test("SIGTERM is acted on while a SIGHUP reload is stuck reading the configuration (a FIFO nobody writes)")
+    func sigtermDuringReload() throws {
+        let dir = try temporaryDirectory()
+        let config = dir + "/config.yaml"
+        try "mode: enforce\nprovisioning: {enabled: false}\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let (process, port) = try startServer(dir: dir, extra: ["--config", config])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+        unlink(config)
+        #expect(mkfifo(config, 0o600) == 0)
+        kill(process.processIdentifier, SIGHUP)
+        usleep(300_000)  // the reload is now blocked in open(2) on the FIFO
+        let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
+        let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
+                                                                  context: context, serverName: "127.0.0.1", timeout: 5))
+        #expect(try client.request("GET", "/healthz").status == 200, "serving goes on during the reload")
+        kill(process.processIdentifier, SIGTERM)
+        // Bounded wait: a server whose signal thread is stuck in the reload never exits.
+        for _ in 0..<100 where process.isRunning { usleep(100_000) }
+        #expect(!process.isRunning, "still running 10 s after SIGTERM")
+        if !process.isRunning { #expect(process.terminationStatus == 0) }
+    }
+
     @Test("a config file that changes (a mounted ConfigMap swaps its ..data symlink) is reloaded without a signal")
     func configFileSwap() throws {
         let dir = try temporaryDirectory()
@@ -320,28 +342,6 @@ struct ProcessTests {
         }
         #expect(reloaded)
         #expect(server.logs.contains("configuration reloaded"))
-    }
-
-    @Test("SIGTERM is acted on while a SIGHUP reload is stuck reading the configuration (a FIFO nobody writes)")
-    func sigtermDuringReload() throws {
-        let dir = try temporaryDirectory()
-        let config = dir + "/config.yaml"
-        try "mode: enforce\nprovisioning: {enabled: false}\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let (process, port) = try startServer(dir: dir, extra: ["--config", config])
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
-        unlink(config)
-        #expect(mkfifo(config, 0o600) == 0)
-        kill(process.processIdentifier, SIGHUP)
-        usleep(300_000)  // the reload is now blocked in open(2) on the FIFO
-        let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
-        let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
-                                                                  context: context, serverName: "127.0.0.1", timeout: 5))
-        #expect(try client.request("GET", "/healthz").status == 200, "serving goes on during the reload")
-        kill(process.processIdentifier, SIGTERM)
-        // Bounded wait: a server whose signal thread is stuck in the reload never exits.
-        for _ in 0..<100 where process.isRunning { usleep(100_000) }
-        #expect(!process.isRunning, "still running 10 s after SIGTERM")
-        if !process.isRunning { #expect(process.terminationStatus == 0) }
     }
 
     @Test("an affinity mask of one CPU gives one event loop (the same path a cgroup quota takes)",

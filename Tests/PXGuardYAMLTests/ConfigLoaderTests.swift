@@ -167,4 +167,58 @@ struct YAMLReaderTests {
         let back = try YAMLReader.documents(Array(YAMLEmitter.emit(value).utf8), file: "e")[0].json
         #expect(back == value)
     }
+
+    @Test("multi-line text keeps its exact ending and leading spaces (|- and indentation indicators)",
+          arguments: ["no newline\nat the end", "one newline\n", "two newlines\n\n", " starts with a space\nand breaks",
+                      "\nstarts with a newline", "  indented\n    more\n", "tab\tand\nbreak", "trailing space \nline"])
+    func multiLine(_ text: String) throws {
+        let emitted = YAMLEmitter.emit(.obj(["text": .string(text)]))
+        let back = try YAMLReader.documents(Array(emitted.utf8), file: "e")[0].json
+        #expect(back == .obj(["text": .string(text)]), "\(emitted)")
+    }
+
+    @Test("emit, parse with libyaml, compare: random trees of awkward strings round-trip")
+    func roundTripProperty() throws {
+        var generator = SeededRandom(seed: 0x9a11)
+        let pieces = ["", " ", "  ", "\n", "\n\n", "\t", "a", "Yes", "no", "~", "null", "0x1F", "1e3", "12:30", "-", "- x", "#", " #c",
+                      "key: value", "'", "\"", "\\", "{", "[]", "&a", "*a", "!tag", "%", "@", "`", "|", ">", "é", "日本", "\u{1F600}",
+                      "\r\n", "\u{7}", "\u{85}", "\u{2028}", "...", "---", "?", ",", "0", "-1", ".5", "+", "true"]
+        func string() -> String {
+            (0..<generator.next(5)).map { _ in pieces[generator.next(pieces.count)] }.joined()
+        }
+        func tree(_ depth: Int) -> JSON {
+            switch depth == 0 ? generator.next(3) : generator.next(6) {
+            case 0: return .string(string())
+            case 1: return [.int(generator.next(1000)), .null, .bool(true), .bool(false)][generator.next(4)]
+            case 2: return .string(string())
+            case 3, 4:
+                var members: [JSON.Member] = []
+                var seen: Set<String> = []
+                for _ in 0..<generator.next(4) {
+                    let key = string()
+                    if seen.insert(key).inserted { members.append(.init(key, tree(depth - 1))) }
+                }
+                return .object(members)
+            default:
+                return .array((0..<generator.next(4)).map { _ in tree(depth - 1) })
+            }
+        }
+        for _ in 0..<500 {
+            let docs = (0..<1 + generator.next(3)).map { _ in tree(4) }
+            let text = YAMLEmitter.documents(docs)
+            let back = try YAMLReader.documents(Array(text.utf8), file: "e").map(\.json)
+            #expect(back == docs, "\(text)")
+            if back != docs { break }
+        }
+    }
+}
+
+/// A fixed-seed generator (64-bit LCG) so that generated cases repeat.
+struct SeededRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next(_ bound: Int) -> Int {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return Int((state >> 33) % UInt64(bound))
+    }
 }

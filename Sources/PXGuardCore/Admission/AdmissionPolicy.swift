@@ -7,9 +7,10 @@ public final class AdmissionPolicy: Sendable {
     let guardPolicy = GuardPolicyRule()
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
-    let unguardedNamespace = UnguardedNamespaceRule()
     let externalIPs: ExternalIPsRule
+    let unguardedNamespace = UnguardedNamespaceRule()
     let mutation = NamespaceMutation()
+    let bypassRepair: BypassRepair
 
     public var config: Config { context.config }
 
@@ -18,6 +19,7 @@ public final class AdmissionPolicy: Sendable {
         context = RuleContext(config: config, view: view)
         bypassPolicy = BypassPolicyRule(config: config)
         externalIPs = ExternalIPsRule(config: config)
+        bypassRepair = BypassRepair(config: config)
     }
 
     /// The answer of `/validate`: the first rule, in SPEC order, with a finding.
@@ -40,10 +42,30 @@ public final class AdmissionPolicy: Sendable {
 
     /// The answer of `/mutate`.
     public func mutate(_ request: AdmissionRequest) -> Mutation {
+        if let repaired = repair(request) { return Mutation(verdict: repaired) }
         guard let patch = mutation.patch(for: request, config: config) else { return Mutation(verdict: .allow) }
         var verdict = Verdict.allow
         verdict.patch = patch
         return Mutation(verdict: verdict)
+    }
+
+    /// R4 in repair mode: a NetworkPolicy that would be denied as a bypass is
+    /// answered with the patch that leaves the protected set out, and a warning.
+    /// Exempt requesters keep what they wrote; `/validate` judges the result.
+    func repair(_ request: AdmissionRequest) -> Verdict? {
+        guard config.mode(for: .bypassPolicies) == .repair, request.isNetworkPolicy,
+            request.operation == .create || request.operation == .update, request.subResource.isEmpty,
+            config.isGuarded(namespace: request.namespace),
+            !context.isGuardPolicy(name: request.objectName, namespace: request.namespace),
+            let spec = request.object?["spec"], exemption(for: request, rule: .bypassPolicies) == nil
+        else { return nil }
+        if request.operation == .update, let old = request.oldObject?["spec"], spec.tokensEqual(old) { return nil }
+        guard let result = bypassRepair.repair(spec: spec) else { return nil }
+        var v = Verdict(allowed: true, rule: .bypassPolicies, decision: .repair)
+        v.patch = result.patch
+        v.warnings = [Self.warning(bypassRepair.warning(namespace: request.namespace, name: request.objectName, result))]
+        v.auditAnnotations = [("rule", RuleID.bypassPolicies.rawValue), ("decision", Decision.repair.rawValue)]
+        return v
     }
 
     /// The controller manager on its own credentials (`--use-service-account-credentials=false`).

@@ -16,9 +16,7 @@ public struct RuleContext: Sendable {
     /// True when `name` is a guard policy in `namespace`: the block policy in
     /// kube-system, both policies in every guarded namespace.
     func isGuardPolicy(name: String, namespace: String) -> Bool {
-        if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
-        return config.isGuarded(namespace: namespace)
-            && (name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy)
+        policies.isGuardPolicy(name: name, namespace: namespace)
     }
 }
 
