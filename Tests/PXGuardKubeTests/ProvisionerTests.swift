@@ -344,6 +344,12 @@ struct ProvisionerTests {
         #expect(eventually { GuardPolicies(config: config).isCanonical(
             spec: api.policy("kube-system", GuardNames.blockPolicy)?["spec"] ?? .null, name: GuardNames.blockPolicy, namespace: "kube-system") })
         #expect(eventually { ["team-1", "team-2", "team-3"].allSatisfy(h.view.namespaceHasCanonicalPolicies) })
+        // Switching the policy style is a reload like any other.
+        config.policyStyle = .ports
+        h.provisioner.reload(config)
+        #expect(eventually { ["team-1", "team-2", "team-3"].allSatisfy { canonical(api, $0, config) } })
+        #expect(eventually { GuardPolicies(config: config).isCanonical(
+            spec: api.policy("kube-system", GuardNames.blockPolicy)?["spec"] ?? .null, name: GuardNames.blockPolicy, namespace: "kube-system") })
     }
 
     @Test("two replicas: both views sync (R6 needs them), only the lease holder writes; the other takes over when it stops")
