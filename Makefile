@@ -5,7 +5,7 @@ LISTEN ?= 0.0.0.0:8443
 CERT_DIR ?= certs
 SCRATCH_SAN ?= .build-sanitize
 
-.PHONY: deps build serve test test-swift check-manifests bench fuzz fault sanitize deploy clean
+.PHONY: deps build serve test test-swift check-manifests kubelet-test image install bench fuzz fault sanitize deploy clean
 
 # System libraries (OpenSSL 3, libyaml) through pkg-config; installed with apt when missing.
 deps:
@@ -19,10 +19,25 @@ serve: build
 	.build/debug/pxguard serve --listen $(LISTEN) --cert-dir $(CERT_DIR)
 
 # The whole test suite: unit, integration (real server, real TLS, in-test Kubernetes API),
-# and the offline schema check of the install bundle.
+# the offline schema check of the install bundle, and the kubelet test (the bundle's
+# Deployment run from the image as a node runs it; builds the image once).
 test: deps
 	$(SWIFT) test 2>&1 | tee .build-test.log | grep -vE '^(\[[0-9]+/[0-9]+\]|Compiling|Building|Write|Emitting)' ; test $${PIPESTATUS[0]} -eq 0
 	@bash scripts/check-manifests.sh
+	@bash scripts/kubelet-test.sh
+
+# The kubelet test alone (needs root: mount and network namespaces).
+kubelet-test: deps
+	bash scripts/kubelet-test.sh
+
+# OCI image archive from the release binary: .build/image/pxguard-VERSION.oci.tar.
+image: deps
+	bash scripts/image.sh
+
+# Install or upgrade in the current kubectl context with self-managed certificates
+# (kept in pxguard-certs/); see README "Install".
+install: image
+	bash scripts/install.sh
 
 # Regenerate deploy/ from the default configuration (a test keeps them equal).
 deploy: build

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import PXGuardCore
 import PXGuardServer
 import PXGuardService
 
@@ -84,7 +85,7 @@ let overview = """
     commands:
     \(commands.map { "  " + $0.spec.name + String(repeating: " ", count: 8 - $0.spec.name.count) + $0.spec.abstract }.joined(separator: "\n"))
 
-    See 'pxguard COMMAND --help' for a command's options.
+    See 'pxguard COMMAND --help' for a command's options; 'pxguard --version' prints the version.
 
     """
 
@@ -104,6 +105,10 @@ guard let name = arguments.first else {
 }
 if name == "-h" || name == "--help" || name == "help" {
     print(overview, terminator: "")
+    exit(0)
+}
+if name == "--version" || name == "version" {
+    print("pxguard " + BuildInfo.version)
     exit(0)
 }
 guard let command = commands.first(where: { $0.spec.name == name }) else {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the install bundle's Deployment as a kubelet would (scripts/kubelet-test.py)
+# on what the README tells users to apply (scripts/install.sh --print) and on the
+# image `make image` writes. Needs root (mount and network namespaces, chroot,
+# setuid); `make test` runs it after the Swift tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGE_DIR=${IMAGE_DIR:-.build/image}
+if [ "$(id -u)" != 0 ] || ! unshare --mount --net true 2>/dev/null; then
+  echo "kubelet-test: needs root and unshare (mount, network namespaces); not run" >&2
+  exit 1
+fi
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q --root-user-action=ignore pyyaml >/dev/null
+[ "${KUBELET_TEST_SKIP_IMAGE:-}" = 1 ] || bash scripts/image.sh >/dev/null
+version=$(.build/release/pxguard --version | awk '{print $2}')
+archive=$IMAGE_DIR/pxguard-$version.oci.tar
+work=$(mktemp -d /tmp/pxguard-kubelet.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+PXGUARD=.build/release/pxguard bash scripts/install.sh --certs "$work/certs" --print > "$work/manifests.yaml" 2>/dev/null
+start=$(date +%s)
+unshare --mount --net --pid --fork --kill-child \
+  python3 scripts/kubelet-test.py --manifests "$work/manifests.yaml" --image "$archive" --work "$work/pod"
+echo "kubelet-test: $(( $(date +%s) - start ))s"
