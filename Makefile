@@ -39,9 +39,10 @@ image: deps
 install: image
 	bash scripts/install.sh
 
-# Regenerate deploy/ from the default configuration (a test keeps them equal).
+# Regenerate deploy/ from the default configuration (a test keeps them equal; deploy/base
+# is what `kubectl kustomize deploy` builds).
 deploy: build
-	.build/debug/pxguard render all > deploy/pxguard.yaml
+	.build/debug/pxguard render all > deploy/base/pxguard.yaml
 	.build/debug/pxguard render iptables > deploy/node-iptables.sh
 	chmod +x deploy/node-iptables.sh
 

@@ -134,7 +134,7 @@ public struct Config: Sendable, Equatable {
         namespace: "pxguard-system",
         serviceName: "pxguard",
         serviceAccount: "system:serviceaccount:pxguard-system:pxguard",
-        image: "pxguard:latest",
+        image: BuildInfo.image,
         replicas: 2,
         server: ServerLimits(),
         nodeFirewallPorts: PortRange("9000-9022")!
