@@ -16,7 +16,7 @@ build: deps
 
 # Serve on the built-in defaults; development certificates are created in $(CERT_DIR)/ when missing.
 serve: build
-	.build/debug/pxguard serve --listen $(LISTEN) --cert-dir $(CERT_DIR)
+	.build/debug/pxguard serve --dev-certs --listen $(LISTEN) --cert-dir $(CERT_DIR)
 
 # The whole test suite: unit, integration (real server, real TLS, in-test Kubernetes API),
 # the offline schema check of the install bundle, and the kubelet test (the bundle's

@@ -43,6 +43,10 @@ public struct ServeOptions: Sendable {
     public var shutdownGrace = 20.0
     /// How often the certificate files are checked for a swap.
     public var certPollSeconds = 1.0
+    /// Create development certificates in `certDir` when it has none (`--dev-certs`).
+    /// Off by default: in a cluster a missing secret mount must fail loudly, not
+    /// serve a self-signed pair that the API server rejects.
+    public var devCerts = false
     public init() {}
 }
 
@@ -64,7 +68,7 @@ public final class Service: Sendable {
     var keyFile: String { options.certDir + "/tls.key" }
 
     /// Loads configuration and certificates (creating development certificates
-    /// when the directory has none), binds the listeners, and logs the bound
+    /// when the directory has none and `devCerts` is set), binds the listeners, and logs the bound
     /// address as the first line. Throws `CommandError` for bad input.
     public init(options: ServeOptions, logger: Logger) throws {
         self.options = options
@@ -72,6 +76,10 @@ public final class Service: Sendable {
         let config = try loadConfig(options.configPath)
         var generated = false
         if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key") {
+            guard options.devCerts else {
+                throw CommandError("no tls.crt and tls.key in \(options.certDir): mount the serving certificate there "
+                    + "(the Secret \(config.serviceName)-tls; see the README's Install) or pass --dev-certs to create development certificates")
+            }
             do {
                 try CertificateFactory.write(to: options.certDir, service: config.serviceName, namespace: config.namespace)
                 generated = true

@@ -13,7 +13,8 @@ let configOption = CommandSpec.Option("config", value: "FILE", help: "Configurat
 let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
     (CommandSpec("serve", abstract: "Serve the webhook over HTTPS.", options: [
         configOption,
-        .init("cert-dir", value: "DIR", help: "Directory with tls.crt and tls.key; development certificates are created when empty (default certs)."),
+        .init("cert-dir", value: "DIR", help: "Directory with tls.crt and tls.key (default certs)."),
+        .flag("dev-certs", help: "Create development certificates in --cert-dir when it has none (local runs only)."),
         .init("listen", value: "HOST:PORT", help: "Listen address; port 0 picks a free port (default 0.0.0.0:8443)."),
         .init("client-ca", value: "FILE", help: "Require client certificates signed by this CA (the API server's)."),
         .init("kube-api", value: "URL", help: "Kubernetes API URL (default: in-cluster configuration)."),
@@ -25,6 +26,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         options.configPath = arguments.string("config")
         options.certDir = arguments.string("cert-dir") ?? options.certDir
         options.listen = arguments.string("listen") ?? options.listen
+        options.devCerts = arguments.flag("dev-certs")
         options.clientCA = arguments.string("client-ca")
         options.kubeAPI = arguments.string("kube-api")
         options.kubeTokenFile = arguments.string("kube-token-file")
