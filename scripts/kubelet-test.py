@@ -446,6 +446,7 @@ def main():
         grace = pod.get("terminationGracePeriodSeconds", 30)
         if exited(pid) is None:
             os.kill(pid, signal.SIGTERM)
+            sigterm_phase(objects, docs, pod["containers"], container, pod_ip, pid)
             deadline = time.time() + grace
             code = None
             while time.time() < deadline and code is None:
@@ -461,6 +462,25 @@ def main():
             print("container log (last 20 lines):\n  " + "\n  ".join(lines[-20:]), flush=True)
     print(f"kubelet test: {RESULTS['passed']} passed, {RESULTS['failed']} failed", flush=True)
     sys.exit(1 if RESULTS["failed"] else 0)
+
+
+def sigterm_phase(objects, docs, containers, container, pod_ip, pid):
+    """Right after SIGTERM the pod must report not ready (the endpoints controller
+    removes it) while it still answers reviews from API servers that have not yet
+    seen the change: a rolling update drops none."""
+    time.sleep(0.5)
+    ok, detail = http_probe(container["readinessProbe"], container, pod_ip)
+    check(not ok and "503" in detail, "after SIGTERM: readinessProbe fails at once (503)", detail)
+    webhook = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
+    rule = webhook["rules"][0]
+    uid, body = review(rule, "CREATE", "default", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late"},
+                                                   "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    try:
+        status, answer = call_webhook(webhook, objects, containers, pod_ip, body)
+        check(status == 200 and (answer or {}).get("response", {}).get("uid") == uid,
+              "after SIGTERM: a review is still answered while endpoints drop the pod", f"HTTP {status}")
+    except Exception as error:  # noqa: BLE001
+        check(False, "after SIGTERM: a review is still answered while endpoints drop the pod", f"{type(error).__name__}: {error}")
 
 
 def api_server_calls(objects, docs, containers, pod_ip, pid):

@@ -41,6 +41,10 @@ public struct ServeOptions: Sendable {
     public var kubeCA: String?
     /// Seconds to finish in-flight requests after SIGTERM.
     public var shutdownGrace = 20.0
+    /// Seconds to keep serving after SIGTERM, reporting not ready, while the
+    /// Service's endpoints drop the pod (kube-proxy and the API server's endpoint
+    /// list lag the pod's deletion). `pxguard serve` defaults to 5; 0 for embedding.
+    public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
     public var certPollSeconds = 1.0
     /// Create development certificates in `certDir` when it has none (`--dev-certs`).
@@ -224,6 +228,12 @@ public final class Service: Sendable {
         }
         guard !already else { return }
         updateReadiness()
+        if options.shutdownDelay > 0 {
+            // Reviews keep arriving until every API server has seen the endpoint go:
+            // answer them, so that a rolling update drops none.
+            logger.info("not ready; serving while endpoints drop this pod", [("delaySeconds", String(options.shutdownDelay))])
+            usleep(UInt32(min(options.shutdownDelay, 3600) * 1_000_000))
+        }
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
         server.shutdown(grace: options.shutdownGrace)

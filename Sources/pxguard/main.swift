@@ -20,6 +20,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         .init("kube-api", value: "URL", help: "Kubernetes API URL (default: in-cluster configuration)."),
         .init("kube-token-file", value: "FILE", help: "Bearer token file for the Kubernetes API (re-read on every use)."),
         .init("kube-ca", value: "FILE", help: "CA bundle for the Kubernetes API."),
+        .init("shutdown-delay", value: "SECONDS", help: "Seconds to keep serving, not ready, after SIGTERM before closing the listener (default 5)."),
         .init("shutdown-grace", value: "SECONDS", help: "Seconds to finish in-flight requests after SIGTERM (default 20)."),
     ]), { arguments in
         var options = ServeOptions()
@@ -31,6 +32,10 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         options.kubeAPI = arguments.string("kube-api")
         options.kubeTokenFile = arguments.string("kube-token-file")
         options.kubeCA = arguments.string("kube-ca")
+        options.shutdownDelay = try arguments.number("shutdown-delay", default: 5.0)
+        guard options.shutdownDelay.isFinite, (0...3600).contains(options.shutdownDelay) else {
+            throw CommandError("serve: --shutdown-delay must be a number of seconds from 0 to 3600")
+        }
         options.shutdownGrace = try arguments.number("shutdown-grace", default: 20.0)
         guard options.shutdownGrace.isFinite, options.shutdownGrace >= 0 else {
             throw CommandError("serve: --shutdown-grace must be a number of seconds, 0 or more")

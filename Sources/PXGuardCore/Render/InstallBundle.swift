@@ -301,7 +301,7 @@ public struct InstallBundle: Sendable {
                             // A versioned tag: a loaded or cached image is used as is.
                             "imagePullPolicy": "IfNotPresent",
                             "args": ["serve", "--config", "/etc/pxguard/config/config.yaml", "--cert-dir", "/etc/pxguard/certs",
-                                     "--listen", "0.0.0.0:8443", "--shutdown-grace", "20"],
+                                     "--listen", "0.0.0.0:8443", "--shutdown-delay", "5", "--shutdown-grace", "20"],
                             "ports": [.obj(["name": "https", "containerPort": 8443, "protocol": "TCP"])],
                             "readinessProbe": probe("/readyz", 5, 3),
                             "livenessProbe": probe("/healthz", 10, 3),

@@ -36,3 +36,29 @@ struct DevCertsTests {
         service.stop()
     }
 }
+
+@Suite("serve: SIGTERM keeps serving, not ready, for the shutdown delay")
+struct ShutdownDelayTests {
+    @Test("during the delay /readyz is 503 and reviews are still answered on a new connection; then the listener closes")
+    func delay() throws {
+        let server = try TestServer { $0.shutdownDelay = 1 }
+        let port = server.port
+        let done = Locked(false)
+        let stopper = Thread {
+            server.service.stop()
+            done.withLock { $0 = true }
+        }
+        stopper.start()
+        var readiness = 0
+        for _ in 0..<50 where readiness != 503 {
+            usleep(20_000)
+            readiness = try server.client().request("GET", "/readyz").status
+        }
+        #expect(readiness == 503)
+        #expect(!done.withLock { $0 })
+        let answer = try server.client().request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+        #expect(answer.status == 200 && answer.bodyText.contains("\"allowed\":false"))
+        while !done.withLock({ $0 }) { usleep(20_000) }
+        #expect(throws: (any Error).self) { _ = try RawSocket(port: port) }
+    }
+}
