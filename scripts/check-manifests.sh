@@ -17,6 +17,7 @@ if [ ${#need[@]} -gt 0 ]; then
   python3 -m pip install -q --root-user-action=ignore "${need[@]}" >/dev/null 2>&1 \
     || { echo "check-manifests: cannot install ${need[*]} from PyPI" >&2; exit 1; }
 fi
+command -v kubectl >/dev/null 2>&1 || { echo "check-manifests: needs kubectl (client only, for kubectl kustomize)" >&2; exit 1; }
 pxguard=${PXGUARD:-.build/debug/pxguard}
 [ -x "$pxguard" ] || swift build --product pxguard >/dev/null
 work=$(mktemp -d)
