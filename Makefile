@@ -5,7 +5,7 @@ LISTEN ?= 0.0.0.0:8443
 CERT_DIR ?= certs
 SCRATCH_SAN ?= .build-sanitize
 
-.PHONY: deps build serve test test-swift check-manifests kubelet-test image install bench fuzz fault sanitize deploy clean
+.PHONY: deps build serve test test-swift check-manifests kubelet-test image image-check install bench fuzz fault sanitize deploy clean
 
 # System libraries (OpenSSL 3, libyaml) through pkg-config; installed with apt when missing.
 deps:
@@ -33,6 +33,10 @@ kubelet-test: deps
 # OCI image archive from the release binary: .build/image/pxguard-VERSION.oci.tar.
 image: deps
 	bash scripts/image.sh
+
+# The archive read by skopeo (OCI and Docker layouts) and loaded by podman; installs both with apt.
+image-check: image
+	bash scripts/image-check.sh
 
 # Install or upgrade in the current kubectl context with self-managed certificates
 # (kept in pxguard-certs/); see README "Install".
