@@ -44,7 +44,7 @@ python3 scripts/check-bundle.py kustomize deploy/base/pxguard.yaml "$work/kustom
 
 # matchConditions for a configuration with exempt users and groups, and repair mode.
 cat > "$work/config.yaml" <<'EOF'
-exemptUsers: ["break-glass-admin", "o'brien"]
+exemptUsers: ["break-glass-admin", "o'brien", "corp\\admin", "tab\tname"]
 exemptGroups: ["platform-admins", "system:masters"]
 rules:
   bypassPolicies: {mode: repair}
@@ -54,4 +54,6 @@ EOF
 quiet() { "$@" > "$work/out" || { grep -v '^ok' "$work/out"; return 1; }; }
 quiet python3 scripts/check-bundle.py cel "$work/webhooks-default.yaml" - -
 quiet python3 scripts/check-bundle.py cel "$work/webhooks-exempt.yaml" "o'brien" platform-admins
+quiet python3 scripts/check-bundle.py cel "$work/webhooks-exempt.yaml" 'corp\admin' system:masters
+quiet python3 scripts/check-bundle.py cel "$work/webhooks-exempt.yaml" "$(printf 'tab\tname')" platform-admins
 echo "check-manifests: matchConditions evaluate as intended under cel-python (default and exempt configurations)"

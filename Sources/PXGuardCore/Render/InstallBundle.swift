@@ -79,7 +79,10 @@ public struct InstallBundle: Sendable {
             switch c {
             case "\\": out += "\\\\"
             case "'": out += "\\'"
-            case "\n": out += "\\n"
+            case _ where c.value < 0x20 || c.value == 0x7F:
+                // Control characters as CEL \u escapes, so a name cannot end the literal's line.
+                let hex = String(c.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: out.unicodeScalars.append(c)
             }
         }
