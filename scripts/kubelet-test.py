@@ -82,7 +82,10 @@ def unpack_image(archive, root):
                         if os.path.lexists(target):
                             os.remove(target)
                         continue
-                    tar.extract(member, root, set_attrs=True, numeric_owner=True)
+                    # The "tar" filter (where Python has it) keeps owners and modes but refuses
+                    # paths and links that leave the root, as a runtime's unpacker does.
+                    extra = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+                    tar.extract(member, root, set_attrs=True, numeric_owner=True, **extra)
     return config
 
 
@@ -364,6 +367,10 @@ def main():
     root = os.path.join(args.work, "rootfs")
     config = unpack_image(args.image, root)
     image_config = config.get("config", {})
+    shells = [os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n in ("sh", "bash", "dash", "busybox")]
+    check(not shells, "the image holds no shell", ", ".join(shells))
+    check((image_config.get("User") or "0").split(":")[0] not in ("", "0", "root"), "the image's own user is not root",
+          str(image_config.get("User")))
     tag = container["image"].rsplit(":", 1)[-1] if ":" in container["image"].rsplit("/", 1)[-1] else "latest"
     check(tag == image_config.get("Labels", {}).get("org.opencontainers.image.version") and tag != "latest",
           f"the Deployment names the image's versioned tag ({container['image']})")
