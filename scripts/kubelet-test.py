@@ -129,6 +129,31 @@ def atomic_write(directory, files, fs_group):
                 os.chmod(full, (st.st_mode & 0o7777) | mask)
 
 
+def atomic_update(directory, files, fs_group):
+    """A later sync of the same volume, as AtomicWriter does it: the new files in a new
+    timestamped directory, `..data` swapped to it by renaming a fresh symlink over
+    it, the old directory removed. The mount sees the swap at once."""
+    stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + uuid.uuid4().hex[:9]
+    ts_dir = os.path.join(directory, stamp)
+    os.mkdir(ts_dir)
+    os.chmod(ts_dir, 0o755)
+    for path, (content, mode) in files.items():
+        full = os.path.join(ts_dir, path)
+        with open(full, "wb") as f:
+            f.write(content)
+        os.chmod(full, mode)
+        if fs_group is not None:
+            os.chown(full, 0, fs_group)
+            os.chmod(full, mode | 0o440)
+    if fs_group is not None:
+        os.chown(ts_dir, 0, fs_group)
+        os.chmod(ts_dir, 0o755 | 0o2000 | 0o550)
+    old = os.readlink(os.path.join(directory, "..data"))
+    os.symlink(stamp, os.path.join(directory, "..data_tmp"))
+    os.rename(os.path.join(directory, "..data_tmp"), os.path.join(directory, "..data"))
+    shutil.rmtree(os.path.join(directory, old))
+
+
 def volume_files(volume, objects, namespace, token_ca):
     """The files of one pod volume, {path: (bytes, mode)}, as the kubelet would write them."""
     def items(data, spec, default_mode):
@@ -338,8 +363,12 @@ def call_webhook(webhook, objects, containers, pod_ip, body, server_name=None):
                  headers={"Content-Type": "application/json", "Accept": "application/json, */*"})
     response = conn.getresponse()
     data = response.read()
+    LAST_PEER["der"] = conn.sock.getpeercert(binary_form=True) if conn.sock else None
     conn.close()
     return response.status, json.loads(data) if data else None
+
+
+LAST_PEER = {}
 
 
 # ----------------------------------------------------------------------------- main
@@ -349,6 +378,7 @@ def main():
     parser.add_argument("--manifests", required=True, help="what users apply (multi-document YAML)")
     parser.add_argument("--image", required=True, help="the OCI archive from make image")
     parser.add_argument("--work", required=True, help="scratch directory (removed by the caller)")
+    parser.add_argument("--rotated", help="directory with a renewed tls.crt/tls.key/ca.crt (same CA) for the rotation check")
     args = parser.parse_args()
     if os.getuid() != 0 or not os.path.exists("/proc/self/ns/net"):
         raise SystemExit("kubelet-test: run as root in new namespaces (scripts/kubelet-test.sh)")
@@ -446,6 +476,8 @@ def main():
             run_probe("readinessProbe", container.get("readinessProbe"), container, pod_ip, pid)
             run_probe("livenessProbe", container.get("livenessProbe"), container, pod_ip, pid)
             api_server_calls(objects, docs, pod["containers"], pod_ip, pid)
+            if args.rotated:
+                rotation(args.rotated, objects, docs, pod, pod_ip, volume_dirs, fs_group, pid)
             rss_kib = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
             limit = container.get("resources", {}).get("limits", {}).get("memory", "")
             if limit.endswith("Mi"):
@@ -469,6 +501,35 @@ def main():
             print("container log (last 20 lines):\n  " + "\n  ".join(lines[-20:]), flush=True)
     print(f"kubelet test: {RESULTS['passed']} passed, {RESULTS['failed']} failed", flush=True)
     sys.exit(1 if RESULTS["failed"] else 0)
+
+
+def rotation(rotated, objects, docs, pod, pod_ip, volume_dirs, fs_group, pid):
+    """The kubelet syncs a renewed Secret (cert-manager renewal, install.sh re-run) into
+    the volume: new connections must get the new certificate, still verified against
+    the registration's caBundle (the CA is kept), with no restart."""
+    webhook = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
+    volume = next(v for v in pod["volumes"] if "secret" in v)
+    rule = webhook["rules"][0]
+    call_webhook(webhook, objects, pod["containers"], pod_ip, review(rule, "CREATE", "default", {"metadata": {"name": "a"}})[1])
+    before = LAST_PEER.get("der")
+    files = {}
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        with open(os.path.join(rotated, key), "rb") as f:
+            files[key] = (f.read(), volume["secret"].get("defaultMode", 0o644))
+    atomic_update(volume_dirs[volume["name"]], files, fs_group)
+    after, status = before, None
+    deadline = time.time() + 10
+    while time.time() < deadline and after == before:
+        time.sleep(0.5)
+        try:
+            status, _ = call_webhook(webhook, objects, pod["containers"], pod_ip,
+                                     review(rule, "CREATE", "default", {"metadata": {"name": "b"}})[1])
+            after = LAST_PEER.get("der")
+        except Exception as error:  # noqa: BLE001
+            status = f"{type(error).__name__}: {error}"
+    check(after != before and status == 200 and exited(pid) is None,
+          "a renewed secret synced by the kubelet (..data swap) is served to new connections, verified by the same caBundle",
+          f"status {status}, certificate changed: {after != before}")
 
 
 def sigterm_phase(objects, docs, containers, container, pod_ip, pid):

@@ -17,7 +17,11 @@ archive=$IMAGE_DIR/pxguard-$version.oci.tar
 work=$(mktemp -d /tmp/pxguard-kubelet.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 PXGUARD=.build/release/pxguard bash scripts/install.sh --certs "$work/certs" --print > "$work/manifests.yaml" 2>/dev/null
+# A renewal as cert-manager or a second install.sh run makes it: same CA, new serving pair.
+cp -r "$work/certs" "$work/renewed"
+.build/release/pxguard certs --out "$work/renewed" >/dev/null
 start=$(date +%s)
 unshare --mount --net --pid --fork --kill-child \
-  python3 scripts/kubelet-test.py --manifests "$work/manifests.yaml" --image "$archive" --work "$work/pod"
+  python3 scripts/kubelet-test.py --manifests "$work/manifests.yaml" --image "$archive" --work "$work/pod" \
+  --rotated "$work/renewed"
 echo "kubelet-test: $(( $(date +%s) - start ))s"
