@@ -9,7 +9,7 @@
               independent CEL implementation (cel-python), and leaves exactly the
               exempt users, exempt groups and cleanup DELETEs to the API server.
 
-usage: check-bundle.py kustomize BASE.yaml KUSTOMIZED.yaml OVERLAY.yaml
+usage: check-bundle.py kustomize BASE.yaml OVERLAY.yaml NAME=KUSTOMIZED.yaml...
        check-bundle.py cel WEBHOOKS.yaml EXEMPT_USER|- EXEMPT_GROUP|-
 """
 import copy
@@ -31,9 +31,11 @@ def load(path):
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-def kustomize(base_path, built_path, overlay_path):
-    base, built, overlay = load(base_path), load(built_path), load(overlay_path)
-    check(base == built, f"kubectl kustomize deploy equals {base_path} ({len(base)} objects, same order)")
+def kustomize(base_path, overlay_path, *built_paths):
+    base, overlay = load(base_path), load(overlay_path)
+    for built_path in built_paths:
+        name, path = built_path.split("=", 1)
+        check(base == load(path), f"kubectl kustomize {name} equals {base_path} ({len(base)} objects, same order)")
     key = lambda d: (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])  # noqa: E731
     extra = [d for d in overlay if d["apiVersion"].startswith("cert-manager.io/")]
     rest = {key(d): d for d in overlay if not d["apiVersion"].startswith("cert-manager.io/")}
@@ -117,7 +119,7 @@ def cel(webhooks_path, user, group):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "kustomize":
+    if len(sys.argv) >= 5 and sys.argv[1] == "kustomize":
         kustomize(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "cel":
         cel(*sys.argv[2:])

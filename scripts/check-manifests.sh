@@ -40,7 +40,9 @@ for version in 1.30.0 latest; do
   done
   echo "check-manifests: bundle, install.sh output and both kustomize builds pass kubernetes-validate --strict ($version)"
 done
-python3 scripts/check-bundle.py kustomize deploy/base/pxguard.yaml "$work/kustomize.yaml" "$work/cert-manager.yaml"
+kubectl kustomize deploy/base > "$work/kustomize-base.yaml"
+python3 scripts/check-bundle.py kustomize deploy/base/pxguard.yaml "$work/cert-manager.yaml" \
+  "deploy=$work/kustomize.yaml" "deploy/base=$work/kustomize-base.yaml"
 
 # matchConditions for a configuration with exempt users and groups, and repair mode.
 cat > "$work/config.yaml" <<'EOF'
