@@ -24,4 +24,23 @@ start=$(date +%s)
 unshare --mount --net --pid --fork --kill-child \
   python3 scripts/kubelet-test.py --manifests "$work/manifests.yaml" --image "$archive" --work "$work/pod" \
   --rotated "$work/renewed"
+# The control: the same bundle without the fsGroup (the bug this test was written for)
+# must fail, with the key unreadable to user 65532.
+python3 - "$work/manifests.yaml" "$work/no-fsgroup.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] == "Deployment":
+        del d["spec"]["template"]["spec"]["securityContext"]["fsGroup"]
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+PY
+control=0
+unshare --mount --net --pid --fork --kill-child python3 scripts/kubelet-test.py --manifests "$work/no-fsgroup.yaml" \
+  --image "$archive" --work "$work/control" > "$work/control.log" 2>&1 || control=$?
+if [ "$control" = 0 ] || ! grep -q 'Permission denied' "$work/control.log"; then
+  echo "kubelet-test: control FAILED: without fsGroup the pod should crash on an unreadable key" >&2
+  tail -5 "$work/control.log" >&2
+  exit 1
+fi
+echo "kubelet-test: control ok: without fsGroup the same pod crashes (Permission denied on the key)"
 echo "kubelet-test: $(( $(date +%s) - start ))s"
