@@ -15,7 +15,7 @@
 #        KUBECTL (default kubectl)
 set -euo pipefail
 config=""
-certs=pxguard-certs
+certs="pxguard-certs"
 print=false
 while [ $# -gt 0 ]; do
   case $1 in
