@@ -32,13 +32,18 @@ import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and not d["apiVersion"].startswith("cert-manager.io/")]
 yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
 EOF
+# The optional parts: the API-server ingress policy (apiServerCIDRs) and repair mode.
+printf 'apiServerCIDRs: ["10.0.0.10/32", "fd00::10/128"]\nrules:\n  bypassPolicies: {mode: repair}\n' > "$work/options.yaml"
+"$pxguard" render all --config "$work/options.yaml" > "$work/options-bundle.yaml"
+grep -q 'name: pxguard-webhook-ingress' "$work/options-bundle.yaml"
 for version in 1.30.0 latest; do
   flags=(--strict --quiet)
   [ "$version" = latest ] || flags+=(--kubernetes-version "$version")
-  for file in deploy/base/pxguard.yaml "$work/install.yaml" "$work/kustomize.yaml" "$work/cert-manager-core.yaml"; do
+  for file in deploy/base/pxguard.yaml "$work/install.yaml" "$work/kustomize.yaml" "$work/cert-manager-core.yaml" \
+              "$work/options-bundle.yaml"; do
     kubernetes-validate "${flags[@]}" "$file"
   done
-  echo "check-manifests: bundle, install.sh output and both kustomize builds pass kubernetes-validate --strict ($version)"
+  echo "check-manifests: bundle, install.sh output, both kustomize builds and the optional parts pass kubernetes-validate --strict ($version)"
 done
 kubectl kustomize deploy/base > "$work/kustomize-base.yaml"
 python3 scripts/check-bundle.py kustomize deploy/base/pxguard.yaml "$work/cert-manager.yaml" \

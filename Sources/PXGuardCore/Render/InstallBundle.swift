@@ -336,7 +336,29 @@ public struct InstallBundle: Sendable {
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(name),
             "spec": .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
         ])
-        return [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall, deployment, service, pdb]
-            + webhooks + policies(namespace: namespace)
+        var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall,
+                       deployment, service, pdb]
+        if !config.apiServerCIDRs.isEmpty {
+            // Only the API servers may open connections to the webhook port. The
+            // kubelet's probes come from the pod's own node, which common CNIs
+            // (Calico, Cilium) always admit; a Prometheus scraping /metrics needs a
+            // policy of its own.
+            objects.append(.obj([
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": .obj([
+                    // Not labelled managed-by: the provisioner's watch of guard policies ignores it.
+                    "name": .string("\(name)-webhook-ingress"), "namespace": .string(config.namespace),
+                    "labels": .obj(["app.kubernetes.io/name": "pxguard"]),
+                ]),
+                "spec": .obj([
+                    "podSelector": .obj(["matchLabels": selectorLabels]),
+                    "policyTypes": ["Ingress"],
+                    "ingress": [.obj([
+                        "from": .array(config.apiServerCIDRs.map { .obj(["ipBlock": .obj(["cidr": .string($0.description)])]) }),
+                        "ports": [.obj(["protocol": "TCP", "port": 8443])],
+                    ])],
+                ]),
+            ]))
+        }
+        return objects + webhooks + policies(namespace: namespace)
     }
 }
