@@ -21,7 +21,7 @@ work = tempfile.mkdtemp(prefix="pxguard-fault-")
 with open(work + "/config.yaml", "w") as f:
     f.write("server:\n  handshakeTimeoutSeconds: 2\n  headerTimeoutSeconds: 2\n  bodyTimeoutSeconds: 2\n"
             "  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\nprovisioning: {enabled: false}\n")
-proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs",
+proc = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs",
                          "--config", work + "/config.yaml"], stderr=subprocess.PIPE, text=True)
 port = int(proc.stderr.readline().split('"port":"')[1].split('"')[0])
 threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain logs

@@ -21,7 +21,11 @@ public enum FileIO {
         for part in path.split(separator: "/") {
             soFar += "/" + part
             if isDirectory(soFar) { continue }
-            try Syscall.check("mkdir \(soFar)") { mkdir(soFar, 0o755) }
+            do {
+                try Syscall.check("mkdir \(soFar)") { mkdir(soFar, 0o755) }
+            } catch let error as IOError where error.errnoCode == EEXIST && isDirectory(soFar) {
+                // Made by someone else in the meantime: what we wanted.
+            }
         }
     }
 

@@ -42,8 +42,16 @@ public struct ServeOptions: Sendable {
     public var kubeCA: String?
     /// Seconds to finish in-flight requests after SIGTERM.
     public var shutdownGrace = 20.0
+    /// Seconds to keep serving after SIGTERM, reporting not ready, while the
+    /// Service's endpoints drop the pod (kube-proxy and the API server's endpoint
+    /// list lag the pod's deletion). `pxguard serve` defaults to 5; 0 for embedding.
+    public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
     public var certPollSeconds = 1.0
+    /// Create development certificates in `certDir` when it has none (`--dev-certs`).
+    /// Off by default: in a cluster a missing secret mount must fail loudly, not
+    /// serve a self-signed pair that the API server rejects.
+    public var devCerts = false
     public init() {}
 }
 
@@ -73,7 +81,7 @@ public final class Service: Sendable {
     var keyFile: String { options.certDir + "/tls.key" }
 
     /// Loads configuration and certificates (creating development certificates
-    /// when the directory has none), binds the listeners, and logs the bound
+    /// when the directory has none and `devCerts` is set), binds the listeners, and logs the bound
     /// address as the first line. Throws `CommandError` for bad input.
     public init(options: ServeOptions, logger: Logger) throws {
         self.options = options
@@ -81,6 +89,10 @@ public final class Service: Sendable {
         let config = try loadConfig(options.configPath)
         var generated = false
         if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key") {
+            guard options.devCerts else {
+                throw CommandError("no tls.crt and tls.key in \(options.certDir): mount the serving certificate there "
+                    + "(the Secret \(config.serviceName)-tls; see the README's Install) or pass --dev-certs to create development certificates")
+            }
             do {
                 try CertificateFactory.write(to: options.certDir, service: config.serviceName, namespace: config.namespace)
                 generated = true
@@ -281,6 +293,12 @@ public final class Service: Sendable {
         }
         guard !already else { return }
         updateReadiness()
+        if options.shutdownDelay > 0 {
+            // Reviews keep arriving until every API server has seen the endpoint go:
+            // answer them, so that a rolling update drops none.
+            logger.info("not ready; serving while endpoints drop this pod", [("delaySeconds", String(options.shutdownDelay))])
+            usleep(UInt32(min(options.shutdownDelay, 3600) * 1_000_000))
+        }
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
         reloadWaker.signal()

@@ -221,7 +221,7 @@ struct ServerIntegrationTests {
 struct ProcessTests {
     func startServer(dir: String, extra: [String] = []) throws -> (Process, Int) {
         let (process, first) = try launch(try pxguardBinary(),
-                                          ["serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-grace", "5"] + extra)
+                                          ["serve", "--dev-certs", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-delay", "0", "--shutdown-grace", "5"] + extra)
         #expect(first["msg"] == "listening")
         return (process, try #require(first["port"]?.stringValue.flatMap(Int.init)))
     }
@@ -348,7 +348,7 @@ struct ProcessTests {
           .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset")))
     func affinity() throws {
         let dir = try temporaryDirectory()
-        let (process, first) = try launch("/usr/bin/taskset", ["-c", "0", try pxguardBinary(), "serve",
+        let (process, first) = try launch("/usr/bin/taskset", ["-c", "0", try pxguardBinary(), "serve", "--dev-certs", "--shutdown-delay", "0",
                                                                "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs"])
         defer { process.terminate(); process.waitUntilExit() }
         #expect(first["workers"] == "1")
@@ -502,7 +502,7 @@ struct DescriptorExhaustionTests {
     @Test("out of descriptors: accept pauses instead of spinning, and serving resumes when they free up")
     func emfile() throws {
         let dir = try temporaryDirectory()
-        let (process, first) = try launch("/bin/sh", ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --listen 127.0.0.1:0 --cert-dir \(dir)/certs"])
+        let (process, first) = try launch("/bin/sh", ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --dev-certs --shutdown-delay 0 --listen 127.0.0.1:0 --cert-dir \(dir)/certs"])
         defer { process.terminate(); process.waitUntilExit() }
         let port = try #require(first["port"]?.stringValue.flatMap(Int.init))
         var sockets: [RawSocket] = []

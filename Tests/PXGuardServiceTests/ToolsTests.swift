@@ -44,7 +44,7 @@ struct ToolsTests {
     @Test("deploy/ equals `pxguard render all` and `render iptables` for the default configuration")
     func deployIsRendered() throws {
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "all")
-                == repositoryFile("deploy/pxguard.yaml"), "run `make deploy`")
+                == repositoryFile("deploy/base/pxguard.yaml"), "run `make deploy`")
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "iptables")
                 == repositoryFile("deploy/node-iptables.sh"), "run `make deploy`")
     }
