@@ -40,6 +40,7 @@ struct ServiceEndToEndTests {
         options.kubeCA = api.caFile
         options.certPollSeconds = 0.2
         options.shutdownGrace = 1
+        options.devCerts = true
         let service = try Service(options: options, logger: .none)
         service.start()
         defer { service.stop() }
