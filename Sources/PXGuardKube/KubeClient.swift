@@ -2,6 +2,7 @@
 import Glibc
 #endif
 public import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 
 /// Where the Kubernetes API is and how to authenticate to it.
@@ -36,7 +37,7 @@ public struct KubeEndpoint: Sendable {
 
     /// The in-cluster configuration, or nil outside a cluster.
     public static func inCluster() -> KubeEndpoint? {
-        guard let host = Clock.environment("KUBERNETES_SERVICE_HOST"), let port = Clock.environment("KUBERNETES_SERVICE_PORT"),
+        guard let host = Environment.variable("KUBERNETES_SERVICE_HOST"), let port = Environment.variable("KUBERNETES_SERVICE_PORT"),
             FileIO.exists(serviceAccountDirectory + "/token")
         else { return nil }
         let bracketed = host.contains(":") ? "[\(host)]" : host

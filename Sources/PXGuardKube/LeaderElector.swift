@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
 /// Lease-based leader election (`coordination.k8s.io/v1` Lease): only the holder
@@ -37,7 +37,7 @@ public final class LeaderElector: Sendable {
     /// True while this replica holds a lease it renewed within the lease duration.
     public var isLeader: Bool { leaderUntil.withLock { $0 } > Self.monotonic() }
 
-    static func monotonic() -> Double { Clock.monotonic() }
+    static func monotonic() -> Double { Clock.monotonic().seconds }
 
 
     var path: String { "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases/\(GuardNames.leaseName)" }

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 public import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
 /// Keeps both guard policies present and canonical in every guarded namespace
@@ -54,7 +54,7 @@ public final class Provisioner: Sendable {
         self.logger = logger
     }
 
-    static func now() -> Double { Clock.monotonic() }
+    static func now() -> Double { Clock.monotonic().seconds }
 
     /// Queues a namespace for provisioning (deduplicated). Never blocks on I/O.
     public func enqueue(_ namespace: String) {

@@ -1,3 +1,5 @@
+import PXGuardBytes
+
 /// Hard limits of the HTTP/1.1 parser. A limit hit is a status code and a closed
 /// connection, never a crash.
 public struct HTTPLimits: Sendable {
@@ -382,7 +384,7 @@ struct HTTPRequestParser {
 
     static func method(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> HTTPMethod {
         func eq(_ s: StaticString) -> Bool {
-            end - start == s.utf8CodeUnitCount && JSONLikeCompare.bytes(p + start, s.utf8Start, end - start)
+            end - start == s.utf8CodeUnitCount && Bytes.equal(p + start, s.utf8Start, end - start)
         }
         if eq("POST") { return .post }
         if eq("GET") { return .get }
@@ -392,13 +394,6 @@ struct HTTPRequestParser {
         if eq("PATCH") { return .patch }
         if eq("OPTIONS") { return .options }
         return .other
-    }
-}
-
-enum JSONLikeCompare {
-    @inline(__always) static func bytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        for k in 0..<n where a[k] != b[k] { return false }
-        return true
     }
 }
 

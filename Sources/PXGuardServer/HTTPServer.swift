@@ -1,5 +1,7 @@
 import Synchronization
 import CLinux
+import PXGuardBytes
+import PXGuardPlatform
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +28,7 @@ public struct HTTPRequest {
     public func pathIs(_ path: StaticString) -> Bool {
         let end = target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
         guard end == path.utf8CodeUnitCount else { return false }
-        return JSONLikeCompare.bytes(target.baseAddress!, path.utf8Start, end)
+        return Bytes.equal(target.baseAddress!, path.utf8Start, end)
     }
 
     /// The request target as sent: path and query string.
@@ -79,7 +81,7 @@ public struct HTTPResponse {
         body.append(contentsOf: #"{"code":"#.utf8)
         body.append(contentsOf: String(status).utf8)
         body.append(contentsOf: #","message":"#.utf8)
-        Logger.appendJSONString(message, &body)
+        JSONWriter.appendString(message, to: &body)
         body.append(contentsOf: "}".utf8)
     }
 }
@@ -107,23 +109,6 @@ public struct ServerConfiguration: Sendable {
     public var maxBufferedBytesPerWorker = 256 << 20
 
     public init(address: SocketAddress) { self.address = address }
-}
-
-/// The one mutable thing shared with the loops (the TLS context, the admission
-/// policy), swapped whole on reload. Readers compare a generation counter (one
-/// relaxed atomic load) and only take the lock when it moved.
-public final class ReloadBox<Value>: @unchecked Sendable {
-    private let current: Locked<Value>
-    public let generation = Atomic<Int>(0)
-
-    public init(_ value: Value) { current = Locked(value) }
-
-    public func swap(_ value: Value) {
-        current.withLock { $0 = value }
-        generation.add(1, ordering: .releasing)
-    }
-
-    public var value: Value { current.withLock { $0 } }
 }
 
 /// The serving TLS context, swapped on certificate reload.
@@ -162,8 +147,6 @@ public final class HTTPServer: Sendable {
 
     /// Binds the listeners (so the port is known) without serving yet.
     public init(configuration: ServerConfiguration, tls: TLSContextBox, handler: any HTTPHandler, logger: Logger) throws {
-        // A peer that resets while we write must cost an error code, not the process.
-        signal(SIGPIPE, SIG_IGN)
         Sys.raiseDescriptorLimit()
         var configuration = configuration
         let workers = configuration.workers > 0 ? configuration.workers : CPUBudget.available()
@@ -209,7 +192,7 @@ public final class HTTPServer: Sendable {
     /// finish (answered with `Connection: close`), and force-closes whatever is
     /// left after `grace` seconds.
     public func shutdown(grace: Double) {
-        for loop in loops { loop.post(.drain(deadline: Sys.now() + UInt64(grace * 1e9))) }
+        for loop in loops { loop.post(.drain(deadline: Clock.monotonic().nanoseconds + UInt64(grace * 1e9))) }
     }
 
     /// Blocks until every loop has exited.
@@ -230,8 +213,6 @@ public final class HTTPServer: Sendable {
         }
         return s
     }
-
-    public var workerCount: Int { loops.count }
 }
 
 extension SocketAddress {
@@ -353,7 +334,13 @@ final class EventLoop: @unchecked Sendable {
             Sys.close(wakeFD)
         }
         while true {
-            let n = Sys.epollWait(epfd, events, capacity, timeoutMillis: acceptPausedUntil == nil ? 250 : 20)
+            let n: Int32
+            do {
+                n = try Sys.epollWait(epfd, events, capacity, timeoutMillis: acceptPausedUntil == nil ? 250 : 20)
+            } catch {
+                logger.error("event loop stopped", [("loop", String(index)), ("error", "\(error)")])
+                return
+            }
             for i in 0..<Int(n) {
                 let fd = events[i].data.fd
                 let flags = events[i].events
@@ -370,7 +357,7 @@ final class EventLoop: @unchecked Sendable {
                     }
                 }
             }
-            let now = Sys.now()
+            let now = Clock.monotonic().nanoseconds
             if let until = acceptPausedUntil, now >= until, listenFD >= 0 {
                 acceptPausedUntil = nil
                 try? Sys.epollControl(epfd, EPOLL_CTL_MOD, listenFD, events: UInt32(EPOLLIN.rawValue))
@@ -425,7 +412,7 @@ final class EventLoop: @unchecked Sendable {
                     // Stop polling the listener for 100 ms; the sweep re-arms it.
                     logger.warn("out of file descriptors or memory; pausing accept", [("open", String(active.count))])
                     try? Sys.epollControl(epfd, EPOLL_CTL_MOD, listenFD, events: 0)
-                    acceptPausedUntil = Sys.now() + 100_000_000
+                    acceptPausedUntil = Clock.monotonic().nanoseconds + 100_000_000
                     return
                 case .processed(let accepted): fd = accepted
                 }
@@ -449,7 +436,7 @@ final class EventLoop: @unchecked Sendable {
                 continue
             }
             let connection = Connection(fd: fd, tls: session, limits: configuration.limits,
-                                        deadline: Sys.now() + seconds(configuration.handshakeTimeout))
+                                        deadline: Clock.monotonic().nanoseconds + seconds(configuration.handshakeTimeout))
             bufferedBytes += connection.input.capacity
             if Int(fd) >= table.count { table.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - table.count)) }
             table[Int(fd)] = connection
@@ -510,7 +497,7 @@ final class EventLoop: @unchecked Sendable {
             case .done:
                 c.phase = .open
                 c.timer = .idle
-                c.deadline = Sys.now() + seconds(configuration.idleTimeout)
+                c.deadline = Clock.monotonic().nanoseconds + seconds(configuration.idleTimeout)
             case .wantRead: setInterest(c, Self.readableEvents); return
             case .wantWrite: setInterest(c, Self.writableEvents); return
             case .closed, .failed:
@@ -557,7 +544,7 @@ final class EventLoop: @unchecked Sendable {
                 c.input.writeIndex += n
                 if c.timer == .idle {
                     c.timer = .request
-                    c.deadline = Sys.now() + seconds(configuration.headerTimeout)
+                    c.deadline = Clock.monotonic().nanoseconds + seconds(configuration.headerTimeout)
                 }
             case .wantRead: setInterest(c, Self.readableEvents); return
             case .wantWrite: setInterest(c, Self.writableEvents); return
@@ -582,7 +569,7 @@ final class EventLoop: @unchecked Sendable {
         }
         if c.timer == .write {
             c.timer = c.input.readable > 0 ? .request : .idle
-            c.deadline = Sys.now() + seconds(c.timer == .idle ? configuration.idleTimeout : configuration.headerTimeout)
+            c.deadline = Clock.monotonic().nanoseconds + seconds(c.timer == .idle ? configuration.idleTimeout : configuration.headerTimeout)
         }
         return .done(0)
     }
@@ -610,7 +597,7 @@ final class EventLoop: @unchecked Sendable {
         _ = Glibc.shutdown(c.fd, Int32(SHUT_WR))
         c.phase = .lingering
         c.timer = .linger
-        c.deadline = Sys.now() + 2_000_000_000
+        c.deadline = Clock.monotonic().nanoseconds + 2_000_000_000
         setInterest(c, Self.readableEvents)
         linger(c)
     }
@@ -622,16 +609,13 @@ final class EventLoop: @unchecked Sendable {
                 $0.reset()
                 $0.reserve(16 * 1024)
             }
-            let n = Glibc.read(c.fd, c.input.writePointer, c.input.writable)
-            if n > 0 {
+            switch try? Syscall.read(c.fd, c.input.writePointer, c.input.writable) {
+            case .processed(let n) where n > 0:
                 c.lingered += n
                 if c.lingered > 1 << 20 { close(c); return }
-                continue
+            case .wouldBlock: return
+            default: close(c); return
             }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
-            if n < 0 && errno == EINTR { continue }
-            close(c)
-            return
         }
     }
 
@@ -639,7 +623,7 @@ final class EventLoop: @unchecked Sendable {
     func startWriteTimer(_ c: Connection) {
         guard c.timer != .write else { return }
         c.timer = .write
-        c.deadline = Sys.now() + seconds(configuration.bodyTimeout)
+        c.deadline = Clock.monotonic().nanoseconds + seconds(configuration.bodyTimeout)
     }
 
     /// Parses and answers complete requests in the input buffer. Returns true
@@ -703,7 +687,7 @@ final class EventLoop: @unchecked Sendable {
                 produced = true
                 if keepAlive {
                     c.timer = c.input.readable > 0 ? .request : .idle
-                    c.deadline = Sys.now() + seconds(c.input.readable > 0 ? configuration.headerTimeout : configuration.idleTimeout)
+                    c.deadline = Clock.monotonic().nanoseconds + seconds(c.input.readable > 0 ? configuration.headerTimeout : configuration.idleTimeout)
                 }
             }
         }

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import Synchronization
 #if canImport(Glibc)
@@ -115,7 +116,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             response.error(415, "unsupported Content-Type \(request.contentType.map { "\"\($0)\"" } ?? "(none)"); send application/json")
             return
         }
-        let started = monotonicNanos()
+        let started = Clock.monotonic()
         let policy = policy(for: request.worker)
         let shard = metrics.shard(request.worker)
         do {
@@ -139,7 +140,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             response.error(400, "invalid AdmissionReview: \(error)")
             return
         }
-        shard.observe(nanos: monotonicNanos() - started)
+        shard.observe(nanos: Int(Clock.monotonic().nanoseconds - started.nanoseconds))
     }
 
     /// One log line per finding: denials, warnings, audits and break-glass use.
@@ -150,10 +151,4 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             ("name", review.name), ("user", review.username),
         ])
     }
-}
-
-func monotonicNanos() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }

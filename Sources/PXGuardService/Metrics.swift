@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import Synchronization
 

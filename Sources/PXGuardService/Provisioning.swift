@@ -1,6 +1,6 @@
 import PXGuardCore
 import PXGuardKube
-import PXGuardServer
+import PXGuardPlatform
 
 /// The provisioner as the service sees it: on when a Kubernetes API is configured
 /// (flags or in-cluster) and provisioning is enabled, otherwise off, said once.
@@ -45,7 +45,7 @@ final class ProvisionerHandle: Sendable {
         } catch {
             throw CommandError(error.description)
         }
-        let identity = Clock.environment("POD_NAME") ?? "\(Clock.hostName())-\(UInt32.random(in: 0...UInt32.max))"
+        let identity = Environment.variable("POD_NAME") ?? "\(Environment.hostName())-\(UInt32.random(in: 0...UInt32.max))"
         let elector = LeaderElector(client: leaseClient, namespace: config.namespace, identity: identity,
                                     timing: LeaderElector.Timing(), logger: logger)
         var settings = Provisioner.Settings()
@@ -56,7 +56,7 @@ final class ProvisionerHandle: Sendable {
     }
 
     /// Starts the worker threads (after the first log line) or says why not.
-    func begin(apiHost: String?) {
+    func begin() {
         guard let provisioner, let elector else {
             logger.info("provisioning off", [("reason", offReason ?? "")])
             return

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import PXGuardYAML
 import CLinux
@@ -58,6 +59,12 @@ public final class Service: Sendable {
     let logger: Logger
     let stopping = Locked<Bool>(false)
     let certFingerprint = Locked<String>("")
+    /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
+    /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
+    let reloadRequested = Locked<Bool>(false)
+    /// The files of the last pair refused for its dates, so a refusal is logged once.
+    let refusedFingerprint = Locked<String>("")
+    let reloadWaker = Waker()
     let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }
@@ -96,7 +103,6 @@ public final class Service: Sendable {
         policies = PolicyBox(AdmissionPolicy(config: config))
         readiness = Readiness()
         var serverConfiguration = ServerConfiguration(address: address)
-        serverConfiguration.workers = config.server.workers
         serverConfiguration.limits.maxBodyBytes = config.server.maxBodyBytes
         serverConfiguration.idleTimeout = Double(config.server.idleTimeoutSeconds)
         serverConfiguration.handshakeTimeout = Double(config.server.handshakeTimeoutSeconds)
@@ -124,7 +130,7 @@ public final class Service: Sendable {
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
-        provisioner.begin(apiHost: options.kubeAPI)
+        provisioner.begin()
         certFingerprint.withLock { $0 = fingerprint() }
         noteCertificate(context)
     }
@@ -146,13 +152,18 @@ public final class Service: Sendable {
         updateReadiness()
     }
 
+    /// Ready unless stopping or the installed certificate fails OpenSSL's date check
+    /// (then every handshake would fail: better to leave the Service's endpoints).
     func updateReadiness() {
         if stopping.withLock({ $0 }) {
             readiness.set(notReady: "shutting down")
-        } else if metrics.certificateNotAfter.load(ordering: .relaxed) <= time(nil) {
-            readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
-        } else {
-            readiness.set(notReady: nil)
+            return
+        }
+        switch tls.value.validity {
+        case .valid: readiness.set(notReady: nil)
+        case .expired: readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
+        case .notYetValid: readiness.set(notReady: "serving certificate is not valid yet; check its notBefore and the node clock")
+        case .unreadable: readiness.set(notReady: "serving certificate dates are unreadable; replace it")
         }
     }
 
@@ -160,6 +171,7 @@ public final class Service: Sendable {
     public func start() {
         server.start()
         updateReadiness()
+        spawnThread(name: "pxguard-reload") { [self] in runReloads() }
         spawnThread(name: "pxguard-certs") { [self] in
             var lastWarning = 0
             while !stopping.withLock({ $0 }) {
@@ -176,11 +188,37 @@ public final class Service: Sendable {
         }
     }
 
-    /// Loads the certificate pair again; on failure the old pair stays in use.
+    /// Asks the reload thread to re-read configuration and certificates; returns at
+    /// once. Requests that arrive during a reload are served by one more reload.
+    public func requestReload() {
+        reloadRequested.withLock { $0 = true }
+        reloadWaker.signal()
+    }
+
+    func runReloads() {
+        while !stopping.withLock({ $0 }) {
+            reloadWaker.wait(seconds: 1)
+            let requested = reloadRequested.withLock { r -> Bool in
+                defer { r = false }
+                return r
+            }
+            guard requested, !stopping.withLock({ $0 }) else { continue }
+            reloadConfig()
+            reloadCertificates()
+        }
+    }
+
+    /// Loads the certificate pair again; a pair that fails to load, or is expired or
+    /// not yet valid, is refused (logged, counted) and the old pair stays in use.
     public func reloadCertificates() {
         let seen = fingerprint()
         do {
             let context = try TLSContext.server(certificateFile: certFile, keyFile: keyFile, clientCAFile: options.clientCA)
+            let validity = context.validity
+            guard validity == .valid else {
+                refuse(validity, fingerprint: seen)
+                return
+            }
             tls.swap(context)
             certFingerprint.withLock { $0 = seen }
             metrics.reloads.add(1, ordering: .relaxed)
@@ -192,6 +230,22 @@ public final class Service: Sendable {
             logger.warn("certificate reload failed; keeping the previous pair", [("error", "\(error)")])
             certFingerprint.withLock { $0 = seen }
         }
+    }
+
+    /// A pair outside its validity period: never installed. An expired one stays
+    /// refused until the files change; a not-yet-valid one is tried again at each
+    /// poll (it becomes valid with time) but logged and counted once.
+    func refuse(_ validity: CertificateValidity, fingerprint seen: String) {
+        let firstTime = refusedFingerprint.withLock { last -> Bool in
+            defer { last = seen }
+            return last != seen
+        }
+        if validity != .notYetValid { certFingerprint.withLock { $0 = seen } }
+        guard firstTime else { return }
+        metrics.reloadFailures.add(1, ordering: .relaxed)
+        let what = validity == .notYetValid ? "is not valid yet" : validity == .expired ? "has expired" : "has unreadable dates"
+        logger.error("certificate reload refused: the new certificate \(what); keeping the previous pair",
+                     [("dir", options.certDir)])
     }
 
     /// Re-reads the configuration file; on failure the old configuration stays.
@@ -218,16 +272,17 @@ public final class Service: Sendable {
         updateReadiness()
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
+        reloadWaker.signal()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
         logger.info("stopped")
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any)
-/// and ignores SIGPIPE, so that signals are taken by `waitForSignals` alone.
+/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any),
+/// so that signals are taken by `waitForSignals` alone. (SIGPIPE is ignored once,
+/// by the first socket made: `Syscall.ignoreBrokenPipe`.)
 public func blockServiceSignals() {
-    signal(SIGPIPE, SIG_IGN)
     var set = sigset_t()
     sigemptyset(&set)
     sigaddset(&set, SIGTERM)
@@ -236,8 +291,9 @@ public func blockServiceSignals() {
     pthread_sigmask(SIG_BLOCK, &set, nil)
 }
 
-/// Waits for signals on the calling thread: SIGHUP reloads configuration and
-/// certificates, SIGTERM or SIGINT stops the service gracefully and returns.
+/// Waits for signals on the calling thread: SIGHUP asks for a reload of
+/// configuration and certificates (done on the reload thread), SIGTERM or SIGINT
+/// stops the service gracefully and returns, whatever a reload is doing.
 public func waitForSignals(_ service: Service) {
     var set = sigset_t()
     sigemptyset(&set)
@@ -249,8 +305,7 @@ public func waitForSignals(_ service: Service) {
         guard sigwait(&set, &signal) == 0 else { continue }
         if signal == SIGHUP {
             service.logger.info("SIGHUP: reloading configuration and certificates")
-            service.reloadConfig()
-            service.reloadCertificates()
+            service.requestReload()
             continue
         }
         service.stop()

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PXGuardServer
+import PXGuardPlatform
 import PXGuardService
 
 // `pxguard`: the admission webhook server and the tools around it. Wiring only:

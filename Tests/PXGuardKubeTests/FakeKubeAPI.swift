@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 @testable import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 /// A faithful in-test Kubernetes API over real HTTPS (pxguard's own server): the

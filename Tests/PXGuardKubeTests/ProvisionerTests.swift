@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 @testable import PXGuardCore
 @testable import PXGuardKube
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 /// Polls `condition` until it holds or `seconds` pass.

@@ -1,4 +1,5 @@
 import Testing
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 @Suite("HTTP/1.1 request parser")

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 @testable import PXGuardService
 

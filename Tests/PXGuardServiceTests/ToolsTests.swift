@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 @testable import PXGuardService
 

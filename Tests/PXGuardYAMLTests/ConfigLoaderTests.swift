@@ -22,6 +22,14 @@ struct ConfigLoaderTests {
         }
     }
 
+    @Test("the broken-config folder is found and holds its cases (an empty list would test nothing)")
+    func brokenCasesPresent() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path)
+        #expect(names.contains("valid-full.yaml"))
+        #expect(Self.broken.count >= 20, "only \(Self.broken.count) broken configs found in \(Self.directory.path)")
+        #expect(Self.broken.contains("deep-nesting.yaml"))
+    }
+
     @Test("a complete configuration loads every key")
     func validConfig() throws {
         let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent("valid-full.yaml")))
@@ -103,6 +111,50 @@ struct YAMLReaderTests {
         var text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         for i in 1..<9 { text += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
         #expect(throws: YAMLError.self) { try YAMLReader.documents(Array(text.utf8), file: "bomb.yaml") }
+    }
+
+    @Test("nesting past the depth limit is refused at the collection that crosses it, for 80,000 levels without a crash")
+    func depthLimit() throws {
+        let depth = YAMLReader.maxDepth
+        let cases: [(text: String, column: Int)] = [
+            (String(repeating: "- ", count: 80_000) + "x\n", 2 * depth + 1),
+            (String(repeating: "[", count: 80_000) + String(repeating: "]", count: 80_000) + "\n", depth + 1),
+            (String(repeating: "{a: ", count: 80_000) + "x" + String(repeating: "}", count: 80_000) + "\n", 4 * depth + 1),
+        ]
+        for (text, column) in cases {
+            do {
+                _ = try YAMLReader.documents(Array(text.utf8), file: "deep.yaml")
+                Issue.record("80,000 levels accepted")
+            } catch {
+                #expect("\(error)" == "deep.yaml:1:\(column): nesting deeper than \(depth) levels; flatten the document")
+            }
+        }
+        // Exactly at the limit is fine.
+        let atLimit = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
+        #expect(try YAMLReader.documents(Array(atLimit.utf8), file: "ok").count == 1)
+    }
+
+    @Test("an alias cannot nest a document past the depth limit")
+    func aliasDepth() throws {
+        // Each alias repeats a 100-deep list inside another 100-deep one: legal
+        // levels in the text, 200 and more in the tree.
+        let deep = String(repeating: "[", count: 100) + "x" + String(repeating: "]", count: 100)
+        let text = "a: &a \(deep)\nb: " + String(repeating: "[", count: 100) + "*a" + String(repeating: "]", count: 100) + "\n"
+        do {
+            _ = try YAMLReader.documents(Array(text.utf8), file: "alias.yaml")
+            Issue.record("alias past the limit accepted")
+        } catch {
+            #expect("\(error)".hasPrefix("alias.yaml:2:"))
+            #expect("\(error)".hasSuffix("alias *a nests deeper than \(YAMLReader.maxDepth) levels; flatten the document"))
+        }
+    }
+
+    @Test("a 40,000-item list keeps every item in order (built in place, not copied per item)")
+    func longList() throws {
+        let text = "exemptNamespaces:\n" + (0..<40_000).map { "  - ns-\($0)\n" }.joined()
+        let config = try ConfigLoader(file: "long.yaml").load(Array(text.utf8))
+        #expect(config.exemptNamespaces.count == 40_000)
+        #expect(config.exemptNamespaces.first == "ns-0" && config.exemptNamespaces.last == "ns-39999")
     }
 
     @Test("emitted YAML reads back to the same JSON")

@@ -1,3 +1,5 @@
+import PXGuardBytes
+
 /// What was decided for one rule finding, as recorded in metrics and audit.
 public enum Decision: String, Sendable, CaseIterable {
     case allow
