@@ -1,4 +1,4 @@
-/// The compiled decision logic for one configuration: rules R1–R5, exemptions,
+/// The compiled decision logic for one configuration: rules R1–R5 and R7, exemptions,
 /// modes and mutation M1. Immutable: built once per config and shared by reference
 /// (handing it to a request is one retain, not a copy of the whole config).
 public final class AdmissionPolicy: Sendable {
@@ -7,6 +7,7 @@ public final class AdmissionPolicy: Sendable {
     let guardPolicy = GuardPolicyRule()
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
+    let externalIPs: ExternalIPsRule
     let mutation = NamespaceMutation()
     let bypassRepair: BypassRepair
 
@@ -15,6 +16,7 @@ public final class AdmissionPolicy: Sendable {
     public init(config: Config) {
         context = RuleContext(config: config)
         bypassPolicy = BypassPolicyRule(config: config)
+        externalIPs = ExternalIPsRule(config: config)
         bypassRepair = BypassRepair(config: config)
     }
 
@@ -23,7 +25,7 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review.
     public func validate(_ request: AdmissionRequest) -> Verdict {
         check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
-            ?? check(optOut, request) ?? .allow
+            ?? check(optOut, request) ?? check(externalIPs, request) ?? .allow
     }
 
     @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
@@ -56,7 +58,7 @@ public final class AdmissionPolicy: Sendable {
             request.operation == .create || request.operation == .update, request.subResource.isEmpty,
             config.isGuarded(namespace: request.namespace),
             !context.isGuardPolicy(name: request.objectName, namespace: request.namespace),
-            let spec = request.object?["spec"], exemption(for: request) == nil
+            let spec = request.object?["spec"], exemption(for: request, rule: .bypassPolicies) == nil
         else { return nil }
         if request.operation == .update, let old = request.oldObject?["spec"], spec.tokensEqual(old) { return nil }
         guard let result = bypassRepair.repair(spec: spec) else { return nil }
@@ -67,10 +69,20 @@ public final class AdmissionPolicy: Sendable {
         return v
     }
 
-    /// Why a request is exempt, or nil when it is not.
-    public func exemption(for request: AdmissionRequest) -> String? {
+    /// The controller manager on its own credentials (`--use-service-account-credentials=false`).
+    public static let controllerManager = "system:kube-controller-manager"
+
+    /// The rules the server's own service account is exempt from: what the
+    /// provisioner writes (guard policies, namespace labels). Nothing else, so that
+    /// its token is no cluster-wide bypass.
+    public static let serviceAccountRules: Set<RuleID> = [.guardPolicies, .optOut]
+
+    /// Why a request is exempt from `rule`, or nil when it is not.
+    public func exemption(for request: AdmissionRequest, rule: RuleID) -> String? {
         let username = request.username
-        if username == config.serviceAccount { return "pxguard's own service account" }
+        if username == config.serviceAccount {
+            return Self.serviceAccountRules.contains(rule) ? "pxguard's own service account" : nil
+        }
         if config.exemptUsers.contains(username) { return "exempt user \(username)" }
         if !config.exemptGroups.isEmpty, let group = request.groups.first(where: config.exemptGroups.contains) {
             return "exempt group \(group)"
@@ -78,7 +90,8 @@ public final class AdmissionPolicy: Sendable {
         // Emptying a terminating namespace must never be refused, or it stays
         // stuck in Terminating.
         if request.operation == .delete
-            && (username == GuardNames.namespaceController || username == GuardNames.garbageCollector)
+            && (username == GuardNames.namespaceController || username == GuardNames.garbageCollector
+                || username == Self.controllerManager)
         {
             return "namespace cleanup by \(username)"
         }
@@ -87,7 +100,7 @@ public final class AdmissionPolicy: Sendable {
 
     /// Applies exemption and mode to a finding.
     func verdict(rule: RuleID, message: String, request: AdmissionRequest) -> Verdict {
-        if exemption(for: request) != nil {
+        if exemption(for: request, rule: rule) != nil {
             var v = Verdict(allowed: true, rule: rule, decision: .exempt)
             v.auditAnnotations = [("rule", rule.rawValue), ("decision", Decision.exempt.rawValue)]
             return v

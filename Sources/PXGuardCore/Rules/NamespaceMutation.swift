@@ -1,6 +1,10 @@
-/// M1: a new guarded namespace is labelled and annotated on creation.
+/// M1: a new guarded namespace is labelled and annotated on creation, and given
+/// the configured Pod Security level (never lowering a stricter one it carries).
 public struct NamespaceMutation: Sendable {
     public init() {}
+
+    /// The Pod Security Admission label M1 sets and R5 keeps.
+    public static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
 
     /// The JSON patch for a Namespace CREATE in a guarded namespace, or nil when
     /// there is nothing to change.
@@ -8,34 +12,52 @@ public struct NamespaceMutation: Sendable {
         guard request.isNamespace, request.operation == .create, let object = request.object,
             config.isGuarded(namespace: request.objectName)
         else { return nil }
-        var ops: [JSON] = []
-        let metadata = object["metadata"]
-        if metadata == nil || metadata!.kind != .object {
-            ops.append(.obj(["op": "add", "path": "/metadata", "value": .obj([
-                "labels": .obj([GuardNames.guardedLabel: "true"]),
-                "annotations": .obj([GuardNames.policiesAnnotation: .string(GuardNames.policiesAnnotationValue)]),
-            ])]))
-        } else {
-            appendAdd(&ops, map: metadata?["labels"], mapPath: "/metadata/labels",
-                      key: GuardNames.guardedLabel, value: "true")
-            appendAdd(&ops, map: metadata?["annotations"], mapPath: "/metadata/annotations",
-                      key: GuardNames.policiesAnnotation, value: GuardNames.policiesAnnotationValue)
+        var labels: [(String, String)] = [(GuardNames.guardedLabel, "true")]
+        let metadata = object["metadata"].flatMap { $0.kind == .object ? $0 : nil }
+        if config.podSecurity != .none {
+            // A stricter level than the configured one stays; anything lower
+            // (privileged, an unknown value, none) is raised.
+            let current = metadata?.path("labels")?[dynamic: Self.podSecurityLabel]?.string
+            if PodSecurityLevel.rank(ofLabel: current) < PodSecurityLevel.rank(ofLabel: config.podSecurity.rawValue) {
+                labels.append((Self.podSecurityLabel, config.podSecurity.rawValue))
+            }
         }
-        guard !ops.isEmpty else { return nil }
+        let annotations = [(GuardNames.policiesAnnotation, GuardNames.policiesAnnotationValue)]
+        var ops: [JSON] = []
+        guard let metadata else {
+            ops.append(.obj(["op": "add", "path": "/metadata", "value": .obj([
+                "labels": Self.map(labels),
+                "annotations": Self.map(annotations),
+            ])]))
+            return Self.serialize(ops)
+        }
+        appendAdd(&ops, map: metadata["labels"], mapPath: "/metadata/labels", entries: labels)
+        appendAdd(&ops, map: metadata["annotations"], mapPath: "/metadata/annotations", entries: annotations)
+        return ops.isEmpty ? nil : Self.serialize(ops)
+    }
+
+    static func map(_ entries: [(String, String)]) -> JSON {
+        .object(entries.map { JSON.Member($0.0, .string($0.1)) })
+    }
+
+    static func serialize(_ ops: [JSON]) -> [UInt8] {
         var out: [UInt8] = []
         JSON.array(ops).write(into: &out)
         return out
     }
 
-    /// Adds `key: value` to the map at `mapPath`, creating the map when it is absent
-    /// (RFC 6902 `add` needs the parent) and leaving other entries alone.
-    func appendAdd(_ ops: inout [JSON], map: JSONValue?, mapPath: String, key: String, value: String) {
+    /// Adds the entries to the map at `mapPath`, creating the map when it is absent
+    /// (RFC 6902 `add` needs the parent; one `add` with every entry, so that a
+    /// second entry does not replace the map the first created) and leaving other
+    /// entries alone.
+    func appendAdd(_ ops: inout [JSON], map: JSONValue?, mapPath: String, entries: [(String, String)]) {
         guard let map, map.kind == .object else {
-            ops.append(.obj(["op": "add", "path": .string(mapPath), "value": .obj([key: .string(value)])]))
+            ops.append(.obj(["op": "add", "path": .string(mapPath), "value": Self.map(entries)]))
             return
         }
-        if map[dynamic: key]?.string == value { return }
-        ops.append(.obj(["op": "add", "path": .string(mapPath + "/" + Self.escapePointer(key)), "value": .string(value)]))
+        for (key, value) in entries where map[dynamic: key]?.string != value {
+            ops.append(.obj(["op": "add", "path": .string(mapPath + "/" + Self.escapePointer(key)), "value": .string(value)]))
+        }
     }
 
     /// RFC 6901: `~` becomes `~0` first, then `/` becomes `~1`.
