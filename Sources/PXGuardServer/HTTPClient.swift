@@ -55,7 +55,7 @@ public final class TLSClientConnection {
         switch session.read(into: buffer, count: count) {
         case .done(let n): return n
         case .closed: return 0
-        case .wantRead, .wantWrite: throw HTTPClientError("TLS read timed out")
+        case .wantRead, .wantWrite: throw HTTPClientError("TLS read timed out", isTimeout: true)
         case .failed(let reason): throw HTTPClientError("TLS read failed: \(reason)")
         }
     }
@@ -83,7 +83,13 @@ extension TLSError {
 /// response that breaks HTTP/1.1.
 public struct HTTPClientError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// The socket's read timeout passed with nothing to read: the peer may still be
+    /// alive (a quiet watch), so callers that poll treat this as "nothing yet".
+    public let isTimeout: Bool
+    init(_ description: String, isTimeout: Bool = false) {
+        self.description = description
+        self.isTimeout = isTimeout
+    }
 }
 
 /// A parsed HTTP response.

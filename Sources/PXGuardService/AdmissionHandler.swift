@@ -31,18 +31,16 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
     let readiness: Readiness
     let metrics: ServiceMetrics
     let logger: Logger
-    let provision: @Sendable (String) -> Void
     let slots: [Slot]
     /// Set once the server exists, for transport counters in `/metrics`.
     let transport = Locked<(@Sendable () -> ServerStatistics)?>(nil)
 
     public init(policies: PolicyBox, readiness: Readiness, metrics: ServiceMetrics, logger: Logger,
-                workers: Int, provision: @escaping @Sendable (String) -> Void) {
+                workers: Int) {
         self.policies = policies
         self.readiness = readiness
         self.metrics = metrics
         self.logger = logger
-        self.provision = provision
         slots = (0..<max(1, workers)).map { _ in Slot() }
     }
 
@@ -123,9 +121,8 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             try AdmissionRequest.withDecoded(request.body) { review in
                 let verdict: Verdict
                 if mutating {
-                    let outcome = policy.mutate(review)
-                    verdict = outcome.verdict
-                    if let namespace = outcome.provisionNamespace { provision(namespace) }
+                    // M1 answers the patch only: the provisioner's watch sees the namespace.
+                    verdict = policy.mutate(review).verdict
                 } else {
                     verdict = policy.validate(review)
                 }

@@ -65,6 +65,8 @@ public final class Service: Sendable {
     /// The files of the last pair refused for its dates, so a refusal is logged once.
     let refusedFingerprint = Locked<String>("")
     let reloadWaker = Waker()
+    /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
+    let configFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }
@@ -100,7 +102,6 @@ public final class Service: Sendable {
             throw CommandError("cannot load certificates from \(options.certDir): \(error)")
         }
         tls = TLSContextBox(context)
-        policies = PolicyBox(AdmissionPolicy(config: config))
         readiness = Readiness()
         var serverConfiguration = ServerConfiguration(address: address)
         serverConfiguration.limits.maxBodyBytes = config.server.maxBodyBytes
@@ -115,9 +116,9 @@ public final class Service: Sendable {
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)
         provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
-        let provisioner = self.provisioner
-        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger,
-                                   workers: workers, provision: { namespace in provisioner.enqueue(namespace) })
+        // Admission (R6) and the provisioner share one watched view of the cluster.
+        policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
+        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
         } catch {
@@ -132,6 +133,7 @@ public final class Service: Sendable {
         }
         provisioner.begin()
         certFingerprint.withLock { $0 = fingerprint() }
+        configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         noteCertificate(context)
     }
 
@@ -177,6 +179,9 @@ public final class Service: Sendable {
             while !stopping.withLock({ $0 }) {
                 usleep(UInt32(options.certPollSeconds * 1_000_000))
                 if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
+                if let path = options.configPath, (FileIO.fingerprint(path) ?? "") != configFingerprint.withLock({ $0 }) {
+                    reloadConfig()
+                }
                 let now = time(nil)
                 if now - lastWarning > 86_400 {
                     lastWarning = now
@@ -249,10 +254,13 @@ public final class Service: Sendable {
     }
 
     /// Re-reads the configuration file; on failure the old configuration stays.
+    /// A new configuration reaches the rules and the provisioner at once.
     public func reloadConfig() {
+        configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
             let config = try loadConfig(options.configPath)
-            policies.swap(AdmissionPolicy(config: config))
+            policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
+            provisioner.reload(config)
             metrics.reloads.add(1, ordering: .relaxed)
             logger.info("configuration reloaded", [("file", options.configPath ?? "(built-in default)")])
         } catch {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import PXGuardPlatform
 @testable import PXGuardCore
 @testable import PXGuardServer
 @testable import PXGuardService

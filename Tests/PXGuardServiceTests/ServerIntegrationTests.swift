@@ -317,6 +317,33 @@ struct ProcessTests {
         if !process.isRunning { #expect(process.terminationStatus == 0) }
     }
 
+    @Test("a config file that changes (a mounted ConfigMap swaps its ..data symlink) is reloaded without a signal")
+    func configFileSwap() throws {
+        let dir = try temporaryDirectory()
+        for (version, mode) in [("..v1", "enforce"), ("..v2", "warn")] {
+            try FileManager.default.createDirectory(atPath: dir + "/" + version, withIntermediateDirectories: true)
+            try "mode: \(mode)\nprovisioning: {enabled: false}\n".write(toFile: dir + "/\(version)/config.yaml", atomically: true, encoding: .utf8)
+        }
+        #expect(symlink("..v1", dir + "/..data") == 0)
+        #expect(symlink("..data/config.yaml", dir + "/config.yaml") == 0)
+        let server = try TestServer { $0.configPath = dir + "/config.yaml" }
+        let client = try server.client()
+        func decision() throws -> JSON {
+            let answer = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+            return try #require(try JSON(parsing: answer.body)["response"])
+        }
+        #expect(try decision()["allowed"] == false)
+        #expect(symlink("..v2", dir + "/..data_tmp") == 0)
+        #expect(rename(dir + "/..data_tmp", dir + "/..data") == 0)
+        var reloaded = false
+        for _ in 0..<100 where !reloaded {
+            usleep(50_000)
+            reloaded = try decision()["allowed"] == true
+        }
+        #expect(reloaded)
+        #expect(server.logs.contains("configuration reloaded"))
+    }
+
     @Test("an affinity mask of one CPU gives one event loop (the same path a cgroup quota takes)",
           .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset")))
     func affinity() throws {

@@ -237,7 +237,9 @@ func shell(_ command: String) throws -> String {
 
 @Suite("M1 wiring")
 struct MutationWiringTests {
-    func call(_ handler: AdmissionHandler, _ body: [UInt8]) -> Int {
+    func call(_ handler: AdmissionHandler, _ body: [UInt8]) -> Int { respond(handler, body).status }
+
+    func respond(_ handler: AdmissionHandler, _ body: [UInt8]) -> HTTPResponse {
         var response = HTTPResponse()
         let target = Array("/mutate".utf8)
         let type = Array("application/json".utf8)
@@ -248,20 +250,19 @@ struct MutationWiringTests {
                 }
             }
         }
-        return response.status
+        return response
     }
 
-    @Test("/mutate enqueues a created namespace for provisioning, but not a dry run")
-    func enqueues() throws {
-        let queued = Locked<[String]>([])
+    @Test("/mutate answers the patch only; a dry run gets the same patch (M1 changes no server state)")
+    func mutateAnswersOnly() throws {
         let handler = AdmissionHandler(policies: PolicyBox(AdmissionPolicy(config: .default)), readiness: Readiness(),
-                                       metrics: ServiceMetrics(workers: 1), logger: .none, workers: 1,
-                                       provision: { ns in queued.withLock { $0.append(ns) } })
+                                       metrics: ServiceMetrics(workers: 1), logger: .none, workers: 1)
         var review = try JSON(parsing: fixtureBytes("namespace-create-e8"))
-        #expect(call(handler, Array(review.serialized.utf8)) == 200)
-        #expect(queued.withLock { $0 } == ["team-a"])
+        let real = respond(handler, Array(review.serialized.utf8)).body
         review = review.setting("request", review["request"]!.setting("dryRun", true))
-        #expect(call(handler, Array(review.serialized.utf8)) == 200)
-        #expect(queued.withLock { $0 } == ["team-a"])
+        let response = respond(handler, Array(review.serialized.utf8))
+        #expect(response.status == 200)
+        #expect(String(decoding: response.body, as: UTF8.self).contains("\"patch\""))
+        #expect(response.body == real)
     }
 }

@@ -8,13 +8,15 @@ public final class AdmissionPolicy: Sendable {
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
     let externalIPs: ExternalIPsRule
+    let unguardedNamespace = UnguardedNamespaceRule()
     let mutation = NamespaceMutation()
     let bypassRepair: BypassRepair
 
     public var config: Config { context.config }
 
-    public init(config: Config) {
-        context = RuleContext(config: config)
+    /// `view`: the watched cluster state R6 consults; nil where there is no API.
+    public init(config: Config, view: (any GuardView)? = nil) {
+        context = RuleContext(config: config, view: view)
         bypassPolicy = BypassPolicyRule(config: config)
         externalIPs = ExternalIPsRule(config: config)
         bypassRepair = BypassRepair(config: config)
@@ -25,29 +27,26 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review.
     public func validate(_ request: AdmissionRequest) -> Verdict {
         check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
-            ?? check(optOut, request) ?? check(externalIPs, request) ?? .allow
+            ?? check(optOut, request) ?? check(unguardedNamespace, request) ?? check(externalIPs, request) ?? .allow
     }
 
     @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
         rule.evaluate(request, context).map { verdict(rule: rule.id, message: $0, request: request) }
     }
 
-    /// The result of `/mutate`: the answer, and the namespace to provision when the
-    /// request creates a guarded namespace for real (not a dry run).
+    /// The result of `/mutate`: the answer only. M1 changes no server state; the
+    /// provisioner's watch sees the namespace once it exists.
     public struct Mutation: Sendable {
         public var verdict: Verdict
-        public var provisionNamespace: String?
     }
 
     /// The answer of `/mutate`.
     public func mutate(_ request: AdmissionRequest) -> Mutation {
-        if let repaired = repair(request) { return Mutation(verdict: repaired, provisionNamespace: nil) }
-        guard let patch = mutation.patch(for: request, config: config) else {
-            return Mutation(verdict: .allow, provisionNamespace: nil)
-        }
+        if let repaired = repair(request) { return Mutation(verdict: repaired) }
+        guard let patch = mutation.patch(for: request, config: config) else { return Mutation(verdict: .allow) }
         var verdict = Verdict.allow
         verdict.patch = patch
-        return Mutation(verdict: verdict, provisionNamespace: request.dryRun ? nil : request.objectName)
+        return Mutation(verdict: verdict)
     }
 
     /// R4 in repair mode: a NetworkPolicy that would be denied as a bypass is

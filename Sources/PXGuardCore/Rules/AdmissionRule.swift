@@ -1,12 +1,16 @@
-/// Everything a rule may consult besides the request: the configuration and the
-/// canonical policies rendered from it.
+/// Everything a rule may consult besides the request: the configuration, the
+/// canonical policies rendered from it, and (when a Kubernetes API is watched) the
+/// server's view of the cluster.
 public struct RuleContext: Sendable {
     public let config: Config
     public let policies: GuardPolicies
+    /// The watched view of namespaces and guard policies; nil without an API.
+    public let view: (any GuardView)?
 
-    public init(config: Config) {
+    public init(config: Config, view: (any GuardView)? = nil) {
         self.config = config
         self.policies = GuardPolicies(config: config)
+        self.view = view
     }
 
     /// True when `name` is a guard policy in `namespace`: the block policy in
