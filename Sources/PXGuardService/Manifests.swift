@@ -40,7 +40,7 @@ struct ManifestReader {
     func read(_ paths: [String]) -> [Result<ManifestObject, ManifestProblem>] {
         var out: [Result<ManifestObject, ManifestProblem>] = []
         for path in paths {
-            for file in expand(path, &out) {
+            for file in files(for: path, &out) {
                 let bytes: [UInt8]
                 do {
                     bytes = try FileIO.read(file == "-" ? "/dev/stdin" : file, limit: limit)
@@ -58,7 +58,7 @@ struct ManifestReader {
 
     /// The files a path stands for: itself, or a directory's manifest files in
     /// lexical order (subdirectories only with `-R`, depth first, as `filepath.Walk`).
-    func expand(_ path: String, _ problems: inout [Result<ManifestObject, ManifestProblem>]) -> [String] {
+    func files(for path: String, _ problems: inout [Result<ManifestObject, ManifestProblem>]) -> [String] {
         if path == "-" { return [path] }
         var info = stat()
         do {
