@@ -218,6 +218,15 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
             "warnings": verdict.warnings.isEmpty ? nil : .array(verdict.warnings.map { .string($0) }),
         ]))
     }
+    if entries.isEmpty {
+        // As `kubectl apply` refuses "no objects passed to apply": a CI step that
+        // checks nothing (a directory without -R, a wrong glob) must not pass.
+        bad += 1
+        let message = "no objects found in \(files.joined(separator: ", "))"
+            + (recursive ? "" : " (subdirectories are read with -R)")
+        errors.append("check: " + message)
+        problems.append(.obj(["file": .string(files.joined(separator: ", ")), "message": .string(message)]))
+    }
     let code: Int32 = bad > 0 ? 2 : denied > 0 ? 1 : 0
     switch output {
     case .text:

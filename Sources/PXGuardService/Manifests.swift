@@ -40,7 +40,7 @@ struct ManifestReader {
     func read(_ paths: [String]) -> [Result<ManifestObject, ManifestProblem>] {
         var out: [Result<ManifestObject, ManifestProblem>] = []
         for path in paths {
-            for file in expand(path, &out) {
+            for file in files(for: path, &out) {
                 let bytes: [UInt8]
                 do {
                     bytes = try FileIO.read(file == "-" ? "/dev/stdin" : file, limit: limit)
@@ -58,12 +58,13 @@ struct ManifestReader {
 
     /// The files a path stands for: itself, or a directory's manifest files in
     /// lexical order (subdirectories only with `-R`, depth first, as `filepath.Walk`).
-    func expand(_ path: String, _ problems: inout [Result<ManifestObject, ManifestProblem>]) -> [String] {
+    func files(for path: String, _ problems: inout [Result<ManifestObject, ManifestProblem>]) -> [String] {
         if path == "-" { return [path] }
         var info = stat()
-        guard stat(path, &info) == 0 else {
-            problems.append(.failure(ManifestProblem(file: path, line: 0, column: 0,
-                                                     message: "cannot read: \(String(cString: strerror(errno)))")))
+        do {
+            try Syscall.check("cannot read") { stat(path, &info) }
+        } catch {
+            problems.append(.failure(ManifestProblem(file: path, line: 0, column: 0, message: "\(error)")))
             return []
         }
         guard info.st_mode & S_IFMT == S_IFDIR else { return [path] }
@@ -73,9 +74,17 @@ struct ManifestReader {
     }
 
     func walk(_ directory: String, into files: inout [String], problems: inout [Result<ManifestObject, ManifestProblem>]) {
-        guard let dir = opendir(directory) else {
-            problems.append(.failure(ManifestProblem(file: directory, line: 0, column: 0,
-                                                     message: "cannot read directory: \(String(cString: strerror(errno)))")))
+        let dir: OpaquePointer
+        do {
+            let fd = try Syscall.open(directory, O_RDONLY | O_DIRECTORY)
+            guard let opened = fdopendir(fd) else {
+                Syscall.close(fd)
+                problems.append(.failure(ManifestProblem(file: directory, line: 0, column: 0, message: "cannot read the directory")))
+                return
+            }
+            dir = opened
+        } catch {
+            problems.append(.failure(ManifestProblem(file: directory, line: 0, column: 0, message: "\(error)")))
             return
         }
         var names: [String] = []
@@ -90,7 +99,7 @@ struct ManifestReader {
             let path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
             var info = stat()
             // lstat, as filepath.Walk: a symlink to a directory is not descended into.
-            guard lstat(path, &info) == 0 else { continue }
+            guard (try? Syscall.check("lstat \(path)") { lstat(path, &info) }) != nil else { continue }
             if info.st_mode & S_IFMT == S_IFDIR {
                 if recursive { walk(path, into: &files, problems: &problems) }
             } else if Self.extensions.contains(where: { name.hasSuffix($0) }) {

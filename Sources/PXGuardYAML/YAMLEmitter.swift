@@ -56,7 +56,7 @@ public enum YAMLEmitter {
             emit { yaml_document_end_event_initialize($0, 1) }
         }
         emit { yaml_stream_end_event_initialize($0) }
-        _ = withUnsafeMutablePointer(to: &emitter) { yaml_emitter_flush($0) }
+        if ok { ok = yaml_emitter_flush(&emitter) == 1 }
         withExtendedLifetime(sink) {}
         precondition(ok, "libyaml refused to emit: \(emitter.problem.map { String(cString: $0) } ?? "unknown problem")")
         return String(decoding: sink.bytes, as: UTF8.self)

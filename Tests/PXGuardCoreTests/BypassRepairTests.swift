@@ -50,6 +50,19 @@ struct BypassRepairTests {
         #expect(verdict.warnings.count == 1 && verdict.warnings[0].hasPrefix("pxguard: bypassPolicies: repaired"))
         let before = policy["spec"]!
         let spec = after["spec"]!
+        // What the API server validates in the new rules: every except a strict subset
+        // of its block's cidr, in the same written family; no new empty `to` or `ports`.
+        let originalRules = before["egress"]?.arrayValue ?? []
+        for rule in spec["egress"]?.arrayValue ?? [] where !originalRules.contains(rule) {
+            #expect(rule["to"]?.arrayValue?.isEmpty != true, "\(rule.serialized)")
+            for peer in rule["to"]?.arrayValue ?? [] {
+                guard let block = peer["ipBlock"], let cidr = block["cidr"]?.stringValue.flatMap(CIDR.init) else { continue }
+                for e in block["except"]?.arrayValue ?? [] {
+                    let hole = try #require(e.stringValue.flatMap(CIDR.init))
+                    #expect(cidr.contains(hole) && hole.prefix > cidr.prefix, "except \(hole) not inside \(cidr)")
+                }
+            }
+        }
         let evaluator = EgressEvaluator(policyNamespace: namespace)
         let protected = ProtectedSet(config: config)
         #expect(evaluator.isolatesEgress(spec) == evaluator.isolatesEgress(before))
@@ -114,13 +127,13 @@ struct BypassRepairTests {
         let policy = networkPolicy(spec: .obj([
             "podSelector": .object([]), "policyTypes": ["Egress"],
             "egress": [.obj([
-                "to": [.obj(["ipBlock": .obj(["cidr": "70.0.0.0/8", "except": ["70.0.9.0/24", "71.0.0.0/8"]])]),
+                "to": [.obj(["ipBlock": .obj(["cidr": "70.0.0.0/8", "except": ["70.0.9.0/24", "70.128.0.0/9"]])]),
                        .obj(["podSelector": .obj(["matchLabels": .obj(["app": "db"])])])],
                 "ports": [.obj(["port": 8000, "endPort": 10000]), .obj(["protocol": "UDP", "port": 9001])],
             ])],
         ]))
         let (after, verdict) = try Self.repaired(policy, AdmissionPolicy(config: Self.repairConfig()))
-        #expect(after["spec"]?["egress"]?.serialized == #"[{"to":[{"ipBlock":{"cidr":"70.0.0.0/8","except":["70.0.9.0/24","71.0.0.0/8","70.0.0.0/16"]}},"#
+        #expect(after["spec"]?["egress"]?.serialized == #"[{"to":[{"ipBlock":{"cidr":"70.0.0.0/8","except":["70.0.9.0/24","70.128.0.0/9","70.0.0.0/16"]}},"#
             + #"{"podSelector":{"matchLabels":{"app":"db"}}}],"ports":[{"port":8000,"endPort":10000},{"protocol":"UDP","port":9001}]},"#
             + #"{"to":[{"ipBlock":{"cidr":"70.0.0.0/16","except":["70.0.9.0/24"]}}],"#
             + #""ports":[{"protocol":"TCP","port":8000,"endPort":9000},{"protocol":"TCP","port":9023,"endPort":10000},{"protocol":"UDP","port":9001}]}]"#)

@@ -35,7 +35,23 @@ struct EgressEvaluator {
 
     /// The namespace the policy lives in (pod selectors without a namespace
     /// selector select pods there).
-    var policyNamespace = "default"
+    let policyNamespace: String
+
+    /// Blocks already read, by text: the oracle evaluates one policy against
+    /// thousands of destinations. One evaluator per test, never shared.
+    final class Blocks {
+        var parsed: [String: (IPFamily, UInt128, UInt128)?] = [:]
+    }
+    let blocks = Blocks()
+
+    init(policyNamespace: String = "default") { self.policyNamespace = policyNamespace }
+
+    func block(_ text: String) -> (IPFamily, UInt128, UInt128)? {
+        if let known = blocks.parsed[text] { return known }
+        let read = Self.readBlock(text)
+        blocks.parsed[text] = read
+        return read
+    }
 
     /// Whether the policy isolates the selected pods for egress: `Egress` in
     /// `policyTypes`, or no `policyTypes` and a non-empty `egress` list.
@@ -81,13 +97,13 @@ struct EgressEvaluator {
     }
 
     func inBlock(_ block: JSON, _ destination: Destination) -> Bool {
-        guard let cidrText = block["cidr"]?.stringValue, let cidr = Self.readBlock(cidrText) else { return false }
+        guard let cidrText = block["cidr"]?.stringValue, let cidr = self.block(cidrText) else { return false }
         func contains(_ c: (IPFamily, UInt128, UInt128)) -> Bool {
             c.0 == destination.family && c.1 <= destination.address && destination.address <= c.2
         }
         guard contains(cidr) else { return false }
         for e in block["except"]?.arrayValue ?? [] {
-            if let text = e.stringValue, let hole = Self.readBlock(text), contains(hole) { return false }
+            if let text = e.stringValue, let hole = self.block(text), contains(hole) { return false }
         }
         return true
     }

@@ -188,6 +188,17 @@ struct ToolsTests {
         #expect(document["results"]?.arrayValue?.first { $0["allowed"] == .bool(false) }?["rule"] == "hostNetwork")
     }
 
+    @Test("check: inputs that hold no object at all are bad input (kubectl: no objects passed to apply)")
+    func checkNothing() throws {
+        let dir = try temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
+        try "apiVersion: v1\nkind: Pod\nmetadata: {name: deep}\n".write(toFile: dir + "/sub/pod.yaml", atomically: true, encoding: .utf8)
+        let flat = try checkCommand(configPath: nil, files: [dir])
+        #expect(flat.code == 2)
+        #expect(flat.errors == ["check: no objects found in \(dir) (subdirectories are read with -R)"])
+        #expect(try checkCommand(configPath: nil, files: [dir], recursive: true).code == 0)
+    }
+
     @Test("check: -f - reads standard input; -R and -o json are flags of the binary")
     func checkBinary() throws {
         let binary = try pxguardBinary()

@@ -57,7 +57,7 @@ public struct BypassRepair: Sendable {
         var rules: [JSON] = []
         egress.forEachElement { index, rule in
             if offending.remove(index) != nil {
-                rules += split(JSON(rule))
+                rules += split(rule)
             } else {
                 rules.append(JSON(rule))
             }
@@ -75,24 +75,28 @@ public struct BypassRepair: Sendable {
     }
 
     /// One offending rule as the rules that allow the same minus the protected set.
-    func split(_ original: JSON) -> [JSON] {
-        let rule: JSON = original == .null ? .object([]) : original
-        let peers = rule["to"]?.arrayValue ?? []
-        let ports = rule["ports"]
-        var everywhere = peers.isEmpty
+    /// Read from the request in place: only what is copied into the answer becomes
+    /// an owned tree, and `except` blocks are parsed from their raw bytes.
+    func split(_ rule: JSONValue) -> [JSON] {
+        let (toValue, portsValue, _) = rule.members("to", "ports")
+        let to = toValue.flatMap { $0.kind == .array ? $0 : nil }
+        var everywhere = to == nil || to!.isEmptyContainerOrNull
         var outside: [JSON] = []
         var inside: [JSON] = []
-        for peer in peers {
-            let block = peer["ipBlock"].flatMap { $0 == .null ? nil : $0 }
-            let selects = [peer["podSelector"], peer["namespaceSelector"]].contains { $0 != nil && $0 != .null }
-            if let block {
+        to?.forEachElement { _, peer in
+            guard peer.kind == .object else {
+                everywhere = true  // a null peer reads as `{}`
+                return
+            }
+            let (blockValue, podSelector, namespaceSelector) = peer.members("ipBlock", "podSelector", "namespaceSelector")
+            if let block = blockValue, block.kind == .object {
                 let (out, into) = splitBlock(block)
                 outside += out.map { .obj(["ipBlock": $0]) }
                 inside += into.map { .obj(["ipBlock": $0]) }
-            } else if selects {
-                outside.append(peer)
+            } else if (podSelector.map { !$0.isNull } ?? false) || (namespaceSelector.map { !$0.isNull } ?? false) {
+                outside.append(JSON(peer))
             } else {
-                everywhere = true  // `{}` or null: every destination
+                everywhere = true  // `{}`: every destination
             }
         }
         if everywhere {
@@ -101,8 +105,11 @@ public struct BypassRepair: Sendable {
             inside = nodes.map { .obj(["ipBlock": .obj(["cidr": .string($0.description)])]) }
         }
         var out: [JSON] = []
-        if !outside.isEmpty { out.append(rule.setting("to", .array(outside))) }
-        let open = openPorts(ports)
+        if !outside.isEmpty {
+            // The rule as written (its ports included), with the new destinations.
+            out.append(Self.copy(rule, replacing: "to", with: .array(outside)))
+        }
+        let open = openPorts(portsValue.map(JSON.init))
         if !inside.isEmpty && !open.isEmpty {
             out.append(.obj(["to": .array(inside), "ports": .array(open)]))
         }
@@ -112,22 +119,25 @@ public struct BypassRepair: Sendable {
     /// An `ipBlock` as its part outside the node subnets (the same block with the
     /// node subnets it contains added to `except`, or nothing when it lies inside
     /// one) and its parts inside them (one block per node subnet it reaches).
-    func splitBlock(_ block: JSON) -> (outside: [JSON], inside: [JSON]) {
-        guard let text = block["cidr"]?.stringValue, let cidr = CIDR(text) else { return ([block], []) }
+    func splitBlock(_ block: JSONValue) -> (outside: [JSON], inside: [JSON]) {
+        let (cidrValue, exceptValue, _) = block.members("cidr", "except")
+        guard let cidr = cidrValue?.cidr else { return ([JSON(block)], []) }
         let mapped = IPRangeSet.asIPv4(cidr.range) != nil
         let range = IPRangeSet.effective(cidr.range)
-        let excepts: [(text: String, range: IPRange)] = (block["except"]?.arrayValue ?? []).compactMap { e in
-            guard let t = e.stringValue, let c = CIDR(t) else { return nil }
-            return (t, IPRangeSet.effective(c.range))
-        }
         func covers(_ outer: IPRange, _ inner: IPRange) -> Bool {
             outer.family == inner.family && outer.lower <= inner.lower && inner.upper <= outer.upper
         }
-        var addedExcepts: [String] = []
+        // Only the node subnets the block reaches matter; most blocks reach one.
+        let reached = nodes.filter { IPRangeSet.effective($0.range).intersection(range) != nil }
+        guard !reached.isEmpty else { return ([JSON(block)], []) }
+        var excepts: [(value: JSONValue, range: IPRange)] = []
+        exceptValue?.forEachElement { _, e in
+            if let c = e.cidr { excepts.append((e, IPRangeSet.effective(c.range))) }
+        }
+        var addedExcepts: [JSON] = []
         var inside: [JSON] = []
-        for node in nodes {
+        for node in reached {
             let n = IPRangeSet.effective(node.range)
-            guard n.intersection(range) != nil else { continue }
             // Blocks nest or are disjoint: the part of the block in this node subnet
             // is the block itself or the whole node subnet. An except that covers
             // that part already keeps it out.
@@ -135,16 +145,38 @@ public struct BypassRepair: Sendable {
             if excepts.contains(where: { covers($0.range, part) }) { continue }
             if covers(n, range) {
                 // The whole block lies inside the node subnet.
-                return ([], [block])
+                return ([], [JSON(block)])
             }
             let written = mapped ? Self.mappedForm(node) : node
-            addedExcepts.append(written.description)
-            let kept = excepts.filter { covers(n, $0.range) && $0.range != n }.map { JSON.string($0.text) }
+            addedExcepts.append(.string(written.description))
+            let kept = excepts.filter { covers(n, $0.range) && $0.range != n }.map { JSON($0.value) }
             inside.append(.obj(["cidr": .string(written.description), "except": kept.isEmpty ? nil : .array(kept)]))
         }
-        guard !addedExcepts.isEmpty else { return ([block], []) }
-        let except = (block["except"]?.arrayValue ?? []) + addedExcepts.map { JSON.string($0) }
-        return ([block.setting("except", .array(except))], inside)
+        guard !addedExcepts.isEmpty else { return ([JSON(block)], []) }
+        var except: [JSON] = []
+        except.reserveCapacity(excepts.count + addedExcepts.count)
+        exceptValue?.forEachElement { _, e in except.append(JSON(e)) }
+        return ([Self.copy(block, replacing: "except", with: .array(except + addedExcepts))], inside)
+    }
+
+    /// An owned copy of an object with one member replaced (or added at the end),
+    /// the others kept in order; the replaced member is never copied.
+    static func copy(_ object: JSONValue, replacing key: String, with value: JSON) -> JSON {
+        var members: [JSON.Member] = []
+        var replaced = false
+        if object.kind == .object {
+            object.forEachMember { k, v in
+                let name = k.string ?? ""
+                if name == key {
+                    if !replaced { members.append(JSON.Member(key, value)) }
+                    replaced = true
+                } else {
+                    members.append(JSON.Member(name, JSON(v)))
+                }
+            }
+        }
+        if !replaced { members.append(JSON.Member(key, value)) }
+        return .object(members)
     }
 
     /// An IPv4 block in IPv4-mapped IPv6 form, for an except inside a mapped block.
