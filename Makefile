@@ -5,7 +5,7 @@ LISTEN ?= 0.0.0.0:8443
 CERT_DIR ?= certs
 SCRATCH_SAN ?= .build-sanitize
 
-.PHONY: deps build serve test test-swift check-manifests bench fuzz fault sanitize deploy clean
+.PHONY: deps build serve test test-swift check-manifests kubelet-test image image-check install bench fuzz fault sanitize deploy clean
 
 # System libraries (OpenSSL 3, libyaml) through pkg-config; installed with apt when missing.
 deps:
@@ -16,17 +16,37 @@ build: deps
 
 # Serve on the built-in defaults; development certificates are created in $(CERT_DIR)/ when missing.
 serve: build
-	.build/debug/pxguard serve --listen $(LISTEN) --cert-dir $(CERT_DIR)
+	.build/debug/pxguard serve --dev-certs --listen $(LISTEN) --cert-dir $(CERT_DIR)
 
 # The whole test suite: unit, integration (real server, real TLS, in-test Kubernetes API),
-# and the offline schema check of the install bundle.
+# the offline schema check of the install bundle, and the kubelet test (the bundle's
+# Deployment run from the image as a node runs it; builds the image once).
 test: deps
 	$(SWIFT) test 2>&1 | tee .build-test.log | grep -vE '^(\[[0-9]+/[0-9]+\]|Compiling|Building|Write|Emitting)' ; test $${PIPESTATUS[0]} -eq 0
 	@bash scripts/check-manifests.sh
+	@bash scripts/kubelet-test.sh
 
-# Regenerate deploy/ from the default configuration (a test keeps them equal).
+# The kubelet test alone (needs root: mount and network namespaces).
+kubelet-test: deps
+	bash scripts/kubelet-test.sh
+
+# OCI image archive from the release binary: .build/image/pxguard-VERSION.oci.tar.
+image: deps
+	bash scripts/image.sh
+
+# The archive read by skopeo (OCI and Docker layouts) and loaded by podman; installs both with apt.
+image-check: image
+	bash scripts/image-check.sh
+
+# Install or upgrade in the current kubectl context with self-managed certificates
+# (kept in pxguard-certs/); see README "Install".
+install: image
+	bash scripts/install.sh
+
+# Regenerate deploy/ from the default configuration (a test keeps them equal; deploy/base
+# is what `kubectl kustomize deploy` builds).
 deploy: build
-	.build/debug/pxguard render all > deploy/pxguard.yaml
+	.build/debug/pxguard render all > deploy/base/pxguard.yaml
 	.build/debug/pxguard render iptables > deploy/node-iptables.sh
 	chmod +x deploy/node-iptables.sh
 

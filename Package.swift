@@ -27,26 +27,33 @@ let package = Package(
         .systemLibrary(
             name: "CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
-        .target(name: "PXGuardCore", dependencies: ["CSIMD"], swiftSettings: strict),
+        // Byte-run compare and JSON string escaping: pure, shared by the core and the logger.
+        .target(name: "PXGuardBytes", swiftSettings: strict),
+        .target(name: "PXGuardCore", dependencies: ["CSIMD", "PXGuardBytes"], swiftSettings: strict),
+        // Syscalls, clocks, files, threads, locks, logging: below both the transport and the API client.
+        .target(name: "PXGuardPlatform", dependencies: ["CLinux", "PXGuardBytes"], swiftSettings: strict),
         .target(name: "PXGuardYAML", dependencies: ["PXGuardCore", "CYAML"], swiftSettings: strict),
-        .target(name: "PXGuardServer", dependencies: ["COpenSSL", "CLinux"], swiftSettings: strict),
-        .target(name: "PXGuardKube", dependencies: ["PXGuardCore", "PXGuardServer"], swiftSettings: strict),
+        .target(name: "PXGuardServer", dependencies: ["COpenSSL", "CLinux", "PXGuardBytes", "PXGuardPlatform"], swiftSettings: strict),
+        .target(name: "PXGuardKube", dependencies: ["PXGuardCore", "PXGuardPlatform", "PXGuardServer"], swiftSettings: strict),
         .target(
             name: "PXGuardService",
-            dependencies: ["PXGuardCore", "PXGuardYAML", "PXGuardServer", "PXGuardKube"],
+            dependencies: ["PXGuardCore", "PXGuardYAML", "PXGuardPlatform", "PXGuardServer", "PXGuardKube"],
             swiftSettings: strict),
         .executableTarget(
             name: "pxguard",
-            dependencies: ["PXGuardService", "PXGuardServer"],
+            dependencies: ["PXGuardService", "PXGuardPlatform"],
             swiftSettings: strict),
-        .testTarget(name: "PXGuardCoreTests", dependencies: ["PXGuardCore"],
+        .testTarget(name: "PXGuardCoreTests", dependencies: ["PXGuardCore", "PXGuardBytes"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "PXGuardYAMLTests", dependencies: ["PXGuardYAML"],
                     resources: [.copy("Configs")], swiftSettings: strict),
-        .testTarget(name: "PXGuardServerTests", dependencies: ["PXGuardServer"], swiftSettings: strict),
-        .testTarget(name: "PXGuardKubeTests", dependencies: ["PXGuardKube", "PXGuardServer"], swiftSettings: strict),
+        .testTarget(name: "PXGuardPlatformTests", dependencies: ["PXGuardPlatform"], swiftSettings: strict),
+        .testTarget(name: "PXGuardServerTests", dependencies: ["PXGuardServer", "PXGuardPlatform"], swiftSettings: strict),
+        // PXGuardService too: the end-to-end test runs the real service against the in-test API.
+        .testTarget(name: "PXGuardKubeTests", dependencies: ["PXGuardKube", "PXGuardPlatform", "PXGuardServer", "PXGuardService"],
+                    swiftSettings: strict),
         // Goldens and manifests are read by path (check reports name the file), not bundled.
-        .testTarget(name: "PXGuardServiceTests", dependencies: ["PXGuardService", "PXGuardServer"],
+        .testTarget(name: "PXGuardServiceTests", dependencies: ["PXGuardService", "PXGuardPlatform", "PXGuardServer"],
                     exclude: ["Golden", "Manifests"], swiftSettings: strict),
     ]
 )

@@ -9,7 +9,7 @@ samples = []
 rss = 0
 for _ in range(5):
     start = time.monotonic()
-    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs"],
+    proc = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs"],
                             stderr=subprocess.PIPE, text=True)
     port = None
     line = proc.stderr.readline()

@@ -11,6 +11,9 @@ let package = Package(
     targets: [
         .target(name: "FuzzDriver"),
         .executableTarget(name: "fuzz-http", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
+        .executableTarget(name: "fuzz-client", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
+        .executableTarget(name: "fuzz-chunked", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
+        .executableTarget(name: "fuzz-tls-records", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
         .executableTarget(name: "fuzz-json", dependencies: ["FuzzDriver", .product(name: "PXGuardCore", package: "pxguard")]),
         .executableTarget(name: "fuzz-review", dependencies: ["FuzzDriver", .product(name: "PXGuardCore", package: "pxguard")]),
         .executableTarget(name: "fuzz-config", dependencies: ["FuzzDriver", .product(name: "PXGuardYAML", package: "pxguard"),

@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
-targets=("${@:-http json review config}")
-[ $# -gt 0 ] || targets=(http json review config)
+targets=("$@")
+[ $# -gt 0 ] || targets=(http chunked tls-records client json review config)
 swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -E 'error' || true
 for t in "${targets[@]}"; do
+  [ -x .build/release/fuzz-$t ] || { echo "fuzz-$t was not built (see the build errors above)" >&2; exit 1; }
   work=$(mktemp -d /tmp/pxguard-fuzz-$t.XXXXXX)
   cp corpus/$t/* "$work"/
   echo "== fuzz-$t for ${seconds}s"

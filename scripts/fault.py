@@ -1,6 +1,8 @@
 """Load-and-fault test: hundreds of hostile connections against a real pxguard
 while valid reviews keep getting correct answers with bounded latency; then no
-leaked descriptors and bounded RSS growth. Loopback only, bounded in time.
+leaked descriptors and bounded RSS growth. Then the memory targets of hostile load
+on a second server (thousands of idle and half-open connections, oversized
+ClientHellos). Loopback only, bounded in time.
 
 Usage: fault.py PXGUARD_BINARY [SECONDS]
 """
@@ -19,7 +21,7 @@ work = tempfile.mkdtemp(prefix="pxguard-fault-")
 with open(work + "/config.yaml", "w") as f:
     f.write("server:\n  handshakeTimeoutSeconds: 2\n  headerTimeoutSeconds: 2\n  bodyTimeoutSeconds: 2\n"
             "  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\nprovisioning: {enabled: false}\n")
-proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs",
+proc = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs",
                          "--config", work + "/config.yaml"], stderr=subprocess.PIPE, text=True)
 port = int(proc.stderr.readline().split('"port":"')[1].split('"')[0])
 threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain logs
@@ -59,6 +61,154 @@ def read_response(s):
         rest += s.recv(65536)
     return status, rest[:length], head
 
+
+def memory_phase():
+    """Hostile-load memory (issue 15): 5,000 silent TCP connections plus 2,000 half-open
+    handshakes, valid reviews answered meanwhile; then RSS after they close; then 1,000
+    oversized ClientHello announcements; and the cost of one idle TLS connection.
+    Returns the list of targets missed."""
+    limit_kb = 96 * 1024
+    mwork = tempfile.mkdtemp(prefix="pxguard-fault-mem-")
+    with open(mwork + "/config.yaml", "w") as f:
+        f.write("server:\n  handshakeTimeoutSeconds: 30\n  headerTimeoutSeconds: 30\n  idleTimeoutSeconds: 60\n"
+                "provisioning: {enabled: false}\n")
+    mp = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--cert-dir", mwork + "/certs",
+                           "--config", mwork + "/config.yaml"], stderr=subprocess.PIPE, text=True)
+    mport = int(mp.stderr.readline().split('"port":"')[1].split('"')[0])
+    threading.Thread(target=lambda: [None for _ in mp.stderr], daemon=True).start()
+    mctx = ssl.create_default_context(cafile=mwork + "/certs/ca.crt")
+
+    def mrss():
+        with open(f"/proc/{mp.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+
+    def mtls():
+        raw = socket.create_connection(("127.0.0.1", mport), timeout=10)
+        return mctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+    peak = [0]
+    sampling = [True]
+
+    def sample():
+        while sampling[0]:
+            try:
+                peak[0] = max(peak[0], mrss())
+            except (OSError, StopIteration):
+                return
+            time.sleep(0.01)
+
+    def answer(s):
+        s.sendall(post(review))
+        status, payload, _ = read_response(s)
+        return status == 200 and json.loads(payload)["response"]["allowed"]
+
+    def reviews(n, fresh_every):
+        """n valid reviews; a new TLS connection (handshake included) every `fresh_every`."""
+        worst, wrong, s = 0.0, 0, None
+        for i in range(n):
+            t0 = time.monotonic()
+            try:
+                if s is None or i % fresh_every == 0:
+                    if s is not None:
+                        s.close()
+                    s = mtls()
+                if not answer(s):
+                    wrong += 1
+            except Exception:  # noqa: BLE001
+                wrong += 1
+                s = None
+            worst = max(worst, time.monotonic() - t0)
+        if s is not None:
+            s.close()
+        return worst * 1000, wrong
+
+    problems = []
+    reviews(20, 5)  # warm up: code paths, pools, TLS context
+    time.sleep(0.3)
+    idle_rss = mrss()
+    threading.Thread(target=sample, daemon=True).start()
+
+    held = []
+    for _ in range(5000):
+        held.append(socket.create_connection(("127.0.0.1", mport), timeout=10))
+    time.sleep(0.3)
+    after_idle = mrss()
+    per_idle = (after_idle - idle_rss) * 1024 / 5000
+    for _ in range(2000):
+        s = socket.create_connection(("127.0.0.1", mport), timeout=10)
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello that stops
+        held.append(s)
+    time.sleep(0.3)
+    worst, wrong = reviews(60, 3)
+    under_load = mrss()
+    for s in held:
+        s.close()
+    held.clear()
+    time.sleep(1.5)  # the loops notice the closes, then hand freed memory back
+    after_close = mrss()
+    print(f"memory: idle {idle_rss} kB; +5,000 silent TCP {after_idle} kB ({per_idle:.0f} bytes each); "
+          f"+2,000 half-open handshakes {under_load} kB; peak {peak[0]} kB; after close {after_close} kB")
+    print(f"valid reviews under that load: 60, {wrong} wrong or failed, max latency {worst:.1f} ms (handshakes included)")
+    if peak[0] > limit_kb:
+        problems.append(f"peak RSS {peak[0]} kB over 96 MiB with idle and half-open connections")
+    if wrong:
+        problems.append(f"{wrong} valid reviews failed under idle/half-open load")
+    if worst > 250:
+        problems.append(f"max review latency {worst:.1f} ms over 250 ms under idle/half-open load")
+    if after_close > 2 * idle_rss:
+        problems.append(f"RSS after close {after_close} kB over twice idle ({idle_rss} kB)")
+
+    # 1,000 ClientHellos announcing 128 KiB each, held open.
+    peak[0] = 0
+    oversized, refused = [], 0
+    for _ in range(1000):
+        s = socket.create_connection(("127.0.0.1", mport), timeout=10)
+        s.sendall(b"\x16\x03\x01\x40\x00\x01\x02\x00\x00\x03\x03" + os.urandom(40))
+        oversized.append(s)
+    time.sleep(0.5)
+    for s in oversized:
+        s.settimeout(2)
+        try:
+            if s.recv(1) == b"":
+                refused += 1
+        except ConnectionResetError:
+            refused += 1
+        except OSError:
+            pass
+        s.close()
+    hello_peak = peak[0]
+    print(f"1,000 oversized ClientHello announcements: {refused} refused at once; peak RSS {hello_peak} kB")
+    if hello_peak > limit_kb:
+        problems.append(f"peak RSS {hello_peak} kB over 96 MiB with oversized ClientHellos")
+    if refused < 1000:
+        problems.append(f"only {refused} of 1,000 oversized ClientHellos were refused")
+
+    # What one idle TLS connection (handshake done, one answer, keep-alive) costs.
+    time.sleep(1)
+    before_tls = mrss()
+    tls_idle = []
+    for _ in range(1000):
+        s = mtls()
+        answer(s)
+        tls_idle.append(s)
+    time.sleep(0.3)
+    per_tls = (mrss() - before_tls) * 1024 / 1000
+    print(f"idle TLS connection after one answer: {per_tls:.0f} bytes each (1,000 held)")
+    for s in tls_idle:
+        s.close()
+    sampling[0] = False
+    mp.terminate()
+    if mp.wait(timeout=30) != 0:
+        problems.append("memory-phase server did not exit 0")
+    return problems
+
+
+if os.environ.get("FAULT_ONLY") == "memory":  # the memory phase alone (for measuring)
+    proc.terminate()
+    proc.wait(timeout=30)
+    missed = memory_phase()
+    print("FAIL: " + "; ".join(missed) if missed else "memory phase passed")
+    sys.exit(1 if missed else 0)
 
 baseline_fds, baseline_rss = fds(), rss()
 stop = time.monotonic() + duration
@@ -201,6 +351,7 @@ if end_rss - baseline_rss > 24 * 1024:
     problems.append(f"RSS grew by {end_rss - baseline_rss} kB (bound 24 MiB)")
 if code != 0:
     problems.append(f"exit code {code}")
+problems += memory_phase()
 if problems:
     print("FAIL: " + "; ".join(problems))
     sys.exit(1)

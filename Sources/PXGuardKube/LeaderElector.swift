@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
 /// Lease-based leader election (`coordination.k8s.io/v1` Lease): only the holder
@@ -37,10 +37,9 @@ public final class LeaderElector: Sendable {
     /// True while this replica holds a lease it renewed within the lease duration.
     public var isLeader: Bool { leaderUntil.withLock { $0 } > Self.monotonic() }
 
-    static func monotonic() -> Double { Clock.monotonic() }
+    static func monotonic() -> Double { Clock.monotonic().seconds }
 
 
-    var path: String { "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases/\(GuardNames.leaseName)" }
 
     func leaseBody(resourceVersion: String?, transitions: Int, acquireTime: String) -> JSON {
         let now = Clock.rfc3339(Clock.wall())
@@ -60,14 +59,15 @@ public final class LeaderElector: Sendable {
 
     /// One round: acquire or renew. Returns whether this replica leads now.
     @discardableResult
-    public func tryAcquireOrRenew() -> Bool {
+    public func tryAcquireOrRenew(_ client: KubeConnection) -> Bool {
         let started = Self.monotonic()
         do {
+            let path = try KubePath.lease(GuardNames.leaseName, in: namespace)
             let lease: JSON
             do {
                 lease = try client.call("GET", path)
             } catch let error where error.code == 404 {
-                try client.call("POST", "/apis/coordination.k8s.io/v1/namespaces/\(namespace)/leases",
+                try client.call("POST", KubePath.leases(in: namespace),
                                 body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Clock.rfc3339(Clock.wall())))
                 becameLeader(since: started, transition: true)
                 return true
@@ -109,8 +109,10 @@ public final class LeaderElector: Sendable {
 
     /// Runs rounds every `retryPeriod` until `stop`.
     public func run() {
+        let connection = client.connection()
+        defer { connection.close() }
         while !stopped.load(ordering: .relaxed) {
-            tryAcquireOrRenew()
+            tryAcquireOrRenew(connection)
             var waited = 0.0
             while waited < timing.retryPeriod && !stopped.load(ordering: .relaxed) {
                 usleep(50_000)

@@ -2,145 +2,291 @@
 import Glibc
 #endif
 public import PXGuardCore
-public import PXGuardServer
+public import PXGuardPlatform
 import Synchronization
 
-/// Keeps both guard policies present and canonical in every guarded namespace
-/// (and the block policy in kube-system): on M1, when the namespace exists, and on
-/// a periodic resync. Works beside the webhook on its own thread; admission only
-/// ever calls `enqueue`, which never blocks.
+/// Keeps both guard policies present and canonical in every guarded namespace (and
+/// the block policy in kube-system), and the namespace's labels in place. It
+/// watches namespaces and guard policies into a `ClusterView` (every replica does:
+/// admission's R6 reads it) and reconciles from that view: an event queues its
+/// namespace, a worker computes what the view says is missing and writes only
+/// that. Only the Lease holder writes. The periodic resync is a walk of the view,
+/// so in steady state it sends no request at all.
 public final class Provisioner: Sendable {
     public struct Settings: Sendable {
         public var resyncSeconds: Double = 300
         public var backoffBase: Double = 0.2
         public var backoffCap: Double = 30
-        /// How long a namespace from M1 may take to appear before the queue gives
-        /// up on it (the resync still covers it).
-        public var notYetTimeout: Double = 300
-        public var maxAttempts = 12
+        /// Concurrent writers, each with its own connection.
+        public var workers = 4
+        /// Namespaces waiting at most; beyond it the queue overflows into a resync.
+        public var queueCapacity = 100_000
+        /// How long a write not yet seen on the watch is not repeated.
+        public var expectationSeconds: Double = 10
+        public var informer = Informer.Settings()
         public init() {}
     }
 
-    struct Item {
-        let namespace: String
-        var notBefore: Double
-        var attempt: Int
-        let firstSeen: Double
-    }
-
     let client: KubeClient
-    let config: Config
-    let policies: GuardPolicies
+    public let view: ClusterView
     let elector: LeaderElector?
     let settings: Settings
     let logger: Logger
-    let queue = Locked<[Item]>([])
+    let queue: Locked<WorkQueue>
     let wake = Waker()
+    let tick = Waker()
     let stopped = Atomic<Bool>(false)
+    public let informers: [Informer]
 
     public let created = Atomic<Int>(0)
     public let repaired = Atomic<Int>(0)
     public let labelled = Atomic<Int>(0)
     public let failed = Atomic<Int>(0)
     public let resyncs = Atomic<Int>(0)
+    /// Requests sent by the workers (writes and the GETs of conflict repair).
+    public let requests = Atomic<Int>(0)
     let reachable = Atomic<Int>(1)
 
-    public init(client: KubeClient, config: Config, elector: LeaderElector?, settings: Settings, logger: Logger) {
+    public init(client: KubeClient, view: ClusterView, elector: LeaderElector?, settings: Settings, logger: Logger) {
         self.client = client
-        self.config = config
-        self.policies = GuardPolicies(config: config)
+        self.view = view
         self.elector = elector
         self.settings = settings
         self.logger = logger
-    }
-
-    static func now() -> Double { Clock.monotonic() }
-
-    /// Queues a namespace for provisioning (deduplicated). Never blocks on I/O.
-    public func enqueue(_ namespace: String) {
-        let added = queue.withLock { items -> Bool in
-            if items.contains(where: { $0.namespace == namespace }) { return false }
-            items.append(Item(namespace: namespace, notBefore: 0, attempt: 0, firstSeen: Self.now()))
-            return true
+        queue = Locked(WorkQueue(capacity: settings.queueCapacity))
+        let informerSettings = settings.informer
+        // Every change to a namespace or a guard policy queues the namespace, on the
+        // lease holder (a follower that takes over starts with a walk of its view).
+        // The informers' callbacks reach back weakly: the provisioner owns them.
+        struct Weak { weak var provisioner: Provisioner? }
+        let box = Locked(Weak())
+        let enqueue: @Sendable (String?) -> Void = { name in
+            guard let name, let provisioner = box.withLock({ $0.provisioner }), provisioner.isLeader else { return }
+            provisioner.enqueue(name)
         }
-        if added { wake.signal() }
+        let reach: @Sendable (Bool) -> Void = { ok in box.withLock { $0.provisioner }?.apiReachable(ok) }
+        informers = [
+            Informer(name: "namespaces", client: client, path: KubePath.namespaces, labelSelector: nil,
+                     settings: informerSettings, logger: logger,
+                     onList: { items in view.replace(.namespaces, with: items).forEach(enqueue) },
+                     onEvent: { type, object in enqueue(view.applyNamespace(object, deleted: type == .deleted)) },
+                     onHealth: { listed, healthy in view.setHealth(.namespaces, listed: listed, healthy: healthy) },
+                     onReachable: reach),
+            Informer(name: "networkpolicies", client: client, path: KubePath.allNetworkPolicies,
+                     labelSelector: "\(GuardNames.managedByKey)=\(GuardNames.managedByValue)",
+                     settings: informerSettings, logger: logger,
+                     onList: { items in view.replace(.policies, with: items).forEach(enqueue) },
+                     onEvent: { type, object in enqueue(view.applyPolicy(object, deleted: type == .deleted)) },
+                     onHealth: { listed, healthy in view.setHealth(.policies, listed: listed, healthy: healthy) },
+                     onReachable: reach),
+        ]
+        box.withLock { $0.provisioner = self }
     }
 
+    static func now() -> Double { Clock.monotonic().seconds }
+
+    var isLeader: Bool { elector?.isLeader ?? true }
+
+    /// Queues a namespace for reconciling (deduplicated, bounded). Never blocks on I/O.
+    public func enqueue(_ namespace: String) {
+        if queue.withLock({ $0.add(namespace) }) { wake.signal() }
+    }
+
+    /// Namespaces waiting in the queue.
     public var queueDepth: Int { queue.withLock { $0.count } }
 
     /// Capped exponential backoff with jitter; at least what `Retry-After` asked.
     func backoff(attempt: Int, retryAfter: Double?) -> Double {
-        let exponential = min(settings.backoffCap, settings.backoffBase * pow(2, Double(min(attempt, 20))))
-        let jittered = exponential * Double.random(in: 0.5...1.0)
-        return max(jittered, retryAfter ?? 0)
+        Informer.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap, retryAfter: retryAfter)
     }
 
-    func takeDue() -> (Item?, Double) {
-        queue.withLock { items in
-            let now = Self.now()
-            if let i = items.firstIndex(where: { $0.notBefore <= now }) { return (items.remove(at: i), 0) }
-            return (nil, items.map { $0.notBefore - now }.min() ?? 1)
-        }
+    /// Queues every namespace the view says needs work. The safety net behind the
+    /// watches; it reads only the view.
+    @discardableResult
+    public func resync() -> Int {
+        let names = view.namespacesNeedingWork()
+        for name in names { enqueue(name) }
+        resyncs.add(1, ordering: .relaxed)
+        return names.count
     }
 
-    func requeue(_ item: Item, after delay: Double) {
-        var next = item
-        next.attempt += 1
-        next.notBefore = Self.now() + delay
-        queue.withLock { $0.append(next) }
+    /// A configuration reload: new canonical specs, and every guard policy that no
+    /// longer matches them is rewritten.
+    public func reload(_ config: Config) {
+        let names = view.reload(config)
+        // A follower only updates its view (R6 judges by the new specs); the leader writes.
+        guard isLeader else { return }
+        if !names.isEmpty { logger.info("configuration reload: rewriting guard policies", [("namespaces", String(names.count))]) }
+        for name in names { enqueue(name) }
     }
 
-    /// The worker loop: resync when due, then drain the queue. Only the lease
-    /// holder writes.
+    /// Starts the informers and the workers, and runs the resync timer on the
+    /// calling thread until `stop`.
     public func run() {
+        for informer in informers { spawnThread(name: "pxguard-watch") { informer.run() } }
+        for _ in 0..<max(1, settings.workers) { spawnThread(name: "pxguard-provision") { [self] in work() } }
+        var wasLeader = false
         var nextResync = 0.0
         while !stopped.load(ordering: .relaxed) {
-            if let elector, !elector.isLeader {
-                // A follower, or nobody can reach the API to win the lease.
-                apiReachable(elector.reachable.load(ordering: .relaxed))
-                wake.wait(seconds: 0.2)
-                nextResync = 0  // a new leader starts with a full resync
-                continue
-            }
+            let leader = isLeader
+            if !leader, let elector { apiReachable(elector.reachable.load(ordering: .relaxed)) }
             let now = Self.now()
-            if now >= nextResync {
-                nextResync = now + (resync() ? settings.resyncSeconds : min(settings.resyncSeconds, 10))
+            let overflowed = queue.withLock { $0.takeOverflow() }
+            // A new leader, a due resync or a queue that dropped names: walk the view.
+            if leader && view.isSynced && (!wasLeader || now >= nextResync || overflowed) {
+                resync()
+                nextResync = now + settings.resyncSeconds
+                wasLeader = true
             }
-            let (item, wait) = takeDue()
-            if let item {
-                process(item)
-            } else {
-                wake.wait(seconds: min(max(wait, 0.01), max(0.01, nextResync - Self.now()), 1))
-            }
+            if !leader { wasLeader = false }
+            tick.wait(seconds: 0.2)
         }
     }
 
+    /// Stops the informers, workers, timer and lease.
     public func stop() {
         stopped.store(true, ordering: .relaxed)
+        for informer in informers { informer.stop() }
         wake.signal()
+        tick.signal()
         elector?.stop()
     }
 
-    func process(_ item: Item) {
-        do {
-            try ensure(namespace: item.namespace)
-            apiReachable(true)
-        } catch {
-            if error.code == 404 {
-                // The namespace does not exist yet: at admission time it never does.
-                if Self.now() - item.firstSeen < settings.notYetTimeout {
-                    requeue(item, after: backoff(attempt: min(item.attempt, 4), retryAfter: nil))
-                }
-                return
+    func work() {
+        let connection = client.connection()
+        defer { connection.close() }
+        while !stopped.load(ordering: .relaxed) {
+            guard isLeader, view.hasListed else {
+                wake.wait(seconds: 0.1)
+                continue
             }
+            let (name, wait) = queue.withLock { $0.take(now: Self.now()) }
+            guard let name else {
+                wake.wait(seconds: min(max(wait, 0.005), 0.5))
+                continue
+            }
+            let retryAt = process(name, connection)
+            queue.withLock { $0.done(name, retryAt: retryAt) }
+            if retryAt != nil { wake.signal() }
+        }
+    }
+
+    /// Reconciles one namespace; returns when to try again after a failure.
+    func process(_ namespace: String, _ connection: KubeConnection) -> Double? {
+        let plan = view.plan(for: namespace)
+        guard !plan.isEmpty else {
+            queue.withLock { $0.succeeded(namespace) }
+            return nil
+        }
+        do {
+            try apply(plan, to: namespace, connection)
+            queue.withLock { $0.succeeded(namespace) }
+            apiReachable(true)
+            return nil
+        } catch {
+            if error.code == 404 { return nil }  // the namespace is gone; the watch will say so
             failed.add(1, ordering: .relaxed)
+            if case .invalidName = error {
+                // No retry can make such a name valid; the next event or resync tries again.
+                logger.error("namespace name refused in a request path", [("error", error.description)])
+                return nil
+            }
             apiReachable(!(error.isTransient && error.code == nil))
-            if item.attempt + 1 < settings.maxAttempts {
-                requeue(item, after: backoff(attempt: item.attempt, retryAfter: error.retryAfter))
-            } else {
-                logger.error("provisioning gave up until the next resync", [("namespace", item.namespace), ("error", error.description)])
+            let attempt = queue.withLock { $0.failed(namespace) }
+            if attempt == 1 || attempt % 10 == 0 {
+                logger.warn("provisioning failed; retrying with backoff",
+                            [("namespace", namespace), ("attempt", String(attempt)), ("error", error.description)])
+            }
+            return Self.now() + backoff(attempt: attempt - 1, retryAfter: error.retryAfter)
+        }
+    }
+
+    /// Performs one plan. Each write is recorded as expected before it is sent, so
+    /// that an event that arrives meanwhile does not repeat it.
+    func apply(_ plan: ClusterView.Plan, to namespace: String, _ connection: KubeConnection) throws(KubeError) {
+        let policies = view.policies
+        if !plan.labels.isEmpty || plan.annotate {
+            let labels: [JSON.Member] = plan.labels.sorted { $0.key < $1.key }.map { JSON.Member($0.key, .string($0.value)) }
+            var metadata: [JSON.Member] = []
+            if !labels.isEmpty { metadata.append(.init("labels", .object(labels))) }
+            if plan.annotate {
+                metadata.append(.init("annotations", .obj([GuardNames.policiesAnnotation: .string(GuardNames.policiesAnnotationValue)])))
+            }
+            view.expect(namespace, ["labels"], for: settings.expectationSeconds)
+            do {
+                try send(connection, "PATCH", KubePath.namespace(namespace), .obj(["metadata": .object(metadata)]),
+                         "application/merge-patch+json")
+            } catch {
+                view.expect(namespace, ["labels"], for: 0)
+                throw error
+            }
+            labelled.add(1, ordering: .relaxed)
+        }
+        for name in plan.create {
+            guard let desired = policies.policy(name: name, namespace: namespace) else { continue }
+            view.expect(namespace, [name], for: settings.expectationSeconds)
+            do {
+                try send(connection, "POST", KubePath.networkPolicies(in: namespace), desired)
+                created.add(1, ordering: .relaxed)
+            } catch {
+                guard error.code == 409 else {
+                    view.expect(namespace, [name], for: 0)
+                    throw error
+                }
+                // AlreadyExists: one without our label, invisible to the watch. Check and repair.
+                do {
+                    try repairAfterConflict(name, namespace, desired, connection)
+                } catch {
+                    view.expect(namespace, [name], for: 0)
+                    throw error
+                }
             }
         }
+        for name in plan.repair {
+            guard let spec = policies.canonicalSpec(name: name, namespace: namespace) else { continue }
+            // Replace the spec whole and drop owners (an owner a user deletes would
+            // have the garbage collector delete the guard); labels, annotations
+            // and everything else stay as they are.
+            let patch: JSON = [
+                .obj(["op": "add", "path": "/spec", "value": spec]),
+                .obj(["op": "add", "path": "/metadata/ownerReferences", "value": .array([])]),
+            ]
+            view.expect(namespace, [name], for: settings.expectationSeconds)
+            do {
+                try send(connection, "PATCH", KubePath.networkPolicy(name, in: namespace), patch, "application/json-patch+json")
+            } catch {
+                view.expect(namespace, [name], for: 0)
+                throw error
+            }
+            repaired.add(1, ordering: .relaxed)
+            logger.info("guard policy repaired", [("namespace", namespace), ("name", name)])
+        }
+    }
+
+    @discardableResult
+    func send(_ connection: KubeConnection, _ method: String, _ path: String, _ body: JSON? = nil,
+              _ contentType: String = "application/json") throws(KubeError) -> JSON {
+        requests.add(1, ordering: .relaxed)
+        return try connection.call(method, path, body: body, contentType: contentType)
+    }
+
+    /// `409 AlreadyExists` on create: the object exists without the managed-by
+    /// label (so the watch cannot see it). Read it and put it back in canonical
+    /// form with the label, keeping its other labels and annotations.
+    func repairAfterConflict(_ name: String, _ namespace: String, _ desired: JSON, _ connection: KubeConnection) throws(KubeError) {
+        let path = try KubePath.networkPolicy(name, in: namespace)
+        let current = try send(connection, "GET", path)
+        var metadata = current["metadata"] ?? .object([])
+        let labelled = metadata["labels"]?[GuardNames.managedByKey]?.stringValue == GuardNames.managedByValue
+        let owned = metadata["ownerReferences"]?.arrayValue.map { !$0.isEmpty } ?? false
+        if labelled && !owned && view.policies.isCanonical(spec: current["spec"] ?? .object([]), name: name, namespace: namespace) {
+            return
+        }
+        let labels = (metadata["labels"] ?? .object([])).setting(GuardNames.managedByKey, .string(GuardNames.managedByValue))
+        metadata = metadata.setting("labels", labels).setting("ownerReferences", .array([]))
+        try send(connection, "PUT", path, desired.setting("metadata", metadata))
+        repaired.add(1, ordering: .relaxed)
+        logger.info("guard policy repaired", [("namespace", namespace), ("name", name)])
     }
 
     func apiReachable(_ ok: Bool) {
@@ -152,122 +298,7 @@ public final class Provisioner: Sendable {
         }
     }
 
-    static func policyPath(_ namespace: String, _ name: String? = nil) -> String {
-        "/apis/networking.k8s.io/v1/namespaces/\(namespace)/networkpolicies" + (name.map { "/" + $0 } ?? "")
-    }
-
-    /// Whether `namespace` gets policies at all, and which.
-    func policyNames(for namespace: String) -> [String] {
-        if namespace == GuardNames.kubeSystem { return [GuardNames.blockPolicy] }
-        return config.isGuarded(namespace: namespace) ? GuardPolicies.names(in: namespace) : []
-    }
-
-    /// Labels and provisions one namespace. Throws 404 when it does not exist yet.
-    public func ensure(namespace: String) throws(KubeError) {
-        let names = policyNames(for: namespace)
-        guard !names.isEmpty else { return }  // exempt namespaces are never written to
-        let object = try client.call("GET", "/api/v1/namespaces/\(namespace)")
-        try ensure(namespaceObject: object, existing: nil)
-    }
-
-    func isTerminating(_ namespace: JSON) -> Bool {
-        namespace["status"]?["phase"]?.stringValue == "Terminating" || namespace["metadata"]?["deletionTimestamp"] != nil
-    }
-
-    /// `existing`: the guard policies already known from a list, by name.
-    func ensure(namespaceObject: JSON, existing: [String: JSON]?) throws(KubeError) {
-        guard let namespace = namespaceObject["metadata"]?["name"]?.stringValue, !isTerminating(namespaceObject) else { return }
-        let names = policyNames(for: namespace)
-        guard !names.isEmpty else { return }
-        if namespace != GuardNames.kubeSystem { try ensureLabels(namespaceObject, namespace) }
-        for name in names {
-            if let known = existing?[name], !drifted(known, name: name, namespace: namespace) { continue }
-            try ensurePolicy(name: name, namespace: namespace)
-        }
-    }
-
-    func ensureLabels(_ object: JSON, _ namespace: String) throws(KubeError) {
-        let labels = object["metadata"]?["labels"]
-        let annotations = object["metadata"]?["annotations"]
-        guard labels?[GuardNames.guardedLabel]?.stringValue != "true"
-            || annotations?[GuardNames.policiesAnnotation]?.stringValue != GuardNames.policiesAnnotationValue
-        else { return }
-        try client.call("PATCH", "/api/v1/namespaces/\(namespace)", body: .obj(["metadata": .obj([
-            "labels": .obj([GuardNames.guardedLabel: "true"]),
-            "annotations": .obj([GuardNames.policiesAnnotation: .string(GuardNames.policiesAnnotationValue)]),
-        ])]), contentType: "application/merge-patch+json")
-        labelled.add(1, ordering: .relaxed)
-    }
-
-    func drifted(_ policy: JSON, name: String, namespace: String) -> Bool {
-        let labelled = policy["metadata"]?["labels"]?[GuardNames.managedByKey]?.stringValue == GuardNames.managedByValue
-        return !labelled || !policies.isCanonical(spec: policy["spec"] ?? .object([]), name: name, namespace: namespace)
-    }
-
-    /// Creates the policy, or repairs it: `409 AlreadyExists` means "check and
-    /// repair if drifted".
-    func ensurePolicy(name: String, namespace: String) throws(KubeError) {
-        let desired = policies.policy(name: name, namespace: namespace)!
-        var current: JSON?
-        do {
-            current = try client.call("GET", Self.policyPath(namespace, name))
-        } catch where error.code == 404 {
-            do {
-                try client.call("POST", Self.policyPath(namespace), body: desired)
-                created.add(1, ordering: .relaxed)
-                logger.info("guard policy created", [("namespace", namespace), ("name", name)])
-                return
-            } catch where error.code == 409 {
-                current = try client.call("GET", Self.policyPath(namespace, name))
-            }
-        }
-        guard let current, drifted(current, name: name, namespace: namespace) else { return }
-        // Keep the object's other labels and annotations; restore spec and label.
-        var metadata = current["metadata"] ?? .object([])
-        let labels = (metadata["labels"] ?? .object([])).setting(GuardNames.managedByKey, .string(GuardNames.managedByValue))
-        metadata = metadata.setting("labels", labels)
-        let repairedPolicy = desired.setting("metadata", metadata)
-        try client.call("PUT", Self.policyPath(namespace, name), body: repairedPolicy)
-        repaired.add(1, ordering: .relaxed)
-        logger.info("guard policy repaired", [("namespace", namespace), ("name", name)])
-    }
-
-    /// Lists every namespace and every pxguard-managed policy, and repairs what is
-    /// missing or drifted. Returns false when the lists could not be read.
-    @discardableResult
-    public func resync() -> Bool {
-        let namespaces: [JSON]
-        let managed: [JSON]
-        do {
-            namespaces = try client.call("GET", "/api/v1/namespaces")["items"]?.arrayValue ?? []
-            let selector = "app.kubernetes.io%2Fmanaged-by%3Dpxguard"
-            managed = try client.call("GET", "/apis/networking.k8s.io/v1/networkpolicies?labelSelector=\(selector)")["items"]?.arrayValue ?? []
-            apiReachable(true)
-        } catch {
-            failed.add(1, ordering: .relaxed)
-            apiReachable(!(error.isTransient && error.code == nil))
-            logger.warn("resync could not list namespaces and policies", [("error", error.description)])
-            return false
-        }
-        var byNamespace: [String: [String: JSON]] = [:]
-        for policy in managed {
-            guard let ns = policy["metadata"]?["namespace"]?.stringValue, let name = policy["metadata"]?["name"]?.stringValue else { continue }
-            byNamespace[ns, default: [:]][name] = policy
-        }
-        for namespace in namespaces {
-            guard let name = namespace["metadata"]?["name"]?.stringValue else { continue }
-            do {
-                try ensure(namespaceObject: namespace, existing: byNamespace[name] ?? [:])
-            } catch {
-                failed.add(1, ordering: .relaxed)
-                enqueue(name)  // retried with backoff
-            }
-        }
-        resyncs.add(1, ordering: .relaxed)
-        return true
-    }
-
-    /// Prometheus exposition of the provisioner's counters.
+    /// Prometheus exposition of the provisioner's counters, its informers and view.
     public var metricsText: String {
         var out = "# HELP pxguard_provisioner_actions_total Provisioner writes and failed attempts.\n"
         out += "# TYPE pxguard_provisioner_actions_total counter\n"
@@ -276,14 +307,20 @@ public final class Provisioner: Sendable {
         for (action, value) in actions {
             out += "pxguard_provisioner_actions_total{action=\"\(action)\"} \(value)\n"
         }
-        out += "# HELP pxguard_provisioner_resyncs_total Completed full resyncs.\n# TYPE pxguard_provisioner_resyncs_total counter\n"
+        out += "# HELP pxguard_provisioner_resyncs_total Completed resyncs (walks of the watched view).\n# TYPE pxguard_provisioner_resyncs_total counter\n"
         out += "pxguard_provisioner_resyncs_total \(resyncs.load(ordering: .relaxed))\n"
-        out += "# HELP pxguard_provisioner_queue_depth Namespaces waiting to be provisioned.\n# TYPE pxguard_provisioner_queue_depth gauge\n"
+        out += "# HELP pxguard_provisioner_queue_depth Namespaces waiting to be reconciled.\n# TYPE pxguard_provisioner_queue_depth gauge\n"
         out += "pxguard_provisioner_queue_depth \(queueDepth)\n"
         out += "# HELP pxguard_provisioner_leader 1 while this replica holds the provisioner lease.\n# TYPE pxguard_provisioner_leader gauge\n"
-        out += "pxguard_provisioner_leader \((elector?.isLeader ?? true) ? 1 : 0)\n"
+        out += "pxguard_provisioner_leader \(isLeader ? 1 : 0)\n"
         out += "# HELP pxguard_provisioner_api_reachable 0 while the Kubernetes API cannot be reached.\n# TYPE pxguard_provisioner_api_reachable gauge\n"
         out += "pxguard_provisioner_api_reachable \(reachable.load(ordering: .relaxed))\n"
-        return out
+        out += "# HELP pxguard_watch_restarts_total Watches restarted after a failure.\n# TYPE pxguard_watch_restarts_total counter\n"
+        for i in informers { out += "pxguard_watch_restarts_total{resource=\"\(i.name)\"} \(i.restarts.load(ordering: .relaxed))\n" }
+        out += "# HELP pxguard_watch_relists_total Fresh lists after 410 Gone.\n# TYPE pxguard_watch_relists_total counter\n"
+        for i in informers { out += "pxguard_watch_relists_total{resource=\"\(i.name)\"} \(i.relists.load(ordering: .relaxed))\n" }
+        out += "# HELP pxguard_watch_events_total Watch events applied to the view.\n# TYPE pxguard_watch_events_total counter\n"
+        for i in informers { out += "pxguard_watch_events_total{resource=\"\(i.name)\"} \(i.events.load(ordering: .relaxed))\n" }
+        return out + view.metricsText
     }
 }

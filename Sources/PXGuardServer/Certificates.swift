@@ -1,4 +1,5 @@
 import COpenSSL
+import PXGuardPlatform
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,9 +16,11 @@ public enum CertificateFactory {
     /// Writes `ca.crt`, `ca.key`, `tls.crt` and `tls.key` into `directory`. An
     /// existing CA there is reused, so re-running rotates only the serving pair and
     /// the `caBundle` registered with the API server stays valid. Keys are 0600.
+    /// The serving certificate is valid from `validFrom` seconds from now (backdated
+    /// five minutes by default, for clock skew) for `days` days.
     @discardableResult
     public static func write(to directory: String, service: String, namespace: String,
-                             days: Int = 365, caDays: Int = 3650) throws -> (caReused: Bool, notAfter: Int?) {
+                             days: Int = 365, caDays: Int = 3650, validFrom: Int = -300) throws -> (caReused: Bool, notAfter: Int?) {
         try FileIO.makeDirectory(directory)
         let caCertPath = directory + "/ca.crt"
         let caKeyPath = directory + "/ca.key"
@@ -45,7 +48,7 @@ public enum CertificateFactory {
         defer { EVP_PKEY_free(key) }
         let names = subjectAltNames(service: service, namespace: namespace).joined(separator: ",")
         let cert = try sign(subjectCN: "\(service).\(namespace).svc", subjectKey: key, issuer: caCert, issuerKey: caKey,
-                            days: days,
+                            days: days, validFrom: validFrom,
                             extensions: [(NID_basic_constraints, "critical,CA:FALSE"),
                                          (NID_key_usage, "critical,digitalSignature,keyEncipherment"),
                                          (NID_ext_key_usage, "serverAuth"),
@@ -67,7 +70,7 @@ public enum CertificateFactory {
     }
 
     static func sign(subjectCN: String, subjectKey: OpaquePointer, issuer: OpaquePointer?, issuerKey: OpaquePointer,
-                     days: Int, extensions: [(Int32, String)]) throws -> OpaquePointer {
+                     days: Int, validFrom: Int = -300, extensions: [(Int32, String)]) throws -> OpaquePointer {
         guard let cert = X509_new() else { throw TLSError("X509_new") }
         var ok = false
         defer { if !ok { X509_free(cert) } }
@@ -77,8 +80,8 @@ public enum CertificateFactory {
         defer { BN_free(serial) }
         BN_rand(serial, 127, -1, 0)
         BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert))
-        X509_gmtime_adj(X509_getm_notBefore(cert), -300)
-        X509_gmtime_adj(X509_getm_notAfter(cert), days * 86_400)
+        X509_gmtime_adj(X509_getm_notBefore(cert), validFrom)
+        X509_gmtime_adj(X509_getm_notAfter(cert), validFrom + 300 + days * 86_400)
         let name = X509_get_subject_name(cert)
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, subjectCN, -1, -1, 0)
         X509_set_issuer_name(cert, issuer.map { X509_get_subject_name($0) } ?? name)
@@ -127,77 +130,35 @@ public enum CertificateFactory {
         guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else { throw TLSError("reading key \(path)") }
         return key
     }
+}
 
-    /// Expiry (seconds since the epoch) of the first certificate in a PEM file.
-    public static func notAfter(ofCertificateAt path: String) -> Int? {
-        guard let cert = try? readCertificate(path) else { return nil }
-        defer { X509_free(cert) }
-        return certificateNotAfter(cert)
+/// Where a certificate stands against the current time, by OpenSSL's own comparison
+/// of its dates (`X509_cmp_current_time`).
+public enum CertificateValidity: Sendable, Equatable {
+    case valid
+    case notYetValid
+    case expired
+    /// No certificate, or dates OpenSSL cannot read.
+    case unreadable
+
+    /// The validity of `cert` at this moment.
+    static func of(_ cert: OpaquePointer) -> CertificateValidity {
+        guard let notBefore = X509_get0_notBefore(cert), let notAfter = X509_get0_notAfter(cert) else { return .unreadable }
+        // X509_cmp_current_time: -1 when the time is in the past, 1 in the future, 0 on error.
+        switch (X509_cmp_current_time(notBefore), X509_cmp_current_time(notAfter)) {
+        case (0, _), (_, 0): return .unreadable
+        case (1, _): return .notYetValid
+        case (_, -1): return .expired
+        default: return .valid
+        }
     }
 }
 
-/// Small file helpers over POSIX calls, used where Foundation is not wanted.
-public enum FileIO {
-    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
-
-    public static func makeDirectory(_ path: String) throws {
-        var soFar = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            soFar += "/" + part
-            if mkdir(soFar, 0o755) != 0 && errno != EEXIST {
-                throw IOError(errnoCode: errno, reason: "mkdir \(soFar)")
-            }
-        }
-    }
-
-    /// Writes to a temporary file and renames it over `path`, so readers never see
-    /// a half-written file.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "open \(temporary)") }
-        fchmod(fd, mode)
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let code = errno
-                Glibc.close(fd)
-                unlink(temporary)
-                throw IOError(errnoCode: code, reason: "write \(temporary)")
-            }
-            written += n
-        }
-        fsync(fd)
-        Glibc.close(fd)
-        guard rename(temporary, path) == 0 else { throw IOError(errnoCode: errno, reason: "rename \(path)") }
-    }
-
-    /// Reads a whole file, refusing anything larger than `limit` bytes.
-    public static func read(_ path: String, limit: Int = 64 << 20) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "open \(path)") }
-        defer { Glibc.close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IOError(errnoCode: errno, reason: "read \(path)")
-            }
-            if n == 0 { return out }
-            out.append(contentsOf: chunk[0..<n])
-            if out.count > limit { throw IOError(errnoCode: EFBIG, reason: "\(path) is larger than \(limit) bytes") }
-        }
-    }
-
-    /// A fingerprint of a file's identity and contents age (device, inode, size,
-    /// mtime), following symlinks: changes when a secret volume swaps its link.
-    public static func fingerprint(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+extension TLSContext {
+    /// The serving certificate's validity now: a reload installs only a `.valid` pair,
+    /// and readiness follows the installed one.
+    public var validity: CertificateValidity {
+        guard let cert = SSL_CTX_get0_certificate(ctx) else { return .unreadable }
+        return CertificateValidity.of(cert)
     }
 }

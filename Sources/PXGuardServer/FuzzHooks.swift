@@ -39,4 +39,38 @@ public enum FuzzHooks {
         }
         return complete
     }
+
+    /// Feeds `data` to the API client's response reader in irregular slices, as
+    /// the peer's TLS records would deliver it, reading responses until the input
+    /// is used up or the reader refuses it (an error, never a trap). Small limits
+    /// make the length checks reachable. Returns the number of complete responses.
+    @discardableResult
+    public static func httpClientResponse(_ data: UnsafeRawBufferPointer) -> Int {
+        var limits = HTTPClientLimits()
+        limits.maxLineBytes = 256
+        limits.maxHeaders = 16
+        limits.maxBodyBytes = 4096
+        let input = Array(data)
+        var offset = 0
+        var slice = 1
+        var reader = HTTPResponseReader(limits: limits) {
+            guard offset < input.count else { return nil }
+            let n = min(slice, input.count - offset)
+            defer {
+                offset += n
+                slice = slice * 5 % 89 + 1
+            }
+            return Array(input[offset..<offset + n])
+        }
+        var complete = 0
+        while true {
+            do {
+                let response = try reader.readResponse(method: complete % 3 == 2 ? "HEAD" : "GET")
+                precondition(response.body.count <= limits.maxBodyBytes, "body over the limit")
+                complete += 1
+            } catch {
+                return complete
+            }
+        }
+    }
 }

@@ -1,3 +1,6 @@
+import PXGuardPlatform
+import PXGuardBytes
+
 /// Hard limits of the HTTP/1.1 parser. A limit hit is a status code and a closed
 /// connection, never a crash.
 public struct HTTPLimits: Sendable {
@@ -5,6 +8,11 @@ public struct HTTPLimits: Sendable {
     public var maxHeaderBytes = 16 * 1024
     public var maxHeaderCount = 100
     public var maxBodyBytes = 8 << 20
+    /// All chunk extensions of one request together (they are ignored, but sit in
+    /// the input buffer until the request completes).
+    public var maxChunkExtensionBytes = 4 * 1024
+    /// All trailer fields of one chunked request together.
+    public var maxTrailerBytes = 16 * 1024
     public init() {}
 }
 
@@ -74,8 +82,14 @@ struct HTTPRequestParser {
     var state = State.head(scanned: 0)
     let limits: HTTPLimits
     /// Decoded chunked body of the current request.
-    let chunkBody = ByteBuffer(capacity: 4096)
+    /// Starts tiny: most requests carry a Content-Length body, and an idle
+    /// connection should not hold a chunk buffer.
+    let chunkBody = ByteBuffer(capacity: 16)
     private var continueSent = false
+    /// Chunk extension bytes seen in the current request.
+    private var extensionBytes = 0
+    /// Where the trailer section of the current request starts.
+    private var trailerStart = 0
 
     init(limits: HTTPLimits) { self.limits = limits }
 
@@ -83,6 +97,7 @@ struct HTTPRequestParser {
     mutating func reset() {
         state = .head(scanned: 0)
         continueSent = false
+        extensionBytes = 0
         if chunkBody.readable > 0 || chunkBody.capacity > 4096 { chunkBody.reset() }
     }
 
@@ -133,11 +148,21 @@ struct HTTPRequestParser {
             case .chunkSize(let head, let cursor):
                 guard let lineEnd = Self.findCRLF(p, n, from: cursor, limit: 1024) else {
                     if n - cursor > 1024 { throw HTTPParseError(status: 400, message: "chunk size line too long") }
+                    if n - head.headLength > limits.maxBodyBytes + (1 << 20) {
+                        throw HTTPParseError(status: 413, message: "chunked request body exceeds the limit")
+                    }
                     return .needMore
                 }
                 let size = try Self.parseChunkSize(p, cursor, lineEnd)
+                var semicolon = cursor
+                while semicolon < lineEnd && p[semicolon] != UInt8(ascii: ";") { semicolon += 1 }
+                extensionBytes += lineEnd - semicolon
+                if extensionBytes > limits.maxChunkExtensionBytes {
+                    throw HTTPParseError(status: 413, message: "chunk extensions exceed \(limits.maxChunkExtensionBytes) bytes in total")
+                }
                 let next = lineEnd + 2
                 if size == 0 {
+                    trailerStart = next
                     state = .trailers(head, cursor: next)
                 } else {
                     if chunkBody.readable + size > limits.maxBodyBytes {
@@ -158,10 +183,11 @@ struct HTTPRequestParser {
                 chunkBody.append(UnsafeRawBufferPointer(start: p + cursor, count: remaining))
                 state = .chunkSize(head, cursor: cursor + remaining + 2)
             case .trailers(let head, let cursor):
-                guard let lineEnd = Self.findCRLF(p, n, from: cursor, limit: limits.maxHeaderBytes) else {
-                    if n - cursor > limits.maxHeaderBytes { throw HTTPParseError(status: 431, message: "trailers too large") }
-                    return .needMore
+                let found = Self.findCRLF(p, n, from: cursor, limit: limits.maxTrailerBytes)
+                if (found ?? n) - trailerStart > limits.maxTrailerBytes {
+                    throw HTTPParseError(status: 413, message: "trailers exceed \(limits.maxTrailerBytes) bytes in total")
                 }
+                guard let lineEnd = found else { return .needMore }
                 if lineEnd == cursor {
                     return .complete(Complete(head: head, consumed: cursor + 2, bodyIsChunked: true))
                 }
@@ -382,7 +408,7 @@ struct HTTPRequestParser {
 
     static func method(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> HTTPMethod {
         func eq(_ s: StaticString) -> Bool {
-            end - start == s.utf8CodeUnitCount && JSONLikeCompare.bytes(p + start, s.utf8Start, end - start)
+            end - start == s.utf8CodeUnitCount && Bytes.equal(p + start, s.utf8Start, end - start)
         }
         if eq("POST") { return .post }
         if eq("GET") { return .get }
@@ -392,13 +418,6 @@ struct HTTPRequestParser {
         if eq("PATCH") { return .patch }
         if eq("OPTIONS") { return .options }
         return .other
-    }
-}
-
-enum JSONLikeCompare {
-    @inline(__always) static func bytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        for k in 0..<n where a[k] != b[k] { return false }
-        return true
     }
 }
 

@@ -1,39 +1,22 @@
 import CLinux
+import PXGuardPlatform
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
 
-/// A failed system call, with the errno it failed with. Only this file reads errno.
-public struct IOError: Error, CustomStringConvertible, Sendable {
-    public let errnoCode: Int32
-    public let reason: String
-    public var description: String { "\(reason): \(String(cString: strerror(errnoCode)))" }
-}
-
-/// The outcome of a non-blocking call: done, or "try again when ready".
-enum IOResult<T> {
-    case processed(T)
-    case wouldBlock
-    /// Out of descriptors or memory: stop accepting for a moment.
-    case exhausted
-}
-
-/// One function per system call: retries EINTR, turns errno into `IOError`.
+/// The socket and epoll calls, over `Syscall` (which retries EINTR and turns
+/// errno into `IOError`); nothing else in the transport reads errno.
 enum Sys {
     @discardableResult
     static func check(_ reason: @autoclosure () -> String, _ call: () -> Int32) throws -> Int32 {
-        while true {
-            let r = call()
-            if r >= 0 { return r }
-            if errno == EINTR { continue }
-            throw IOError(errnoCode: errno, reason: reason())
-        }
+        try Syscall.check(reason(), call)
     }
 
     static func socket(_ domain: Int32, _ type: Int32) throws -> Int32 {
-        try check("socket") { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        Syscall.ignoreBrokenPipe()
+        return try Syscall.check("socket") { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), 0) }
     }
 
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws {
@@ -46,11 +29,6 @@ enum Sys {
     static func setTimeout(_ fd: Int32, _ name: Int32, seconds: Double) throws {
         var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
         try check("setsockopt(timeout)") { setsockopt(fd, SOL_SOCKET, name, &tv, socklen_t(MemoryLayout<timeval>.size)) }
-    }
-
-    static func setNonBlocking(_ fd: Int32) throws {
-        let flags = try check("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
-        try check("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
     }
 
     static func bind(_ fd: Int32, _ address: SocketAddress) throws {
@@ -72,17 +50,19 @@ enum Sys {
 
     static func accept(_ fd: Int32) throws -> IOResult<Int32> {
         while true {
-            let r = accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
-            if r >= 0 { return .processed(r) }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return .wouldBlock
-            // A connection that died in the queue: try the next one.
-            case ECONNABORTED, EPROTO, EPERM: continue
-            // Out of descriptors or memory: the listener stays readable, so the
-            // caller must stop polling it for a while instead of spinning.
-            case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted
-            default: throw IOError(errnoCode: errno, reason: "accept")
+            do {
+                let r = try Syscall.check("accept") { accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) }
+                return .processed(r)
+            } catch let error as IOError {
+                switch error.errnoCode {
+                case EAGAIN, EWOULDBLOCK: return .wouldBlock
+                // A connection that died in the queue: try the next one.
+                case ECONNABORTED, EPROTO, EPERM: continue
+                // Out of descriptors or memory: the listener stays readable, so the
+                // caller must stop polling it for a while instead of spinning.
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted
+                default: throw error
+                }
             }
         }
     }
@@ -95,9 +75,7 @@ enum Sys {
         _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
-    static func close(_ fd: Int32) {
-        _ = Glibc.close(fd)  // EINTR on close must not be retried on Linux.
-    }
+    static func close(_ fd: Int32) { Syscall.close(fd) }
 
     static func boundPort(_ fd: Int32) throws -> Int {
         var storage = sockaddr_storage()
@@ -128,31 +106,31 @@ enum Sys {
         try check("epoll_ctl") { epoll_ctl(epfd, op, fd, &event) }
     }
 
-    static func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32, timeoutMillis: Int32) -> Int32 {
-        let r = epoll_wait(epfd, events, max, timeoutMillis)
-        return r < 0 ? 0 : r  // EINTR: treat as a wake-up with nothing ready.
+    /// The number of ready events; a failure (a bad descriptor, not EINTR) throws.
+    static func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32, timeoutMillis: Int32) throws -> Int32 {
+        try Syscall.check("epoll_wait") { epoll_wait(epfd, events, max, timeoutMillis) }
     }
 
     static func eventFD() throws -> Int32 {
         try check("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
     }
 
+    /// Wakes the loop waiting on `fd`; a counter already at its maximum is awake anyway.
     static func signalEventFD(_ fd: Int32) {
         var one: UInt64 = 1
-        _ = Glibc.write(fd, &one, 8)
+        _ = try? Syscall.write(fd, &one, 8)
     }
 
     static func drainEventFD(_ fd: Int32) {
         var value: UInt64 = 0
-        _ = Glibc.read(fd, &value, 8)
+        _ = try? Syscall.read(fd, &value, 8)
     }
+}
 
-    /// Monotonic time in nanoseconds.
-    static func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+/// A listen or connect address that does not parse.
+public struct AddressError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// An IPv4 or IPv6 socket address parsed from `HOST:PORT` or `[HOST]:PORT`.
@@ -167,13 +145,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         var portText: Substring
         if text.hasPrefix("[") {
             guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                throw IOError(errnoCode: EINVAL, reason: "address \(text) is not [HOST]:PORT")
+                throw AddressError("address \(text) is not [HOST]:PORT")
             }
             host = text[text.index(after: text.startIndex)..<close]
             portText = text[text.index(close, offsetBy: 2)...]
         } else {
             guard let colon = text.lastIndex(of: ":") else {
-                throw IOError(errnoCode: EINVAL, reason: "address \(text) is not HOST:PORT")
+                throw AddressError("address \(text) is not HOST:PORT")
             }
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
@@ -181,14 +159,14 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         if host == "localhost" { host = "127.0.0.1" }
         if host.isEmpty { host = "0.0.0.0" }
         guard let port = Int(portText), (0...65535).contains(port) else {
-            throw IOError(errnoCode: EINVAL, reason: "port in \(text) must be 0-65535")
+            throw AddressError("port in \(text) must be 0-65535")
         }
         self.host = String(host)
         self.port = port
         isIPv6 = host.contains(":")
         var probe = in6_addr()
         let ok = self.host.withCString { inet_pton(isIPv6 ? AF_INET6 : AF_INET, $0, &probe) }
-        guard ok == 1 else { throw IOError(errnoCode: EINVAL, reason: "host \(host) is not an IP address") }
+        guard ok == 1 else { throw AddressError("host \(host) is not an IP address") }
     }
 
     public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }

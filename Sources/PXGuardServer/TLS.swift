@@ -1,3 +1,4 @@
+import PXGuardPlatform
 import COpenSSL
 import CLinux
 #if canImport(Glibc)
@@ -37,6 +38,9 @@ public final class TLSContext: @unchecked Sendable {
 
     deinit { SSL_CTX_free(ctx) }
 
+    /// Cap on a peer's certificate chain in the handshake.
+    static let maxCertificateListBytes = 32 * 1024
+
     static let serverCiphers12 =
         "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
         + "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
@@ -57,6 +61,12 @@ public final class TLSContext: @unchecked Sendable {
         // header read and then the body: half the read syscalls per request. The
         // loop asks SSL_has_pending before it waits on epoll, so nothing is stranded.
         pxg_SSL_CTX_set_read_ahead(ctx, 1)
+        // A client certificate chain may not make OpenSSL buffer more than this
+        // (its default is 100 KiB per connection in the handshake).
+        _ = SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MAX_CERT_LIST, TLSContext.maxCertificateListBytes, nil)
+        // No server-side session cache: it keeps every session (up to 20,480) after
+        // its connection is gone. Stateless tickets still let clients resume.
+        _ = pxg_SSL_CTX_set_session_cache_mode(ctx, 0)
         guard SSL_CTX_set_cipher_list(ctx, serverCiphers12) == 1 else { throw TLSError("cipher list") }
         guard SSL_CTX_use_certificate_chain_file(ctx, certificateFile) == 1 else {
             throw TLSError("loading certificate \(certificateFile)")
@@ -139,6 +149,16 @@ enum TLSResult {
     /// The peer closed the connection (cleanly or not).
     case closed
     case failed(String)
+}
+
+/// Owns a server connection's `SSL*` and frees it in `deinit`; the operations are
+/// those of the `TLSSession` it wraps.
+struct TLSStream: ~Copyable {
+    let session: TLSSession
+
+    init(context: TLSContext, fd: Int32) throws { session = try TLSSession(context: context, fd: fd) }
+
+    deinit { session.free() }
 }
 
 /// One TLS session over a non-blocking socket.

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import Synchronization
 #if canImport(Glibc)
@@ -30,18 +31,16 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
     let readiness: Readiness
     let metrics: ServiceMetrics
     let logger: Logger
-    let provision: @Sendable (String) -> Void
     let slots: [Slot]
     /// Set once the server exists, for transport counters in `/metrics`.
     let transport = Locked<(@Sendable () -> ServerStatistics)?>(nil)
 
     public init(policies: PolicyBox, readiness: Readiness, metrics: ServiceMetrics, logger: Logger,
-                workers: Int, provision: @escaping @Sendable (String) -> Void) {
+                workers: Int) {
         self.policies = policies
         self.readiness = readiness
         self.metrics = metrics
         self.logger = logger
-        self.provision = provision
         slots = (0..<max(1, workers)).map { _ in Slot() }
     }
 
@@ -115,16 +114,15 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             response.error(415, "unsupported Content-Type \(request.contentType.map { "\"\($0)\"" } ?? "(none)"); send application/json")
             return
         }
-        let started = monotonicNanos()
+        let started = Clock.monotonic()
         let policy = policy(for: request.worker)
         let shard = metrics.shard(request.worker)
         do {
             try AdmissionRequest.withDecoded(request.body) { review in
                 let verdict: Verdict
                 if mutating {
-                    let outcome = policy.mutate(review)
-                    verdict = outcome.verdict
-                    if let namespace = outcome.provisionNamespace { provision(namespace) }
+                    // M1 answers the patch only: the provisioner's watch sees the namespace.
+                    verdict = policy.mutate(review).verdict
                 } else {
                     verdict = policy.validate(review)
                 }
@@ -139,7 +137,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             response.error(400, "invalid AdmissionReview: \(error)")
             return
         }
-        shard.observe(nanos: monotonicNanos() - started)
+        shard.observe(nanos: Int(Clock.monotonic().nanoseconds - started.nanoseconds))
     }
 
     /// One log line per finding: denials, warnings, audits and break-glass use.
@@ -150,10 +148,4 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
             ("name", review.name), ("user", review.username),
         ])
     }
-}
-
-func monotonicNanos() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import PXGuardYAML
 #if canImport(Glibc)
@@ -75,51 +76,6 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
     }
 }
 
-/// One object found in a manifest, with where it came from.
-struct ManifestObject {
-    let file: String
-    let line: Int
-    let column: Int
-    let object: JSON
-}
-
-/// Reads multi-document YAML or JSON manifests, expanding `List` objects.
-func manifestObjects(file: String, bytes: [UInt8]) throws(CommandError) -> [ManifestObject] {
-    var roots: [(JSON, Int, Int)] = []
-    let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
-    if first == UInt8(ascii: "{") || first == UInt8(ascii: "["), let json = try? JSON(parsing: bytes) {
-        roots = [(json, 1, 1)]
-    } else {
-        do {
-            roots = try YAMLReader.documents(bytes, file: file).map { ($0.json, $0.line, $0.column) }
-        } catch let error as YAMLError {
-            throw CommandError(error.description)
-        } catch {
-            throw CommandError("\(file): \(error)")
-        }
-    }
-    var out: [ManifestObject] = []
-    for (root, line, column) in roots {
-        var pending: [JSON] = root.arrayValue ?? [root]
-        while !pending.isEmpty {
-            let object = pending.removeFirst()
-            if case .null = object { continue }  // an empty document
-            guard case .object = object else {
-                throw CommandError("\(file):\(line):\(column): expected a Kubernetes object, got \(object.serialized.prefix(40))")
-            }
-            if let items = object["items"]?.arrayValue, object["kind"]?.stringValue?.hasSuffix("List") == true {
-                pending.insert(contentsOf: items, at: 0)
-                continue
-            }
-            guard object["kind"]?.stringValue?.isEmpty == false, object["apiVersion"]?.stringValue?.isEmpty == false else {
-                throw CommandError("\(file):\(line):\(column): object has no kind or apiVersion")
-            }
-            out.append(ManifestObject(file: file, line: line, column: column, object: object))
-        }
-    }
-    return out
-}
-
 /// The AdmissionReview the API server would send for creating `object`.
 func createReview(for object: JSON) -> JSON {
     let apiVersion = object["apiVersion"]?.stringValue ?? ""
@@ -141,31 +97,108 @@ func createReview(for object: JSON) -> JSON {
     ])
 }
 
-/// `pxguard check`: each object evaluated as a CREATE by the same rules, one
-/// kubectl-style line each and a summary. Exit 0 all allowed, 1 any denied.
-public func checkCommand(configPath: String?, files: [String]) throws(CommandError) -> (String, Int32) {
-    let policy = AdmissionPolicy(config: try loadConfig(configPath))
-    var objects: [ManifestObject] = []
-    for file in files {
-        objects += try manifestObjects(file: file, bytes: try readInput(file))
+/// The decision the cluster would reach for creating `object`: the mutating answer
+/// first, as the API server runs it, then `/validate` on the result. Only a R4
+/// repair changes what is judged; its warning is kept.
+func judge(_ object: JSON, _ policy: AdmissionPolicy) throws -> Verdict {
+    func review(_ object: JSON, _ body: (AdmissionRequest) -> Verdict) throws -> Verdict {
+        let bytes = Array(createReview(for: object).serialized.utf8)
+        return try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw, body) }
     }
+    let mutation = try review(object) { policy.mutate($0).verdict }
+    guard mutation.rule == .bypassPolicies, let patch = mutation.patch,
+        let repaired = applyMemberPatch(try JSON(parsing: patch), to: object)
+    else { return try review(object) { policy.validate($0) } }
+    var verdict = try review(repaired) { policy.validate($0) }
+    if verdict.allowed {
+        verdict.rule = .bypassPolicies
+        verdict.decision = .repair
+        verdict.warnings = mutation.warnings + verdict.warnings
+    }
+    return verdict
+}
+
+/// Applies a JSONPatch made only of `add`/`replace` operations on object members
+/// (the kind pxguard's own patches use), or nil for anything else.
+func applyMemberPatch(_ patch: JSON, to document: JSON) -> JSON? {
+    func set(_ node: JSON, _ keys: ArraySlice<String>, _ value: JSON) -> JSON? {
+        guard let key = keys.first, case .object = node else { return nil }
+        if keys.count == 1 { return node.setting(key, value) }
+        guard let child = node[key], let updated = set(child, keys.dropFirst(), value) else { return nil }
+        return node.setting(key, updated)
+    }
+    var document = document
+    for op in patch.arrayValue ?? [] {
+        guard let name = op["op"]?.stringValue, name == "add" || name == "replace",
+            let path = op["path"]?.stringValue, path.hasPrefix("/"), let value = op["value"]
+        else { return nil }
+        let keys = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false).map {
+            String($0).replacing("~1", with: "/").replacing("~0", with: "~")
+        }
+        guard let updated = set(document, keys[...], value) else { return nil }
+        document = updated
+    }
+    return document
+}
+
+/// How `check` prints its findings.
+public enum CheckOutput: String, Sendable {
+    /// One kubectl-style line per object and a summary.
+    case text
+    /// One JSON document with every result, every input problem and the counts, for CI.
+    case json
+}
+
+/// What `check` found: the report for standard output, one line per input problem
+/// for standard error (also in the report with `-o json`), and the exit code.
+public struct CheckResult: Sendable {
+    public let report: String
+    public let errors: [String]
+    public let code: Int32
+}
+
+/// `pxguard check`: each object evaluated as a CREATE by the same rules. Inputs that
+/// cannot be read are reported and the rest still checked. Exit 2 when any input
+/// was bad, else 1 when anything was denied, else 0.
+public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text)
+    throws(CommandError) -> CheckResult
+{
+    let policy = AdmissionPolicy(config: try loadConfig(configPath))
+    let entries = ManifestReader(recursive: recursive).read(files)
     var report = ""
-    var denied = 0
-    var warned = 0
-    for item in objects {
+    var errors: [String] = []
+    var results: [JSON] = []
+    var problems: [JSON] = []
+    var checked = 0, denied = 0, warned = 0, bad = 0
+    for entry in entries {
+        let item: ManifestObject
+        switch entry {
+        case .failure(let problem):
+            bad += 1
+            errors.append("check: \(problem.description)")
+            problems.append(.obj(["file": .string(problem.file), "line": problem.line > 0 ? .int(problem.line) : nil,
+                                  "column": problem.line > 0 ? .int(problem.column) : nil, "message": .string(problem.message)]))
+            continue
+        case .success(let object):
+            item = object
+        }
         let object = item.object
-        let kind = (object["kind"]?.stringValue ?? "").lowercased()
+        let kind = object["kind"]?.stringValue ?? ""
         let apiVersion = object["apiVersion"]?.stringValue ?? ""
         let group = apiVersion.contains("/") ? "." + apiVersion.split(separator: "/")[0] : ""
         let name = object["metadata"]?["name"]?.stringValue ?? object["metadata"]?["generateName"]?.stringValue ?? "(unnamed)"
-        let bytes = Array(createReview(for: object).serialized.utf8)
         let verdict: Verdict
         do {
-            verdict = try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw) { policy.validate($0) } }
+            verdict = try judge(object, policy)
         } catch {
-            throw CommandError("\(item.file):\(item.line):\(item.column): \(error)")
+            bad += 1
+            errors.append("check: \(item.file):\(item.line):\(item.column): \(error)")
+            problems.append(.obj(["file": .string(item.file), "line": .int(item.line), "column": .int(item.column),
+                                  "message": .string("\(error)")]))
+            continue
         }
-        let subject = "\(kind)\(group)/\(name)"
+        checked += 1
+        let subject = "\(kind.lowercased())\(group)/\(name)"
         if !verdict.allowed {
             denied += 1
             report += "\(subject) denied (\(item.file):\(item.line)): \(verdict.message ?? "")\n"
@@ -175,8 +208,39 @@ public func checkCommand(configPath: String?, files: [String]) throws(CommandErr
         } else {
             report += "\(subject) allowed\n"
         }
+        results.append(.obj([
+            "file": .string(item.file), "line": .int(item.line), "column": .int(item.column),
+            "apiVersion": .string(apiVersion), "kind": .string(kind),
+            "namespace": object["metadata"]?["namespace"], "name": .string(name),
+            "allowed": .bool(verdict.allowed), "decision": .string(verdict.decision.rawValue),
+            "rule": verdict.rule.map { .string($0.rawValue) },
+            "message": verdict.message.map { .string($0) },
+            "warnings": verdict.warnings.isEmpty ? nil : .array(verdict.warnings.map { .string($0) }),
+        ]))
     }
-    report += "\(objects.count) object\(objects.count == 1 ? "" : "s") checked: \(objects.count - denied) allowed"
-        + (warned > 0 ? " (\(warned) with warnings)" : "") + ", \(denied) denied\n"
-    return (report, denied > 0 ? 1 : 0)
+    if entries.isEmpty {
+        // As `kubectl apply` refuses "no objects passed to apply": a CI step that
+        // checks nothing (a directory without -R, a wrong glob) must not pass.
+        bad += 1
+        let message = "no objects found in \(files.joined(separator: ", "))"
+            + (recursive ? "" : " (subdirectories are read with -R)")
+        errors.append("check: " + message)
+        problems.append(.obj(["file": .string(files.joined(separator: ", ")), "message": .string(message)]))
+    }
+    let code: Int32 = bad > 0 ? 2 : denied > 0 ? 1 : 0
+    switch output {
+    case .text:
+        report += "\(checked) object\(checked == 1 ? "" : "s") checked: \(checked - denied) allowed"
+            + (warned > 0 ? " (\(warned) with warnings)" : "") + ", \(denied) denied"
+            + (bad > 0 ? "; \(bad) input error\(bad == 1 ? "" : "s")" : "") + "\n"
+        return CheckResult(report: report, errors: errors, code: code)
+    case .json:
+        let document: JSON = .obj([
+            "results": .array(results),
+            "errors": .array(problems),
+            "summary": .obj(["checked": .int(checked), "allowed": .int(checked - denied), "warned": .int(warned),
+                             "denied": .int(denied), "errors": .int(bad)]),
+        ])
+        return CheckResult(report: document.serialized + "\n", errors: errors, code: code)
+    }
 }

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import Synchronization
 
@@ -119,6 +120,7 @@ public final class ServiceMetrics: Sendable {
                      certificateNotAfter.load(ordering: .relaxed))
         out += counter("pxguard_reloads_total", "Successful configuration or certificate reloads.", reloads.load(ordering: .relaxed))
         out += counter("pxguard_reload_failures_total", "Reloads refused because the new files were invalid.", reloadFailures.load(ordering: .relaxed))
+        out += ProcessMetrics.render()
         for render in extra.withLock({ $0 }) { out += render() }
         return out
     }

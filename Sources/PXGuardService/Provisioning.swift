@@ -1,9 +1,10 @@
 import PXGuardCore
 import PXGuardKube
-import PXGuardServer
+import PXGuardPlatform
 
 /// The provisioner as the service sees it: on when a Kubernetes API is configured
 /// (flags or in-cluster) and provisioning is enabled, otherwise off, said once.
+/// When on, its watched view is what admission's R6 consults.
 final class ProvisionerHandle: Sendable {
     let provisioner: Provisioner?
     let elector: LeaderElector?
@@ -16,6 +17,9 @@ final class ProvisionerHandle: Sendable {
         self.offReason = offReason
         self.logger = logger
     }
+
+    /// The watched view for R6, or nil when provisioning is off.
+    var view: (any GuardView)? { provisioner?.view }
 
     static func make(options: ServeOptions, config: Config, metrics: ServiceMetrics, logger: Logger)
         throws(CommandError) -> ProvisionerHandle
@@ -36,36 +40,39 @@ final class ProvisionerHandle: Sendable {
             return ProvisionerHandle(provisioner: nil, elector: nil,
                                      offReason: "no Kubernetes API configured (--kube-api, or run in a cluster)", logger: logger)
         }
-        // One client per worker thread: each keeps its own connection, no lock.
         let client: KubeClient
-        let leaseClient: KubeClient
         do {
             client = try KubeClient(endpoint: endpoint)
-            leaseClient = try KubeClient(endpoint: endpoint)
         } catch {
             throw CommandError(error.description)
         }
-        let identity = Clock.environment("POD_NAME") ?? "\(Clock.hostName())-\(UInt32.random(in: 0...UInt32.max))"
-        let elector = LeaderElector(client: leaseClient, namespace: config.namespace, identity: identity,
+        let identity = Environment.variable("POD_NAME") ?? "\(Environment.hostName())-\(UInt32.random(in: 0...UInt32.max))"
+        let elector = LeaderElector(client: client, namespace: config.namespace, identity: identity,
                                     timing: LeaderElector.Timing(), logger: logger)
         var settings = Provisioner.Settings()
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
-        let provisioner = Provisioner(client: client, config: config, elector: elector, settings: settings, logger: logger)
+        let view = ClusterView(config: config, logger: logger)
+        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
         metrics.addSource { provisioner.metricsText }
         return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger)
     }
 
-    /// Starts the worker threads (after the first log line) or says why not.
-    func begin(apiHost: String?) {
+    /// Starts the watches, workers and lease (after the first log line) or says
+    /// why not, once.
+    func begin() {
         guard let provisioner, let elector else {
-            logger.info("provisioning off", [("reason", offReason ?? "")])
+            logger.info("provisioning off; R6 unguardedNamespace does not apply", [("reason", offReason ?? "")])
             return
         }
-        logger.info("provisioning on", [("identity", elector.identity)])
+        logger.info("provisioning on; R6 unguardedNamespace applies once the watched view is in sync",
+                    [("identity", elector.identity)])
         spawnThread(name: "pxguard-lease") { elector.run() }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
     }
 
-    func enqueue(_ namespace: String) { provisioner?.enqueue(namespace) }
+    /// A configuration reload reaches the provisioner: new canonical specs, and
+    /// existing guard policies rewritten to them.
+    func reload(_ config: Config) { provisioner?.reload(config) }
+
     func stop() { provisioner?.stop() }
 }

@@ -1,4 +1,5 @@
 import PXGuardCore
+import PXGuardPlatform
 import PXGuardServer
 import PXGuardYAML
 import CLinux
@@ -41,8 +42,16 @@ public struct ServeOptions: Sendable {
     public var kubeCA: String?
     /// Seconds to finish in-flight requests after SIGTERM.
     public var shutdownGrace = 20.0
+    /// Seconds to keep serving after SIGTERM, reporting not ready, while the
+    /// Service's endpoints drop the pod (kube-proxy and the API server's endpoint
+    /// list lag the pod's deletion). `pxguard serve` defaults to 5; 0 for embedding.
+    public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
     public var certPollSeconds = 1.0
+    /// Create development certificates in `certDir` when it has none (`--dev-certs`).
+    /// Off by default: in a cluster a missing secret mount must fail loudly, not
+    /// serve a self-signed pair that the API server rejects.
+    public var devCerts = false
     public init() {}
 }
 
@@ -58,13 +67,21 @@ public final class Service: Sendable {
     let logger: Logger
     let stopping = Locked<Bool>(false)
     let certFingerprint = Locked<String>("")
+    /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
+    /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
+    let reloadRequested = Locked<Bool>(false)
+    /// The files of the last pair refused for its dates, so a refusal is logged once.
+    let refusedFingerprint = Locked<String>("")
+    let reloadWaker = Waker()
+    /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
+    let configFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
 
     var certFile: String { options.certDir + "/tls.crt" }
     var keyFile: String { options.certDir + "/tls.key" }
 
     /// Loads configuration and certificates (creating development certificates
-    /// when the directory has none), binds the listeners, and logs the bound
+    /// when the directory has none and `devCerts` is set), binds the listeners, and logs the bound
     /// address as the first line. Throws `CommandError` for bad input.
     public init(options: ServeOptions, logger: Logger) throws {
         self.options = options
@@ -72,6 +89,10 @@ public final class Service: Sendable {
         let config = try loadConfig(options.configPath)
         var generated = false
         if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key") {
+            guard options.devCerts else {
+                throw CommandError("no tls.crt and tls.key in \(options.certDir): mount the serving certificate there "
+                    + "(the Secret \(config.serviceName)-tls; see the README's Install) or pass --dev-certs to create development certificates")
+            }
             do {
                 try CertificateFactory.write(to: options.certDir, service: config.serviceName, namespace: config.namespace)
                 generated = true
@@ -93,10 +114,8 @@ public final class Service: Sendable {
             throw CommandError("cannot load certificates from \(options.certDir): \(error)")
         }
         tls = TLSContextBox(context)
-        policies = PolicyBox(AdmissionPolicy(config: config))
         readiness = Readiness()
         var serverConfiguration = ServerConfiguration(address: address)
-        serverConfiguration.workers = config.server.workers
         serverConfiguration.limits.maxBodyBytes = config.server.maxBodyBytes
         serverConfiguration.idleTimeout = Double(config.server.idleTimeoutSeconds)
         serverConfiguration.handshakeTimeout = Double(config.server.handshakeTimeoutSeconds)
@@ -109,9 +128,9 @@ public final class Service: Sendable {
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)
         provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
-        let provisioner = self.provisioner
-        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger,
-                                   workers: workers, provision: { namespace in provisioner.enqueue(namespace) })
+        // Admission (R6) and the provisioner share one watched view of the cluster.
+        policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
+        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
         } catch {
@@ -124,8 +143,9 @@ public final class Service: Sendable {
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
-        provisioner.begin(apiHost: options.kubeAPI)
+        provisioner.begin()
         certFingerprint.withLock { $0 = fingerprint() }
+        configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         noteCertificate(context)
     }
 
@@ -146,13 +166,18 @@ public final class Service: Sendable {
         updateReadiness()
     }
 
+    /// Ready unless stopping or the installed certificate fails OpenSSL's date check
+    /// (then every handshake would fail: better to leave the Service's endpoints).
     func updateReadiness() {
         if stopping.withLock({ $0 }) {
             readiness.set(notReady: "shutting down")
-        } else if metrics.certificateNotAfter.load(ordering: .relaxed) <= time(nil) {
-            readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
-        } else {
-            readiness.set(notReady: nil)
+            return
+        }
+        switch tls.value.validity {
+        case .valid: readiness.set(notReady: nil)
+        case .expired: readiness.set(notReady: "serving certificate has expired; rotate it (pxguard certs or cert-manager)")
+        case .notYetValid: readiness.set(notReady: "serving certificate is not valid yet; check its notBefore and the node clock")
+        case .unreadable: readiness.set(notReady: "serving certificate dates are unreadable; replace it")
         }
     }
 
@@ -160,11 +185,18 @@ public final class Service: Sendable {
     public func start() {
         server.start()
         updateReadiness()
+        spawnThread(name: "pxguard-reload") { [self] in runReloads() }
         spawnThread(name: "pxguard-certs") { [self] in
             var lastWarning = 0
             while !stopping.withLock({ $0 }) {
                 usleep(UInt32(options.certPollSeconds * 1_000_000))
                 if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
+                if let path = options.configPath, (FileIO.fingerprint(path) ?? "") != configFingerprint.withLock({ $0 }) {
+                    // The file changed (a ConfigMap's symlink swap): reload on the one
+                    // reload thread, as SIGHUP does, so that reloads never race.
+                    configFingerprint.withLock { $0 = FileIO.fingerprint(path) ?? "" }
+                    requestReload()
+                }
                 let now = time(nil)
                 if now - lastWarning > 86_400 {
                     lastWarning = now
@@ -176,11 +208,37 @@ public final class Service: Sendable {
         }
     }
 
-    /// Loads the certificate pair again; on failure the old pair stays in use.
+    /// Asks the reload thread to re-read configuration and certificates; returns at
+    /// once. Requests that arrive during a reload are served by one more reload.
+    public func requestReload() {
+        reloadRequested.withLock { $0 = true }
+        reloadWaker.signal()
+    }
+
+    func runReloads() {
+        while !stopping.withLock({ $0 }) {
+            reloadWaker.wait(seconds: 1)
+            let requested = reloadRequested.withLock { r -> Bool in
+                defer { r = false }
+                return r
+            }
+            guard requested, !stopping.withLock({ $0 }) else { continue }
+            reloadConfig()
+            reloadCertificates()
+        }
+    }
+
+    /// Loads the certificate pair again; a pair that fails to load, or is expired or
+    /// not yet valid, is refused (logged, counted) and the old pair stays in use.
     public func reloadCertificates() {
         let seen = fingerprint()
         do {
             let context = try TLSContext.server(certificateFile: certFile, keyFile: keyFile, clientCAFile: options.clientCA)
+            let validity = context.validity
+            guard validity == .valid else {
+                refuse(validity, fingerprint: seen)
+                return
+            }
             tls.swap(context)
             certFingerprint.withLock { $0 = seen }
             metrics.reloads.add(1, ordering: .relaxed)
@@ -194,11 +252,30 @@ public final class Service: Sendable {
         }
     }
 
+    /// A pair outside its validity period: never installed. An expired one stays
+    /// refused until the files change; a not-yet-valid one is tried again at each
+    /// poll (it becomes valid with time) but logged and counted once.
+    func refuse(_ validity: CertificateValidity, fingerprint seen: String) {
+        let firstTime = refusedFingerprint.withLock { last -> Bool in
+            defer { last = seen }
+            return last != seen
+        }
+        if validity != .notYetValid { certFingerprint.withLock { $0 = seen } }
+        guard firstTime else { return }
+        metrics.reloadFailures.add(1, ordering: .relaxed)
+        let what = validity == .notYetValid ? "is not valid yet" : validity == .expired ? "has expired" : "has unreadable dates"
+        logger.error("certificate reload refused: the new certificate \(what); keeping the previous pair",
+                     [("dir", options.certDir)])
+    }
+
     /// Re-reads the configuration file; on failure the old configuration stays.
+    /// A new configuration reaches the rules and the provisioner at once.
     public func reloadConfig() {
+        configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
             let config = try loadConfig(options.configPath)
-            policies.swap(AdmissionPolicy(config: config))
+            policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
+            provisioner.reload(config)
             metrics.reloads.add(1, ordering: .relaxed)
             logger.info("configuration reloaded", [("file", options.configPath ?? "(built-in default)")])
         } catch {
@@ -216,18 +293,25 @@ public final class Service: Sendable {
         }
         guard !already else { return }
         updateReadiness()
+        if options.shutdownDelay > 0 {
+            // Reviews keep arriving until every API server has seen the endpoint go:
+            // answer them, so that a rolling update drops none.
+            logger.info("not ready; serving while endpoints drop this pod", [("delaySeconds", String(options.shutdownDelay))])
+            usleep(UInt32(min(options.shutdownDelay, 3600) * 1_000_000))
+        }
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
+        reloadWaker.signal()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
         logger.info("stopped")
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any)
-/// and ignores SIGPIPE, so that signals are taken by `waitForSignals` alone.
+/// Blocks SIGTERM, SIGINT and SIGHUP in every thread (call before starting any),
+/// so that signals are taken by `waitForSignals` alone. (SIGPIPE is ignored once,
+/// by the first socket made: `Syscall.ignoreBrokenPipe`.)
 public func blockServiceSignals() {
-    signal(SIGPIPE, SIG_IGN)
     var set = sigset_t()
     sigemptyset(&set)
     sigaddset(&set, SIGTERM)
@@ -236,8 +320,9 @@ public func blockServiceSignals() {
     pthread_sigmask(SIG_BLOCK, &set, nil)
 }
 
-/// Waits for signals on the calling thread: SIGHUP reloads configuration and
-/// certificates, SIGTERM or SIGINT stops the service gracefully and returns.
+/// Waits for signals on the calling thread: SIGHUP asks for a reload of
+/// configuration and certificates (done on the reload thread), SIGTERM or SIGINT
+/// stops the service gracefully and returns, whatever a reload is doing.
 public func waitForSignals(_ service: Service) {
     var set = sigset_t()
     sigemptyset(&set)
@@ -249,8 +334,7 @@ public func waitForSignals(_ service: Service) {
         guard sigwait(&set, &signal) == 0 else { continue }
         if signal == SIGHUP {
             service.logger.info("SIGHUP: reloading configuration and certificates")
-            service.reloadConfig()
-            service.reloadCertificates()
+            service.requestReload()
             continue
         }
         service.stop()

@@ -36,6 +36,13 @@ public struct ConfigLoader {
                     return c
                 }
                 if config.nodeCIDRs.isEmpty { throw fail(value, "\(key): expected at least one node subnet") }
+            case "apiServerCIDRs":
+                config.apiServerCIDRs = try list(value, key).map { (node) throws(YAMLError) -> CIDR in
+                    guard let c = try CIDR(string(node, key)) else {
+                        throw fail(node, "\(key): expected a CIDR such as 10.0.0.10/32 or fd00::/64, got \(quoted(node))")
+                    }
+                    return c
+                }
             case "protectedPorts":
                 config.protectedPorts = try list(value, key).map { (node) throws(YAMLError) -> PortRange in
                     guard let r = PortRange(try string(node, key)) else {
@@ -124,7 +131,7 @@ public struct ConfigLoader {
     static let knownKeys: [String] = {
         guard case .object(let members) = Config.default.document else { return [] }
         var keys = members.map(\.key)
-        for optional in ["rules", "image", "replicas"] where !keys.contains(optional) { keys.append(optional) }
+        for optional in ["rules", "image", "replicas", "apiServerCIDRs"] where !keys.contains(optional) { keys.append(optional) }
         return keys
     }()
 

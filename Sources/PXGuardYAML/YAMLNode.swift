@@ -85,18 +85,42 @@ public struct YAMLError: Error, CustomStringConvertible, Sendable {
 public enum YAMLReader {
     /// Aliases may not expand a document past this many nodes ("billion laughs").
     public static let maxNodes = 1_000_000
+    /// Collections may nest this deep. Configuration nests about 4 levels and the
+    /// deepest Kubernetes manifests (CRD schemas) a few dozen; the cap keeps every
+    /// recursive walk of a tree, and its release, far from the thread's stack limit.
+    public static let maxDepth = 128
 
     /// Parses every document of a stream. libyaml does not copy its input, so the
     /// bytes are kept alive for the whole parse.
     public static func documents(_ bytes: [UInt8], file: String) throws -> [YAMLNode] {
+        let (documents, error) = documentsUntilError(bytes, file: file)
+        if let error { throw error }
+        return documents
+    }
+
+    /// Every complete document before the first error, and that error: `check`
+    /// still judges the documents of a stream that breaks further down, as kubectl
+    /// applies them.
+    public static func documentsUntilError(_ bytes: [UInt8], file: String) -> (documents: [YAMLNode], error: YAMLError?) {
+        var builder = Builder(file: file)
+        do {
+            try parse(bytes, file: file, into: &builder)
+            return (builder.documents, nil)
+        } catch let error as YAMLError {
+            return (builder.documents, error)
+        } catch {
+            return (builder.documents, YAMLError(file: file, line: 0, column: 0, message: "\(error)"))
+        }
+    }
+
+    static func parse(_ bytes: [UInt8], file: String, into builder: inout Builder) throws {
         var parser = yaml_parser_t()
         guard yaml_parser_initialize(&parser) == 1 else {
             throw YAMLError(file: file, line: 0, column: 0, message: "cannot initialise the YAML parser")
         }
         defer { yaml_parser_delete(&parser) }
-        return try bytes.withUnsafeBufferPointer { input in
+        try bytes.withUnsafeBufferPointer { input in
             yaml_parser_set_input_string(&parser, input.baseAddress, input.count)
-            var builder = Builder(file: file)
             while true {
                 var event = yaml_event_t()
                 guard yaml_parser_parse(&parser, &event) == 1 else {
@@ -109,20 +133,40 @@ public enum YAMLReader {
                 if event.type == YAML_STREAM_END_EVENT { break }
                 try builder.handle(&event)
             }
-            return builder.documents
         }
     }
 
+    /// Builds trees from libyaml events in time linear in the input: frames are
+    /// mutated in place (never copied per item), and nesting is capped at
+    /// `maxDepth`, which also bounds every recursive walk and the release of a tree.
     struct Builder {
-        enum Frame {
-            case sequence(line: Int, column: Int, anchor: String?, items: [YAMLNode])
-            case mapping(line: Int, column: Int, anchor: String?, pairs: [(key: YAMLNode, value: YAMLNode)], pendingKey: YAMLNode?)
+        enum Kind { case sequence, mapping }
+
+        /// An open collection. `height` and `nodes` describe what it holds so far, so an
+        /// alias to it can be checked against the limits without walking it.
+        struct Frame {
+            let kind: Kind
+            let line: Int
+            let column: Int
+            let anchor: String?
+            var items: [YAMLNode] = []
+            var pairs: [(key: YAMLNode, value: YAMLNode)] = []
+            var pendingKey: YAMLNode?
+            var height = 1
+            var nodes = 1
+        }
+
+        /// A finished node with its height (1 for a scalar) and node count.
+        struct Built {
+            let node: YAMLNode
+            let height: Int
+            let nodes: Int
         }
 
         let file: String
         var stack: [Frame] = []
         var documents: [YAMLNode] = []
-        var anchors: [String: YAMLNode] = [:]
+        var anchors: [String: Built] = [:]
         var nodeCount = 0
 
         init(file: String) { self.file = file }
@@ -140,35 +184,45 @@ public enum YAMLReader {
                 let text = String(decoding: UnsafeBufferPointer(start: s.value, count: s.length), as: UTF8.self)
                 let node = YAMLNode(value: .scalar(text, plain: s.style == YAML_PLAIN_SCALAR_STYLE && s.plain_implicit == 1),
                                     line: line, column: column)
-                if let anchor = Self.string(s.anchor) { anchors[anchor] = node }
-                try add(node)
-            case YAML_SEQUENCE_START_EVENT:
-                stack.append(.sequence(line: line, column: column, anchor: Self.string(event.data.sequence_start.anchor), items: []))
-            case YAML_MAPPING_START_EVENT:
-                stack.append(.mapping(line: line, column: column, anchor: Self.string(event.data.mapping_start.anchor),
-                                      pairs: [], pendingKey: nil))
+                let built = Built(node: node, height: 1, nodes: 1)
+                if let anchor = Self.string(s.anchor) { anchors[anchor] = built }
+                try add(built)
+            case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+                // Checked before libyaml reads further in: its flow-level bookkeeping is
+                // quadratic in depth, so a shallow cap keeps it linear as well.
+                guard stack.count < YAMLReader.maxDepth else {
+                    throw YAMLError(file: file, line: line, column: column,
+                                    message: "nesting deeper than \(YAMLReader.maxDepth) levels; flatten the document")
+                }
+                let isSequence = event.type == YAML_SEQUENCE_START_EVENT
+                let anchor = isSequence ? event.data.sequence_start.anchor : event.data.mapping_start.anchor
+                stack.append(Frame(kind: isSequence ? .sequence : .mapping, line: line, column: column,
+                                   anchor: Self.string(anchor)))
             case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
                 guard let frame = stack.popLast() else { return }
                 let node: YAMLNode
-                let anchor: String?
-                switch frame {
-                case .sequence(let l, let c, let a, let items):
-                    node = YAMLNode(value: .sequence(items), line: l, column: c)
-                    anchor = a
-                case .mapping(let l, let c, let a, let pairs, _):
-                    try refuseDuplicateKeys(pairs)
-                    node = YAMLNode(value: .mapping(pairs), line: l, column: c)
-                    anchor = a
+                switch frame.kind {
+                case .sequence:
+                    node = YAMLNode(value: .sequence(frame.items), line: frame.line, column: frame.column)
+                case .mapping:
+                    try refuseDuplicateKeys(frame.pairs)
+                    node = YAMLNode(value: .mapping(frame.pairs), line: frame.line, column: frame.column)
                 }
-                if let anchor { anchors[anchor] = node }
-                try add(node)
+                let built = Built(node: node, height: frame.height, nodes: frame.nodes)
+                if let anchor = frame.anchor { anchors[anchor] = built }
+                try add(built)
             case YAML_ALIAS_EVENT:
                 let name = Self.string(event.data.alias.anchor) ?? ""
                 guard let target = anchors[name] else {
                     throw YAMLError(file: file, line: line, column: column, message: "unknown alias *\(name)")
                 }
-                nodeCount += Self.size(target)
-                try add(target)
+                // An alias repeats its target: it counts as deep and as large as the target.
+                if stack.count + target.height > YAMLReader.maxDepth {
+                    throw YAMLError(file: file, line: line, column: column,
+                                    message: "alias *\(name) nests deeper than \(YAMLReader.maxDepth) levels; flatten the document")
+                }
+                nodeCount += target.nodes - 1
+                try add(Built(node: target.node, height: target.height, nodes: target.nodes))
             default:
                 break
             }
@@ -187,34 +241,31 @@ public enum YAMLReader {
             }
         }
 
-        static func size(_ node: YAMLNode) -> Int {
-            switch node.value {
-            case .scalar: return 1
-            case .sequence(let items): return 1 + items.reduce(0) { $0 + size($1) }
-            case .mapping(let pairs): return 1 + pairs.reduce(0) { $0 + size($1.key) + size($1.value) }
-            }
-        }
-
-        mutating func add(_ node: YAMLNode) throws {
+        /// Counts a finished node and appends it to the innermost open collection
+        /// (in place, so a list of n items costs O(n)), or ends a document.
+        mutating func add(_ built: Built) throws {
             nodeCount += 1
+            let node = built.node
             if nodeCount > YAMLReader.maxNodes {
                 throw YAMLError(file: file, line: node.line, column: node.column,
                                 message: "document expands to more than \(YAMLReader.maxNodes) nodes (alias bomb?)")
             }
-            guard let top = stack.popLast() else {
+            guard !stack.isEmpty else {
                 documents.append(node)
                 return
             }
-            switch top {
-            case .sequence(let l, let c, let a, var items):
-                items.append(node)
-                stack.append(.sequence(line: l, column: c, anchor: a, items: items))
-            case .mapping(let l, let c, let a, var pairs, let pendingKey):
-                if let key = pendingKey {
-                    pairs.append((key, node))
-                    stack.append(.mapping(line: l, column: c, anchor: a, pairs: pairs, pendingKey: nil))
+            let top = stack.count - 1
+            stack[top].height = max(stack[top].height, built.height + 1)
+            stack[top].nodes += built.nodes
+            switch stack[top].kind {
+            case .sequence:
+                stack[top].items.append(node)
+            case .mapping:
+                if let key = stack[top].pendingKey {
+                    stack[top].pairs.append((key, node))
+                    stack[top].pendingKey = nil
                 } else {
-                    stack.append(.mapping(line: l, column: c, anchor: a, pairs: pairs, pendingKey: node))
+                    stack[top].pendingKey = node
                 }
             }
         }

@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import PXGuardServer
+import PXGuardCore
+import PXGuardPlatform
 import PXGuardService
 
 // `pxguard`: the admission webhook server and the tools around it. Wiring only:
@@ -12,22 +13,29 @@ let configOption = CommandSpec.Option("config", value: "FILE", help: "Configurat
 let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
     (CommandSpec("serve", abstract: "Serve the webhook over HTTPS.", options: [
         configOption,
-        .init("cert-dir", value: "DIR", help: "Directory with tls.crt and tls.key; development certificates are created when empty (default certs)."),
+        .init("cert-dir", value: "DIR", help: "Directory with tls.crt and tls.key (default certs)."),
+        .flag("dev-certs", help: "Create development certificates in --cert-dir when it has none (local runs only)."),
         .init("listen", value: "HOST:PORT", help: "Listen address; port 0 picks a free port (default 0.0.0.0:8443)."),
         .init("client-ca", value: "FILE", help: "Require client certificates signed by this CA (the API server's)."),
         .init("kube-api", value: "URL", help: "Kubernetes API URL (default: in-cluster configuration)."),
         .init("kube-token-file", value: "FILE", help: "Bearer token file for the Kubernetes API (re-read on every use)."),
         .init("kube-ca", value: "FILE", help: "CA bundle for the Kubernetes API."),
+        .init("shutdown-delay", value: "SECONDS", help: "Seconds to keep serving, not ready, after SIGTERM before closing the listener (default 5)."),
         .init("shutdown-grace", value: "SECONDS", help: "Seconds to finish in-flight requests after SIGTERM (default 20)."),
     ]), { arguments in
         var options = ServeOptions()
         options.configPath = arguments.string("config")
         options.certDir = arguments.string("cert-dir") ?? options.certDir
         options.listen = arguments.string("listen") ?? options.listen
+        options.devCerts = arguments.flag("dev-certs")
         options.clientCA = arguments.string("client-ca")
         options.kubeAPI = arguments.string("kube-api")
         options.kubeTokenFile = arguments.string("kube-token-file")
         options.kubeCA = arguments.string("kube-ca")
+        options.shutdownDelay = try arguments.number("shutdown-delay", default: 5.0)
+        guard options.shutdownDelay.isFinite, (0...3600).contains(options.shutdownDelay) else {
+            throw CommandError("serve: --shutdown-delay must be a number of seconds from 0 to 3600")
+        }
         options.shutdownGrace = try arguments.number("shutdown-grace", default: 20.0)
         guard options.shutdownGrace.isFinite, options.shutdownGrace >= 0 else {
             throw CommandError("serve: --shutdown-grace must be a number of seconds, 0 or more")
@@ -46,13 +54,25 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
     }),
     (CommandSpec("check", abstract: "Evaluate manifests offline as CREATE requests (exit 0 allowed, 1 denied, 2 bad input).", options: [
         configOption,
-        .init("file", short: "f", value: "FILE", repeatable: true, help: "Manifest file (multi-document YAML or JSON), or - for standard input."),
+        .init("file", short: "f", value: "FILE", repeatable: true,
+              help: "Manifest file (multi-document YAML, JSON objects, lists) or directory (.yaml, .yml, .json files), or - for standard input."),
+        .init("recursive", short: "R", value: nil, help: "Read the directories given with -f recursively."),
+        .init("output", short: "o", value: "FORMAT", help: "text (default) or json."),
     ], positional: ("FILE", "More manifest files: -f a.yaml b.yaml works like -f a.yaml -f b.yaml."), positionalRepeats: true), { arguments in
         let files = arguments.strings("file") + arguments.positionals
         guard !files.isEmpty else { throw CommandError("check: give at least one manifest with -f FILE") }
-        let (report, code) = try checkCommand(configPath: arguments.string("config"), files: files)
-        print(report, terminator: "")
-        if code != 0 { exit(code) }
+        let format = arguments.string("output") ?? "text"
+        guard let output = CheckOutput(rawValue: format) else {
+            throw CommandError("check: unknown output format \"\(format)\"; expected text or json")
+        }
+        let result = try checkCommand(configPath: arguments.string("config"), files: files,
+                                      recursive: arguments.flag("recursive"), output: output)
+        print(result.report, terminator: "")
+        for line in result.errors {
+            let text = "pxguard: " + line + "\n"
+            _ = text.withCString { write(2, $0, strlen($0)) }
+        }
+        if result.code != 0 { exit(result.code) }
     }),
     (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
         configOption,
@@ -84,7 +104,7 @@ let overview = """
     commands:
     \(commands.map { "  " + $0.spec.name + String(repeating: " ", count: 8 - $0.spec.name.count) + $0.spec.abstract }.joined(separator: "\n"))
 
-    See 'pxguard COMMAND --help' for a command's options.
+    See 'pxguard COMMAND --help' for a command's options; 'pxguard --version' prints the version.
 
     """
 
@@ -104,6 +124,10 @@ guard let name = arguments.first else {
 }
 if name == "-h" || name == "--help" || name == "help" {
     print(overview, terminator: "")
+    exit(0)
+}
+if name == "--version" || name == "version" {
+    print("pxguard " + BuildInfo.version)
     exit(0)
 }
 guard let command = commands.first(where: { $0.spec.name == name }) else {

@@ -48,8 +48,7 @@ struct NamespaceRuleTests {
 
     @Test("M1: adds label and annotation, creating absent maps")
     func createsMaps() throws {
-        let (m, result) = try Self.created(Self.namespace("team-a", labels: nil))
-        #expect(m.provisionNamespace == "team-a")
+        let (_, result) = try Self.created(Self.namespace("team-a", labels: nil))
         #expect(result["metadata"]?["labels"]?[GuardNames.guardedLabel] == "true")
         #expect(result["metadata"]?["annotations"]?[GuardNames.policiesAnnotation]
                 == "block-9001-for-non-system-users,allow-api")
@@ -80,14 +79,12 @@ struct NamespaceRuleTests {
         #expect(m.verdict.patch == nil)
     }
 
-    @Test("M1: exempt namespaces are not touched; dry-run gets the patch but no provisioning")
+    @Test("M1: exempt namespaces are not touched; a dry run gets the same patch")
     func exemptAndDryRun() throws {
         let (exempt, _) = try Self.created(Self.namespace("kube-system", labels: nil))
         #expect(exempt.verdict.patch == nil)
-        #expect(exempt.provisionNamespace == nil)
         let (dry, _) = try Self.created(Self.namespace("team-e", labels: nil), dryRun: true)
         #expect(dry.verdict.patch != nil)
-        #expect(dry.provisionNamespace == nil)
     }
 
     @Test("M1: contract fixture E8 gets a patch that applies")

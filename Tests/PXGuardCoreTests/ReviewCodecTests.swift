@@ -1,5 +1,6 @@
 import Foundation
 import CSIMD
+import PXGuardBytes
 import Testing
 @testable import PXGuardCore
 
@@ -176,18 +177,27 @@ struct FuzzRegressionTests {
     /// Each file under Fixtures/regressions once crashed a fuzz target; decoding,
     /// every rule, the mutation and encoding must all run cleanly on it (the
     /// AddressSanitizer run of the suite checks the memory side).
-    @Test("fuzz crashers stay fixed", arguments: ["review-use-after-free"])
+    @Test("fuzz crashers stay fixed: the review decodes, and both verdicts are encoded from live views",
+          arguments: ["review-use-after-free"])
     func crasher(_ name: String) throws {
         let url = try #require(Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Fixtures/regressions"))
         let bytes = Array(try Data(contentsOf: url))
         let policy = AdmissionPolicy(config: .default)
-        _ = try? bytes.withUnsafeBytes { raw in
-            try AdmissionRequest.withDecoded(raw) { request in
-                var out: [UInt8] = []
-                ReviewEncoder.encode(policy.validate(request), uid: request.uid, version: request.version, into: &out)
-                ReviewEncoder.encode(policy.mutate(request).verdict, uid: request.uid, version: request.version, into: &out)
+        // The crash was a use-after-free: views read after their tape was freed. Decoding
+        // must succeed and what the views produce must be the request's own values.
+        let (validated, mutated) = try bytes.withUnsafeBytes { raw in
+            try AdmissionRequest.withDecoded(raw) { request -> (String, String) in
+                var validated: [UInt8] = []
+                ReviewEncoder.encode(policy.validate(request), uid: request.uid, version: request.version, into: &validated)
+                var mutated: [UInt8] = []
+                ReviewEncoder.encode(policy.mutate(request).verdict, uid: request.uid, version: request.version, into: &mutated)
+                return (String(decoding: validated, as: UTF8.self), String(decoding: mutated, as: UTF8.self))
             }
         }
+        let response = #""response":{"uid":"4d5e6f70-8192-4a3b-b4c5-d6e7f8091a2b","allowed":true"#
+        #expect(validated.contains(response), "\(validated)")
+        #expect(mutated.contains(response), "\(mutated)")
+        #expect(validated.hasPrefix(#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview""#))
     }
 }
 

@@ -1,4 +1,5 @@
 import Testing
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 @Suite("HTTP/1.1 request parser")
@@ -87,6 +88,30 @@ struct HTTPParserTests {
         #expect(Array(UnsafeBufferPointer(start: parser.chunkBody.readPointer, count: parser.chunkBody.readable)) == Array("abc0123456789".utf8))
         #expect(status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n") == 400)
         #expect(status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n") == 400)
+    }
+
+    @Test("a 2-byte body with endless trailers is refused with 413 once the trailers pass their total limit")
+    func endlessTrailers() {
+        let start = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+        let trailers = String(repeating: "X-T: aaaaaaaaaa\r\n", count: 1200)  // 20 KiB of small lines
+        #expect(status(start + trailers) == 413)
+        #expect(status(start + trailers + "\r\n") == 413)
+        #expect(status(start + "X-T: " + String(repeating: "a", count: 17_000)) == 413)
+        // Within the limit, trailers are accepted.
+        if case .success(.complete) = parse(start + String(repeating: "X-T: aaaaaaaaaa\r\n", count: 100) + "\r\n") {} else {
+            Issue.record("small trailers refused")
+        }
+    }
+
+    @Test("chunk extensions are limited in total, not only per line, with 413")
+    func extensionTotal() {
+        let chunk = "1;" + String(repeating: "e", count: 1000) + "\r\nx\r\n"
+        let head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        #expect(status(head + String(repeating: chunk, count: 3)) == nil)  // 3 KB: more is awaited
+        #expect(status(head + String(repeating: chunk, count: 5)) == 413)
+        var tight = HTTPLimits()
+        tight.maxChunkExtensionBytes = 10
+        #expect(status(head + "1;abcdefghijk\r\nx\r\n", limits: tight) == 413)
     }
 
     @Test("the token table is RFC 9110's tchar, byte for byte")

@@ -1,4 +1,5 @@
 import Testing
+import PXGuardPlatform
 @testable import PXGuardService
 
 @Suite("Command-line arguments")

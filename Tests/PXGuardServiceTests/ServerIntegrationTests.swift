@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 @testable import PXGuardService
 
@@ -220,7 +221,7 @@ struct ServerIntegrationTests {
 struct ProcessTests {
     func startServer(dir: String, extra: [String] = []) throws -> (Process, Int) {
         let (process, first) = try launch(try pxguardBinary(),
-                                          ["serve", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-grace", "5"] + extra)
+                                          ["serve", "--dev-certs", "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs", "--shutdown-delay", "0", "--shutdown-grace", "5"] + extra)
         #expect(first["msg"] == "listening")
         return (process, try #require(first["port"]?.stringValue.flatMap(Int.init)))
     }
@@ -294,11 +295,60 @@ struct ProcessTests {
         #expect(try client.request("GET", "/readyz").status == 200)
     }
 
+    @Test("SIGTERM is acted on while a SIGHUP reload is stuck reading the configuration (a FIFO nobody writes)")
+    func sigtermDuringReload() throws {
+        let dir = try temporaryDirectory()
+        let config = dir + "/config.yaml"
+        try "mode: enforce\nprovisioning: {enabled: false}\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let (process, port) = try startServer(dir: dir, extra: ["--config", config])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+        unlink(config)
+        #expect(mkfifo(config, 0o600) == 0)
+        kill(process.processIdentifier, SIGHUP)
+        usleep(300_000)  // the reload is now blocked in open(2) on the FIFO
+        let context = try TLSContext.client(caFile: dir + "/certs/ca.crt")
+        let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
+                                                                  context: context, serverName: "127.0.0.1", timeout: 5))
+        #expect(try client.request("GET", "/healthz").status == 200, "serving goes on during the reload")
+        kill(process.processIdentifier, SIGTERM)
+        // Bounded wait: a server whose signal thread is stuck in the reload never exits.
+        for _ in 0..<100 where process.isRunning { usleep(100_000) }
+        #expect(!process.isRunning, "still running 10 s after SIGTERM")
+        if !process.isRunning { #expect(process.terminationStatus == 0) }
+    }
+
+    @Test("a config file that changes (a mounted ConfigMap swaps its ..data symlink) is reloaded without a signal")
+    func configFileSwap() throws {
+        let dir = try temporaryDirectory()
+        for (version, mode) in [("..v1", "enforce"), ("..v2", "warn")] {
+            try FileManager.default.createDirectory(atPath: dir + "/" + version, withIntermediateDirectories: true)
+            try "mode: \(mode)\nprovisioning: {enabled: false}\n".write(toFile: dir + "/\(version)/config.yaml", atomically: true, encoding: .utf8)
+        }
+        #expect(symlink("..v1", dir + "/..data") == 0)
+        #expect(symlink("..data/config.yaml", dir + "/config.yaml") == 0)
+        let server = try TestServer { $0.configPath = dir + "/config.yaml" }
+        let client = try server.client()
+        func decision() throws -> JSON {
+            let answer = try client.request("POST", "/validate", headers: jsonHeaders, body: fixtureBytes("pod-hostnetwork-e2"))
+            return try #require(try JSON(parsing: answer.body)["response"])
+        }
+        #expect(try decision()["allowed"] == false)
+        #expect(symlink("..v2", dir + "/..data_tmp") == 0)
+        #expect(rename(dir + "/..data_tmp", dir + "/..data") == 0)
+        var reloaded = false
+        for _ in 0..<100 where !reloaded {
+            usleep(50_000)
+            reloaded = try decision()["allowed"] == true
+        }
+        #expect(reloaded)
+        #expect(server.logs.contains("configuration reloaded"))
+    }
+
     @Test("an affinity mask of one CPU gives one event loop (the same path a cgroup quota takes)",
           .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset")))
     func affinity() throws {
         let dir = try temporaryDirectory()
-        let (process, first) = try launch("/usr/bin/taskset", ["-c", "0", try pxguardBinary(), "serve",
+        let (process, first) = try launch("/usr/bin/taskset", ["-c", "0", try pxguardBinary(), "serve", "--dev-certs", "--shutdown-delay", "0",
                                                                "--listen", "127.0.0.1:0", "--cert-dir", dir + "/certs"])
         defer { process.terminate(); process.waitUntilExit() }
         #expect(first["workers"] == "1")
@@ -369,15 +419,33 @@ struct ClientCertificateTests {
 
 @Suite("Degradation and connection recycling", .serialized)
 struct DegradationTests {
-    @Test("an expired serving certificate makes /readyz answer 503 with the reason")
-    func expiredCertificate() throws {
+    @Test("a serving certificate that is expired or not yet valid (by OpenSSL's date check) makes the server not ready",
+          arguments: [(-1, -300, "has expired"), (365, 3600, "not valid yet")])
+    func invalidCertificateNotReady(_ days: Int, _ validFrom: Int, _ reason: String) throws {
+        let certs = try temporaryDirectory()
+        try CertificateFactory.write(to: certs, service: "pxguard", namespace: "pxguard-system", days: days, validFrom: validFrom)
+        let server = try TestServer { $0.certDir = certs }
+        // Handshakes with such a certificate fail verification, so ask the service itself.
+        #expect(server.service.readiness.notReadyReason?.contains(reason) == true, "\(server.service.readiness.notReadyReason ?? "ready")")
+    }
+
+    @Test("a certificate reload never installs an expired or not-yet-valid pair: the previous one keeps serving, the refusal is logged and counted",
+          arguments: [(-1, -300, "has expired"), (365, 3600, "is not valid yet")])
+    func reloadRefusesInvalidPair(_ days: Int, _ validFrom: Int, _ reason: String) throws {
         let server = try TestServer()
-        server.service.metrics.certificateNotAfter.store(1, ordering: .relaxed)
-        server.service.updateReadiness()
-        let response = try server.client().request("GET", "/readyz")
-        #expect(response.status == 503)
-        #expect(response.bodyText.contains("expired"))
-        #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_ready 0\n"))
+        #expect(try server.client().request("GET", "/readyz").status == 200)
+        // Same CA, new serving pair outside its validity period.
+        try CertificateFactory.write(to: server.dir + "/certs", service: "pxguard", namespace: "pxguard-system",
+                                     days: days, validFrom: validFrom)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline && !server.logs.contains("certificate reload refused") { usleep(50_000) }
+        #expect(server.logs.contains("certificate reload refused: the new certificate \(reason); keeping the previous pair"))
+        usleep(500_000)  // more polls: still refused, logged and counted once
+        let client = try server.client()  // a new handshake verifies the pair in use
+        #expect(try client.request("GET", "/readyz").status == 200)
+        let metrics = try client.request("GET", "/metrics").bodyText
+        #expect(metrics.contains("\npxguard_reload_failures_total 1\n"))
+        #expect(!server.logs.contains("certificates reloaded"))
     }
 
     @Test("a serving certificate with under 30 days left is a warning in the log and its expiry a metric; still ready")
@@ -434,7 +502,7 @@ struct DescriptorExhaustionTests {
     @Test("out of descriptors: accept pauses instead of spinning, and serving resumes when they free up")
     func emfile() throws {
         let dir = try temporaryDirectory()
-        let (process, first) = try launch("/bin/sh", ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --listen 127.0.0.1:0 --cert-dir \(dir)/certs"])
+        let (process, first) = try launch("/bin/sh", ["-c", "ulimit -n 48; exec \(try pxguardBinary()) serve --dev-certs --shutdown-delay 0 --listen 127.0.0.1:0 --cert-dir \(dir)/certs"])
         defer { process.terminate(); process.waitUntilExit() }
         let port = try #require(first["port"]?.stringValue.flatMap(Int.init))
         var sockets: [RawSocket] = []

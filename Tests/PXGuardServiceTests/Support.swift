@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 @testable import PXGuardService
 
@@ -39,6 +40,7 @@ final class TestServer: @unchecked Sendable {
         var options = ServeOptions()
         options.configPath = configPath
         options.certDir = dir + "/certs"
+        options.devCerts = true
         options.listen = "127.0.0.1:0"
         options.shutdownGrace = 5
         options.certPollSeconds = 0.2

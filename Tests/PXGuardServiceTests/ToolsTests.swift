@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import PXGuardCore
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 @testable import PXGuardService
 
@@ -24,6 +25,13 @@ struct ToolsTests {
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nodes, namespace: "default", what: what) == expected)
     }
 
+    @Test("render policies in ports style matches its golden file (dual-stack nodes, TCP and UDP protected)")
+    func goldenPorts() throws {
+        let expected = try String(contentsOfFile: resource("Golden/policies-ports.yaml"), encoding: .utf8)
+        #expect(try renderCommand(configPath: resource("Golden/ports-config.yaml"), caBundle: nil, nodes: nil,
+                                  namespace: "default", what: "policies") == expected)
+    }
+
     @Test("the seed's node range expands to four ACCEPT rules, plus loopback, then DROP")
     func seedRange() throws {
         let script = try renderCommand(configPath: nil, caBundle: nil, nodes: "70.0.98.11-70.0.98.14", namespace: "default", what: "iptables")
@@ -36,7 +44,7 @@ struct ToolsTests {
     @Test("deploy/ equals `pxguard render all` and `render iptables` for the default configuration")
     func deployIsRendered() throws {
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "all")
-                == repositoryFile("deploy/pxguard.yaml"), "run `make deploy`")
+                == repositoryFile("deploy/base/pxguard.yaml"), "run `make deploy`")
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "iptables")
                 == repositoryFile("deploy/node-iptables.sh"), "run `make deploy`")
     }
@@ -79,7 +87,7 @@ struct ToolsTests {
 
     @Test("check: mixed multi-document YAML reports each object and exits 1")
     func checkMixed() throws {
-        let (report, code) = try checkCommand(configPath: nil, files: [resource("Manifests/mixed.yaml")])
+        let (report, code) = try check(configPath: nil, files: [resource("Manifests/mixed.yaml")])
         #expect(code == 1)
         let lines = report.split(separator: "\n")
         #expect(lines.count == 6)
@@ -91,23 +99,117 @@ struct ToolsTests {
         #expect(lines[5] == "5 objects checked: 3 allowed, 2 denied")
     }
 
-    @Test("check: JSON List objects are expanded; all-allowed exits 0; bad input is a located error")
-    func checkListAndErrors() throws {
-        let (report, code) = try checkCommand(configPath: nil, files: [resource("Manifests/list.json")])
+    @Test("check: JSON List objects are expanded; all-allowed exits 0")
+    func checkList() throws {
+        let (report, code) = try check(configPath: nil, files: [resource("Manifests/list.json")])
         #expect(code == 1)
-        #expect(report.contains("cronjob.batch/nightly denied"))
+        #expect(report.contains("cronjob.batch/nightly denied (\(resource("Manifests/list.json")):3)"), "\(report)")
         let dir = try temporaryDirectory()
         try "apiVersion: v1\nkind: Pod\nmetadata: {name: ok}\nspec: {containers: []}\n".write(toFile: dir + "/ok.yaml", atomically: true, encoding: .utf8)
-        #expect(try checkCommand(configPath: nil, files: [dir + "/ok.yaml"]).1 == 0)
+        #expect(try checkCommand(configPath: nil, files: [dir + "/ok.yaml"]).code == 0)
+    }
+
+    @Test("check: a stream of concatenated JSON objects (kubectl's multi-resource-json fixture), each at its own line")
+    func checkJSONStream() throws {
+        let file = resource("Manifests/kubectl/multi-resource-json.json")
+        let (report, code) = try check(configPath: nil, files: [file], output: .json)
+        #expect(code == 0, "\(report)")
+        let results = try #require(try JSON(parsing: Array(report.utf8))["results"]?.arrayValue)
+        #expect(results.map { $0["kind"]?.stringValue } == ["Service", "ReplicationController"])
+        #expect(results.map { $0["line"]?.intValue } == [1, 21])
+    }
+
+    @Test("check: a typed list (PodList) gives its items their kind; the host-network pod is denied at its own line")
+    func checkTypedList() throws {
+        let file = resource("Manifests/podlist.json")
+        let (report, code) = try check(configPath: nil, files: [file])
+        #expect(code == 1, "\(report)")
+        let lines = report.split(separator: "\n")
+        #expect(lines.first == "pod/web-7d4b9c allowed")
+        #expect(lines.dropFirst().first?.hasPrefix("pod/agent-x2k9p denied (\(file):10): pxguard: hostNetwork:") == true, "\(report)")
+    }
+
+    @Test("check: directories are read like kubectl (sorted, manifest extensions only; subdirectories with -R)")
+    func checkDirectories() throws {
+        let dir = resource("Manifests/kube-prometheus")
+        let (flat, flatCode) = try check(configPath: nil, files: [dir])
+        #expect(flatCode == 1)
+        #expect(flat.split(separator: "\n").map { $0.prefix(while: { $0 != " " }) }
+                == ["namespace/monitoring", "networkpolicy.networking.k8s.io/grafana", "2"], "\(flat)")
+        let (deep, _) = try check(configPath: nil, files: [dir], recursive: true)
+        #expect(deep.contains("networkpolicy.networking.k8s.io/alertmanager-main denied (\(dir)/nested/alertmanager-networkPolicy.yaml:2)"),
+                "\(deep)")
+        #expect(deep.hasSuffix("3 objects checked: 1 allowed, 2 denied\n"), "\(deep)")
+        // kube-prometheus ships allow-all egress ([{}]): denied in a guarded namespace, with a fix that fits.
+        #expect(deep.contains("egress rule 0 allows"), "\(deep)")
+    }
+
+    @Test("check in repair mode judges what the cluster would store: kube-prometheus's policies are repaired, not denied")
+    func checkRepairMode() throws {
+        let dir = try temporaryDirectory()
+        try "rules:\n  bypassPolicies: {mode: repair}\n".write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let (report, code) = try check(configPath: dir + "/config.yaml", files: [resource("Manifests/kube-prometheus")], recursive: true)
+        #expect(code == 0, "\(report)")
+        #expect(report.contains("networkpolicy.networking.k8s.io/grafana allowed with warning: pxguard: bypassPolicies: repaired "
+                                + "NetworkPolicy monitoring/grafana: egress rule 0"), "\(report)")
+        #expect(report.hasSuffix("3 objects checked: 3 allowed (2 with warnings), 0 denied\n"), "\(report)")
+        let (json, _) = try check(configPath: dir + "/config.yaml", files: [resource("Manifests/kube-prometheus")], output: .json)
+        #expect(try JSON(parsing: Array(json.utf8))["results"]?.arrayValue?.last?["decision"] == "repair")
+    }
+
+    @Test("check: an unreadable or broken input is reported, the others are still checked, and the exit is 2")
+    func checkBadInputs() throws {
+        let dir = try temporaryDirectory()
         try "kind: Pod\nmetadata: [\n".write(toFile: dir + "/broken.yaml", atomically: true, encoding: .utf8)
-        do {
-            _ = try checkCommand(configPath: nil, files: [dir + "/broken.yaml"])
-            Issue.record("accepted broken YAML")
-        } catch {
-            #expect(error.description.hasPrefix(dir + "/broken.yaml:3:1:"), "\(error.description)")
-        }
         try "metadata: {name: x}\n".write(toFile: dir + "/nokind.yaml", atomically: true, encoding: .utf8)
-        #expect(throws: CommandError.self) { _ = try checkCommand(configPath: nil, files: [dir + "/nokind.yaml"]) }
+        try "{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"name\": \"a\"}}\n{\"kind\": \"Pod\",\n \"x\": tru}\n"
+            .write(toFile: dir + "/stream.json", atomically: true, encoding: .utf8)
+        try "apiVersion: v1\nkind: List\nitems:\n- metadata: {name: lost}\n- {apiVersion: v1, kind: Pod, metadata: {name: kept}}\n"
+            .write(toFile: dir + "/list.yaml", atomically: true, encoding: .utf8)
+        let files = [dir + "/missing.yaml", dir + "/broken.yaml", dir + "/nokind.yaml", dir + "/stream.json",
+                     dir + "/list.yaml", resource("Manifests/mixed.yaml")]
+        let result = try checkCommand(configPath: nil, files: files)
+        let report = result.report
+        #expect(result.code == 2)
+        #expect(result.errors.count == 5)
+        let errors = result.errors.joined(separator: "\n")
+        #expect(errors.contains("check: \(dir)/missing.yaml: "), "\(errors)")
+        #expect(errors.contains("check: \(dir)/broken.yaml:3:1: "), "\(errors)")
+        #expect(errors.contains("check: \(dir)/nokind.yaml:1:1: object has no kind"), "\(errors)")
+        #expect(errors.contains("check: \(dir)/stream.json:3:"), "\(errors)")
+        #expect(errors.contains("check: \(dir)/list.yaml:4:3: object has no kind"), "\(errors)")
+        #expect(report.contains("pod/a allowed") && report.contains("pod/kept allowed"), "\(report)")
+        #expect(report.hasSuffix("7 objects checked: 5 allowed, 2 denied; 5 input errors\n"), "\(report)")
+        let (json, jsonCode) = try check(configPath: nil, files: files, output: .json)
+        #expect(jsonCode == 2)
+        let document = try JSON(parsing: Array(json.utf8))
+        #expect(document["summary"]?["errors"] == .int(5))
+        #expect(document["results"]?.arrayValue?.count == 7)
+        #expect(document["results"]?.arrayValue?.first { $0["allowed"] == .bool(false) }?["rule"] == "hostNetwork")
+    }
+
+    @Test("check: inputs that hold no object at all are bad input (kubectl: no objects passed to apply)")
+    func checkNothing() throws {
+        let dir = try temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
+        try "apiVersion: v1\nkind: Pod\nmetadata: {name: deep}\n".write(toFile: dir + "/sub/pod.yaml", atomically: true, encoding: .utf8)
+        let flat = try checkCommand(configPath: nil, files: [dir])
+        #expect(flat.code == 2)
+        #expect(flat.errors == ["check: no objects found in \(dir) (subdirectories are read with -R)"])
+        #expect(try checkCommand(configPath: nil, files: [dir], recursive: true).code == 0)
+    }
+
+    @Test("check: -f - reads standard input; -R and -o json are flags of the binary")
+    func checkBinary() throws {
+        let binary = try pxguardBinary()
+        let out = try shell("\(binary) check -f - < \(resource("Manifests/podlist.json")); echo exit=$?")
+        let bad = try shell("\(binary) check -f /nonexistent.yaml -f \(resource("Manifests/podlist.json")) 2>&1 >/dev/null; echo exit=$?")
+        #expect(bad == "pxguard: check: /nonexistent.yaml: cannot read: No such file or directory\nexit=2\n", "\(bad)")
+        #expect(out.contains("pod/agent-x2k9p denied (standard input:10)"), "\(out)")
+        #expect(out.hasSuffix("exit=1\n"), "\(out)")
+        let json = try shell("\(binary) check -R -o json -f \(resource("Manifests/kube-prometheus")); echo exit=$?")
+        #expect(json.contains("\"denied\":2") && json.hasSuffix("exit=1\n"), "\(json)")
+        #expect(try shell("\(binary) check -o yaml -f x; echo exit=$?").hasSuffix("exit=2\n"))
     }
 
     @Test("review answers like /validate and /mutate, and refuses a broken review")
@@ -126,6 +228,12 @@ struct ToolsTests {
 
 /// Runs a shell command and returns its standard output (tests use openssl's CLI
 /// as an independent checker of what libssl produced in process).
+/// `check`'s report and exit code.
+func check(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text) throws -> (String, Int32) {
+    let result = try checkCommand(configPath: configPath, files: files, recursive: recursive, output: output)
+    return (result.report, result.code)
+}
+
 func shell(_ command: String) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -140,7 +248,9 @@ func shell(_ command: String) throws -> String {
 
 @Suite("M1 wiring")
 struct MutationWiringTests {
-    func call(_ handler: AdmissionHandler, _ body: [UInt8]) -> Int {
+    func call(_ handler: AdmissionHandler, _ body: [UInt8]) -> Int { respond(handler, body).status }
+
+    func respond(_ handler: AdmissionHandler, _ body: [UInt8]) -> HTTPResponse {
         var response = HTTPResponse()
         let target = Array("/mutate".utf8)
         let type = Array("application/json".utf8)
@@ -151,20 +261,19 @@ struct MutationWiringTests {
                 }
             }
         }
-        return response.status
+        return response
     }
 
-    @Test("/mutate enqueues a created namespace for provisioning, but not a dry run")
-    func enqueues() throws {
-        let queued = Locked<[String]>([])
+    @Test("/mutate answers the patch only; a dry run gets the same patch (M1 changes no server state)")
+    func mutateAnswersOnly() throws {
         let handler = AdmissionHandler(policies: PolicyBox(AdmissionPolicy(config: .default)), readiness: Readiness(),
-                                       metrics: ServiceMetrics(workers: 1), logger: .none, workers: 1,
-                                       provision: { ns in queued.withLock { $0.append(ns) } })
+                                       metrics: ServiceMetrics(workers: 1), logger: .none, workers: 1)
         var review = try JSON(parsing: fixtureBytes("namespace-create-e8"))
-        #expect(call(handler, Array(review.serialized.utf8)) == 200)
-        #expect(queued.withLock { $0 } == ["team-a"])
+        let real = respond(handler, Array(review.serialized.utf8)).body
         review = review.setting("request", review["request"]!.setting("dryRun", true))
-        #expect(call(handler, Array(review.serialized.utf8)) == 200)
-        #expect(queued.withLock { $0 } == ["team-a"])
+        let response = respond(handler, Array(review.serialized.utf8))
+        #expect(response.status == 200)
+        #expect(String(decoding: response.body, as: UTF8.self).contains("\"patch\""))
+        #expect(response.body == real)
     }
 }

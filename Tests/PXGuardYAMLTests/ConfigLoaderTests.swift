@@ -22,6 +22,14 @@ struct ConfigLoaderTests {
         }
     }
 
+    @Test("the broken-config folder is found and holds its cases (an empty list would test nothing)")
+    func brokenCasesPresent() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path)
+        #expect(names.contains("valid-full.yaml"))
+        #expect(Self.broken.count >= 20, "only \(Self.broken.count) broken configs found in \(Self.directory.path)")
+        #expect(Self.broken.contains("deep-nesting.yaml"))
+    }
+
     @Test("a complete configuration loads every key")
     func validConfig() throws {
         let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent("valid-full.yaml")))
@@ -105,6 +113,50 @@ struct YAMLReaderTests {
         #expect(throws: YAMLError.self) { try YAMLReader.documents(Array(text.utf8), file: "bomb.yaml") }
     }
 
+    @Test("nesting past the depth limit is refused at the collection that crosses it, for 80,000 levels without a crash")
+    func depthLimit() throws {
+        let depth = YAMLReader.maxDepth
+        let cases: [(text: String, column: Int)] = [
+            (String(repeating: "- ", count: 80_000) + "x\n", 2 * depth + 1),
+            (String(repeating: "[", count: 80_000) + String(repeating: "]", count: 80_000) + "\n", depth + 1),
+            (String(repeating: "{a: ", count: 80_000) + "x" + String(repeating: "}", count: 80_000) + "\n", 4 * depth + 1),
+        ]
+        for (text, column) in cases {
+            do {
+                _ = try YAMLReader.documents(Array(text.utf8), file: "deep.yaml")
+                Issue.record("80,000 levels accepted")
+            } catch {
+                #expect("\(error)" == "deep.yaml:1:\(column): nesting deeper than \(depth) levels; flatten the document")
+            }
+        }
+        // Exactly at the limit is fine.
+        let atLimit = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
+        #expect(try YAMLReader.documents(Array(atLimit.utf8), file: "ok").count == 1)
+    }
+
+    @Test("an alias cannot nest a document past the depth limit")
+    func aliasDepth() throws {
+        // Each alias repeats a 100-deep list inside another 100-deep one: legal
+        // levels in the text, 200 and more in the tree.
+        let deep = String(repeating: "[", count: 100) + "x" + String(repeating: "]", count: 100)
+        let text = "a: &a \(deep)\nb: " + String(repeating: "[", count: 100) + "*a" + String(repeating: "]", count: 100) + "\n"
+        do {
+            _ = try YAMLReader.documents(Array(text.utf8), file: "alias.yaml")
+            Issue.record("alias past the limit accepted")
+        } catch {
+            #expect("\(error)".hasPrefix("alias.yaml:2:"))
+            #expect("\(error)".hasSuffix("alias *a nests deeper than \(YAMLReader.maxDepth) levels; flatten the document"))
+        }
+    }
+
+    @Test("a 40,000-item list keeps every item in order (built in place, not copied per item)")
+    func longList() throws {
+        let text = "exemptNamespaces:\n" + (0..<40_000).map { "  - ns-\($0)\n" }.joined()
+        let config = try ConfigLoader(file: "long.yaml").load(Array(text.utf8))
+        #expect(config.exemptNamespaces.count == 40_000)
+        #expect(config.exemptNamespaces.first == "ns-0" && config.exemptNamespaces.last == "ns-39999")
+    }
+
     @Test("emitted YAML reads back to the same JSON")
     func emitterRoundTrip() throws {
         let value: JSON = .obj([
@@ -114,5 +166,59 @@ struct YAMLReaderTests {
         ])
         let back = try YAMLReader.documents(Array(YAMLEmitter.emit(value).utf8), file: "e")[0].json
         #expect(back == value)
+    }
+
+    @Test("multi-line text keeps its exact ending and leading spaces (|- and indentation indicators)",
+          arguments: ["no newline\nat the end", "one newline\n", "two newlines\n\n", " starts with a space\nand breaks",
+                      "\nstarts with a newline", "  indented\n    more\n", "tab\tand\nbreak", "trailing space \nline"])
+    func multiLine(_ text: String) throws {
+        let emitted = YAMLEmitter.emit(.obj(["text": .string(text)]))
+        let back = try YAMLReader.documents(Array(emitted.utf8), file: "e")[0].json
+        #expect(back == .obj(["text": .string(text)]), "\(emitted)")
+    }
+
+    @Test("emit, parse with libyaml, compare: random trees of awkward strings round-trip")
+    func roundTripProperty() throws {
+        var generator = SeededRandom(seed: 0x9a11)
+        let pieces = ["", " ", "  ", "\n", "\n\n", "\t", "a", "Yes", "no", "~", "null", "0x1F", "1e3", "12:30", "-", "- x", "#", " #c",
+                      "key: value", "'", "\"", "\\", "{", "[]", "&a", "*a", "!tag", "%", "@", "`", "|", ">", "é", "日本", "\u{1F600}",
+                      "\r\n", "\u{7}", "\u{85}", "\u{2028}", "...", "---", "?", ",", "0", "-1", ".5", "+", "true"]
+        func string() -> String {
+            (0..<generator.next(5)).map { _ in pieces[generator.next(pieces.count)] }.joined()
+        }
+        func tree(_ depth: Int) -> JSON {
+            switch depth == 0 ? generator.next(3) : generator.next(6) {
+            case 0: return .string(string())
+            case 1: return [.int(generator.next(1000)), .null, .bool(true), .bool(false)][generator.next(4)]
+            case 2: return .string(string())
+            case 3, 4:
+                var members: [JSON.Member] = []
+                var seen: Set<String> = []
+                for _ in 0..<generator.next(4) {
+                    let key = string()
+                    if seen.insert(key).inserted { members.append(.init(key, tree(depth - 1))) }
+                }
+                return .object(members)
+            default:
+                return .array((0..<generator.next(4)).map { _ in tree(depth - 1) })
+            }
+        }
+        for _ in 0..<500 {
+            let docs = (0..<1 + generator.next(3)).map { _ in tree(4) }
+            let text = YAMLEmitter.documents(docs)
+            let back = try YAMLReader.documents(Array(text.utf8), file: "e").map(\.json)
+            #expect(back == docs, "\(text)")
+            if back != docs { break }
+        }
+    }
+}
+
+/// A fixed-seed generator (64-bit LCG) so that generated cases repeat.
+struct SeededRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next(_ bound: Int) -> Int {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return Int((state >> 33) % UInt64(bound))
     }
 }

@@ -1,4 +1,4 @@
-/// The compiled decision logic for one configuration: rules R1–R5 and R7, exemptions,
+/// The compiled decision logic for one configuration: rules R1–R7, exemptions,
 /// modes and mutation M1. Immutable: built once per config and shared by reference
 /// (handing it to a request is one retain, not a copy of the whole config).
 public final class AdmissionPolicy: Sendable {
@@ -8,14 +8,18 @@ public final class AdmissionPolicy: Sendable {
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
     let externalIPs: ExternalIPsRule
+    let unguardedNamespace = UnguardedNamespaceRule()
     let mutation = NamespaceMutation()
+    let bypassRepair: BypassRepair
 
     public var config: Config { context.config }
 
-    public init(config: Config) {
-        context = RuleContext(config: config)
+    /// `view`: the watched cluster state R6 consults; nil where there is no API.
+    public init(config: Config, view: (any GuardView)? = nil) {
+        context = RuleContext(config: config, view: view)
         bypassPolicy = BypassPolicyRule(config: config)
         externalIPs = ExternalIPsRule(config: config)
+        bypassRepair = BypassRepair(config: config)
     }
 
     /// The answer of `/validate`: the first rule, in SPEC order, with a finding.
@@ -23,28 +27,45 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review.
     public func validate(_ request: AdmissionRequest) -> Verdict {
         check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
-            ?? check(optOut, request) ?? check(externalIPs, request) ?? .allow
+            ?? check(optOut, request) ?? check(unguardedNamespace, request) ?? check(externalIPs, request) ?? .allow
     }
 
     @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
         rule.evaluate(request, context).map { verdict(rule: rule.id, message: $0, request: request) }
     }
 
-    /// The result of `/mutate`: the answer, and the namespace to provision when the
-    /// request creates a guarded namespace for real (not a dry run).
+    /// The result of `/mutate`: the answer only. M1 changes no server state; the
+    /// provisioner's watch sees the namespace once it exists.
     public struct Mutation: Sendable {
         public var verdict: Verdict
-        public var provisionNamespace: String?
     }
 
     /// The answer of `/mutate`.
     public func mutate(_ request: AdmissionRequest) -> Mutation {
-        guard let patch = mutation.patch(for: request, config: config) else {
-            return Mutation(verdict: .allow, provisionNamespace: nil)
-        }
+        if let repaired = repair(request) { return Mutation(verdict: repaired) }
+        guard let patch = mutation.patch(for: request, config: config) else { return Mutation(verdict: .allow) }
         var verdict = Verdict.allow
         verdict.patch = patch
-        return Mutation(verdict: verdict, provisionNamespace: request.dryRun ? nil : request.objectName)
+        return Mutation(verdict: verdict)
+    }
+
+    /// R4 in repair mode: a NetworkPolicy that would be denied as a bypass is
+    /// answered with the patch that leaves the protected set out, and a warning.
+    /// Exempt requesters keep what they wrote; `/validate` judges the result.
+    func repair(_ request: AdmissionRequest) -> Verdict? {
+        guard config.mode(for: .bypassPolicies) == .repair, request.isNetworkPolicy,
+            request.operation == .create || request.operation == .update, request.subResource.isEmpty,
+            config.isGuarded(namespace: request.namespace),
+            !context.isGuardPolicy(name: request.objectName, namespace: request.namespace),
+            let spec = request.object?["spec"], exemption(for: request, rule: .bypassPolicies) == nil
+        else { return nil }
+        if request.operation == .update, let old = request.oldObject?["spec"], spec.tokensEqual(old) { return nil }
+        guard let result = bypassRepair.repair(spec: spec) else { return nil }
+        var v = Verdict(allowed: true, rule: .bypassPolicies, decision: .repair)
+        v.patch = result.patch
+        v.warnings = [Self.warning(bypassRepair.warning(namespace: request.namespace, name: request.objectName, result))]
+        v.auditAnnotations = [("rule", RuleID.bypassPolicies.rawValue), ("decision", Decision.repair.rawValue)]
+        return v
     }
 
     /// The controller manager on its own credentials (`--use-service-account-credentials=false`).

@@ -1,3 +1,5 @@
+import PXGuardBytes
+
 /// What was decided for one rule finding, as recorded in metrics and audit.
 public enum Decision: String, Sendable, CaseIterable {
     case allow
@@ -7,6 +9,8 @@ public enum Decision: String, Sendable, CaseIterable {
     /// Allowed because the requester is exempt (break-glass, own service account,
     /// namespace controller and garbage collector deletes).
     case exempt
+    /// Allowed with a patch that removed the violation (`bypassPolicies: {mode: repair}`).
+    case repair
 }
 
 /// The answer to one AdmissionReview.

@@ -85,6 +85,11 @@ public struct Config: Sendable, Equatable {
     public var server: ServerLimits
     /// Ports the node firewall (`render iptables`) closes to everyone but the nodes.
     public var nodeFirewallPorts: PortRange
+    /// Addresses the API servers call the webhook from. When set, `render all` adds an
+    /// ingress NetworkPolicy that admits only them to pxguard's pods on the webhook
+    /// port. Empty (off) by default: managed control planes call from outside the
+    /// node subnets, at addresses only the provider knows.
+    public var apiServerCIDRs: [CIDR] = []
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -134,7 +139,7 @@ public struct Config: Sendable, Equatable {
         namespace: "pxguard-system",
         serviceName: "pxguard",
         serviceAccount: "system:serviceaccount:pxguard-system:pxguard",
-        image: "pxguard:latest",
+        image: BuildInfo.image,
         replicas: 2,
         server: ServerLimits(),
         nodeFirewallPorts: PortRange("9000-9022")!
@@ -169,6 +174,7 @@ extension Config {
             "serviceName": .string(serviceName),
             "serviceAccount": .string(serviceAccount),
             "nodeFirewallPorts": .string(nodeFirewallPorts.configNotation),
+            "apiServerCIDRs": apiServerCIDRs.isEmpty ? nil : .array(apiServerCIDRs.map { .string($0.description) }),
             // Every server setting, so that `render all --config` carries an operator's
             // limits into the ConfigMap instead of quietly resetting them.
             "server": .obj([

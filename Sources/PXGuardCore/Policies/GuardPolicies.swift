@@ -14,8 +14,10 @@ public enum GuardNames {
     public static let leaseName = "pxguard-provisioner"
 }
 
-/// The canonical guard policies rendered from a configuration. Rendered once per
-/// configuration; the rules compare against the pre-normalised specs.
+/// The canonical guard policies rendered from a configuration, and the one place
+/// that decides which of them belong in a namespace: rules R2/R3/R4/R6, the
+/// provisioner and `render` all ask here. Rendered once per configuration; the
+/// rules compare against the pre-normalised specs.
 public struct GuardPolicies: Sendable {
     /// Spec of `kube-system/block-9001-for-non-system-users`.
     public let kubeSystemBlockSpec: JSON
@@ -27,6 +29,7 @@ public struct GuardPolicies: Sendable {
     let normalizedKubeSystemBlock: JSON
     let normalizedNamespaceBlock: JSON
     let normalizedAllowAPI: JSON
+    let exemptNamespaces: [String]
 
     /// Labels on kube-system pods that are system components and may keep egress.
     public static let systemComponentSelectors: [(key: String, value: String)] = [
@@ -39,33 +42,40 @@ public struct GuardPolicies: Sendable {
     ]
 
     public init(config: Config) {
-        let v4 = config.nodeCIDRs.filter { $0.family == .v4 }
-        let v6 = config.nodeCIDRs.filter { $0.family == .v6 }
-        func exceptBlock(_ family: IPFamily, _ nodes: [CIDR]) -> JSON {
-            .obj(["ipBlock": .obj([
-                "cidr": .string(CIDR.all(family).description),
-                "except": nodes.isEmpty ? nil : .array(nodes.map { .string($0.description) }),
-            ])])
-        }
-        var outside: [JSON] = [exceptBlock(.v4, v4)]
-        if !v6.isEmpty { outside.append(exceptBlock(.v6, v6)) }
-
+        exemptNamespaces = config.exemptNamespaces
         let notSystem: [JSON] = Self.systemComponentSelectors.map { sel in
             .obj(["key": .string(sel.key), "operator": "NotIn", "values": [.string(sel.value)]])
         }
-        kubeSystemBlockSpec = .obj([
-            "podSelector": .obj(["matchExpressions": .array(notSystem)]),
-            "policyTypes": ["Egress"],
-            "egress": [.obj([
-                "to": .array(outside),
-                "ports": [.obj(["protocol": "TCP", "port": 8099])],
-            ])],
-        ])
-        namespaceBlockSpec = .obj([
-            "podSelector": .object([]),
-            "policyTypes": ["Egress"],
-            "egress": [.obj(["to": .array(outside)])],
-        ])
+        let kubeSystemSelector: JSON = .obj(["matchExpressions": .array(notSystem)])
+        switch config.policyStyle {
+        case .seed:
+            let outside = Self.outsideNodes(config.nodeCIDRs, alwaysIPv6: false)
+            kubeSystemBlockSpec = .obj([
+                "podSelector": kubeSystemSelector,
+                "policyTypes": ["Egress"],
+                "egress": [.obj([
+                    "to": .array(outside),
+                    "ports": [.obj(["protocol": "TCP", "port": 8099])],
+                ])],
+            ])
+            namespaceBlockSpec = .obj([
+                "podSelector": .object([]),
+                "policyTypes": ["Egress"],
+                "egress": [.obj(["to": .array(outside)])],
+            ])
+        case .ports:
+            let egress = Self.everythingButProtected(nodeCIDRs: config.nodeCIDRs, protectedPorts: config.protectedPorts)
+            kubeSystemBlockSpec = .obj([
+                "podSelector": kubeSystemSelector,
+                "policyTypes": ["Egress"],
+                "egress": .array(egress),
+            ])
+            namespaceBlockSpec = .obj([
+                "podSelector": .object([]),
+                "policyTypes": ["Egress"],
+                "egress": .array(egress),
+            ])
+        }
         allowAPISpec = .obj([
             "podSelector": .object([]),
             "policyTypes": ["Egress"],
@@ -79,15 +89,87 @@ public struct GuardPolicies: Sendable {
         normalizedAllowAPI = allowAPISpec.normalized
     }
 
-    /// The names of the guard policies that belong in `namespace` (kube-system keeps
-    /// only the block policy).
+    /// `to` peers for every address outside the node subnets: `0.0.0.0/0` except the
+    /// IPv4 ones, and `::/0` except the IPv6 ones (the seed adds `::/0` only when
+    /// there are IPv6 node subnets; `ports` style always allows IPv6).
+    static func outsideNodes(_ nodeCIDRs: [CIDR], alwaysIPv6: Bool) -> [JSON] {
+        func exceptBlock(_ family: IPFamily) -> JSON {
+            let nodes = nodeCIDRs.filter { $0.family == family }
+            return .obj(["ipBlock": .obj([
+                "cidr": .string(CIDR.all(family).description),
+                "except": nodes.isEmpty ? nil : .array(nodes.map { .string($0.description) }),
+            ])])
+        }
+        let hasV6 = nodeCIDRs.contains { $0.family == .v6 }
+        return [exceptBlock(.v4)] + (hasV6 || alwaysIPv6 ? [exceptBlock(.v6)] : [])
+    }
+
+    /// The `ports` style egress: every destination outside the node subnets on every
+    /// port, and the node subnets on the complement of the protected ranges.
+    static func everythingButProtected(nodeCIDRs: [CIDR], protectedPorts: [PortRange]) -> [JSON] {
+        var rules: [JSON] = [.obj(["to": .array(outsideNodes(nodeCIDRs, alwaysIPv6: true))])]
+        let open = openPorts(protectedPorts)
+        // With every port of every protocol protected there is nothing to open; an
+        // empty `ports` list would mean "all ports", so the rule is left out.
+        if !open.isEmpty && !nodeCIDRs.isEmpty {
+            rules.append(.obj([
+                "to": .array(nodeCIDRs.map { .obj(["ipBlock": .obj(["cidr": .string($0.description)])]) }),
+                "ports": .array(open),
+            ]))
+        }
+        return rules
+    }
+
+    /// NetworkPolicy `ports` entries for the complement of `protected`, per protocol:
+    /// a protocol with nothing protected gets one entry without `port` (all its
+    /// ports), the others `port`/`endPort` ranges around the protected ones.
+    static func openPorts(_ protected: [PortRange]) -> [JSON] {
+        var out: [JSON] = []
+        for proto in TransportProtocol.allCases {
+            let closed = protected.filter { $0.proto == proto }.sorted { $0.lower < $1.lower }
+            guard !closed.isEmpty else {
+                out.append(.obj(["protocol": .string(proto.rawValue)]))
+                continue
+            }
+            var next = 1
+            for range in closed {
+                if range.lower > next { out.append(portEntry(proto, next, range.lower - 1)) }
+                next = max(next, range.upper + 1)
+            }
+            if next <= 65535 { out.append(portEntry(proto, next, 65535)) }
+        }
+        return out
+    }
+
+    static func portEntry(_ proto: TransportProtocol, _ lower: Int, _ upper: Int) -> JSON {
+        .obj(["protocol": .string(proto.rawValue), "port": .int(lower), "endPort": lower == upper ? nil : .int(upper)])
+    }
+
+    /// The names of the guard policies a guarded namespace holds (kube-system, which
+    /// is exempt but guarded by its own block policy, holds only that one).
     public static func names(in namespace: String) -> [String] {
         namespace == GuardNames.kubeSystem
             ? [GuardNames.blockPolicy] : [GuardNames.blockPolicy, GuardNames.allowAPIPolicy]
     }
 
+    /// The guard policies that belong in `namespace` under this configuration: the
+    /// block policy in kube-system, both in every guarded namespace, none elsewhere.
+    public func names(for namespace: String) -> [String] {
+        if namespace == GuardNames.kubeSystem { return [GuardNames.blockPolicy] }
+        return exemptNamespaces.contains(namespace) ? [] : Self.names(in: namespace)
+    }
+
+    /// True when `name` is a guard policy that belongs in `namespace`: the same
+    /// answer as `names(for:)`, without building the list on the request path.
+    public func isGuardPolicy(name: String, namespace: String) -> Bool {
+        if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
+        guard name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy else { return false }
+        return !exemptNamespaces.contains(namespace)
+    }
+
     /// The canonical spec for a policy name in a namespace, or nil when that name is
-    /// not a guard policy there.
+    /// not a guard policy there. Rendering asks for any namespace (`render policies
+    /// --namespace`), so only the name and kube-system decide here.
     public func canonicalSpec(name: String, namespace: String) -> JSON? {
         switch name {
         case GuardNames.blockPolicy:
@@ -105,7 +187,7 @@ public struct GuardPolicies: Sendable {
         switch name {
         case GuardNames.blockPolicy:
             canonical = namespace == GuardNames.kubeSystem ? normalizedKubeSystemBlock : normalizedNamespaceBlock
-        case GuardNames.allowAPIPolicy: canonical = normalizedAllowAPI
+        case GuardNames.allowAPIPolicy where namespace != GuardNames.kubeSystem: canonical = normalizedAllowAPI
         default: return false
         }
         return spec.normalized == canonical

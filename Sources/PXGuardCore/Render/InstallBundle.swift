@@ -48,7 +48,7 @@ public struct InstallBundle: Sendable {
     }
 
     func webhook(_ name: String, path: String, failurePolicy: String, sideEffects: String, namespaceSelector: JSON?,
-                 rules: [JSON], mutating: Bool = false) -> JSON {
+                 rules: [JSON], mutating: Bool = false, extraConditions: [JSON] = []) -> JSON {
         .obj([
             "name": .string(name),
             "admissionReviewVersions": ["v1", "v1beta1"],
@@ -59,54 +59,146 @@ public struct InstallBundle: Sendable {
             "timeoutSeconds": 5,
             "namespaceSelector": namespaceSelector,
             "rules": .array(rules),
+            "matchConditions": .array(matchConditions + extraConditions),
             "reinvocationPolicy": mutating ? "Never" : nil,
         ])
     }
 
-    var injectAnnotation: JSON? {
-        // With cert-manager, its CA injector fills caBundle from the Certificate.
-        caBundle == nil ? .obj(["cert-manager.io/inject-ca-from": .string("\(config.namespace)/\(config.serviceName)")]) : nil
+    /// Identities that empty a namespace being deleted; their DELETEs are always
+    /// allowed (SPEC "Admission rules"), so the API server need not ask.
+    static let cleanupIdentities = [
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:kube-controller-manager",
+    ]
+
+    /// A CEL string literal: single quotes, with backslash and quote escaped.
+    static func cel(_ text: String) -> String {
+        var out = "'"
+        for c in text.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "'": out += "\\'"
+            case _ where c.value < 0x20 || c.value == 0x7F:
+                // Control characters as CEL \u escapes, so a name cannot end the literal's line.
+                let hex = String(c.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out + "'"
     }
 
-    /// The ValidatingWebhookConfiguration (R1–R5) and MutatingWebhookConfiguration (M1).
+    static func cel(_ list: [String]) -> String { "[" + list.map { cel($0) }.joined(separator: ", ") + "]" }
+
+    static func condition(_ name: String, _ expression: String) -> JSON {
+        .obj(["name": .string(name), "expression": .string(expression)])
+    }
+
+    /// `matchConditions` every webhook carries: requests the server would allow
+    /// anyway (exempt users and groups, cleanup DELETEs) are left to the API server, so
+    /// break-glass and namespace cleanup work while pxguard is unreachable. Plain CEL
+    /// over `request.userInfo` and `request.operation` (no Kubernetes extension
+    /// functions), so any CEL evaluator can check them. The server keeps its own
+    /// exemption checks for API servers older than 1.30.
+    var matchConditions: [JSON] {
+        var out: [JSON] = []
+        if !config.exemptUsers.isEmpty {
+            out.append(Self.condition("not-exempt-user", "!(request.userInfo.username in \(Self.cel(config.exemptUsers)))"))
+        }
+        if !config.exemptGroups.isEmpty {
+            out.append(Self.condition("not-exempt-group", "!(has(request.userInfo.groups) && "
+                + "request.userInfo.groups.exists(g, g in \(Self.cel(config.exemptGroups))))"))
+        }
+        out.append(Self.condition("not-namespace-cleanup", "!(request.operation == 'DELETE' && "
+            + "request.userInfo.username in \(Self.cel(Self.cleanupIdentities)))"))
+        return out
+    }
+
+    /// Exempt namespace names that do not exist yet must not be claimable (R5):
+    /// CREATE of a namespace with such a name goes to the webhook. The server's own
+    /// namespace is left out: it exists while pxguard serves, and listing it would
+    /// block reinstalling after an uninstall that left the registrations behind.
+    var claimableNames: [String] {
+        var names: [String] = []
+        for name in config.exemptNamespaces + [GuardNames.kubeSystem] where name != config.namespace && !names.contains(name) {
+            names.append(name)
+        }
+        return names
+    }
+
+    var webhookLabels: JSON {
+        .obj(["app.kubernetes.io/name": "pxguard", GuardNames.managedByKey: "pxguard", "app.kubernetes.io/component": "webhook"])
+    }
+
+    /// The ValidatingWebhookConfiguration (R1–R7) and MutatingWebhookConfiguration
+    /// (M1, and R4's repair when `bypassPolicies` is in `repair` mode). Without a CA
+    /// bundle the registrations carry none: `scripts/install.sh` renders them with
+    /// `--ca-bundle`, and the cert-manager overlay has its CA injector fill it.
     public var webhooks: [JSON] {
+        var validatingHooks: [JSON] = [
+            // R1 and R6: fail closed; a host-network pod admitted while the webhook is
+            // down escapes the guard for its whole life.
+            webhook("workloads.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
+                    namespaceSelector: notExcluded, rules: [
+                        rule(["CREATE", "UPDATE"], "", ["pods", "podtemplates", "replicationcontrollers"]),
+                        rule(["CREATE", "UPDATE"], "apps", ["deployments", "replicasets", "statefulsets", "daemonsets"]),
+                        rule(["CREATE", "UPDATE"], "batch", ["jobs", "cronjobs"]),
+                    ]),
+            // R2–R4: fail closed, and kube-system included (its block policy is
+            // guarded). pxguard's own pods need no NetworkPolicy change to start.
+            webhook("networkpolicies.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
+                    namespaceSelector: nil, rules: [
+                        rule(["CREATE", "UPDATE", "DELETE"], "networking.k8s.io", ["networkpolicies"]),
+                    ]),
+            // R5: label changes through any subresource (status and finalize updates
+            // save labels too); guarded namespaces only, exempt ones stay editable.
+            webhook("namespaces.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
+                    namespaceSelector: notExcluded, rules: [
+                        rule(["UPDATE"], "", ["namespaces", "namespaces/status", "namespaces/finalize"], scope: "Cluster"),
+                    ]),
+            // R7: Services whose externalIPs would capture node addresses.
+            webhook("services.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
+                    namespaceSelector: notExcluded, rules: [rule(["CREATE", "UPDATE"], "", ["services"])]),
+        ]
+        let names = claimableNames
+        if !names.isEmpty {
+            // R5: claims of exempt names. A namespace's own metadata.name label matches
+            // on CREATE, so only these names reach the webhook; system:masters may.
+            validatingHooks.append(webhook(
+                "namespace-names.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
+                namespaceSelector: .obj(["matchExpressions": [.obj([
+                    "key": "kubernetes.io/metadata.name", "operator": "In", "values": .array(names.map { .string($0) }),
+                ])]]),
+                rules: [rule(["CREATE"], "", ["namespaces"], scope: "Cluster")],
+                extraConditions: [Self.condition("not-system-masters", "!(has(request.userInfo.groups) && "
+                    + "'system:masters' in request.userInfo.groups)")]))
+        }
         let validating: JSON = .obj([
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
-            "metadata": .obj(["name": .string(config.serviceName), "labels": labels, "annotations": injectAnnotation]),
-            "webhooks": [
-                // R1: fail closed; a host-network pod admitted while the webhook is
-                // down escapes the guard for its whole life.
-                webhook("workloads.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
-                        namespaceSelector: notExcluded, rules: [
-                            rule(["CREATE", "UPDATE"], "", ["pods", "podtemplates", "replicationcontrollers"]),
-                            rule(["CREATE", "UPDATE"], "apps", ["deployments", "replicasets", "statefulsets", "daemonsets"]),
-                            rule(["CREATE", "UPDATE"], "batch", ["jobs", "cronjobs"]),
-                        ]),
-                // R2–R4: fail closed, and kube-system included (its block policy is
-                // guarded). pxguard's own pods need no NetworkPolicy change to start.
-                webhook("networkpolicies.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
-                        namespaceSelector: nil, rules: [
-                            rule(["CREATE", "UPDATE", "DELETE"], "networking.k8s.io", ["networkpolicies"]),
-                        ]),
-                // R5: fail closed for guarded namespaces only; exempt ones stay editable.
-                webhook("namespaces.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
-                        namespaceSelector: notExcluded, rules: [
-                            rule(["UPDATE"], "", ["namespaces"], scope: "Cluster"),
-                        ]),
-            ],
+            "metadata": .obj(["name": .string(config.serviceName), "labels": webhookLabels]),
+            "webhooks": .array(validatingHooks),
         ])
+        var mutatingHooks: [JSON] = [
+            // M1: fail open; the provisioner labels and provisions any namespace
+            // created while the webhook was down.
+            webhook("namespaces.mutate.pxguard.io", path: "/mutate", failurePolicy: "Ignore", sideEffects: "NoneOnDryRun",
+                    namespaceSelector: notExcluded, rules: [rule(["CREATE"], "", ["namespaces"], scope: "Cluster")],
+                    mutating: true),
+        ]
+        if config.mode(for: .bypassPolicies) == .repair {
+            // R4 repair: fail open, since /validate still denies an unrepaired bypass.
+            mutatingHooks.append(webhook(
+                "networkpolicies.mutate.pxguard.io", path: "/mutate", failurePolicy: "Ignore", sideEffects: "None",
+                namespaceSelector: notExcluded,
+                rules: [rule(["CREATE", "UPDATE"], "networking.k8s.io", ["networkpolicies"])], mutating: true))
+        }
         let mutating: JSON = .obj([
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
-            "metadata": .obj(["name": .string(config.serviceName), "labels": labels, "annotations": injectAnnotation]),
-            "webhooks": [
-                // M1: fail open; the provisioner's resync labels and provisions any
-                // namespace created while the webhook was down.
-                webhook("namespaces.mutate.pxguard.io", path: "/mutate", failurePolicy: "Ignore", sideEffects: "NoneOnDryRun",
-                        namespaceSelector: notExcluded, rules: [rule(["CREATE"], "", ["namespaces"], scope: "Cluster")],
-                        mutating: true),
-            ],
+            "metadata": .obj(["name": .string(config.serviceName), "labels": webhookLabels]),
+            "webhooks": .array(mutatingHooks),
         ])
         return [validating, mutating]
     }
@@ -114,11 +206,9 @@ public struct InstallBundle: Sendable {
     /// The guard policies: kube-system's, and the pair for `namespace`.
     public func policies(namespace: String) -> [JSON] {
         let guardPolicies = GuardPolicies(config: config)
-        var out = [guardPolicies.policy(name: GuardNames.blockPolicy, namespace: GuardNames.kubeSystem)!]
-        if namespace != GuardNames.kubeSystem {
-            out += GuardPolicies.names(in: namespace).compactMap { guardPolicies.policy(name: $0, namespace: namespace) }
-        }
-        return out
+        let kubeSystem = guardPolicies.names(for: GuardNames.kubeSystem).map { (GuardNames.kubeSystem, $0) }
+        let own = namespace == GuardNames.kubeSystem ? [] : GuardPolicies.names(in: namespace).map { (namespace, $0) }
+        return (kubeSystem + own).compactMap { guardPolicies.policy(name: $1, namespace: $0) }
     }
 
     /// Everything needed to install pxguard.
@@ -128,16 +218,31 @@ public struct InstallBundle: Sendable {
             "name": .string(config.namespace),
             "labels": .obj(["app.kubernetes.io/name": "pxguard", "pod-security.kubernetes.io/enforce": "restricted"]),
         ])])
+        // The Priority admission plugin admits system-cluster-critical pods outside
+        // kube-system only where a quota covers that class (as Gatekeeper ships).
+        let quota: JSON = .obj([
+            "apiVersion": "v1", "kind": "ResourceQuota", "metadata": metadata("\(name)-critical-pods"),
+            "spec": .obj([
+                "hard": .obj(["pods": "100"]),
+                "scopeSelector": .obj(["matchExpressions": [.obj([
+                    "operator": "In", "scopeName": "PriorityClass", "values": ["system-cluster-critical"],
+                ])]]),
+            ]),
+        ])
         let serviceAccount: JSON = .obj(["apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(name),
                                          "automountServiceAccountToken": true])
-        // Least privilege: read and label namespaces, keep the guard policies (no
-        // delete), and hold one named Lease in its own namespace.
+        // Least privilege: read and label namespaces, create NetworkPolicies (a
+        // create cannot be limited by name), change or delete only the two guard
+        // policies, and hold one named Lease in its own namespace.
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
             "rules": [
                 .obj(["apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch", "patch"]]),
                 .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                      "verbs": ["get", "list", "watch", "create", "update", "patch"]]),
+                      "verbs": ["get", "list", "watch", "create"]]),
+                .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                      "resourceNames": [.string(GuardNames.blockPolicy), .string(GuardNames.allowAPIPolicy)],
+                      "verbs": ["update", "patch", "delete"]]),
             ],
         ])
         let clusterBinding: JSON = .obj([
@@ -162,9 +267,11 @@ public struct InstallBundle: Sendable {
                                     "data": .obj(["config.yaml": .string(configYAML)])])
         let firewall: JSON = .obj(["apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata("\(name)-node-firewall"),
                                    "data": .obj(["node-iptables.sh": .string(firewallScript)])])
-        let probe: (String, Int) -> JSON = { path, period in
+        // The kubelet probes the pod IP over HTTPS without verifying the certificate;
+        // the named port resolves to the container's 8443.
+        let probe: (String, Int, Int) -> JSON = { path, period, failures in
             .obj(["httpGet": .obj(["path": .string(path), "port": "https", "scheme": "HTTPS"]),
-                  "periodSeconds": .int(period), "timeoutSeconds": 2, "failureThreshold": 3])
+                  "periodSeconds": .int(period), "timeoutSeconds": 2, "failureThreshold": .int(failures)])
         }
         let deployment: JSON = .obj([
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(name),
@@ -178,8 +285,13 @@ public struct InstallBundle: Sendable {
                         "serviceAccountName": .string(name),
                         "priorityClassName": "system-cluster-critical",
                         "terminationGracePeriodSeconds": 30,
+                        // fsGroup: the kubelet writes secret files as root; with an fsGroup
+                        // they are group-owned by it, so user 65532 can read the key that
+                        // defaultMode 0440 keeps from everyone else.
                         "securityContext": .obj(["runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                                 "fsGroup": 65532,
                                                  "seccompProfile": .obj(["type": "RuntimeDefault"])]),
+                        "nodeSelector": .obj(["kubernetes.io/os": "linux"]),
                         "topologySpreadConstraints": [.obj([
                             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
                             "labelSelector": .obj(["matchLabels": selectorLabels]),
@@ -187,12 +299,15 @@ public struct InstallBundle: Sendable {
                         "containers": [.obj([
                             "name": "pxguard",
                             "image": .string(config.image),
+                            // A versioned tag: a loaded or cached image is used as is.
+                            "imagePullPolicy": "IfNotPresent",
                             "args": ["serve", "--config", "/etc/pxguard/config/config.yaml", "--cert-dir", "/etc/pxguard/certs",
-                                     "--listen", "0.0.0.0:8443", "--shutdown-grace", "20"],
+                                     "--listen", "0.0.0.0:8443", "--shutdown-delay", "5", "--shutdown-grace", "20"],
                             "ports": [.obj(["name": "https", "containerPort": 8443, "protocol": "TCP"])],
-                            "readinessProbe": probe("/readyz", 5),
-                            "livenessProbe": probe("/healthz", 10),
-                            "startupProbe": probe("/healthz", 1),
+                            "readinessProbe": probe("/readyz", 5, 3),
+                            "livenessProbe": probe("/healthz", 10, 3),
+                            // Up to 30 s to load config and certificates before liveness counts.
+                            "startupProbe": probe("/healthz", 1, 30),
                             "resources": .obj(["requests": .obj(["cpu": "100m", "memory": "32Mi"]),
                                                "limits": .obj(["memory": "128Mi"])]),
                             "securityContext": .obj(["allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
@@ -219,7 +334,29 @@ public struct InstallBundle: Sendable {
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(name),
             "spec": .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
         ])
-        return [ns, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall, deployment, service, pdb]
-            + webhooks + policies(namespace: namespace)
+        var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall,
+                       deployment, service, pdb]
+        if !config.apiServerCIDRs.isEmpty {
+            // Only the API servers may open connections to the webhook port. The
+            // kubelet's probes come from the pod's own node, which common CNIs
+            // (Calico, Cilium) always admit; a Prometheus scraping /metrics needs a
+            // policy of its own.
+            objects.append(.obj([
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": .obj([
+                    // Not labelled managed-by: the provisioner's watch of guard policies ignores it.
+                    "name": .string("\(name)-webhook-ingress"), "namespace": .string(config.namespace),
+                    "labels": .obj(["app.kubernetes.io/name": "pxguard"]),
+                ]),
+                "spec": .obj([
+                    "podSelector": .obj(["matchLabels": selectorLabels]),
+                    "policyTypes": ["Ingress"],
+                    "ingress": [.obj([
+                        "from": .array(config.apiServerCIDRs.map { .obj(["ipBlock": .obj(["cidr": .string($0.description)])]) }),
+                        "ports": [.obj(["protocol": "TCP", "port": 8443])],
+                    ])],
+                ]),
+            ]))
+        }
+        return objects + webhooks + policies(namespace: namespace)
     }
 }

@@ -1,20 +1,22 @@
-/// Everything a rule may consult besides the request: the configuration and the
-/// canonical policies rendered from it.
+/// Everything a rule may consult besides the request: the configuration, the
+/// canonical policies rendered from it, and (when a Kubernetes API is watched) the
+/// server's view of the cluster.
 public struct RuleContext: Sendable {
     public let config: Config
     public let policies: GuardPolicies
+    /// The watched view of namespaces and guard policies; nil without an API.
+    public let view: (any GuardView)?
 
-    public init(config: Config) {
+    public init(config: Config, view: (any GuardView)? = nil) {
         self.config = config
         self.policies = GuardPolicies(config: config)
+        self.view = view
     }
 
     /// True when `name` is a guard policy in `namespace`: the block policy in
     /// kube-system, both policies in every guarded namespace.
     func isGuardPolicy(name: String, namespace: String) -> Bool {
-        if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
-        return config.isGuarded(namespace: namespace)
-            && (name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy)
+        policies.isGuardPolicy(name: name, namespace: namespace)
     }
 }
 

@@ -2,7 +2,7 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import PXGuardServer
+@testable import PXGuardPlatform
 
 @Suite("CPU budget: one loop per usable core")
 struct CPUBudgetTests {

@@ -6,11 +6,12 @@ import Glibc
 /// Wall and monotonic time without Foundation, and RFC 3339 timestamps in the
 /// forms Kubernetes writes (`MicroTime`: microseconds, `Z`).
 public enum Clock {
-    /// Seconds since boot, for deadlines and intervals.
-    public static func monotonic() -> Double {
+    /// The one monotonic clock (`CLOCK_MONOTONIC`), for deadlines, intervals and
+    /// latencies: never jumps when the wall clock is set.
+    public static func monotonic() -> Instant {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        return Instant(nanoseconds: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec))
     }
 
     /// Seconds since the Unix epoch.
@@ -79,53 +80,13 @@ public enum Clock {
         parts.tm_sec = Int32(second)
         return Double(timegm(&parts) - offset) + fraction
     }
-
-    /// An environment variable.
-    public static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
-
-    public static func hostName() -> String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        gethostname(&buffer, buffer.count)
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
 }
 
-/// A wake-up signal between threads: `signal` from anywhere, `wait(seconds:)` on
-/// the worker (a POSIX mutex and condition variable).
-public final class Waker: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var signalled = false
-
-    public init() {
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        condition.deallocate()
-    }
-
-    public func signal() {
-        pthread_mutex_lock(mutex)
-        signalled = true
-        pthread_cond_signal(condition)
-        pthread_mutex_unlock(mutex)
-    }
-
-    /// Waits until signalled or `seconds` pass.
-    public func wait(seconds: Double) {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let total = Double(ts.tv_nsec) + max(0, seconds) * 1e9
-        ts.tv_sec += Int(total / 1e9)
-        ts.tv_nsec = Int(total.truncatingRemainder(dividingBy: 1e9))
-        pthread_mutex_lock(mutex)
-        if !signalled { pthread_cond_timedwait(condition, mutex, &ts) }
-        signalled = false
-        pthread_mutex_unlock(mutex)
-    }
+/// A point on the monotonic clock: nanoseconds since an arbitrary start (boot).
+public struct Instant: Sendable, Comparable, Hashable {
+    public var nanoseconds: UInt64
+    public init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }
+    /// The same point in seconds, for intervals measured in `Double`.
+    public var seconds: Double { Double(nanoseconds) / 1e9 }
+    public static func < (a: Instant, b: Instant) -> Bool { a.nanoseconds < b.nanoseconds }
 }

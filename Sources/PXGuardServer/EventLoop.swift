@@ -1,0 +1,443 @@
+import PXGuardBytes
+import PXGuardPlatform
+import Synchronization
+import CLinux
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One epoll loop. It performs what each connection's state machine asks for and
+/// reports back what the I/O came to; it decides nothing about the protocol itself.
+/// Everything it owns is touched only by its own thread; other threads talk to it
+/// through `post`, which wakes it with an eventfd.
+final class EventLoop: @unchecked Sendable {
+    enum Command {
+        case drain(deadline: UInt64)
+    }
+
+    typealias Step = ConnectionMachine.Step
+
+    let index: Int
+    private let epoll: FileDescriptor
+    private let wake: FileDescriptor
+    private var listener: FileDescriptor?
+    private let listenFD: Int32
+    let configuration: ServerConfiguration
+    let timeouts: ConnectionMachine.Timeouts
+    let tlsBox: TLSContextBox
+    var tlsContext: TLSContext
+    var tlsGeneration: Int
+    let handler: any HTTPHandler
+    let logger: Logger
+    let stats = LoopStats()
+    let budget: ConnectionBudget
+    let inbox = Locked<[Command]>([])
+
+    var table: [Connection?] = []
+    var active: [Connection] = []
+    /// Connections that yielded with bytes still inside OpenSSL (decrypted or
+    /// buffered records): the socket will not signal them again, so the loop
+    /// resumes them itself on its next turn.
+    var resumable: [Connection] = []
+    var response = HTTPResponse()
+    var drainDeadline: UInt64?
+    var lastSweep: UInt64 = 0
+    /// Set while accepting is paused after running out of descriptors.
+    var acceptPausedUntil: UInt64?
+    /// Connections holding TLS state in an unfinished handshake (capped).
+    var handshakesInProgress = 0 {
+        didSet { stats.handshaking.store(handshakesInProgress, ordering: .relaxed) }
+    }
+    /// Connections closed since memory was last handed back to the system.
+    var closedSinceTrim = 0
+    let inputPool: BufferPool
+    let outputPool: BufferPool
+    /// Where lingering connections drop what their peers still send.
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
+    /// Sum of the input buffer capacities held by this loop's connections.
+    var bufferedBytes = 0 {
+        didSet { stats.bufferedBytes.store(bufferedBytes, ordering: .relaxed) }
+    }
+
+    static let readableEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue)
+    static let edgeReadableEvents = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
+    static let writableEvents = UInt32(EPOLLOUT.rawValue)
+    static let inputBufferSize = 8 * 1024
+    static let outputBufferSize = 4 * 1024
+
+    init(index: Int, listener: consuming FileDescriptor, configuration: ServerConfiguration, budget: ConnectionBudget,
+         tls: TLSContextBox, handler: any HTTPHandler, logger: Logger) throws {
+        self.index = index
+        listenFD = listener.raw
+        self.listener = .some(listener)
+        self.configuration = configuration
+        self.budget = budget
+        var timeouts = ConnectionMachine.Timeouts(
+            handshake: configuration.handshakeTimeout, header: configuration.headerTimeout,
+            body: configuration.bodyTimeout, idle: configuration.idleTimeout)
+        timeouts.maxRequests = configuration.maxRequestsPerConnection
+        self.timeouts = timeouts
+        self.tlsBox = tls
+        self.tlsGeneration = tls.generation.load(ordering: .acquiring)
+        self.tlsContext = tls.value
+        self.handler = handler
+        self.logger = logger
+        inputPool = BufferPool(bufferSize: Self.inputBufferSize, keep: 64)
+        outputPool = BufferPool(bufferSize: Self.outputBufferSize, keep: 64)
+        epoll = FileDescriptor(try Sys.epollCreate())
+        wake = FileDescriptor(try Sys.eventFD())
+        try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, listenFD, events: UInt32(EPOLLIN.rawValue))
+        try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, wake.raw, events: UInt32(EPOLLIN.rawValue))
+        response.body.reserveCapacity(4096)
+    }
+
+    deinit { scratch.deallocate() }
+
+    func post(_ command: Command) {
+        inbox.withLock { $0.append(command) }
+        Sys.signalEventFD(wake.raw)
+    }
+
+    func run() {
+        let capacity: Int32 = 256
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
+        defer { events.deallocate() }
+        while true {
+            let timeout: Int32 = !resumable.isEmpty ? 0 : acceptPausedUntil == nil ? 250 : 20
+            let n: Int32
+            do {
+                n = try Sys.epollWait(epoll.raw, events, capacity, timeoutMillis: timeout)
+            } catch {
+                logger.error("event loop stopped", [("loop", String(index)), ("error", "\(error)")])
+                return
+            }
+            for i in 0..<Int(n) {
+                let fd = events[i].data.fd
+                let flags = events[i].events
+                if fd == listenFD && listener != nil {
+                    acceptConnections()
+                } else if fd == wake.raw {
+                    Sys.drainEventFD(wake.raw)
+                    handleCommands()
+                } else if Int(fd) < table.count, let c = table[Int(fd)] {
+                    if flags & UInt32(EPOLLERR.rawValue) != 0 {
+                        close(c, c.machine.close(.failed))
+                    } else {
+                        drive(c, c.machine.resume(c.buffers))
+                    }
+                }
+            }
+            if !resumable.isEmpty {
+                let resumed = resumable
+                resumable.removeAll(keepingCapacity: true)
+                for c in resumed where isCurrent(c) { drive(c, c.machine.resume(c.buffers)) }
+            }
+            let now = Clock.monotonic().nanoseconds
+            if let until = acceptPausedUntil, now >= until, listener != nil {
+                acceptPausedUntil = nil
+                try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: UInt32(EPOLLIN.rawValue))
+            }
+            if now - lastSweep >= 250_000_000 {
+                lastSweep = now
+                sweep(now)
+            }
+            if let deadline = drainDeadline {
+                if active.isEmpty { return }
+                if now >= deadline {
+                    for c in active { close(c, c.machine.close(.drained)) }
+                    return
+                }
+            }
+        }
+    }
+
+    func handleCommands() {
+        let commands = inbox.withLock { list -> [Command] in
+            defer { list.removeAll() }
+            return list
+        }
+        for command in commands {
+            switch command {
+            case .drain(let deadline):
+                guard drainDeadline == nil else { continue }
+                drainDeadline = deadline
+                if listener != nil {
+                    try? Sys.epollControl(epoll.raw, EPOLL_CTL_DEL, listenFD, events: 0)
+                    listener = nil
+                }
+                // Idle keep-alive connections close now, so clients reconnect to
+                // another replica; busy ones finish with Connection: close.
+                for c in active where c.machine.isIdle(c.buffers) { close(c, c.machine.close(.drained)) }
+            }
+        }
+    }
+
+    func isCurrent(_ c: Connection) -> Bool { Int(c.fd) < table.count && table[Int(c.fd)] === c }
+
+    // MARK: accepting and closing
+
+    func acceptConnections() {
+        for _ in 0..<64 {
+            let fd: Int32
+            do {
+                switch try Sys.accept(listenFD) {
+                case .wouldBlock: return
+                case .exhausted:
+                    // Stop polling the listener for 100 ms; the loop re-arms it.
+                    logger.warn("out of file descriptors or memory; pausing accept", [("open", String(active.count))])
+                    try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: 0)
+                    acceptPausedUntil = Clock.monotonic().nanoseconds + 100_000_000
+                    return
+                case .processed(let accepted): fd = accepted
+                }
+            } catch {
+                logger.error("accept failed", [("error", "\(error)")])
+                return
+            }
+            let socket = FileDescriptor(fd)
+            guard drainDeadline == nil, active.count < configuration.maxConnectionsPerWorker, admit() else {
+                stats.rejected.add(1, ordering: .relaxed)
+                continue  // `socket` closes here
+            }
+            Socket.setNoDelay(fd)
+            let now = Clock.monotonic().nanoseconds
+            let c = Connection(socket: socket, machine: ConnectionMachine(now: now, timeouts: timeouts),
+                               limits: configuration.limits)
+            if Int(fd) >= table.count { table.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - table.count)) }
+            table[Int(fd)] = c
+            c.slot = active.count
+            active.append(c)
+            stats.accepted.add(1, ordering: .relaxed)
+            stats.open.add(1, ordering: .relaxed)
+            c.interest = Self.readableEvents
+            do {
+                try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, fd, events: c.interest)
+            } catch {
+                close(c, c.machine.close(.failed))
+            }
+            // Nothing is read yet: a silent connection costs its descriptor and
+            // this object, no TLS state and no buffers.
+        }
+    }
+
+    /// Takes a place under the global connection budget, shedding this loop's
+    /// oldest idle connection when the budget is spent.
+    func admit() -> Bool {
+        if budget.take() { return true }
+        guard let oldest = oldest(where: { $0.machine.isIdle($0.buffers) }) else { return false }
+        close(oldest, oldest.machine.close(.shed))
+        return budget.take()
+    }
+
+    func oldest(where include: (Connection) -> Bool) -> Connection? {
+        var found: Connection?
+        for c in active where include(c) {
+            if found == nil || c.machine.idleSince < found!.machine.idleSince { found = c }
+        }
+        return found
+    }
+
+    func close(_ c: Connection, _ step: Step) {
+        guard case .close(let reason) = step, isCurrent(c) else { return }
+        if reason.isTimeout { stats.timeouts.add(1, ordering: .relaxed) }
+        switch reason {
+        case .handshakeFailed, .helloTooLarge: stats.handshakeFailures.add(1, ordering: .relaxed)
+        case .shed: stats.shed.add(1, ordering: .relaxed)
+        case .answered, .drained, .timedOut(.idle), .timedOut(.header), .timedOut(.body), .timedOut(.write):
+            // A finished handshake says goodbye with close_notify.
+            if c.holdsHandshakeSlot == false { c.session?.shutdown() }
+        default: break
+        }
+        if c.holdsHandshakeSlot {
+            c.holdsHandshakeSlot = false
+            handshakesInProgress -= 1
+        }
+        if let input = c.input { giveInput(c, input) }
+        if let output = c.output {
+            c.output = nil
+            outputPool.give(output)
+        }
+        c.release()
+        table[Int(c.fd)] = nil
+        let last = active.removeLast()
+        if last !== c {
+            active[c.slot] = last
+            last.slot = c.slot
+        }
+        stats.open.add(-1, ordering: .relaxed)
+        budget.give()
+        closedSinceTrim += 1
+    }
+
+    func sweep(_ now: UInt64) {
+        var expired: [(Connection, ConnectionMachine.CloseReason)] = []
+        for c in active {
+            if let reason = c.machine.tick(now: now) { expired.append((c, reason)) }
+        }
+        for (c, reason) in expired { close(c, .close(reason)) }
+        // After a burst of connections has gone, hand the memory they used back
+        // to the system instead of keeping it in free lists.
+        if closedSinceTrim >= 256 && active.count * 4 < closedSinceTrim {
+            closedSinceTrim = 0
+            inputPool.trim(to: 16)
+            outputPool.trim(to: 16)
+            releaseFreeMemory()
+        }
+    }
+
+    // MARK: performing steps
+
+    /// Performs the steps a connection's machine asks for until it waits.
+    func drive(_ c: Connection, _ first: Step) {
+        var step = first
+        let now = Clock.monotonic().nanoseconds
+        while true {
+            switch step {
+            case .inspectHello:
+                step = c.machine.helloInspected(
+                    Socket.inspectHello(c.fd, maxHelloBytes: configuration.maxClientHelloBytes), now: now)
+            case .handshake:
+                if c.tls == nil && !startTLS(c) {
+                    step = c.machine.close(.failed)
+                    continue
+                }
+                step = c.machine.handshake(Self.io(c.session?.accept() ?? .failed("no TLS state")), now: now)
+                if c.holdsHandshakeSlot, case .idle = c.machine.state {
+                    c.holdsHandshakeSlot = false
+                    handshakesInProgress -= 1
+                }
+            case .read:
+                step = read(c, now)
+            case .process:
+                step = process(c, now)
+            case .flush:
+                step = c.machine.flushed(flush(c), c.buffers, now: now)
+            case .wait(let interest):
+                releaseIdleBuffers(c)
+                setInterest(c, interest)
+                return
+            case .yield:
+                setInterest(c, .readable)
+                resumable.append(c)
+                return
+            case .startLinger:
+                c.session?.shutdown()
+                Socket.shutdownWrite(c.fd)
+                step = c.machine.lingerStarted(now: now)
+            case .drop:
+                step = c.machine.dropped(Socket.drop(c.fd, scratch: scratch))
+            case .close:
+                close(c, step)
+                return
+            }
+        }
+    }
+
+    /// Allocates the TLS state for a connection whose ClientHello has started to
+    /// arrive, within the cap on connections in the handshake (the oldest
+    /// unfinished handshake makes room: a real client finishes in milliseconds).
+    func startTLS(_ c: Connection) -> Bool {
+        if handshakesInProgress >= configuration.maxHandshakesPerWorker,
+            let oldest = oldest(where: { $0.holdsHandshakeSlot && $0 !== c })
+        {
+            close(oldest, oldest.machine.close(.shed))
+        }
+        let generation = tlsBox.generation.load(ordering: .acquiring)
+        if generation != tlsGeneration {
+            tlsContext = tlsBox.value
+            tlsGeneration = generation
+        }
+        guard let stream = try? TLSStream(context: tlsContext, fd: c.fd) else { return false }
+        c.tls = consume stream
+        c.holdsHandshakeSlot = true
+        handshakesInProgress += 1
+        return true
+    }
+
+    static func io(_ result: TLSResult) -> ConnectionMachine.IO {
+        switch result {
+        case .done: return .done
+        case .wantRead: return .wantRead
+        case .wantWrite: return .wantWrite
+        case .closed: return .closed
+        case .failed: return .failed
+        }
+    }
+
+    func read(_ c: Connection, _ now: UInt64) -> Step {
+        let input: ByteBuffer
+        if let held = c.input {
+            input = held
+        } else {
+            input = inputPool.take()
+            c.input = input
+            bufferedBytes += input.capacity
+        }
+        // Buffers up to 64 KiB always grow; beyond that, only within the loop's budget
+        // (a growing buffer doubles, so the growth is its current capacity).
+        if input.writable < 4096 && input.capacity >= 64 * 1024
+            && bufferedBytes + input.capacity > configuration.maxBufferedBytesPerWorker
+        {
+            return refuseOverBudget(c)
+        }
+        resizeInput(input) { $0.reserve(4096) }
+        let requested = input.writable
+        switch c.session?.read(into: input.writePointer, count: requested) ?? .failed("no TLS state") {
+        case .done(let n):
+            input.writeIndex += n
+            return c.machine.read(.done, count: n, requested: requested, now: now)
+        case let other:
+            return c.machine.read(Self.io(other), count: 0, requested: requested, now: now)
+        }
+    }
+
+    /// Writes pending output; `.done` once the buffer is empty.
+    func flush(_ c: Connection) -> ConnectionMachine.IO {
+        guard let output = c.output, let session = c.session else { return .done }
+        while output.readable > 0 {
+            switch session.write(from: output.readPointer, count: output.readable) {
+            case .done(let n): output.consume(n)
+            case let other: return Self.io(other)
+            }
+        }
+        return .done
+    }
+
+    /// Gives an idle connection's empty buffers back to the pools.
+    func releaseIdleBuffers(_ c: Connection) {
+        switch c.machine.state {
+        case .idle, .awaitingHello, .handshaking: break
+        default: return
+        }
+        if let input = c.input, input.readable == 0 { giveInput(c, input) }
+        if let output = c.output, output.readable == 0 {
+            c.output = nil
+            outputPool.give(output)
+        }
+    }
+
+    func giveInput(_ c: Connection, _ input: ByteBuffer) {
+        c.input = nil
+        bufferedBytes -= input.capacity
+        inputPool.give(input)
+    }
+
+    /// Applies `change` to an input buffer, keeping `bufferedBytes` in step.
+    @inline(__always) func resizeInput(_ input: ByteBuffer, _ change: (ByteBuffer) -> Void) {
+        let before = input.capacity
+        change(input)
+        if input.capacity != before { bufferedBytes += input.capacity - before }
+    }
+
+    func setInterest(_ c: Connection, _ interest: ConnectionMachine.Interest) {
+        let events: UInt32
+        switch interest {
+        case .readable: events = Self.readableEvents
+        case .moreBytes: events = Self.edgeReadableEvents
+        case .writable: events = Self.writableEvents
+        }
+        guard c.interest != events else { return }
+        c.interest = events
+        try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, c.fd, events: events)
+    }
+}

@@ -1,0 +1,60 @@
+import PXGuardPlatform
+import Synchronization
+
+/// Timeouts and limits of the transport.
+public struct ServerConfiguration: Sendable {
+    public var address: SocketAddress
+    public var workers = 0
+    public var limits = HTTPLimits()
+    public var handshakeTimeout = 10.0
+    public var headerTimeout = 10.0
+    public var bodyTimeout = 30.0
+    public var idleTimeout = 90.0
+    /// Requests served on one connection before it is closed (0: unlimited).
+    public var maxRequestsPerConnection = 0
+    public var maxConnectionsPerWorker = 10_000
+    /// Connections across all loops. When it is spent, a loop makes room by closing
+    /// its oldest idle connection (keep-alive, or no ClientHello yet), else refuses.
+    public var maxConnections = 8_192
+    /// Connections per loop holding TLS state in an unfinished handshake; a new
+    /// handshake beyond it evicts the oldest unfinished one.
+    public var maxHandshakesPerWorker = 256
+    /// Largest ClientHello a peer may announce; checked on the record header before
+    /// OpenSSL allocates a buffer for the message (its own cap is 128 KiB).
+    public var maxClientHelloBytes = 16 * 1024
+    /// Memory one loop may hold in request buffers across its connections. A
+    /// request that would need more is answered 503 and closed, so many large
+    /// bodies at once cannot exhaust memory.
+    public var maxBufferedBytesPerWorker = 256 << 20
+
+    public init(address: SocketAddress) { self.address = address }
+}
+
+/// Transport counters of one event loop; the server sums them on demand.
+final class LoopStats: Sendable {
+    let open = Atomic<Int>(0)
+    let accepted = Atomic<Int>(0)
+    let handshakeFailures = Atomic<Int>(0)
+    let timeouts = Atomic<Int>(0)
+    let protocolErrors = Atomic<Int>(0)
+    let rejected = Atomic<Int>(0)
+    let bufferedBytes = Atomic<Int>(0)
+    let shed = Atomic<Int>(0)
+    let handshaking = Atomic<Int>(0)
+}
+
+/// A snapshot of the transport counters across all loops.
+public struct ServerStatistics: Sendable {
+    public var openConnections = 0
+    public var acceptedConnections = 0
+    public var handshakeFailures = 0
+    public var timeouts = 0
+    public var protocolErrors = 0
+    public var rejectedConnections = 0
+    /// Capacity of all request buffers, the figure `maxBufferedBytesPerWorker` bounds per loop.
+    public var bufferedBytes = 0
+    /// Connections closed to make room under `maxConnections` or the handshake cap.
+    public var shedConnections = 0
+    /// Connections holding TLS state in an unfinished handshake (capped per loop).
+    public var handshakesInProgress = 0
+}

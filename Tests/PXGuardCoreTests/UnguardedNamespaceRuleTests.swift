@@ -1,0 +1,76 @@
+import Testing
+@testable import PXGuardCore
+
+/// A view of the cluster the test sets by hand.
+struct StaticView: GuardView {
+    var isSynced: Bool
+    var guarded: Set<String>
+    func namespaceHasCanonicalPolicies(_ namespace: String) -> Bool { guarded.contains(namespace) }
+}
+
+@Suite("R6 unguardedNamespace")
+struct UnguardedNamespaceRuleTests {
+    static let pod: JSON = .obj(["spec": .obj(["containers": [.obj(["name": "c", "image": "busybox"])]])])
+
+    func policy(synced: Bool = true, guarded: Set<String> = ["team-ok"], config: Config = .default) -> AdmissionPolicy {
+        AdmissionPolicy(config: config, view: StaticView(isSynced: synced, guarded: guarded))
+    }
+
+    @Test("R6: in sync, a Pod CREATE in a guarded namespace without both canonical policies is denied")
+    func denied() throws {
+        let v = try validate(Review(namespace: "team-new", object: Self.pod).bytes, policy())
+        #expect(!v.allowed)
+        #expect(v.rule == .unguardedNamespace)
+        let message = try #require(v.message)
+        #expect(message.hasPrefix("pxguard: unguardedNamespace:"))
+        #expect(message.contains("being guarded"))
+        #expect(message.contains("retry in a few seconds") || message.contains("Retry in a few seconds"))
+    }
+
+    @Test("R6: a namespace that holds both canonical policies admits pods")
+    func guardedAllowed() throws {
+        #expect(try validate(Review(namespace: "team-ok", object: Self.pod).bytes, policy()).allowed)
+    }
+
+    @Test("R6: does not apply before the first sync, nor without a Kubernetes API")
+    func notSynced() throws {
+        #expect(try validate(Review(namespace: "team-new", object: Self.pod).bytes, policy(synced: false)).allowed)
+        #expect(try validate(Review(namespace: "team-new", object: Self.pod).bytes, AdmissionPolicy(config: .default)).allowed)
+    }
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        let what: String
+        let review: Review
+        var testDescription: String { what }
+    }
+
+    static let untouched: [Case] = [
+        Case(what: "exempt namespace", review: Review(namespace: "kube-system", object: pod)),
+        Case(what: "Pod UPDATE", review: Review(operation: "UPDATE", namespace: "team-new", object: pod, oldObject: pod)),
+        Case(what: "Pod DELETE", review: Review(operation: "DELETE", namespace: "team-new", oldObject: pod)),
+        Case(what: "pods/exec subresource", review: Review(operation: "CONNECT", namespace: "team-new", subResource: "exec")),
+        Case(what: "pods/binding", review: Review(namespace: "team-new", object: pod, subResource: "binding")),
+        Case(what: "a Deployment (its pods are judged)", review: Review(group: "apps", kind: "Deployment", namespace: "team-new",
+                                                                       object: .obj(["spec": .obj(["template": pod])]))),
+    ]
+
+    @Test("R6: only Pod CREATE in guarded namespaces is judged", arguments: untouched)
+    func scope(_ c: Case) throws {
+        #expect(try validate(c.review.bytes, policy()).allowed)
+    }
+
+    @Test("R6: modes and exemptions apply as for every rule")
+    func modes() throws {
+        var config = Config.default
+        config.ruleModes[.unguardedNamespace] = .warn
+        let warned = try validate(Review(namespace: "team-new", object: Self.pod).bytes, policy(config: config))
+        #expect(warned.allowed && warned.decision == .warn && warned.warnings.count == 1)
+        config.ruleModes[.unguardedNamespace] = .audit
+        let audited = try validate(Review(namespace: "team-new", object: Self.pod).bytes, policy(config: config))
+        #expect(audited.allowed && audited.decision == .audit)
+        var exempt = Config.default
+        exempt.exemptGroups = ["breakglass"]
+        let v = try validate(Review(namespace: "team-new", groups: ["breakglass"], object: Self.pod).bytes, policy(config: exempt))
+        #expect(v.allowed && v.decision == .exempt)
+    }
+}

@@ -1,0 +1,136 @@
+import Testing
+@testable import PXGuardServer
+
+@Suite("Transport over real TLS with a handler that knows nothing of Kubernetes")
+struct TransportTests {
+    @Test("a trivial handler is served over TLS: method, path and body reach it, keep-alive reuses the connection")
+    func trivialHandler() throws {
+        let server = try EchoServer()
+        let client = try server.client()
+        let first = try client.request("GET", "/hello?x=1")
+        #expect(first.status == 200)
+        #expect(first.bodyText == "get /hello 0")
+        #expect(first.header("Content-Type") == "text/plain")
+        let second = try client.request("POST", "/things", body: Array(repeating: 0x41, count: 1234))
+        #expect(second.bodyText == "post /things 1234")
+        #expect(server.server.statistics.acceptedConnections == 1)
+    }
+
+    @Test("a request split into 40 TLS records that arrive in one segment is answered")
+    func splitRecords() throws {
+        let server = try EchoServer()
+        let client = try server.client()
+        let body = [UInt8](repeating: UInt8(ascii: "x"), count: 4000)
+        let request = Array("POST /validate HTTP/1.1\r\nHost: a\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+        let step = (request.count + 39) / 40
+        let pieces = stride(from: 0, to: request.count, by: step).map { Array(request[$0..<min($0 + step, request.count)]) }
+        #expect(pieces.count == 40)
+        try client.connection.writeRecordsInOneSegment(pieces)
+        let answers = readResponses(client, count: 1)
+        #expect(answers.map(\.bodyText) == ["post /validate 4000"])
+    }
+
+    @Test("30 pipelined GETs, each its own TLS record, in one segment are all answered in order")
+    func pipelinedRecords() throws {
+        let server = try EchoServer()
+        let client = try server.client()
+        let pieces = (0..<30).map { Array("GET /r\($0) HTTP/1.1\r\nHost: a\r\n\r\n".utf8) }
+        try client.connection.writeRecordsInOneSegment(pieces)
+        let answers = readResponses(client, count: 30)
+        #expect(answers.map(\.bodyText) == (0..<30).map { "get /r\($0) 0" })
+    }
+}
+
+@Suite("Transport under hostile load: bounded by construction")
+struct HostileLoadTests {
+    @Test("a ClientHello announcing more than the cap is refused at its header, before TLS state exists; serving goes on")
+    func oversizedHello() throws {
+        let server = try EchoServer()
+        let attacker = try PlainSocket(port: server.port)
+        // A 50-byte record whose handshake header announces a 128 KiB ClientHello.
+        attacker.send(partialClientHello(announcing: 131_072) + [UInt8](repeating: 0, count: 40))
+        #expect(attacker.waitForClose())
+        #expect(server.server.statistics.handshakeFailures == 1)
+        #expect(server.server.statistics.handshakesInProgress == 0)
+        #expect(try server.client().request("GET", "/after").bodyText == "get /after 0")
+    }
+
+    @Test("a ClientHello within the cap that stops half-way holds a handshake slot until its timeout")
+    func partialHello() throws {
+        let server = try EchoServer { $0.handshakeTimeout = 0.3 }
+        let attacker = try PlainSocket(port: server.port)
+        attacker.send(partialClientHello())
+        #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
+        #expect(attacker.waitForClose())
+        #expect(server.server.statistics.handshakesInProgress == 0)
+        #expect(server.server.statistics.timeouts == 1)
+    }
+
+    @Test("a silent TCP connection holds no TLS state and no buffers")
+    func silentConnection() throws {
+        let server = try EchoServer()
+        let silent = try PlainSocket(port: server.port)
+        #expect(eventually { server.server.statistics.openConnections == 1 })
+        #expect(server.server.statistics.handshakesInProgress == 0)
+        #expect(server.server.statistics.bufferedBytes == 0)
+        #expect(silent.isOpen)
+    }
+
+    @Test("an idle keep-alive connection gives its buffers back")
+    func idleBuffers() throws {
+        let server = try EchoServer()
+        let client = try server.client()
+        _ = try client.request("POST", "/x", body: Array(repeating: 1, count: 3000))
+        #expect(eventually { server.server.statistics.bufferedBytes == 0 })
+        #expect(try client.request("GET", "/again").bodyText == "get /again 0")
+    }
+
+    @Test("unfinished handshakes beyond the cap evict the oldest; a real client still completes")
+    func handshakeCap() throws {
+        let server = try EchoServer { $0.maxHandshakesPerWorker = 2 }
+        let first = try PlainSocket(port: server.port)
+        first.send(partialClientHello())
+        #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
+        let second = try PlainSocket(port: server.port)
+        second.send(partialClientHello())
+        #expect(eventually { server.server.statistics.handshakesInProgress == 2 })
+        let third = try PlainSocket(port: server.port)
+        third.send(partialClientHello())
+        #expect(first.waitForClose())
+        #expect(second.isOpen)
+        #expect(server.server.statistics.shedConnections == 1)
+        #expect(try server.client().request("GET", "/real").bodyText == "get /real 0")
+        #expect(server.server.statistics.handshakesInProgress <= 2)
+    }
+
+    @Test("the connection budget is global: when spent, the oldest idle connection is shed for a new one")
+    func connectionBudget() throws {
+        let server = try EchoServer { $0.maxConnections = 3 }
+        let oldest = try PlainSocket(port: server.port)
+        #expect(eventually { server.server.statistics.openConnections == 1 })
+        let client = try server.client()
+        _ = try client.request("GET", "/keep")
+        let newer = try PlainSocket(port: server.port)
+        #expect(eventually { server.server.statistics.openConnections == 3 })
+        let late = try server.client()
+        #expect(try late.request("GET", "/late").bodyText == "get /late 0")
+        #expect(oldest.waitForClose())
+        #expect(newer.isOpen)
+        #expect(server.server.statistics.shedConnections == 1)
+        // The keep-alive connection went idle after `oldest`: it is next, not yet gone.
+        #expect(try client.request("GET", "/still").bodyText == "get /still 0")
+    }
+
+    @Test("when the budget is spent and nothing is idle, the new connection is refused, not an old one")
+    func budgetBusy() throws {
+        let server = try EchoServer { $0.maxConnections = 1 }
+        let busy = try server.tls()
+        try busy.write(Array("POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".utf8))
+        let client = HTTPClientConnection(busy)
+        #expect(eventually { server.server.statistics.openConnections == 1 })
+        #expect(throws: (any Error).self) { _ = try server.tls() }
+        #expect(server.server.statistics.rejectedConnections == 1)
+        try client.send(Array("defghij".utf8))
+        #expect(try client.readResponse().bodyText == "post /slow 10")
+    }
+}

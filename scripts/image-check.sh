@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Checks the archive `make image` wrote with the tools users load it with: skopeo reads
+# it as an OCI archive (name, user, entrypoint) and as a Docker archive, podman loads it under its versioned
+# name into a throw-away store, and the root holds no shell. Installs skopeo and podman
+# with apt when missing (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGE_DIR=${IMAGE_DIR:-.build/image}
+version=$(.build/release/pxguard --version | awk '{print $2}')
+archive=$IMAGE_DIR/pxguard-$version.oci.tar
+[ -f "$archive" ] || { echo "image-check: no $archive; run make image" >&2; exit 1; }
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "image-check: needs ${missing[*]}" >&2; exit 1; }
+  apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+fi
+config=$(skopeo inspect --config "oci-archive:$archive")
+python3 - "$config" "$version" <<'PY'
+import json, sys
+config, version = json.loads(sys.argv[1]), sys.argv[2]
+c = config["config"]
+assert c["User"] == "65532:65532", c["User"]
+assert c["Entrypoint"] == ["/usr/bin/pxguard"], c["Entrypoint"]
+assert c["Labels"]["org.opencontainers.image.version"] == version
+print(f"image-check: skopeo reads the OCI archive: user {c['User']}, entrypoint {c['Entrypoint']}, version {version}")
+PY
+store=$(mktemp -d)
+containerd_pid=""
+trap '[ -z "$containerd_pid" ] || kill "$containerd_pid" 2>/dev/null; rm -rf "$store"' EXIT
+podman=(podman --root "$store/root" --runroot "$store/run" --storage-driver vfs)
+"${podman[@]}" load -q -i "$archive" | grep -q "docker.io/library/pxguard:$version" \
+  || { echo "image-check: podman load did not name the image pxguard:$version" >&2; exit 1; }
+echo "image-check: podman load gives docker.io/library/pxguard:$version"
+# docker load (and kind on Docker) read manifest.json: the tag must be there.
+skopeo copy -q "docker-archive:$archive:pxguard:$version" "dir:$store/docker" >/dev/null \
+  || { echo "image-check: manifest.json does not carry pxguard:$version" >&2; exit 1; }
+echo "image-check: the Docker manifest (docker load) names pxguard:$version"
+tar -tzf <(skopeo copy -q "oci-archive:$archive" "dir:$store/dir" >/dev/null && cat "$store/dir/$(python3 -c "import json,sys; print(json.load(open('$store/dir/manifest.json'))['layers'][0]['digest'].split(':')[1])")") \
+  | grep -E '(^|/)(sh|bash|dash|busybox)$' && { echo "image-check: the image holds a shell" >&2; exit 1; }
+echo "image-check: no shell in the image"
+# kind load image-archive runs `ctr -n k8s.io images import --all-platforms --digests
+# --snapshotter ...` on each node: the same against a containerd of our own (unix socket
+# in the scratch folder, no CRI, native snapshotter), stopped when done.
+cat > "$store/containerd.toml" <<TOML
+version = 2
+root = "$store/containerd-root"
+state = "$store/containerd-state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$store/containerd.sock"
+[ttrpc]
+  address = "$store/containerd-ttrpc.sock"
+TOML
+containerd --config "$store/containerd.toml" > "$store/containerd.log" 2>&1 &
+containerd_pid=$!
+for _ in $(seq 1 50); do [ -S "$store/containerd.sock" ] && break; sleep 0.1; done
+ctr=(ctr --address "$store/containerd.sock" -n k8s.io)
+"${ctr[@]}" images import --all-platforms --digests --snapshotter native "$archive" >/dev/null
+"${ctr[@]}" images ls -q | grep -qx "docker.io/library/pxguard:$version" \
+  || { echo "image-check: ctr import did not name the image docker.io/library/pxguard:$version" >&2; exit 1; }
+echo "image-check: ctr images import (as kind load image-archive runs it) gives docker.io/library/pxguard:$version"
