@@ -33,5 +33,5 @@ fi
 echo "-- peak RSS of one \`pxguard review\` (max resident set, whole process)"
 for f in "$dir"/*.json; do
   kb=$( { /usr/bin/time -f '%M' "$bin" review "$f" >/dev/null; } 2>&1 | tail -1 )
-  printf '%-34s %9d bytes  peak RSS %6.1f MB\n' "$(basename "$f")" "$(stat -c %s "$f")" "$(echo "$kb / 1024" | bc -l)"
+  printf '%-34s %9d bytes  peak RSS %6.1f MB\n' "$(basename "$f")" "$(stat -c %s "$f")" "$(awk -v k="$kb" 'BEGIN { print k / 1024 }')"
 done | tee "$out/worst-rss.txt"
