@@ -2,8 +2,9 @@ import Synchronization
 
 /// The one mutable thing shared with the loops (the TLS context, the admission
 /// policy), swapped whole on reload. Readers compare a generation counter (one
-/// relaxed atomic load) and only take the lock when it moved.
-public final class ReloadBox<Value>: @unchecked Sendable {
+/// relaxed atomic load) and only take the lock when it moved. Only a `Sendable`
+/// value may be shared this way.
+public final class ReloadBox<Value: Sendable>: Sendable {
     private let current: Locked<Value>
     public let generation = Atomic<Int>(0)
 
