@@ -55,11 +55,22 @@ struct HostileLoadTests {
         #expect(try server.client().request("GET", "/after").bodyText == "get /after 0")
     }
 
-    @Test("a ClientHello within the cap that stops half-way holds a handshake slot until its timeout")
+    @Test("a ClientHello that stops inside its first record holds no TLS state, and is cut at the handshake timeout")
     func partialHello() throws {
         let server = try EchoServer { $0.handshakeTimeout = 0.3 }
         let attacker = try PlainSocket(port: server.port)
         attacker.send(partialClientHello())
+        #expect(eventually { server.server.statistics.openConnections == 1 })
+        #expect(server.server.statistics.handshakesInProgress == 0)
+        #expect(attacker.waitForClose())
+        #expect(server.server.statistics.timeouts == 1)
+    }
+
+    @Test("a ClientHello whose first record is complete starts TLS; stalled there, it holds a handshake slot until its timeout")
+    func stalledHandshake() throws {
+        let server = try EchoServer { $0.handshakeTimeout = 0.3 }
+        let attacker = try PlainSocket(port: server.port)
+        attacker.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
         #expect(attacker.waitForClose())
         #expect(server.server.statistics.handshakesInProgress == 0)
@@ -89,13 +100,13 @@ struct HostileLoadTests {
     func handshakeCap() throws {
         let server = try EchoServer { $0.maxHandshakesPerWorker = 2 }
         let first = try PlainSocket(port: server.port)
-        first.send(partialClientHello())
+        first.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
         let second = try PlainSocket(port: server.port)
-        second.send(partialClientHello())
+        second.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 2 })
         let third = try PlainSocket(port: server.port)
-        third.send(partialClientHello())
+        third.send(fragmentedClientHello())
         #expect(first.waitForClose())
         #expect(second.isOpen)
         #expect(server.server.statistics.shedConnections == 1)
