@@ -33,6 +33,18 @@ extension EventLoop {
         }
         switch outcome {
         case .needMore:
+            if let total = c.parser.expectedBytes, total > input.capacity - input.readIndex {
+                // Size the buffer for this request once its length is known: a
+                // doubling buffer would hold up to twice the body.
+                if bufferedBytes - input.capacity + total > configuration.maxBufferedBytesPerWorker {
+                    return refuseOverBudget(c)
+                }
+                let exact = ByteBuffer(capacity: total)
+                exact.append(UnsafeRawBufferPointer(start: input.readPointer, count: input.readable))
+                bufferedBytes += exact.capacity - input.capacity
+                c.input = exact
+                inputPool.give(input)
+            }
             let headComplete = c.parser.headComplete
             let b = c.buffers
             return c.advance { $0.needMore(headComplete: headComplete, b, now: now) }

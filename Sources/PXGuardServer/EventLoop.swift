@@ -383,14 +383,17 @@ final class EventLoop: @unchecked Sendable {
             c.input = input
             bufferedBytes += input.capacity
         }
+        // A request of known length reads no further than its end (its buffer was
+        // sized for it); otherwise room for 4 KiB more.
+        let wanted = c.parser.expectedBytes.map { min(4096, max(1, $0 - input.readable)) } ?? 4096
         // Buffers up to 64 KiB always grow; beyond that, only within the loop's budget
         // (a growing buffer doubles, so the growth is its current capacity).
-        if input.writable < 4096 && input.capacity >= 64 * 1024
+        if input.capacity - input.readable < wanted && input.capacity >= 64 * 1024
             && bufferedBytes + input.capacity > configuration.maxBufferedBytesPerWorker
         {
             return refuseOverBudget(c)
         }
-        resizeInput(input) { $0.reserve(4096) }
+        resizeInput(input) { $0.reserve(wanted) }
         let requested = input.writable
         switch c.session?.read(into: input.writePointer, count: requested) ?? .failed("no TLS state") {
         case .done(let n):

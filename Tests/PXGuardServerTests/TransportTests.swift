@@ -96,6 +96,21 @@ struct HostileLoadTests {
         #expect(try client.request("GET", "/again").bodyText == "get /again 0")
     }
 
+    @Test("a large Content-Length body is buffered in exactly its size, not a doubled buffer, and given back after")
+    func exactBodyBuffer() throws {
+        let server = try EchoServer()
+        let client = try server.client()
+        let body = [UInt8](repeating: UInt8(ascii: "z"), count: 1 << 20)
+        let head = Array("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+        try client.send(head + body.dropLast())
+        #expect(eventually { server.server.statistics.bufferedBytes >= body.count })
+        let held = server.server.statistics.bufferedBytes
+        #expect(held == head.count + body.count, "held \(held) bytes for a \(body.count)-byte body")
+        try client.send([UInt8(ascii: "z")])
+        #expect(try client.readResponse().bodyText == "post /big 1048576")
+        #expect(eventually { server.server.statistics.bufferedBytes == 0 })
+    }
+
     @Test("unfinished handshakes beyond the cap evict the oldest; a real client still completes")
     func handshakeCap() throws {
         let server = try EchoServer { $0.maxHandshakesPerWorker = 2 }
