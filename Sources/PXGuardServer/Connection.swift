@@ -11,9 +11,9 @@ final class Connection {
     /// The operations of `tls` (a copy of its pointer), read on the request path
     /// without borrowing the owner.
     private(set) var session: TLSSession?
-    /// Only copied out and back (`advance`): every access to it is instantaneous,
-    /// which lets the optimizer drop the runtime exclusivity checks on the request path.
-    private var machine: ConnectionMachine
+    /// Changed only through `advance` on the loop's thread, one event at a time,
+    /// so the runtime exclusivity check (a call per event) is turned off.
+    @exclusivity(unchecked) private var machine: ConnectionMachine
     /// Mutated in place across the parse call on the loop's thread only; the
     /// runtime exclusivity check would cost two calls per request.
     @exclusivity(unchecked) var parser: HTTPRequestParser
@@ -41,10 +41,7 @@ final class Connection {
 
     /// Feeds the state machine one event and returns the step it asks for.
     @inline(__always) func advance(_ event: (inout ConnectionMachine) -> ConnectionMachine.Step) -> ConnectionMachine.Step {
-        var m = machine
-        let step = event(&m)
-        machine = m
-        return step
+        event(&machine)
     }
 
     var state: ConnectionMachine.State { machine.state }
@@ -52,22 +49,17 @@ final class Connection {
 
     /// True when nothing is in flight (see `ConnectionMachine.isIdle`).
     var isIdle: Bool {
-        let m = machine
-        return m.isIdle(buffers)
+        machine.isIdle(buffers)
     }
 
     /// The periodic deadline check.
     func tick(now: ConnectionMachine.Instant) -> ConnectionMachine.CloseReason? {
-        var m = machine
-        let reason = m.tick(now: now)
-        machine = m
-        return reason
+        machine.tick(now: now)
     }
 
     /// Whether the answer keeps the connection open (see `ConnectionMachine.keepAlive`).
     func keepAlive(requested: Bool, draining: Bool) -> Bool {
-        let m = machine
-        return m.keepAlive(requested: requested, draining: draining)
+        machine.keepAlive(requested: requested, draining: draining)
     }
 
     /// Frees the TLS state, then closes the descriptor (which also leaves epoll).
