@@ -6,7 +6,7 @@ ClientHellos). Loopback only, bounded in time.
 
 Usage: fault.py PXGUARD_BINARY [SECONDS]
 """
-import json, os, random, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
+import atexit, json, os, random, shutil, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
 
 binary = sys.argv[1]
 duration = float(sys.argv[2]) if len(sys.argv) > 2 else 15.0
@@ -18,6 +18,7 @@ denied["request"]["userInfo"]["username"] = "alice"
 denied = json.dumps(denied).encode()
 
 work = tempfile.mkdtemp(prefix="pxguard-fault-")
+atexit.register(shutil.rmtree, work, True)
 with open(work + "/config.yaml", "w") as f:
     f.write("server:\n  handshakeTimeoutSeconds: 2\n  headerTimeoutSeconds: 2\n  bodyTimeoutSeconds: 2\n"
             "  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\nprovisioning: {enabled: false}\n")
@@ -69,6 +70,7 @@ def memory_phase():
     Returns the list of targets missed."""
     limit_kb = 96 * 1024
     mwork = tempfile.mkdtemp(prefix="pxguard-fault-mem-")
+    atexit.register(shutil.rmtree, mwork, True)
     with open(mwork + "/config.yaml", "w") as f:
         f.write("server:\n  handshakeTimeoutSeconds: 30\n  headerTimeoutSeconds: 30\n  idleTimeoutSeconds: 60\n"
                 "provisioning: {enabled: false}\n")
