@@ -136,7 +136,7 @@ final class RecordRig: Sendable {
     let client: TLSContext
     let address: SocketAddress
 
-    nonisolated(unsafe) static let shared: RecordRig? = try? RecordRig()
+    static let shared: RecordRig? = try? RecordRig()
 
     private init() throws {
         var template = Array("/tmp/pxguard-fuzz-tls-XXXXXX".utf8CString)
