@@ -525,9 +525,9 @@ struct DescriptorExhaustionTests {
 struct BufferBudgetTests {
     @Test("large bodies beyond the per-loop buffer budget get 503 with Retry-After; the others finish")
     func budget() throws {
-        // One loop, 1.75 MiB of request buffers. The first upload grows its buffer to 1 MiB;
-        // the second cannot grow past 512 KiB without exceeding the budget.
-        let server = try TestServer(server: ["workers": "1", "maxBufferedBytesPerWorker": "1835008", "maxBodyBytes": "800000",
+        // One loop, 1,400,000 bytes of request buffers. Each upload's buffer is sized to its
+        // request (700,088 bytes) once the head is in; the second does not fit beside the first.
+        let server = try TestServer(server: ["workers": "1", "maxBufferedBytesPerWorker": "1400000", "maxBodyBytes": "700000",
                                              "headerTimeoutSeconds": "10", "bodyTimeoutSeconds": "10"])
         let head = Array("POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 700000\r\n\r\n".utf8)
         let first = try server.client()
