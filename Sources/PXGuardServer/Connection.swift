@@ -5,11 +5,18 @@ final class Connection {
     let fd: Int32
     /// Closes the descriptor when released (set to nil by `release`).
     private var socket: FileDescriptor?
-    /// Created when the first bytes of a ClientHello arrive, not at accept: a
-    /// silent TCP connection holds no TLS state.
-    var tls: TLSStream?
-    var machine: ConnectionMachine
-    var parser: HTTPRequestParser
+    /// Created when the first record of a ClientHello has arrived, not at accept:
+    /// a silent TCP connection holds no TLS state. Set through `adopt`.
+    private var tls: TLSStream?
+    /// The operations of `tls` (a copy of its pointer), read on the request path
+    /// without borrowing the owner.
+    private(set) var session: TLSSession?
+    /// Changed only through `advance` on the loop's thread, one event at a time,
+    /// so the runtime exclusivity check (a call per event) is turned off.
+    @exclusivity(unchecked) private var machine: ConnectionMachine
+    /// Mutated in place across the parse call on the loop's thread only; the
+    /// runtime exclusivity check would cost two calls per request.
+    @exclusivity(unchecked) var parser: HTTPRequestParser
     var input: ByteBuffer?
     var output: ByteBuffer?
     /// The epoll events registered for the descriptor.
@@ -26,11 +33,38 @@ final class Connection {
         parser = HTTPRequestParser(limits: limits)
     }
 
-    /// The operations of the TLS state, once it exists.
-    var session: TLSSession? { tls?.session }
+    /// Takes ownership of the connection's TLS state.
+    func adopt(_ stream: consuming TLSStream) {
+        session = stream.session
+        tls = .some(stream)
+    }
+
+    /// Feeds the state machine one event and returns the step it asks for.
+    @inline(__always) func advance(_ event: (inout ConnectionMachine) -> ConnectionMachine.Step) -> ConnectionMachine.Step {
+        event(&machine)
+    }
+
+    var state: ConnectionMachine.State { machine.state }
+    var idleSince: ConnectionMachine.Instant { machine.idleSince }
+
+    /// True when nothing is in flight (see `ConnectionMachine.isIdle`).
+    var isIdle: Bool {
+        machine.isIdle(buffers)
+    }
+
+    /// The periodic deadline check.
+    func tick(now: ConnectionMachine.Instant) -> ConnectionMachine.CloseReason? {
+        machine.tick(now: now)
+    }
+
+    /// Whether the answer keeps the connection open (see `ConnectionMachine.keepAlive`).
+    func keepAlive(requested: Bool, draining: Bool) -> Bool {
+        machine.keepAlive(requested: requested, draining: draining)
+    }
 
     /// Frees the TLS state, then closes the descriptor (which also leaves epoll).
     func release() {
+        session = nil
         tls = nil
         socket = nil
     }
@@ -38,7 +72,7 @@ final class Connection {
     /// The buffer facts the state machine decides on.
     var buffers: ConnectionMachine.Buffers {
         ConnectionMachine.Buffers(input: input?.readable ?? 0, output: output?.readable ?? 0,
-                                  tlsPending: tls?.session.hasPending ?? false)
+                                  tlsPending: session?.hasPending ?? false)
     }
 }
 

@@ -12,13 +12,15 @@ extension EventLoop {
         response.error(503, "server busy: request buffers are full; retry")
         response.extraHeaders = "Retry-After: 1\r\n"
         writeResponse(c, keepAlive: false)
-        return c.machine.refused()
+        return c.advance { $0.refused() }
     }
 
     /// Parses the next request in the input buffer and answers it when complete.
     func process(_ c: Connection, _ now: UInt64) -> Step {
         guard let input = c.input, input.readable > 0 else {
-            return c.machine.needMore(headComplete: c.parser.headComplete, c.buffers, now: now)
+            let headComplete = c.parser.headComplete
+            let b = c.buffers
+            return c.advance { $0.needMore(headComplete: headComplete, b, now: now) }
         }
         let outcome: HTTPRequestParser.Outcome
         do {
@@ -28,14 +30,28 @@ extension EventLoop {
             response.reset()
             response.error(error.status, error.message)
             writeResponse(c, keepAlive: false)
-            return c.machine.refused()
+            return c.advance { $0.refused() }
         }
         switch outcome {
         case .needMore:
-            return c.machine.needMore(headComplete: c.parser.headComplete, c.buffers, now: now)
+            if let total = c.parser.expectedBytes, total > input.capacity - input.readIndex {
+                // Size the buffer for this request once its length is known: a
+                // doubling buffer would hold up to twice the body.
+                if bufferedBytes - input.capacity + total > configuration.maxBufferedBytesPerWorker {
+                    return refuseOverBudget(c)
+                }
+                let exact = ByteBuffer(capacity: total)
+                exact.append(UnsafeRawBufferPointer(start: input.readPointer, count: input.readable))
+                bufferedBytes += exact.capacity - input.capacity
+                c.input = exact
+                inputPool.give(input)
+            }
+            let headComplete = c.parser.headComplete
+            let b = c.buffers
+            return c.advance { $0.needMore(headComplete: headComplete, b, now: now) }
         case .sendContinue:
             output(c).append("HTTP/1.1 100 Continue\r\n\r\n")
-            return c.machine.continueQueued()
+            return c.advance { $0.continueQueued() }
         case .complete(let complete):
             let base = UnsafePointer(input.readPointer)
             let head = complete.head
@@ -54,7 +70,7 @@ extension EventLoop {
                 body: body, worker: index)
             response.reset()
             handler.handle(request, &response)
-            let keepAlive = c.machine.keepAlive(requested: head.keepAlive, draining: drainDeadline != nil)
+            let keepAlive = c.keepAlive(requested: head.keepAlive, draining: drainDeadline != nil)
             input.consume(complete.consumed)
             if input.readable == 0 && input.capacity > 64 * 1024 {
                 // Give back what a large body needed; idle connections stay small.
@@ -62,7 +78,8 @@ extension EventLoop {
             }
             c.parser.reset()
             writeResponse(c, keepAlive: keepAlive, head: head.method == .head)
-            return c.machine.answered(keepAlive: keepAlive, c.buffers, now: now)
+            let b = c.buffers
+            return c.advance { $0.answered(keepAlive: keepAlive, b, now: now) }
         }
     }
 

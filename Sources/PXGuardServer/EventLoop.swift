@@ -39,7 +39,10 @@ final class EventLoop: @unchecked Sendable {
     /// buffered records): the socket will not signal them again, so the loop
     /// resumes them itself on its next turn.
     var resumable: [Connection] = []
-    var response = HTTPResponse()
+    /// The one response the loop fills per request (its body buffer is reused). Only
+    /// this loop's thread touches it, one request at a time, so the runtime
+    /// exclusivity check around the handler call is turned off.
+    @exclusivity(unchecked) var response = HTTPResponse()
     var drainDeadline: UInt64?
     var lastSweep: UInt64 = 0
     /// Set while accepting is paused after running out of descriptors.
@@ -121,16 +124,16 @@ final class EventLoop: @unchecked Sendable {
                     handleCommands()
                 } else if Int(fd) < table.count, let c = table[Int(fd)] {
                     if flags & UInt32(EPOLLERR.rawValue) != 0 {
-                        close(c, c.machine.close(.failed))
+                        close(c, c.advance { $0.close(.failed) })
                     } else {
-                        drive(c, c.machine.resume(c.buffers))
+                        resume(c)
                     }
                 }
             }
             if !resumable.isEmpty {
                 let resumed = resumable
                 resumable.removeAll(keepingCapacity: true)
-                for c in resumed where isCurrent(c) { drive(c, c.machine.resume(c.buffers)) }
+                for c in resumed where isCurrent(c) { resume(c) }
             }
             let now = Clock.monotonic().nanoseconds
             if let until = acceptPausedUntil, now >= until, listener != nil {
@@ -144,7 +147,7 @@ final class EventLoop: @unchecked Sendable {
             if let deadline = drainDeadline {
                 if active.isEmpty { return }
                 if now >= deadline {
-                    for c in active { close(c, c.machine.close(.drained)) }
+                    for c in active { close(c, c.advance { $0.close(.drained) }) }
                     return
                 }
             }
@@ -167,7 +170,7 @@ final class EventLoop: @unchecked Sendable {
                 }
                 // Idle keep-alive connections close now, so clients reconnect to
                 // another replica; busy ones finish with Connection: close.
-                for c in active where c.machine.isIdle(c.buffers) { close(c, c.machine.close(.drained)) }
+                for c in active where c.isIdle { close(c, c.advance { $0.close(.drained) }) }
             }
         }
     }
@@ -213,7 +216,7 @@ final class EventLoop: @unchecked Sendable {
             do {
                 try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, fd, events: c.interest)
             } catch {
-                close(c, c.machine.close(.failed))
+                close(c, c.advance { $0.close(.failed) })
             }
             // Nothing is read yet: a silent connection costs its descriptor and
             // this object, no TLS state and no buffers.
@@ -224,15 +227,15 @@ final class EventLoop: @unchecked Sendable {
     /// oldest idle connection when the budget is spent.
     func admit() -> Bool {
         if budget.take() { return true }
-        guard let oldest = oldest(where: { $0.machine.isIdle($0.buffers) }) else { return false }
-        close(oldest, oldest.machine.close(.shed))
+        guard let oldest = oldest(where: { $0.isIdle }) else { return false }
+        close(oldest, oldest.advance { $0.close(.shed) })
         return budget.take()
     }
 
     func oldest(where include: (Connection) -> Bool) -> Connection? {
         var found: Connection?
         for c in active where include(c) {
-            if found == nil || c.machine.idleSince < found!.machine.idleSince { found = c }
+            if found == nil || c.idleSince < found!.idleSince { found = c }
         }
         return found
     }
@@ -272,7 +275,13 @@ final class EventLoop: @unchecked Sendable {
     func sweep(_ now: UInt64) {
         var expired: [(Connection, ConnectionMachine.CloseReason)] = []
         for c in active {
-            if let reason = c.machine.tick(now: now) { expired.append((c, reason)) }
+            if let reason = c.tick(now: now) {
+                expired.append((c, reason))
+            } else {
+                // Idle connections give their buffers back here rather than after every
+                // answer, so a busy keep-alive connection does not cycle them per request.
+                releaseIdleBuffers(c)
+            }
         }
         for (c, reason) in expired { close(c, .close(reason)) }
         // After a burst of connections has gone, hand the memory they used back
@@ -287,6 +296,12 @@ final class EventLoop: @unchecked Sendable {
 
     // MARK: performing steps
 
+    /// The socket is ready (or the connection yielded last turn): continue it.
+    func resume(_ c: Connection) {
+        let b = c.buffers
+        drive(c, c.advance { $0.resume(b) })
+    }
+
     /// Performs the steps a connection's machine asks for until it waits.
     func drive(_ c: Connection, _ first: Step) {
         var step = first
@@ -294,15 +309,16 @@ final class EventLoop: @unchecked Sendable {
         while true {
             switch step {
             case .inspectHello:
-                step = c.machine.helloInspected(
-                    Socket.inspectHello(c.fd, maxHelloBytes: configuration.maxClientHelloBytes), now: now)
+                let inspection = Socket.inspectHello(c.fd, maxHelloBytes: configuration.maxClientHelloBytes)
+                step = c.advance { $0.helloInspected(inspection, now: now) }
             case .handshake:
-                if c.tls == nil && !startTLS(c) {
-                    step = c.machine.close(.failed)
+                if c.session == nil && !startTLS(c) {
+                    step = c.advance { $0.close(.failed) }
                     continue
                 }
-                step = c.machine.handshake(Self.io(c.session?.accept() ?? .failed("no TLS state")), now: now)
-                if c.holdsHandshakeSlot, case .idle = c.machine.state {
+                let io = Self.io(c.session?.accept() ?? .failed("no TLS state"))
+                step = c.advance { $0.handshake(io, now: now) }
+                if c.holdsHandshakeSlot, case .idle = c.state {
                     c.holdsHandshakeSlot = false
                     handshakesInProgress -= 1
                 }
@@ -311,9 +327,10 @@ final class EventLoop: @unchecked Sendable {
             case .process:
                 step = process(c, now)
             case .flush:
-                step = c.machine.flushed(flush(c), c.buffers, now: now)
+                let io = flush(c)
+                let b = c.buffers
+                step = c.advance { $0.flushed(io, b, now: now) }
             case .wait(let interest):
-                releaseIdleBuffers(c)
                 setInterest(c, interest)
                 return
             case .yield:
@@ -323,9 +340,10 @@ final class EventLoop: @unchecked Sendable {
             case .startLinger:
                 c.session?.shutdown()
                 Socket.shutdownWrite(c.fd)
-                step = c.machine.lingerStarted(now: now)
+                step = c.advance { $0.lingerStarted(now: now) }
             case .drop:
-                step = c.machine.dropped(Socket.drop(c.fd, scratch: scratch))
+                let result = Socket.drop(c.fd, scratch: scratch)
+                step = c.advance { $0.dropped(result) }
             case .close:
                 close(c, step)
                 return
@@ -340,7 +358,7 @@ final class EventLoop: @unchecked Sendable {
         if handshakesInProgress >= configuration.maxHandshakesPerWorker,
             let oldest = oldest(where: { $0.holdsHandshakeSlot && $0 !== c })
         {
-            close(oldest, oldest.machine.close(.shed))
+            close(oldest, oldest.advance { $0.close(.shed) })
         }
         let generation = tlsBox.generation.load(ordering: .acquiring)
         if generation != tlsGeneration {
@@ -348,7 +366,7 @@ final class EventLoop: @unchecked Sendable {
             tlsGeneration = generation
         }
         guard let stream = try? TLSStream(context: tlsContext, fd: c.fd) else { return false }
-        c.tls = consume stream
+        c.adopt(stream)
         c.holdsHandshakeSlot = true
         handshakesInProgress += 1
         return true
@@ -373,21 +391,25 @@ final class EventLoop: @unchecked Sendable {
             c.input = input
             bufferedBytes += input.capacity
         }
+        // A request of known length reads no further than its end (its buffer was
+        // sized for it); otherwise room for 4 KiB more.
+        let wanted = c.parser.expectedBytes.map { min(4096, max(1, $0 - input.readable)) } ?? 4096
         // Buffers up to 64 KiB always grow; beyond that, only within the loop's budget
         // (a growing buffer doubles, so the growth is its current capacity).
-        if input.writable < 4096 && input.capacity >= 64 * 1024
+        if input.capacity - input.readable < wanted && input.capacity >= 64 * 1024
             && bufferedBytes + input.capacity > configuration.maxBufferedBytesPerWorker
         {
             return refuseOverBudget(c)
         }
-        resizeInput(input) { $0.reserve(4096) }
+        resizeInput(input) { $0.reserve(wanted) }
         let requested = input.writable
         switch c.session?.read(into: input.writePointer, count: requested) ?? .failed("no TLS state") {
         case .done(let n):
             input.writeIndex += n
-            return c.machine.read(.done, count: n, requested: requested, now: now)
+            return c.advance { $0.read(.done, count: n, requested: requested, now: now) }
         case let other:
-            return c.machine.read(Self.io(other), count: 0, requested: requested, now: now)
+            let io = Self.io(other)
+            return c.advance { $0.read(io, count: 0, requested: requested, now: now) }
         }
     }
 
@@ -405,7 +427,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// Gives an idle connection's empty buffers back to the pools.
     func releaseIdleBuffers(_ c: Connection) {
-        switch c.machine.state {
+        switch c.state {
         case .idle, .awaitingHello, .handshaking: break
         default: return
         }

@@ -107,6 +107,13 @@ struct HTTPRequestParser {
         return true
     }
 
+    /// Bytes of the current request (head and Content-Length body) once its head
+    /// is parsed, so the connection can size its buffer exactly; nil otherwise.
+    var expectedBytes: Int? {
+        if case .body(let head) = state { return head.headLength + (head.contentLength ?? 0) }
+        return nil
+    }
+
     /// True while part of a request has arrived (the header timer runs).
     var inRequest: Bool {
         if case .head(let scanned) = state { return scanned > 0 }

@@ -85,8 +85,6 @@ public final class HTTPServer: Sendable {
         }
         return s
     }
-
-    public var workerCount: Int { loops.count }
 }
 
 extension SocketAddress {

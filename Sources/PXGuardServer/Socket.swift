@@ -27,7 +27,8 @@ enum HelloInspection: Equatable {
     /// A ClientHello within the size cap, or bytes that are not a handshake record
     /// at all (OpenSSL rejects those cheaply with an alert).
     case proceed
-    /// Fewer bytes than the record and handshake headers: wait for more.
+    /// The record and handshake headers, or the rest of the first record, have
+    /// not all arrived: wait for more (no TLS state is allocated meanwhile).
     case incomplete
     /// Nothing yet (a spurious wake-up).
     case wouldBlock
@@ -54,7 +55,9 @@ enum Socket {
 
     /// Peeks at the TLS record header and the handshake header after it (9 bytes)
     /// without consuming them, so the announced ClientHello length is checked
-    /// before OpenSSL allocates a buffer for the whole message.
+    /// before OpenSSL allocates a buffer for the whole message; and asks the kernel
+    /// how many bytes are queued, so TLS state is only created once the whole first
+    /// record is there (a ClientHello that stops half-way costs no TLS state).
     static func inspectHello(_ fd: Int32, maxHelloBytes: Int) -> HelloInspection {
         var header: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0)
         let n: Int = withUnsafeMutableBytes(of: &header) { buffer in
@@ -67,7 +70,11 @@ enum Socket {
         }
         if n < 0 { return .wouldBlock }
         if n == 0 { return .closed }
-        return withUnsafeBytes(of: &header) { HelloInspection(header: UnsafeRawBufferPointer(rebasing: $0[0..<n]), maxHelloBytes: maxHelloBytes) }
+        var queued: Int32 = 0
+        if ioctl(fd, UInt(FIONREAD), &queued) != 0 { queued = Int32(n) }
+        return withUnsafeBytes(of: &header) {
+            HelloInspection(header: UnsafeRawBufferPointer(rebasing: $0[0..<n]), queued: Int(queued), maxHelloBytes: maxHelloBytes)
+        }
     }
 
     /// Disables lingering on close, so a close after an aborted exchange does not
@@ -78,15 +85,20 @@ enum Socket {
 }
 
 extension HelloInspection {
-    /// Judges the first bytes of a connection (pure, for tests and the fuzzer).
-    init(header b: UnsafeRawBufferPointer, maxHelloBytes: Int) {
+    /// Judges the first bytes of a connection (pure, for tests and the fuzzer):
+    /// `header` is up to 9 peeked bytes, `queued` how many bytes wait in the socket.
+    init(header b: UnsafeRawBufferPointer, queued: Int, maxHelloBytes: Int) {
         // Not a handshake record: leave it to OpenSSL, which refuses it without
         // allocating a message buffer.
         guard b.count > 0, b[0] == 0x16 else { self = .proceed; return }
         guard b.count >= 9 else { self = .incomplete; return }
         guard b[5] == 0x01 else { self = .proceed; return }
         let announced = Int(b[6]) << 16 | Int(b[7]) << 8 | Int(b[8])
-        self = announced > maxHelloBytes ? .oversized(announced) : .proceed
+        if announced > maxHelloBytes { self = .oversized(announced); return }
+        // A record longer than TLS allows is OpenSSL's to refuse; otherwise wait
+        // until the whole first record has arrived.
+        let record = Int(b[3]) << 8 | Int(b[4])
+        self = record <= 16 * 1024 + 256 && queued < 5 + record ? .incomplete : .proceed
     }
 }
 

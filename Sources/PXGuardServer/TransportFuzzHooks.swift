@@ -139,7 +139,7 @@ final class RecordRig: Sendable {
 
     enum RigError: Error { case noTemporaryDirectory }
 
-    nonisolated(unsafe) static let shared: RecordRig? = try? RecordRig()
+    static let shared: RecordRig? = try? RecordRig()
 
     private init() throws {
         var template = Array("/tmp/pxguard-fuzz-tls-XXXXXX".utf8CString)
@@ -153,6 +153,9 @@ final class RecordRig: Sendable {
         server.start()
         client = try TLSContext.client(caFile: dir + "/ca.crt")
         address = try SocketAddress(parsing: "127.0.0.1:\(server.port)")
+        // Both contexts hold what they need in memory: leave no key files behind.
+        for name in ["ca.crt", "ca.key", "tls.crt", "tls.key"] { unlink(dir + "/" + name) }
+        rmdir(dir)
     }
 
     func connect() -> TLSClientConnection? {

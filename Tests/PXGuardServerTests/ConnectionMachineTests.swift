@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import PXGuardServer
 
@@ -235,5 +236,39 @@ struct ConnectionMachineTests {
         #expect(!m.isIdle(.init(output: 1)))
         _ = m.read(.done, count: 5, requested: 4096, now: 0)
         #expect(!m.isIdle(.init(input: 5)))
+    }
+}
+
+@Suite("Connection budget and buffer pool")
+struct BudgetAndPoolTests {
+    @Test("the budget gives out exactly its limit, and a place given back can be taken again")
+    func budget() {
+        let budget = ConnectionBudget(limit: 2)
+        #expect(budget.take())
+        #expect(budget.take())
+        #expect(!budget.take())
+        #expect(budget.open.load(ordering: .relaxed) == 2)
+        budget.give()
+        #expect(budget.take())
+    }
+
+    @Test("the pool reuses standard buffers, drops grown ones, and keeps no more than it may")
+    func pool() {
+        let pool = BufferPool(bufferSize: 64, keep: 2)
+        let a = pool.take(), b = pool.take(), c = pool.take()
+        a.append(Array("hello".utf8))
+        pool.give(a)
+        pool.give(b)
+        pool.give(c)
+        #expect(pool.kept == 2)
+        let reused = pool.take()
+        #expect(reused === b || reused === a)
+        #expect(reused.readable == 0)
+        let grown = ByteBuffer(capacity: 64)
+        grown.reserve(1000)
+        pool.give(grown)
+        #expect(pool.kept == 1)
+        pool.trim(to: 0)
+        #expect(pool.kept == 0)
     }
 }

@@ -3,8 +3,8 @@ import Testing
 
 @Suite("ClientHello size check on the record header")
 struct HelloInspectionTests {
-    func inspect(_ bytes: [UInt8], cap: Int = 16 * 1024) -> HelloInspection {
-        bytes.withUnsafeBytes { HelloInspection(header: $0, maxHelloBytes: cap) }
+    func inspect(_ bytes: [UInt8], queued: Int = 1 << 20, cap: Int = 16 * 1024) -> HelloInspection {
+        bytes.withUnsafeBytes { HelloInspection(header: $0, queued: queued, maxHelloBytes: cap) }
     }
 
     @Test("a ClientHello within the cap proceeds; one announcing more is refused; the cap itself is allowed")
@@ -22,5 +22,15 @@ struct HelloInspectionTests {
         #expect(inspect(Array("GET / HTTP/1.1\r\n".utf8)) == .proceed)
         #expect(inspect([0x16, 0x03, 0x01, 0x00, 0x10, 0x02, 0x7f, 0xff, 0xff]) == .proceed)  // not a ClientHello
         #expect(inspect([]) == .proceed)
+    }
+
+    @Test("TLS state waits until the whole first record has arrived (a ClientHello that stops half-way costs none)")
+    func wholeRecord() {
+        let header: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]  // a 512-byte record
+        #expect(inspect(header, queued: 11) == .incomplete)
+        #expect(inspect(header, queued: 516) == .incomplete)
+        #expect(inspect(header, queued: 517) == .proceed)
+        // A record longer than TLS allows is OpenSSL's to refuse, at once.
+        #expect(inspect([0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0x01, 0x00], queued: 11) == .proceed)
     }
 }

@@ -117,6 +117,13 @@ func eventually(_ condition: () -> Bool) -> Bool {
     return condition()
 }
 
+/// A complete first TLS record (100 bytes) that carries only the start of a
+/// 508-byte ClientHello: OpenSSL takes it and waits for the rest, so the
+/// connection holds TLS state in an unfinished handshake.
+func fragmentedClientHello() -> [UInt8] {
+    [0x16, 0x03, 0x01, 0x00, 0x64, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03] + [UInt8](repeating: 0x2a, count: 94)
+}
+
 /// The first 11 bytes of a ClientHello that announces `length` bytes and then stops.
 func partialClientHello(announcing length: Int = 0x1fc) -> [UInt8] {
     [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, UInt8(length >> 16), UInt8((length >> 8) & 0xff), UInt8(length & 0xff), 0x03, 0x03]

@@ -55,11 +55,22 @@ struct HostileLoadTests {
         #expect(try server.client().request("GET", "/after").bodyText == "get /after 0")
     }
 
-    @Test("a ClientHello within the cap that stops half-way holds a handshake slot until its timeout")
+    @Test("a ClientHello that stops inside its first record holds no TLS state, and is cut at the handshake timeout")
     func partialHello() throws {
         let server = try EchoServer { $0.handshakeTimeout = 0.3 }
         let attacker = try PlainSocket(port: server.port)
         attacker.send(partialClientHello())
+        #expect(eventually { server.server.statistics.openConnections == 1 })
+        #expect(server.server.statistics.handshakesInProgress == 0)
+        #expect(attacker.waitForClose())
+        #expect(server.server.statistics.timeouts == 1)
+    }
+
+    @Test("a ClientHello whose first record is complete starts TLS; stalled there, it holds a handshake slot until its timeout")
+    func stalledHandshake() throws {
+        let server = try EchoServer { $0.handshakeTimeout = 0.3 }
+        let attacker = try PlainSocket(port: server.port)
+        attacker.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
         #expect(attacker.waitForClose())
         #expect(server.server.statistics.handshakesInProgress == 0)
@@ -85,17 +96,32 @@ struct HostileLoadTests {
         #expect(try client.request("GET", "/again").bodyText == "get /again 0")
     }
 
+    @Test("a large Content-Length body is buffered in exactly its size, not a doubled buffer, and given back after")
+    func exactBodyBuffer() throws {
+        let server = try EchoServer()
+        let client = try server.client()
+        let body = [UInt8](repeating: UInt8(ascii: "z"), count: 1 << 20)
+        let head = Array("POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+        try client.send(head + body.dropLast())
+        #expect(eventually { server.server.statistics.bufferedBytes >= body.count })
+        let held = server.server.statistics.bufferedBytes
+        #expect(held == head.count + body.count, "held \(held) bytes for a \(body.count)-byte body")
+        try client.send([UInt8(ascii: "z")])
+        #expect(try client.readResponse().bodyText == "post /big 1048576")
+        #expect(eventually { server.server.statistics.bufferedBytes == 0 })
+    }
+
     @Test("unfinished handshakes beyond the cap evict the oldest; a real client still completes")
     func handshakeCap() throws {
         let server = try EchoServer { $0.maxHandshakesPerWorker = 2 }
         let first = try PlainSocket(port: server.port)
-        first.send(partialClientHello())
+        first.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
         let second = try PlainSocket(port: server.port)
-        second.send(partialClientHello())
+        second.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 2 })
         let third = try PlainSocket(port: server.port)
-        third.send(partialClientHello())
+        third.send(fragmentedClientHello())
         #expect(first.waitForClose())
         #expect(second.isOpen)
         #expect(server.server.statistics.shedConnections == 1)

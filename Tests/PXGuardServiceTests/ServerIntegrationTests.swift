@@ -525,9 +525,9 @@ struct DescriptorExhaustionTests {
 struct BufferBudgetTests {
     @Test("large bodies beyond the per-loop buffer budget get 503 with Retry-After; the others finish")
     func budget() throws {
-        // One loop, 1.75 MiB of request buffers. The first upload grows its buffer to 1 MiB;
-        // the second cannot grow past 512 KiB without exceeding the budget.
-        let server = try TestServer(server: ["workers": "1", "maxBufferedBytesPerWorker": "1835008", "maxBodyBytes": "800000",
+        // One loop, 1,400,000 bytes of request buffers. Each upload's buffer is sized to its
+        // request (700,088 bytes) once the head is in; the second does not fit beside the first.
+        let server = try TestServer(server: ["workers": "1", "maxBufferedBytesPerWorker": "1400000", "maxBodyBytes": "700000",
                                              "headerTimeoutSeconds": "10", "bodyTimeoutSeconds": "10"])
         let head = Array("POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 700000\r\n\r\n".utf8)
         let first = try server.client()
@@ -553,5 +553,24 @@ struct BufferBudgetTests {
         third.close()
         usleep(300_000)
         #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_request_buffer_bytes 8192\n"))
+    }
+}
+
+@Suite("Connection limits from the config file", .serialized)
+struct ConnectionLimitTests {
+    @Test("server.maxConnections reaches the transport: silent connections beyond it are shed oldest first, reviews still answered, and /metrics counts them")
+    func connectionBudget() throws {
+        let server = try TestServer(server: ["workers": "1", "maxConnections": "4"])
+        // Four silent TCP connections (no ClientHello) fill the budget.
+        let silent = try (0..<4).map { _ in try RawSocket(port: server.port, timeout: 3) }
+        usleep(200_000)
+        // A real client still gets in: the oldest silent one makes room.
+        let client = try server.client()
+        #expect(try client.request("GET", "/healthz").status == 200)
+        #expect(silent[0].readUntilClosed().closed, "the oldest idle connection was shed")
+        let metrics = try client.request("GET", "/metrics").bodyText
+        let shed = metrics.split(separator: "\n").first { $0.hasPrefix("pxguard_connections_shed_total ") }
+        #expect((shed.flatMap { Int($0.split(separator: " ")[1]) } ?? 0) >= 1)
+        #expect(metrics.contains("\npxguard_tls_handshakes_in_progress "))
     }
 }

@@ -47,6 +47,9 @@ struct ConfigLoaderTests {
         #expect(config.serviceAccount == "system:serviceaccount:guard:pxguard")
         #expect(config.server.maxRequestsPerConnection == 1000)
         #expect(config.server.workers == 3)
+        #expect(config.server.maxConnections == 6000)
+        #expect(config.server.maxHandshakesPerWorker == 100)
+        #expect(config.server.maxClientHelloBytes == 8192)
         #expect(config.server.maxBufferedBytesPerWorker == 64 << 20)
         #expect(config.replicas == 3)
     }
