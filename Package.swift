@@ -49,7 +49,9 @@ let package = Package(
                     resources: [.copy("Configs")], swiftSettings: strict),
         .testTarget(name: "PXGuardPlatformTests", dependencies: ["PXGuardPlatform"], swiftSettings: strict),
         .testTarget(name: "PXGuardServerTests", dependencies: ["PXGuardServer", "PXGuardPlatform"], swiftSettings: strict),
-        .testTarget(name: "PXGuardKubeTests", dependencies: ["PXGuardKube", "PXGuardPlatform", "PXGuardServer"], swiftSettings: strict),
+        // PXGuardService too: the end-to-end test runs the real service against the in-test API.
+        .testTarget(name: "PXGuardKubeTests", dependencies: ["PXGuardKube", "PXGuardPlatform", "PXGuardServer", "PXGuardService"],
+                    swiftSettings: strict),
         // Goldens and manifests are read by path (check reports name the file), not bundled.
         .testTarget(name: "PXGuardServiceTests", dependencies: ["PXGuardService", "PXGuardPlatform", "PXGuardServer"],
                     exclude: ["Golden", "Manifests"], swiftSettings: strict),

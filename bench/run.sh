@@ -4,6 +4,7 @@
 #      from ../shared/bench/compare.sh,
 #   2. pxguard's idle RSS and start-up-to-ready time,
 #   3. the in-process micro-benchmark (decode + decide + encode; allocations per review),
+#      and the worst-case reviews (bench/worst-case.sh: time, allocations, instructions, peak RSS),
 #   4. the same comparison with pxguard on one event loop (nginx runs one worker), and
 #      again with nginx on two workers against pxguard's defaults (like for like),
 #   5. CPU time per request, nginx against pxguard, alternating in one run,
@@ -28,6 +29,9 @@ cc -shared -fPIC -O2 -o "$out/malloc-count.so" bench/malloc-count.c
 (cd bench/micro && swift build -c release 2>&1 | grep -E 'error' || true)
 LD_PRELOAD="$PWD/$out/malloc-count.so" bench/micro/.build/release/pxguard-micro \
   bench/reviews/pod-create.json bench/reviews/netpol-50k.json | tee "$out/micro.txt"
+
+echo "== worst-case reviews: a 40,000-except policy and a 3 MiB review of each kind the rules read"
+bash bench/worst-case.sh "$bin" bench/micro/.build/release/pxguard-micro "$out/malloc-count.so" "$out"
 
 echo "== side by side over TLS (wrk, ${CONNS:-32} keep-alive connections)"
 bash "$harness" "$bin" bench/reviews/pod-create.json | tee "$out/compare.txt"

@@ -1,6 +1,5 @@
 public import PXGuardCore
 public import PXGuardPlatform
-public import PXGuardServer
 import Synchronization
 
 /// The server's watched picture of the cluster: every namespace and every guard
@@ -260,8 +259,8 @@ public final class ClusterView: GuardView, Sendable {
         var plan = Plan()
         guard let e = s.entries[namespace], let ns = e.namespace, !ns.terminating else { return plan }
         // kube-system is exempt but keeps its block policy; other exempt namespaces get nothing.
-        guard namespace == GuardNames.kubeSystem || s.config.isGuarded(namespace: namespace) else { return plan }
-        let names = GuardPolicies.names(in: namespace)
+        let names = s.policies.names(for: namespace)
+        guard !names.isEmpty else { return plan }
         func pending(_ what: String) -> Bool { (s.expectations[namespace + "/" + what] ?? 0) > now }
         if namespace != GuardNames.kubeSystem && !pending("labels") {
             if !ns.guardedLabel { plan.labels[GuardNames.guardedLabel] = "true" }

@@ -3,7 +3,6 @@ import Glibc
 #endif
 public import PXGuardCore
 public import PXGuardPlatform
-public import PXGuardServer
 import Synchronization
 
 /// List-then-watch of one resource, the way client-go's reflector does it: a
@@ -185,12 +184,20 @@ public final class Informer: Sendable {
                     onHealth(true, true)
                     onReachable(true)
                 }
+                let started = Clock.monotonic().seconds
                 switch try watch(connection, from: resourceVersion!) {
                 case .ended(let next):
                     // The server ended the watch (timeoutSeconds): resume from the last version.
+                    // One that ends at once with nothing new (a proxy cutting it) is paced
+                    // like a failure, so that it cannot spin (client-go's "very short watch").
+                    if next == resourceVersion && Clock.monotonic().seconds - started < 1 {
+                        sleep(Self.backoff(attempt: failures, base: settings.backoffBase, cap: settings.backoffCap))
+                        failures += 1
+                    } else {
+                        failures = 0
+                        failingSince = nil
+                    }
                     resourceVersion = next
-                    failures = 0
-                    failingSince = nil
                 case .gone:
                     relists.add(1, ordering: .relaxed)
                     logger.info("watch expired (410 Gone); listing again", [("resource", name)])

@@ -333,6 +333,7 @@ final class WatchStream {
             lastByte = Clock.monotonic().seconds
             return true
         } catch let error as HTTPClientError where error.isTimeout {
+            // The read bound (SO_RCVTIMEO) passed with nothing to read: not a failure.
             return nil
         }
     }

@@ -57,13 +57,14 @@ public final class Provisioner: Sendable {
         let informerSettings = settings.informer
         // Every change to a namespace or a guard policy queues the namespace, on the
         // lease holder (a follower that takes over starts with a walk of its view).
-        let enqueue: @Sendable (String?) -> Void
-        let box = Locked<Provisioner?>(nil)
-        enqueue = { name in
-            guard let name, let provisioner = box.withLock({ $0 }), provisioner.isLeader else { return }
+        // The informers' callbacks reach back weakly: the provisioner owns them.
+        struct Weak { weak var provisioner: Provisioner? }
+        let box = Locked(Weak())
+        let enqueue: @Sendable (String?) -> Void = { name in
+            guard let name, let provisioner = box.withLock({ $0.provisioner }), provisioner.isLeader else { return }
             provisioner.enqueue(name)
         }
-        let reach: @Sendable (Bool) -> Void = { ok in box.withLock { $0 }?.apiReachable(ok) }
+        let reach: @Sendable (Bool) -> Void = { ok in box.withLock { $0.provisioner }?.apiReachable(ok) }
         informers = [
             Informer(name: "namespaces", client: client, path: KubePath.namespaces, labelSelector: nil,
                      settings: informerSettings, logger: logger,
@@ -79,7 +80,7 @@ public final class Provisioner: Sendable {
                      onHealth: { listed, healthy in view.setHealth(.policies, listed: listed, healthy: healthy) },
                      onReachable: reach),
         ]
-        box.withLock { $0 = self }
+        box.withLock { $0.provisioner = self }
     }
 
     static func now() -> Double { Clock.monotonic().seconds }
@@ -113,6 +114,8 @@ public final class Provisioner: Sendable {
     /// longer matches them is rewritten.
     public func reload(_ config: Config) {
         let names = view.reload(config)
+        // A follower only updates its view (R6 judges by the new specs); the leader writes.
+        guard isLeader else { return }
         if !names.isEmpty { logger.info("configuration reload: rewriting guard policies", [("namespaces", String(names.count))]) }
         for name in names { enqueue(name) }
     }

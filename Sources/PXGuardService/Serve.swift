@@ -192,7 +192,10 @@ public final class Service: Sendable {
                 usleep(UInt32(options.certPollSeconds * 1_000_000))
                 if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
                 if let path = options.configPath, (FileIO.fingerprint(path) ?? "") != configFingerprint.withLock({ $0 }) {
-                    reloadConfig()
+                    // The file changed (a ConfigMap's symlink swap): reload on the one
+                    // reload thread, as SIGHUP does, so that reloads never race.
+                    configFingerprint.withLock { $0 = FileIO.fingerprint(path) ?? "" }
+                    requestReload()
                 }
                 let now = time(nil)
                 if now - lastWarning > 86_400 {

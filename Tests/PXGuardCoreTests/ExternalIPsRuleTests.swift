@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import PXGuardCore
 
 @Suite("R7 external IPs")
@@ -86,5 +87,30 @@ struct ExternalIPsRuleTests {
         #expect(try validate(r.bytes).allowed)
         r = Review(kind: "Service", operation: "DELETE", namespace: "team-a", object: nil, oldObject: Self.service("team-a", ["70.0.98.11"]))
         #expect(try validate(r.bytes).allowed)
+    }
+}
+
+extension ExternalIPsRuleTests {
+    @Test("R7: an external IP written with JSON escapes is decoded before it is judged")
+    func escaped() throws {
+        let review = Review(kind: "Service", namespace: "team-a", name: "px-hijack", object: Self.service("team-a", ["70.0.98.11"]))
+        let text = review.json.serialized.replacingOccurrences(of: "\"70.0.98.11\"", with: #""\u00370.0.98.11""#)
+        #expect(text.contains(#"\u0037"#))
+        let v = try validate(Array(text.utf8))
+        #expect(!v.allowed)
+        #expect(v.rule == .externalIPs)
+    }
+}
+
+extension ExternalIPsRuleTests {
+    @Test("R7: external IPs are read as kube-proxy reads them", arguments: [
+        ("70.0.98.11", "70.0.98.11/32"), ("070.000.098.011", "70.0.98.11/32"), ("0.0.0.0", "0.0.0.0/32"),
+        ("::ffff:70.0.98.11", "70.0.98.11/32"), ("fd00:70::5", "fd00:70::5/128"), ("FD00:70::5", "fd00:70::5/128"),
+        ("70.0.98.11/32", "-"), ("70.0.98", "-"), ("256.0.0.1", "-"), ("1.2.3.4.5", "-"), ("", "-"), ("fd00::/64", "-"),
+        ("70.0.98.11 ", "-"), ("x70.0.98.11", "-"),
+    ])
+    func addresses(_ text: String, _ expected: String) {
+        let got = ExternalIPsRule.parseAddress(text).map { $0.cidrs.map(\.description).joined() } ?? "-"
+        #expect(got == expected)
     }
 }

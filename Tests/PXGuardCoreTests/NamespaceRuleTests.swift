@@ -48,7 +48,7 @@ struct NamespaceRuleTests {
 
     @Test("M1: adds label and annotation, creating absent maps")
     func createsMaps() throws {
-        let (m, result) = try Self.created(Self.namespace("team-a", labels: nil))
+        let (_, result) = try Self.created(Self.namespace("team-a", labels: nil))
         #expect(result["metadata"]?["labels"]?[GuardNames.guardedLabel] == "true")
         #expect(result["metadata"]?["annotations"]?[GuardNames.policiesAnnotation]
                 == "block-9001-for-non-system-users,allow-api")

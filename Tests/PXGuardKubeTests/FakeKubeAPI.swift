@@ -49,6 +49,8 @@ final class FakeKubeAPI: @unchecked Sendable {
         var bookmarkInterval: Double = 1
         /// Send 410 for a too-old watch as an HTTP status instead of an ERROR event.
         var goneAsHTTPStatus = false
+        /// Ends every watch after this long, whatever `timeoutSeconds` asked (a cutting proxy).
+        var watchLifetime: Double?
         var stopped = false
     }
 
@@ -412,7 +414,7 @@ final class FakeKubeAPI: @unchecked Sendable {
         let query = request.query
         let selector = query["labelSelector"]
         let bookmarks = query["allowWatchBookmarks"] == "true"
-        let timeout = Double(query["timeoutSeconds"] ?? "") ?? 1800
+        let timeout = state.withLock { $0.watchLifetime } ?? Double(query["timeoutSeconds"] ?? "") ?? 1800
         var cursor = Int(query["resourceVersion"] ?? "") ?? 0
         let (compacted, generation, interval, goneAsStatus, current) = state.withLock {
             ($0.compactedBelow, $0.watchGeneration, $0.bookmarkInterval, $0.goneAsHTTPStatus, $0.resourceVersion)

@@ -3,6 +3,7 @@ import Testing
 import PXGuardPlatform
 @testable import PXGuardCore
 @testable import PXGuardKube
+@testable import PXGuardPlatform
 @testable import PXGuardServer
 
 /// Figures for the README, measured against the in-test API over real HTTPS. They

@@ -196,6 +196,40 @@ struct ProvisionerTests {
         #expect(eventually { canonical(api, "team-late") })
     }
 
+    @Test("a quiet watch stays open: read bounds passing with nothing to read are not failures")
+    func quietWatch() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.state.withLock { $0.bookmarkInterval = 100 }
+        let h = try Harness(api)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        usleep(1_500_000)  // several 0.2 s read bounds
+        #expect(h.provisioner.informers.allSatisfy { $0.restarts.load(ordering: .relaxed) == 0 && $0.watches.load(ordering: .relaxed) == 1 })
+    }
+
+    @Test("watches that a proxy ends at once are paced with backoff, not re-opened in a spin")
+    func shortWatches() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.state.withLock { s in
+            s.watchLifetime = 0
+            s.bookmarkInterval = 100
+        }
+        let h = try Harness(api)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.isSynced })
+        let before = api.requests.filter { $0.contains("watch=1") }.count
+        usleep(1_000_000)
+        let after = api.requests.filter { $0.contains("watch=1") }.count
+        #expect(after - before < 60, "\(after - before) watches in one second")
+        api.state.withLock { $0.watchLifetime = nil }
+        api.addNamespace("team-1")
+        #expect(eventually { canonical(api, "team-1") })
+    }
+
     @Test("a watch dropped mid-stream resumes from the last resourceVersion, without a relist, and misses nothing")
     func droppedWatch() throws {
         let api = try FakeKubeAPI()
@@ -310,6 +344,12 @@ struct ProvisionerTests {
         #expect(eventually { GuardPolicies(config: config).isCanonical(
             spec: api.policy("kube-system", GuardNames.blockPolicy)?["spec"] ?? .null, name: GuardNames.blockPolicy, namespace: "kube-system") })
         #expect(eventually { ["team-1", "team-2", "team-3"].allSatisfy(h.view.namespaceHasCanonicalPolicies) })
+        // Switching the policy style is a reload like any other.
+        config.policyStyle = .ports
+        h.provisioner.reload(config)
+        #expect(eventually { ["team-1", "team-2", "team-3"].allSatisfy { canonical(api, $0, config) } })
+        #expect(eventually { GuardPolicies(config: config).isCanonical(
+            spec: api.policy("kube-system", GuardNames.blockPolicy)?["spec"] ?? .null, name: GuardNames.blockPolicy, namespace: "kube-system") })
     }
 
     @Test("two replicas: both views sync (R6 needs them), only the lease holder writes; the other takes over when it stops")

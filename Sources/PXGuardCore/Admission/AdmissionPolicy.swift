@@ -1,4 +1,4 @@
-/// The compiled decision logic for one configuration: rules R1–R5 and R7, exemptions,
+/// The compiled decision logic for one configuration: rules R1–R7, exemptions,
 /// modes and mutation M1. Immutable: built once per config and shared by reference
 /// (handing it to a request is one retain, not a copy of the whole config).
 public final class AdmissionPolicy: Sendable {

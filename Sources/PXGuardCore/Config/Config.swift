@@ -77,7 +77,8 @@ public struct Config: Sendable, Equatable {
     public var namespace: String
     /// Service and service-account name of the server.
     public var serviceName: String
-    /// The server's own identity; always exempt so that the provisioner can work.
+    /// The server's own identity: exempt from R2, R3 and R5 (what the provisioner
+    /// writes) and from nothing else.
     public var serviceAccount: String
     /// Container image used by `render all`.
     public var image: String

@@ -126,7 +126,13 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
             i += 1
         }
         guard i == b.count, digits > 0, dots == 3 else {
-            // IPv6, escapes or an error: the general parser decides.
+            // IPv6 without escapes is read in place too (40,000 `except` blocks must
+            // not cost 40,000 strings); escapes or anything else go to the general parser.
+            if let v6 = CIDR.parseV6(rawBytes: b) {
+                guard let c = v6 else { return nil }
+                self = c
+                return
+            }
             guard let text = String(validating: b, as: UTF8.self), let c = CIDR(text) else { return nil }
             self = c
             return
@@ -140,6 +146,99 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
         }
         let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefix)
         self.init(family: .v4, network: UInt128(value & mask), prefix: prefix)
+    }
+
+    /// An IPv6 block (`fd00::/64`, `::ffff:70.0.0.0/112`) read from raw bytes without
+    /// allocating, with the rules of `IPAddressParser.parseV6`. Nil when the bytes are
+    /// not for this parser (no `:`, or an escape); `.some(nil)` when they are and
+    /// are not a valid block.
+    static func parseV6(rawBytes b: UnsafeBufferPointer<UInt8>) -> CIDR?? {
+        let colon = UInt8(ascii: ":"), slash = UInt8(ascii: "/")
+        var n = b.count
+        var hasColon = false
+        for c in b {
+            if c == UInt8(ascii: "\\") { return nil }
+            if c == colon { hasColon = true }
+        }
+        guard hasColon else { return nil }
+        var prefix = 128
+        if let s = b.firstIndex(of: slash) {
+            let digits = b.count - s - 1
+            guard digits >= 1, digits <= 3, !(digits > 1 && b[s + 1] == UInt8(ascii: "0")) else { return .some(nil) }
+            var v = 0
+            for k in (s + 1)..<b.count {
+                guard b[k] >= UInt8(ascii: "0"), b[k] <= UInt8(ascii: "9") else { return .some(nil) }
+                v = v * 10 + Int(b[k] - UInt8(ascii: "0"))
+            }
+            guard v <= 128 else { return .some(nil) }
+            prefix = v
+            n = s
+        }
+        guard let value = parseV6Address(b, n) else { return .some(nil) }
+        let hostBits = 128 - prefix
+        let mask: UInt128 = hostBits >= 128 ? .max : (UInt128(1) << hostBits) - 1
+        return .some(CIDR(family: .v6, network: value & ~mask, prefix: prefix))
+    }
+
+    /// The IPv6 address in `b[0..<n]`: one to four hex digits per group, `::` once,
+    /// an IPv4 tail last.
+    static func parseV6Address(_ b: UnsafeBufferPointer<UInt8>, _ n: Int) -> UInt128? {
+        let colon = UInt8(ascii: ":")
+        func hex(_ c: UInt8) -> UInt128? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt128(c - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt128(c - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt128(c - UInt8(ascii: "A") + 10)
+            default: return nil
+            }
+        }
+        var head: UInt128 = 0, tail: UInt128 = 0
+        var headCount = 0, tailCount = 0
+        var compressed = false
+        func add(_ group: UInt128) -> Bool {
+            if compressed {
+                tail = tail << 16 | group; tailCount += 1
+            } else {
+                head = head << 16 | group; headCount += 1
+            }
+            return headCount + tailCount <= 8
+        }
+        var i = 0
+        if n >= 2 && b[0] == colon && b[1] == colon {
+            compressed = true
+            i = 2
+            if i == n { return 0 }
+        } else if n == 0 || b[0] == colon {
+            return nil
+        }
+        while i < n {
+            var j = i
+            var v: UInt128 = 0
+            while j < n, j - i < 4, let h = hex(b[j]) { v = v << 4 | h; j += 1 }
+            if j < n && b[j] == UInt8(ascii: ".") {
+                // An IPv4 tail: the rest of the address, strictly dotted-decimal.
+                guard let v4 = IPAddressParser.parseV4(rawBytes: UnsafeBufferPointer(rebasing: b[i..<n])),
+                    add(UInt128(v4 >> 16)), add(UInt128(v4 & 0xFFFF))
+                else { return nil }
+                i = n
+                break
+            }
+            guard j > i, j == n || b[j] == colon, add(v) else { return nil }
+            if j == n { break }
+            if j + 1 < n && b[j + 1] == colon {
+                if compressed { return nil }
+                compressed = true
+                i = j + 2
+            } else {
+                i = j + 1
+                if i == n { return nil }
+            }
+        }
+        if compressed {
+            guard headCount + tailCount <= 7 else { return nil }
+            return headCount == 0 ? tail : head << (16 * (8 - headCount)) | tail
+        }
+        return headCount == 8 ? head : nil
     }
 
     public var range: IPRange {
@@ -165,6 +264,26 @@ enum IPAddressParser {
             return parseV6(text).map { (.v6, $0) }
         }
         return parseV4(text).map { (.v4, UInt128($0)) }
+    }
+
+    /// Strict dotted-decimal IPv4 (no leading zeros) from raw bytes.
+    static func parseV4(rawBytes b: UnsafeBufferPointer<UInt8>) -> UInt32? {
+        var value: UInt32 = 0, octet: UInt32 = 0, digits = 0, dots = 0
+        for c in b {
+            if c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") {
+                if digits > 0 && octet == 0 { return nil }
+                octet = octet * 10 + UInt32(c - UInt8(ascii: "0"))
+                digits += 1
+                if digits > 3 || octet > 255 { return nil }
+            } else if c == UInt8(ascii: ".") && digits > 0 && dots < 3 {
+                value = value << 8 | octet
+                octet = 0; digits = 0; dots += 1
+            } else {
+                return nil
+            }
+        }
+        guard dots == 3, digits > 0 else { return nil }
+        return value << 8 | octet
     }
 
     static func parseV4(_ text: Substring) -> UInt32? {

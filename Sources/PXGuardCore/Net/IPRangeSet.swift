@@ -11,8 +11,24 @@ public struct IPRangeSet: Sendable, Equatable {
 
     /// The union of `ranges`, in any order, overlapping or not.
     public init<S: Sequence>(_ ranges: S) where S.Element == IPRange {
-        var sorted = Array(ranges)
-        sorted.sort(by: Self.precedes)
+        // IPv4 ranges are sorted as packed 64-bit keys (lower, upper) by radix:
+        // moving 8 bytes per element in linear passes instead of comparing 48-byte
+        // ranges, which was most of the cost of 40,000 `except` blocks.
+        var v4: [UInt64] = []
+        var v6: [IPRange] = []
+        for r in ranges {
+            if r.family == .v4 {
+                v4.append(UInt64(truncatingIfNeeded: r.lower) << 32 | UInt64(truncatingIfNeeded: r.upper))
+            } else {
+                v6.append(r)
+            }
+        }
+        RadixSort.sort(&v4)
+        v6.sort { $0.lower < $1.lower }
+        var sorted: [IPRange] = []
+        sorted.reserveCapacity(v4.count + v6.count)
+        for key in v4 { sorted.append(IPRange(family: .v4, lower: UInt128(key >> 32), upper: UInt128(key & 0xFFFF_FFFF))) }
+        sorted += v6
         self.ranges = Self.coalesce(sorted)
     }
 

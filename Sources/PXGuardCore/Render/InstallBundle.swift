@@ -206,11 +206,9 @@ public struct InstallBundle: Sendable {
     /// The guard policies: kube-system's, and the pair for `namespace`.
     public func policies(namespace: String) -> [JSON] {
         let guardPolicies = GuardPolicies(config: config)
-        var out = [guardPolicies.policy(name: GuardNames.blockPolicy, namespace: GuardNames.kubeSystem)!]
-        if namespace != GuardNames.kubeSystem {
-            out += GuardPolicies.names(in: namespace).compactMap { guardPolicies.policy(name: $0, namespace: namespace) }
-        }
-        return out
+        let kubeSystem = guardPolicies.names(for: GuardNames.kubeSystem).map { (GuardNames.kubeSystem, $0) }
+        let own = namespace == GuardNames.kubeSystem ? [] : GuardPolicies.names(in: namespace).map { (namespace, $0) }
+        return (kubeSystem + own).compactMap { guardPolicies.policy(name: $1, namespace: $0) }
     }
 
     /// Everything needed to install pxguard.

@@ -1,8 +1,11 @@
 extension JSONValue {
-    /// The value as a CIDR when it is a string holding one.
+    /// The value as a CIDR when it is a string holding one: read in place, or
+    /// decoded first when it holds escapes (the API server decodes them too).
     var cidr: CIDR? {
         guard kind == .string else { return nil }
-        return CIDR(rawBytes: UnsafeBufferPointer(start: base + start + 1, count: end - start - 2))
+        let raw = UnsafeBufferPointer(start: base + start + 1, count: end - start - 2)
+        if raw.contains(UInt8(ascii: "\\")) { return string.flatMap(CIDR.init) }
+        return CIDR(rawBytes: raw)
     }
 }
 
@@ -110,8 +113,9 @@ public struct EgressAnalysis: Sendable {
     public func forEachReach(spec: JSONValue, _ body: (RuleReach) -> Bool) {
         guard affectsEgress(spec), let egress = spec["egress"] else { return }
         var going = true
+        var scratch = Scratch()
         egress.forEachElement { index, rule in
-            guard going, let reach = reach(rule: rule, index: index) else { return }
+            guard going, let reach = reach(rule: rule, index: index, &scratch) else { return }
             going = body(reach)
         }
     }
@@ -119,18 +123,36 @@ public struct EgressAnalysis: Sendable {
     /// What one element of `spec.egress` reaches of the protected set, or nil for
     /// nothing. A null rule reads as `{}`: every destination on every port.
     public func reach(rule: JSONValue, index: Int) -> RuleReach? {
+        var scratch = Scratch()
+        return reach(rule: rule, index: index, &scratch)
+    }
+
+    /// Buffers reused from rule to rule of one policy, so that a rule that reaches
+    /// nothing allocates nothing (a 3 MiB policy holds tens of thousands of rules).
+    struct Scratch {
+        var ports: [PortRange] = []
+        var named: [NamedPort] = []
+        var holes4: [UInt64] = []
+        var holes6: [IPRange] = []
+        var pieces: [IPRange] = []
+    }
+
+    func reach(rule: JSONValue, index: Int, _ scratch: inout Scratch) -> RuleReach? {
         guard rule.kind == .object || rule.kind == .null else { return nil }
         let (portsValue, toValue, _) = rule.members("ports", "to")
-        // Ports first: they are cheap and rule out most rules.
-        guard let ports = reachedPorts(portsValue) else { return nil }
-        guard let destinations = reachedDestinations(toValue) else { return nil }
+        // Ports first: they are cheap and rule out most rules. The first port that
+        // hits is enough to go on; the pieces are only collected for a rule that
+        // also reaches a node address.
+        guard let allPorts = reachedPorts(portsValue, &scratch, collect: false) else { return nil }
+        guard let destinations = reachedDestinations(toValue, &scratch) else { return nil }
+        if !allPorts { _ = reachedPorts(portsValue, &scratch, collect: true) }
         let addresses: IPRangeSet
         switch destinations {
         case .all, .unparsable: addresses = nodes
         case .ipBlocks(let set, _): addresses = set
         }
-        return RuleReach(ruleIndex: index, destinations: destinations, addresses: addresses,
-                         allPorts: ports.all, ports: ports.ranges, namedPorts: ports.named)
+        return RuleReach(ruleIndex: index, destinations: destinations, addresses: addresses, allPorts: allPorts,
+                         ports: allPorts ? protectedPorts : PortRange.coalesce(scratch.ports), namedPorts: scratch.named)
     }
 
     /// `Egress` in `policyTypes`; without `policyTypes`, a non-empty `egress`
@@ -150,14 +172,17 @@ public struct EgressAnalysis: Sendable {
     public func allowedAddresses(ipBlock: JSONValue) -> IPRangeSet? {
         let (cidrValue, except, _) = ipBlock.members("cidr", "except")
         guard let cidr = cidrValue?.cidr else { return nil }
-        return Self.subtract(except: except, from: IPRangeSet(IPRangeSet.effective(cidr.range)))
+        var scratch = Scratch()
+        let range = IPRangeSet.effective(cidr.range)
+        Self.subtract(except: except, from: [range], within: range, into: &scratch)
+        return IPRangeSet(scratch.pieces)
     }
 
     /// The destinations of a rule's `to` that meet the node subnets, or nil for none.
-    func reachedDestinations(_ to: JSONValue?) -> Destinations? {
+    func reachedDestinations(_ to: JSONValue?, _ scratch: inout Scratch) -> Destinations? {
         guard let to, to.kind == .array, !to.isEmptyContainerOrNull else { return .all }
-        var pieces: [IPRange] = []
-        var families: Set<IPFamily> = []
+        scratch.pieces.removeAll(keepingCapacity: true)
+        var v4 = false, v6 = false
         var result: Destinations?
         to.forEachElement { _, peer in
             guard result == nil else { return }
@@ -171,7 +196,7 @@ public struct EgressAnalysis: Sendable {
                 }
                 return
             }
-            let cidrValue = block["cidr"]
+            let (cidrValue, except, _) = block.members("cidr", "except")
             guard let cidr = cidrValue?.cidr else {
                 result = .unparsable(cidrValue?.string ?? "(missing)")
                 return
@@ -179,45 +204,75 @@ public struct EgressAnalysis: Sendable {
             let range = IPRangeSet.effective(cidr.range)
             // Most blocks miss the node subnets entirely: decide that before
             // looking at the except list.
-            let candidates = nodes.intersection(IPRangeSet(range))
-            if candidates.isEmpty { return }
-            let left = Self.subtract(except: block["except"], from: candidates)
-            if !left.isEmpty {
-                pieces += left.ranges
-                families.insert(range.family)
+            guard nodes.ranges.contains(where: { $0.intersection(range) != nil }) else { return }
+            let before = scratch.pieces.count
+            Self.subtract(except: except, from: nodes.ranges, within: range, into: &scratch)
+            if scratch.pieces.count > before {
+                if range.family == .v4 { v4 = true } else { v6 = true }
             }
         }
         if let result { return result }
-        return pieces.isEmpty ? nil : .ipBlocks(IPRangeSet(pieces), families: families)
+        guard !scratch.pieces.isEmpty else { return nil }
+        let families: Set<IPFamily> = v4 && v6 ? [.v4, .v6] : v4 ? [.v4] : [.v6]
+        return .ipBlocks(IPRangeSet(scratch.pieces), families: families)
     }
 
-    /// `set` minus the `except` blocks (IPv4-mapped ones read as IPv4). Only the
-    /// blocks that touch `set` are kept, then sorted once and swept.
-    static func subtract(except: JSONValue?, from set: IPRangeSet) -> IPRangeSet {
-        guard let except, except.kind == .array, let first = set.ranges.first, let last = set.ranges.last else { return set }
-        var holes: [IPRange] = []
-        except.forEachElement { _, e in
-            // An except that cannot be parsed removes nothing (the API server
-            // refuses it; offline the block keeps reaching what it reached).
-            guard let c = e.cidr else { return }
-            let r = IPRangeSet.effective(c.range)
-            // Cheap bounds check first; a precise one when the set has gaps.
-            guard !IPRangeSet.entirelyBefore(r, first), !IPRangeSet.entirelyBefore(last, r) else { return }
-            if set.ranges.count <= 4 && !set.ranges.contains(where: { $0.intersection(r) != nil }) { return }
-            holes.append(r)
+    /// Appends to `scratch.pieces` each of `ranges` cut to `within`, minus the
+    /// `except` blocks (IPv4-mapped ones read as IPv4). Only the blocks that touch
+    /// the cut ranges are kept; they are sorted once (IPv4 as radix-sorted packed
+    /// keys) and swept, overlapping one another or not.
+    static func subtract(except: JSONValue?, from ranges: [IPRange], within: IPRange, into scratch: inout Scratch) {
+        scratch.holes4.removeAll(keepingCapacity: true)
+        scratch.holes6.removeAll(keepingCapacity: true)
+        if let except, except.kind == .array {
+            except.forEachElement { _, e in
+                // An except that cannot be parsed removes nothing (the API server
+                // refuses it; offline the block keeps reaching what it reached).
+                guard let c = e.cidr else { return }
+                let r = IPRangeSet.effective(c.range)
+                guard let cut = r.intersection(within), ranges.contains(where: { $0.intersection(cut) != nil }) else { return }
+                if cut.family == .v4 {
+                    scratch.holes4.append(UInt64(truncatingIfNeeded: cut.lower) << 32 | UInt64(truncatingIfNeeded: cut.upper))
+                } else {
+                    scratch.holes6.append(cut)
+                }
+            }
+            RadixSort.sort(&scratch.holes4)
+            scratch.holes6.sort { $0.lower < $1.lower }
         }
-        return holes.isEmpty ? set : set.subtracting(IPRangeSet(holes))
+        for node in ranges {
+            guard let c = node.intersection(within) else { continue }
+            var lower = c.lower
+            var open = true
+            // Holes sorted by lower bound: a gap before each, then jump past it.
+            func cut(_ hLower: UInt128, _ hUpper: UInt128) -> Bool {
+                if hUpper < lower { return true }
+                if hLower > c.upper { return false }
+                if hLower > lower { scratch.pieces.append(IPRange(family: c.family, lower: lower, upper: hLower - 1)) }
+                if hUpper >= c.upper { open = false; return false }
+                lower = hUpper + 1
+                return true
+            }
+            if c.family == .v4 {
+                for key in scratch.holes4 where !cut(UInt128(key >> 32), UInt128(key & 0xFFFF_FFFF)) { break }
+            } else {
+                for h in scratch.holes6 where !cut(h.lower, h.upper) { break }
+            }
+            if open { scratch.pieces.append(IPRange(family: c.family, lower: lower, upper: c.upper)) }
+        }
     }
 
     /// The protected ports a rule's `ports` reaches, or nil for none. Absent, null
     /// or empty `ports` means every port of every protocol.
-    func reachedPorts(_ ports: JSONValue?) -> (all: Bool, ranges: [PortRange], named: [NamedPort])? {
-        guard let ports, ports.kind == .array, !ports.isEmptyContainerOrNull else {
-            return (true, protectedPorts, [])
-        }
-        var reached: [PortRange] = []
-        var named: [NamedPort] = []
+    /// True for every port, false for the pieces left in `scratch.ports` and
+    /// `scratch.named`.
+    /// Without `collect`, stops looking at the first entry that hits.
+    func reachedPorts(_ ports: JSONValue?, _ scratch: inout Scratch, collect: Bool) -> Bool? {
+        scratch.ports.removeAll(keepingCapacity: true)
+        scratch.named.removeAll(keepingCapacity: true)
+        guard let ports, ports.kind == .array, !ports.isEmptyContainerOrNull else { return true }
         ports.forEachElement { _, entry in
+            guard collect || (scratch.ports.isEmpty && scratch.named.isEmpty) else { return }
             guard entry.kind == .object || entry.kind == .null else { return }
             let (protoValue, portValue, endPortValue) = entry.members("protocol", "port", "endPort")
             let proto: TransportProtocol
@@ -247,39 +302,15 @@ public struct EgressAnalysis: Sendable {
                     range = r
                 } else {
                     if protectedPorts.contains(where: { $0.proto == proto }) {
-                        named.append(NamedPort(name: name, proto: proto))
+                        scratch.named.append(NamedPort(name: name, proto: proto))
                     }
                     return
                 }
             }
             for protected in protectedPorts {
-                if let overlap = range.intersection(protected) { reached.append(overlap) }
+                if let overlap = range.intersection(protected) { scratch.ports.append(overlap) }
             }
         }
-        guard !reached.isEmpty || !named.isEmpty else { return nil }
-        return (false, PortRange.coalesce(reached), named)
-    }
-}
-
-extension PortRange {
-    /// The union of `ranges`, sorted by protocol and then port, with overlapping and
-    /// adjacent ranges of one protocol merged.
-    public static func coalesce(_ ranges: [PortRange]) -> [PortRange] {
-        let order = TransportProtocol.allCases
-        let sorted = ranges.sorted {
-            $0.proto == $1.proto ? $0.lower < $1.lower : order.firstIndex(of: $0.proto)! < order.firstIndex(of: $1.proto)!
-        }
-        guard var current = sorted.first else { return [] }
-        var out: [PortRange] = []
-        for r in sorted.dropFirst() {
-            if r.proto == current.proto && r.lower <= current.upper + 1 {
-                current = PortRange(proto: current.proto, lower: current.lower, upper: max(current.upper, r.upper))!
-            } else {
-                out.append(current)
-                current = r
-            }
-        }
-        out.append(current)
-        return out
+        return scratch.ports.isEmpty && scratch.named.isEmpty ? nil : false
     }
 }

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+@testable import PXGuardCore
+@testable import PXGuardKube
+@testable import PXGuardPlatform
+@testable import PXGuardServer
+@testable import PXGuardService
+
+/// The real service (TLS listener, admission, provisioner, lease) against the
+/// in-test Kubernetes API, both over real HTTPS on loopback.
+@Suite("Service against the in-test Kubernetes API", .serialized)
+struct ServiceEndToEndTests {
+    static func podCreate(_ namespace: String) -> [UInt8] {
+        let review: JSON = .obj(["apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": .obj([
+            "uid": "e2e-1", "kind": .obj(["group": "", "version": "v1", "kind": "Pod"]),
+            "resource": .obj(["group": "", "version": "v1", "resource": "pods"]),
+            "name": "p", "namespace": .string(namespace), "operation": "CREATE",
+            "userInfo": .obj(["username": "system:serviceaccount:kube-system:replicaset-controller"]),
+            "object": .obj(["spec": .obj(["containers": [.obj(["name": "c", "image": "busybox"])]])]),
+        ])])
+        return Array(review.serialized.utf8)
+    }
+
+    @Test("namespace created → watch → policies → R6 lifts; a config file change rewrites every guard policy; /mutate writes nothing")
+    func endToEnd() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        for ns in ["pxguard-system", "kube-system", "team-old"] { api.addNamespace(ns) }
+        let dir = NSTemporaryDirectory() + "pxguard-e2e-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let configPath = dir + "/config.yaml"
+        try "provisioning: {enabled: true, resyncSeconds: 300}\n".write(toFile: configPath, atomically: true, encoding: .utf8)
+        var options = ServeOptions()
+        options.configPath = configPath
+        options.certDir = dir + "/certs"
+        options.listen = "127.0.0.1:0"
+        options.kubeAPI = api.url
+        options.kubeTokenFile = api.tokenFile
+        options.kubeCA = api.caFile
+        options.certPollSeconds = 0.2
+        options.shutdownGrace = 1
+        options.devCerts = true
+        let service = try Service(options: options, logger: .none)
+        service.start()
+        defer { service.stop() }
+        let client = HTTPClientConnection(try TLSClientConnection(
+            address: SocketAddress(parsing: "127.0.0.1:\(service.server.port)"),
+            context: TLSContext.client(caFile: dir + "/certs/ca.crt"), serverName: "127.0.0.1", timeout: 5))
+        func allowed(_ namespace: String) throws -> (Bool, String) {
+            let answer = try client.request("POST", "/validate", headers: [("Content-Type", "application/json")],
+                                            body: Self.podCreate(namespace))
+            let response = try JSON(parsing: answer.body)["response"]
+            return (response?["allowed"] == true, response?["status"]?["message"]?.stringValue ?? "")
+        }
+        #expect(eventually { canonical(api, "team-old") })
+
+        // /mutate answers and writes nothing.
+        api.clearLog()
+        let namespaceReview: JSON = .obj(["apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": .obj([
+            "uid": "e2e-2", "kind": .obj(["group": "", "version": "v1", "kind": "Namespace"]),
+            "resource": .obj(["group": "", "version": "v1", "resource": "namespaces"]),
+            "name": "team-new", "operation": "CREATE", "userInfo": .obj(["username": "alice"]),
+            "object": .obj(["metadata": .obj(["name": "team-new"])]),
+        ])])
+        let mutated = try client.request("POST", "/mutate", headers: [("Content-Type", "application/json")],
+                                         body: Array(namespaceReview.serialized.utf8))
+        #expect(mutated.status == 200)
+        usleep(300_000)
+        #expect(api.requests.filter { !$0.contains("watch=1") && !$0.contains("/leases") }.isEmpty)
+
+        // The namespace appears; its pods wait until both policies are in place.
+        api.inject((0..<4).map { _ in .init(status: 500, reason: "InternalError", retryAfter: nil, matching: "/namespaces/team-new") })
+        api.addNamespace("team-new")
+        usleep(100_000)
+        let (early, message) = try allowed("team-new")
+        #expect(!early && message.contains("being guarded"))
+        #expect(eventually { (try? allowed("team-new").0) == true })
+        #expect(canonical(api, "team-new"))
+        #expect(try allowed("team-old").0)
+
+        // A config file change (new node subnets) rewrites every guard policy.
+        var config = Config.default
+        config.nodeCIDRs = [CIDR("10.9.0.0/16")!]
+        try "nodeCIDRs: [\"10.9.0.0/16\"]\nprovisioning: {enabled: true, resyncSeconds: 300}\n"
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        #expect(eventually { ["team-old", "team-new"].allSatisfy { canonical(api, $0, config) } })
+        #expect(eventually { GuardPolicies(config: config).isCanonical(
+            spec: api.policy("kube-system", GuardNames.blockPolicy)?["spec"] ?? .null, name: GuardNames.blockPolicy, namespace: "kube-system") })
+        let metrics = try client.request("GET", "/metrics").bodyText
+        #expect(metrics.contains("pxguard_unguarded_namespaces 0"))
+        #expect(metrics.contains("pxguard_view_synced 1"))
+    }
+}
