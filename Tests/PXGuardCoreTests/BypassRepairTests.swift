@@ -195,6 +195,63 @@ struct BypassRepairTests {
         #expect(try validate(Self.create(after).bytes, AdmissionPolicy(config: Self.repairConfig())).allowed)
     }
 
+    /// The size of a policy's `spec` as the request carries it.
+    static func specBytes(_ policy: JSON) -> Int { policy["spec"]!.serialized.utf8.count }
+
+    @Test("R4 repair: 150,000 `{}` egress rules (0.43 MiB) get one bounded answer, the identical rules rewritten once")
+    func identicalRulesCoalesced() throws {
+        let policy = networkPolicy(spec: .obj([
+            "podSelector": .object([]), "policyTypes": ["Egress"],
+            "egress": .array(Array(repeating: .object([]), count: 150_000)),
+        ]))
+        let admission = AdmissionPolicy(config: Self.repairConfig())
+        let (after, verdict) = try Self.repaired(policy, admission)
+        let patch = try #require(verdict.patch)
+        #expect(patch.count <= BypassRepair.patchBudget(specBytes: Self.specBytes(policy)))
+        #expect(verdict.allowed && verdict.decision == .repair)
+        #expect(verdict.warnings.count == 1 && verdict.warnings[0].count <= 256, "\(verdict.warnings)")
+        // One rule's worth of rewrite: everything outside the nodes, the nodes off the protected ports.
+        #expect(after["spec"]?["egress"]?.arrayValue?.count == 2)
+        #expect(try validate(Self.create(after).bytes, admission).allowed)
+    }
+
+    @Test("R4 repair: a policy whose rewrite would outgrow the patch budget gets no patch and a warning; /validate still denies it")
+    func tooLargeToRepair() throws {
+        // 3,000 distinct rules, each a /32 inside the node subnet on every port: each
+        // becomes a rule with four port ranges, about four times its size.
+        let rules: [JSON] = (0..<3_000).map { i in
+            .obj(["to": [.obj(["ipBlock": .obj(["cidr": .string("70.0.\(i / 256).\(i % 256)/32")])])]])
+        }
+        let policy = networkPolicy(spec: .obj(["podSelector": .object([]), "policyTypes": ["Egress"], "egress": .array(rules)]))
+        let admission = AdmissionPolicy(config: Self.repairConfig())
+        let verdict = try mutate(Self.create(policy).bytes, admission).verdict
+        #expect(verdict.allowed && verdict.patch == nil)
+        #expect(verdict.rule == .bypassPolicies)
+        #expect(verdict.warnings.count == 1 && verdict.warnings[0].contains("too large to repair"), "\(verdict.warnings)")
+        let denied = try validate(Self.create(policy).bytes, admission)
+        #expect(!denied.allowed && denied.rule == .bypassPolicies)
+        // One rule with 12,000 peers that each grow threefold stops half-way
+        // through the rule; a `{}` peer after them makes it one small rewrite.
+        let peers: [JSON] = Array(repeating: .obj(["ipBlock": .obj(["cidr": "0.0.0.0/0"])]), count: 12_000)
+        let wide = networkPolicy(spec: .obj(["podSelector": .object([]), "policyTypes": ["Egress"], "egress": [.obj(["to": .array(peers)])]]))
+        let wideVerdict = try mutate(Self.create(wide).bytes, admission).verdict
+        #expect(wideVerdict.patch == nil && wideVerdict.warnings.first?.contains("too large to repair") == true)
+        let open = networkPolicy(spec: .obj(["podSelector": .object([]), "policyTypes": ["Egress"],
+                                             "egress": [.obj(["to": .array(peers + [.object([])])])]]))
+        let (after, openVerdict) = try Self.repaired(open, admission)
+        #expect(openVerdict.decision == .repair && after["spec"]?["egress"]?.arrayValue?.count == 2)
+        // The same rules, fewer of them, are repaired.
+        let small = networkPolicy(spec: .obj(["podSelector": .object([]), "policyTypes": ["Egress"], "egress": .array(Array(rules.prefix(20)))]))
+        #expect(try Self.checkRepair(small, config: Self.repairConfig(), seed: 5))
+    }
+
+    @Test("R4 repair: the patch budget is twice the spec, at least 256 KiB, at most 1.5 MiB")
+    func patchBudget() {
+        #expect(BypassRepair.patchBudget(specBytes: 1_000) == 256 << 10)
+        #expect(BypassRepair.patchBudget(specBytes: 300 << 10) == 600 << 10)
+        #expect(BypassRepair.patchBudget(specBytes: 3 << 20) == 1_536 << 10)
+    }
+
     /// Random egress rules around the interesting edges: blocks that contain, equal,
     /// sit inside or miss a node subnet, excepts inside and around them, mapped
     /// blocks, selector and empty peers; ports absent, single, ranges across the
