@@ -59,12 +59,21 @@ struct BypassRepairTests {
                 guard let block = peer["ipBlock"], let cidr = block["cidr"]?.stringValue.flatMap(CIDR.init) else { continue }
                 for e in block["except"]?.arrayValue ?? [] {
                     let hole = try #require(e.stringValue.flatMap(CIDR.init))
-                    #expect(cidr.contains(hole) && hole.prefix > cidr.prefix, "except \(hole) not inside \(cidr)")
+                    if hole.family == cidr.family {
+                        #expect(cidr.contains(hole) && hole.prefix > cidr.prefix, "except \(hole) not inside \(cidr)")
+                    } else {
+                        // Go's check for an except in the other family: its address (IPv4
+                        // when mapped) inside the cidr, and a longer mask length.
+                        let address = IPRangeSet.effective(hole.range)
+                        let block = IPRangeSet.effective(cidr.range)
+                        #expect(address.family == block.family && block.lower <= address.lower && address.lower <= block.upper
+                                && hole.prefix > cidr.prefix, "except \(hole) not inside \(cidr)")
+                    }
                 }
             }
         }
-        let evaluator = EgressEvaluator(policyNamespace: namespace)
         let protected = ProtectedSet(config: config)
+        for evaluator in [EgressEvaluator(policyNamespace: namespace), EgressEvaluator(policyNamespace: namespace, crossFamilyExcepts: false)] {
         #expect(evaluator.isolatesEgress(spec) == evaluator.isolatesEgress(before))
         var sampler = DestinationSampler(config: config, seed: seed)
         let addresses = sampler.addresses(random: destinations)
@@ -80,7 +89,8 @@ struct BypassRepairTests {
                         d.pod = pod
                         let expected = evaluator.allows(before, d) && !protected.contains(d)
                         if evaluator.allows(spec, d) != expected {
-                            let message = "\(d): repaired allows \(!expected), original allows \(evaluator.allows(before, d))\n"
+                            let message = "\(d): repaired allows \(!expected), original allows \(evaluator.allows(before, d))"
+                                + " (cross-family excepts \(evaluator.crossFamilyExcepts ? "apply" : "ignored"))\n"
                                 + "before: \(before.serialized)\nafter:  \(spec.serialized)"
                             Issue.record(Comment(rawValue: message))
                             return true
@@ -88,6 +98,7 @@ struct BypassRepairTests {
                     }
                 }
             }
+        }
         }
         return true
     }
@@ -195,6 +206,22 @@ struct BypassRepairTests {
         #expect(try validate(Self.create(after).bytes, AdmissionPolicy(config: Self.repairConfig())).allowed)
     }
 
+    @Test("R4 repair: an IPv4-mapped except under an IPv4 cidr is kept, the node subnet added in the block's own family")
+    func crossFamilyExcept() throws {
+        let policy = networkPolicy(spec: .obj([
+            "podSelector": .object([]), "policyTypes": ["Egress"],
+            "egress": [.obj(["to": [.obj(["ipBlock": .obj(["cidr": "0.0.0.0/0", "except": ["::ffff:70.0.0.0/112"]])])]])],
+        ]))
+        let (after, verdict) = try Self.repaired(policy, AdmissionPolicy(config: Self.repairConfig()))
+        #expect(verdict.decision == .repair)
+        // The nodes stay unreachable where the CNI applies the mapped except, and are
+        // open only off the protected ports where it does not.
+        #expect(after["spec"]?["egress"]?.serialized == #"[{"to":[{"ipBlock":{"cidr":"0.0.0.0/0","except":["::ffff:70.0.0.0/112","70.0.0.0/16"]}}]},"#
+            + #"{"to":[{"ipBlock":{"cidr":"70.0.0.0/16","except":["::ffff:70.0.0.0/112"]}}],"ports":[{"protocol":"TCP","port":1,"endPort":9000},"#
+            + #"{"protocol":"TCP","port":9023,"endPort":65535},{"protocol":"UDP"},{"protocol":"SCTP"}]}]"#)
+        #expect(try Self.checkRepair(policy, config: Self.repairConfig(), seed: 13, destinations: 30))
+    }
+
     /// The size of a policy's `spec` as the request carries it.
     static func specBytes(_ policy: JSON) -> Int { policy["spec"]!.serialized.utf8.count }
 
@@ -300,6 +327,14 @@ struct BypassRepairTests {
                     | (UInt128(random.next(4)) << (bits - prefix))
                 let candidate = CIDR(family: parsed.family, network: network & (prefix == 0 ? 0 : ~((UInt128(1) << (bits - prefix)) &- 1)), prefix: prefix)
                 if parsed.contains(candidate) && candidate.prefix > parsed.prefix { excepts.append(candidate.description) }
+            }
+            // Now and then an IPv4 block's except written in IPv4-mapped form (the API
+            // server accepts it; CNIs differ on what it removes).
+            if parsed.family == .v4, random.next(4) == 0 {
+                let near = v4Nodes.first { parsed.contains($0) || $0.contains(parsed) }
+                if let hole = excepts.first.flatMap(CIDR.init) ?? near.flatMap({ parsed.contains($0) && $0 != parsed ? $0 : nil }) {
+                    excepts.append(BypassRepair.mappedForm(hole).description)
+                }
             }
             return .obj(["ipBlock": .obj(["cidr": .string(cidr), "except": excepts.isEmpty ? nil : .array(excepts.map { .string($0) })])])
         }

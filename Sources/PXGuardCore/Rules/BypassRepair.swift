@@ -244,9 +244,12 @@ public struct BypassRepair: Sendable {
         let reached = nodes.filter { IPRangeSet.effective($0.range).intersection(range) != nil }
         guard !reached.isEmpty else { return asIs(&outside) }
         let exceptList = exceptValue.flatMap { $0.kind == .array ? $0 : nil }
-        var excepts: [(value: JSONValue, range: IPRange)] = []
+        // An except written in the other family keeps nothing out for certain (CNIs
+        // differ): it is kept where it was, and also on the node-side block so that
+        // the rewrite allows no more than the original under either reading.
+        var excepts: [(value: JSONValue, range: IPRange, sameFamily: Bool)] = []
         exceptList?.forEachElement { _, e in
-            if let c = e.cidr { excepts.append((e, IPRangeSet.effective(c.range))) }
+            if let c = e.cidr { excepts.append((e, IPRangeSet.effective(c.range), c.family == cidr.family)) }
         }
         var added: [CIDR] = []
         var parts: [(cidr: CIDR, kept: [JSONValue])] = []
@@ -256,12 +259,12 @@ public struct BypassRepair: Sendable {
             // is the block itself or the whole node subnet. An except that covers
             // that part already keeps it out.
             let part = covers(n, range) ? range : n
-            if excepts.contains(where: { covers($0.range, part) }) { continue }
+            if excepts.contains(where: { $0.sameFamily && covers($0.range, part) }) { continue }
             // The whole block lies inside the node subnet.
             if covers(n, range) { return asIs(&inside) }
             let written = mapped ? Self.mappedForm(node) : node
             added.append(written)
-            parts.append((written, excepts.filter { covers(n, $0.range) && $0.range != n }.map(\.value)))
+            parts.append((written, excepts.filter { covers(n, $0.range) && ($0.range != n || !$0.sameFamily) }.map(\.value)))
         }
         guard !added.isEmpty else { return asIs(&outside) }
         Self.separate(&outside)
