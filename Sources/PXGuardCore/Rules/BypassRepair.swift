@@ -70,7 +70,7 @@ public struct BypassRepair: Sendable {
         public let patch: [UInt8]
         /// The first few rules that were rewritten, and what they reached.
         public let repaired: [EgressAnalysis.RuleReach]
-        /// How many rules were rewritten (identical ones count once each).
+        /// How many offending rules there were (identical ones rewritten once).
         public let repairedCount: Int
     }
 
@@ -121,8 +121,8 @@ public struct BypassRepair: Sendable {
             if rewritten.insert(RawToken(rule.bytes)).inserted { split(rule, into: &out) }
         }
         if unparsable || count == 0 { return nil }
-        if out.exceeded { return .tooLarge(limit: limit) }
         out.bytes += "]}]".utf8
+        if out.exceeded { return .tooLarge(limit: limit) }
         return .repaired(Result(patch: out.bytes, repaired: named, repairedCount: count))
     }
 
