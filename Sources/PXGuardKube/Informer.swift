@@ -3,7 +3,7 @@ import Glibc
 #endif
 public import PXGuardCore
 public import PXGuardPlatform
-import Synchronization
+public import Synchronization
 
 /// List-then-watch of one resource, the way client-go's reflector does it: a
 /// paged list (`limit`/`continue`), then a watch from the list's resourceVersion

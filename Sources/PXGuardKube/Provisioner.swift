@@ -3,7 +3,7 @@ import Glibc
 #endif
 public import PXGuardCore
 public import PXGuardPlatform
-import Synchronization
+public import Synchronization
 
 /// Keeps both guard policies present and canonical in every guarded namespace (and
 /// the block policy in kube-system), and the namespace's labels in place. It

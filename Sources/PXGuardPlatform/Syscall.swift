@@ -1,4 +1,4 @@
-import CLinux
+public import CLinux
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -1,7 +1,7 @@
 import PXGuardCore
 import PXGuardPlatform
 import PXGuardServer
-import Synchronization
+public import Synchronization
 
 /// One relaxed atomic counter (arrays cannot hold `Atomic` directly).
 final class Counter: Sendable {

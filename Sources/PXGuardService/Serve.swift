@@ -1,6 +1,6 @@
-import PXGuardCore
-import PXGuardPlatform
-import PXGuardServer
+public import PXGuardCore
+public import PXGuardPlatform
+public import PXGuardServer
 import PXGuardYAML
 import CLinux
 import Synchronization
