@@ -16,14 +16,14 @@
 ///   resolve against pods, never against a node address.
 /// A rule that would come out with an empty `to` or `ports` is left out, since an
 /// empty list means "all".
-public struct BypassRepair: Sendable {
+struct BypassRepair: Sendable {
     let analysis: EgressAnalysis
     /// The node subnets, those inside another one dropped, so that the rest are
     /// disjoint: two CIDR blocks are either nested or disjoint.
     let nodes: [CIDR]
     let protectedPorts: [PortRange]
 
-    public init(config: Config) {
+    init(config: Config) {
         analysis = EgressAnalysis(nodeCIDRs: config.nodeCIDRs, protectedPorts: config.protectedPorts)
         let all = config.nodeCIDRs
         nodes = all.enumerated().filter { i, c in
@@ -35,19 +35,19 @@ public struct BypassRepair: Sendable {
     }
 
     /// What a repair changed.
-    public struct Result: Sendable {
+    struct Result: Sendable {
         /// RFC 6902 patch (JSON text) against the object.
-        public let patch: [UInt8]
+        let patch: [UInt8]
         /// The spec's new `egress` list.
-        public let egress: JSON
+        let egress: JSON
         /// The indices of the rules that were rewritten, and what they reached.
-        public let repaired: [EgressAnalysis.RuleReach]
+        let repaired: [EgressAnalysis.RuleReach]
     }
 
     /// The repair for a NetworkPolicy `spec`, or nil when no egress rule reaches the
     /// protected set, or when one cannot be repaired (an `ipBlock` whose `cidr`
     /// cannot be parsed: the API server refuses it anyway).
-    public func repair(spec: JSONValue) -> Result? {
+    func repair(spec: JSONValue) -> Result? {
         let reaches = analysis.reaches(spec: spec)
         guard !reaches.isEmpty, let egress = spec["egress"] else { return nil }
         for reach in reaches {
@@ -224,7 +224,7 @@ public struct BypassRepair: Sendable {
     }
 
     /// The `warnings` entry for a repair.
-    public func warning(namespace: String, name: String, _ result: Result) -> String {
+    func warning(namespace: String, name: String, _ result: Result) -> String {
         let rules = result.repaired.map { "egress rule \($0.ruleIndex) (\($0.addressesDescription) on \($0.portsDescription))" }
         return "pxguard: bypassPolicies: repaired NetworkPolicy \(namespace)/\(name): "
             + rules.joined(separator: ", ") + " rewritten to leave out the node subnets on the protected ports"
