@@ -74,7 +74,7 @@ def memory_phase():
     with open(mwork + "/config.yaml", "w") as f:
         f.write("server:\n  handshakeTimeoutSeconds: 30\n  headerTimeoutSeconds: 30\n  idleTimeoutSeconds: 60\n"
                 "provisioning: {enabled: false}\n")
-    mp = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--cert-dir", mwork + "/certs",
+    mp = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", mwork + "/certs",
                            "--config", mwork + "/config.yaml"], stderr=subprocess.PIPE, text=True)
     mport = int(mp.stderr.readline().split('"port":"')[1].split('"')[0])
     threading.Thread(target=lambda: [None for _ in mp.stderr], daemon=True).start()

@@ -15,13 +15,13 @@ public struct ServerConfiguration: Sendable {
     public var maxConnectionsPerWorker = 10_000
     /// Connections across all loops. When it is spent, a loop makes room by closing
     /// its oldest idle connection (keep-alive, or no ClientHello yet), else refuses.
-    var maxConnections = 8_192
+    public var maxConnections = 8_192
     /// Connections per loop holding TLS state in an unfinished handshake; a new
     /// handshake beyond it evicts the oldest unfinished one.
-    var maxHandshakesPerWorker = 256
+    public var maxHandshakesPerWorker = 256
     /// Largest ClientHello a peer may announce; checked on the record header before
     /// OpenSSL allocates a buffer for the message (its own cap is 128 KiB).
-    var maxClientHelloBytes = 16 * 1024
+    public var maxClientHelloBytes = 16 * 1024
     /// Memory one loop may hold in request buffers across its connections. A
     /// request that would need more is answered 503 and closed, so many large
     /// bodies at once cannot exhaust memory.
@@ -54,7 +54,7 @@ public struct ServerStatistics: Sendable {
     /// Capacity of all request buffers, the figure `maxBufferedBytesPerWorker` bounds per loop.
     public var bufferedBytes = 0
     /// Connections closed to make room under `maxConnections` or the handshake cap.
-    var shedConnections = 0
+    public var shedConnections = 0
     /// Connections holding TLS state in an unfinished handshake (capped per loop).
-    var handshakesInProgress = 0
+    public var handshakesInProgress = 0
 }

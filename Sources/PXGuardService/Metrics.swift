@@ -113,6 +113,8 @@ public final class ServiceMetrics: Sendable {
             out += counter("pxguard_connection_timeouts_total", "Connections cut by a handshake, header, body or write timeout.", t.timeouts)
             out += counter("pxguard_http_protocol_errors_total", "Requests refused before the handler: parser errors (400, 413, 414, 431, 501, 505) and 503 when request buffers are full.", t.protocolErrors)
             out += counter("pxguard_connections_rejected_total", "Connections refused over the per-worker limit or while draining.", t.rejectedConnections)
+            out += counter("pxguard_connections_shed_total", "Connections closed to make room under server.maxConnections or the handshake cap (oldest idle first).", t.shedConnections)
+            out += gauge("pxguard_tls_handshakes_in_progress", "Connections holding TLS state in an unfinished handshake (capped per loop by server.maxHandshakesPerWorker).", t.handshakesInProgress)
             out += gauge("pxguard_request_buffer_bytes", "Memory held in request buffers, all loops (bounded per loop by server.maxBufferedBytesPerWorker).", t.bufferedBytes)
         }
         out += gauge("pxguard_ready", "1 while the server reports ready.", ready ? 1 : 0)

@@ -124,6 +124,9 @@ public final class Service: Sendable {
         serverConfiguration.maxRequestsPerConnection = config.server.maxRequestsPerConnection
         serverConfiguration.maxConnectionsPerWorker = config.server.maxConnectionsPerWorker
         serverConfiguration.maxBufferedBytesPerWorker = config.server.maxBufferedBytesPerWorker
+        serverConfiguration.maxConnections = config.server.maxConnections
+        serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
+        serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
         let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)

@@ -103,8 +103,12 @@ public struct ConfigLoader {
                     case "workers": config.server.workers = try int(v, field, 0...256)
                     case "maxConnectionsPerWorker": config.server.maxConnectionsPerWorker = try int(v, field, 1...1_000_000)
                     case "maxBufferedBytesPerWorker": config.server.maxBufferedBytesPerWorker = try int(v, field, (1 << 20)...(64 << 30))
+                    case "maxConnections": config.server.maxConnections = try int(v, field, 1...1_000_000)
+                    case "maxHandshakesPerWorker": config.server.maxHandshakesPerWorker = try int(v, field, 1...100_000)
+                    // TLS 1.3 ClientHellos with post-quantum key shares run to a few KiB; below 4 KiB real clients break.
+                    case "maxClientHelloBytes": config.server.maxClientHelloBytes = try int(v, field, 4096...(128 << 10))
                     default:
-                        throw fail(k, "server: unknown key \(quoted(k)); expected maxBodyBytes, maxRequestsPerConnection, idleTimeoutSeconds, handshakeTimeoutSeconds, headerTimeoutSeconds, bodyTimeoutSeconds, workers, maxConnectionsPerWorker or maxBufferedBytesPerWorker")
+                        throw fail(k, "server: unknown key \(quoted(k)); expected \(Self.alternatives(Self.serverKeys))")
                     }
                 }
                 if config.server.maxBufferedBytesPerWorker < 2 * config.server.maxBodyBytes {
@@ -200,6 +204,12 @@ public struct ConfigLoader {
         }
         return c
     }
+
+    /// The keys under `server:`, in the order `Config.document` writes them.
+    static let serverKeys: [String] = {
+        guard case .object(let members)? = Config.default.document["server"] else { return [] }
+        return members.map(\.key)
+    }()
 
     /// "a, b or c".
     static func alternatives(_ words: [String]) -> String {

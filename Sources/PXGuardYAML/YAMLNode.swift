@@ -49,20 +49,63 @@ public struct YAMLNode: Sendable {
         case "false", "False", "FALSE", "n", "N", "no", "No", "NO", "off", "Off", "OFF": return .bool(false)
         default: break
         }
-        var digits = Substring(text)
-        if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
-        if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let v = Int(text) {
-            return .int(v)
-        }
-        if digits.hasPrefix("0x"), let v = Int(digits.dropFirst(2), radix: 16) {
-            return .int(text.hasPrefix("-") ? -v : v)
-        }
+        if let v = integer(text) { return .int(v) }
         if let d = Double(text), text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }),
             text.allSatisfy({ "0123456789.eE+-".contains($0) })
         {
             return .number(d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d))
         }
         return .string(text)
+    }
+}
+
+extension YAMLNode {
+    /// A plain scalar read as an integer (decimal with an optional sign, or hex).
+    static func integer(_ text: String) -> Int? {
+        var digits = Substring(text)
+        if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
+        if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let v = Int(text) {
+            return v
+        }
+        if digits.hasPrefix("0x"), let v = Int(digits.dropFirst(2), radix: 16) {
+            return text.hasPrefix("-") ? -v : v
+        }
+        return nil
+    }
+
+    static let tagPrefix = "tag:yaml.org,2002:"
+
+    /// Whether a scalar with an explicit tag reads as a plain scalar (resolved to
+    /// its type) or as a string, as go-yaml (kubectl's reader) decodes it: `!!bool`,
+    /// `!!int`, `!!float` and `!!null` resolve the text, quoted or not, and refuse text
+    /// of another type; `!!str`, the non-specific `!` and tags go-yaml does not
+    /// resolve leave the text a string. Nil when the text does not fit the tag.
+    static func readsPlain(tag: String, text: String) -> Bool? {
+        guard tag.hasPrefix(tagPrefix) else { return false }
+        let resolved = resolvePlain(text)
+        switch tag.dropFirst(tagPrefix.count) {
+        case "bool":
+            if case .bool = resolved { return true }
+            return nil
+        case "null":
+            return resolved == .null ? true : nil
+        case "int":
+            return integer(text) != nil ? true : nil
+        case "float":
+            // go-yaml widens an integer to a float.
+            if case .number = resolved { return true }
+            return nil
+        case "merge":
+            return text == "<<" ? true : nil
+        default:
+            return false
+        }
+    }
+
+    /// True for the merge key `<<` (plain, or tagged `!!merge`).
+    var isMergeKey: Bool {
+        if case .scalar("<<", plain: true) = value { return true }
+        return false
     }
 }
 
@@ -182,8 +225,16 @@ public enum YAMLReader {
             case YAML_SCALAR_EVENT:
                 let s = event.data.scalar
                 let text = String(decoding: UnsafeBufferPointer(start: s.value, count: s.length), as: UTF8.self)
-                let node = YAMLNode(value: .scalar(text, plain: s.style == YAML_PLAIN_SCALAR_STYLE && s.plain_implicit == 1),
-                                    line: line, column: column)
+                var plain = s.style == YAML_PLAIN_SCALAR_STYLE && s.plain_implicit == 1
+                if let tag = Self.string(s.tag) {
+                    guard let tagged = YAMLNode.readsPlain(tag: tag, text: text) else {
+                        let short = tag.hasPrefix(YAMLNode.tagPrefix) ? "!!" + tag.dropFirst(YAMLNode.tagPrefix.count) : tag
+                        throw YAMLError(file: file, line: line, column: column,
+                                        message: "cannot decode \"\(text)\" as \(short); write a value of that type or drop the tag")
+                    }
+                    plain = tagged
+                }
+                let node = YAMLNode(value: .scalar(text, plain: plain), line: line, column: column)
                 let built = Built(node: node, height: 1, nodes: 1)
                 if let anchor = Self.string(s.anchor) { anchors[anchor] = built }
                 try add(built)
@@ -206,7 +257,7 @@ public enum YAMLReader {
                     node = YAMLNode(value: .sequence(frame.items), line: frame.line, column: frame.column)
                 case .mapping:
                     try refuseDuplicateKeys(frame.pairs)
-                    node = YAMLNode(value: .mapping(frame.pairs), line: frame.line, column: frame.column)
+                    node = YAMLNode(value: .mapping(try merged(frame.pairs)), line: frame.line, column: frame.column)
                 }
                 let built = Built(node: node, height: frame.height, nodes: frame.nodes)
                 if let anchor = frame.anchor { anchors[anchor] = built }
@@ -239,6 +290,59 @@ public enum YAMLReader {
                                     message: "duplicate key \"\(name)\" (first defined on line \(first)); keep one")
                 }
             }
+        }
+
+        /// A mapping's pairs with its merge key (`<<`) replaced by the pairs it merges
+        /// (YAML 1.1 merge, as kubectl's reader does it): a key written in the mapping
+        /// wins over a merged one, and of a list of mappings the earlier ones win.
+        /// A key written *before* the `<<` that the merge also sets is refused: go-yaml
+        /// v2 (kubectl) lets the merge overwrite it and YAML 1.1 keeps it, so the
+        /// cluster could see another value than `check` judged.
+        func merged(_ pairs: [(key: YAMLNode, value: YAMLNode)]) throws -> [(key: YAMLNode, value: YAMLNode)] {
+            guard let at = pairs.firstIndex(where: { $0.key.isMergeKey }) else { return pairs }
+            let mergeKey = pairs[at].key
+            let value = pairs[at].value
+            var sources: [[(key: YAMLNode, value: YAMLNode)]] = []
+            switch value.value {
+            case .mapping(let p):
+                sources = [p]
+            case .sequence(let items):
+                for item in items {
+                    guard case .mapping(let p) = item.value else {
+                        throw YAMLError(file: file, line: item.line, column: item.column,
+                                        message: "the merge key << takes a mapping or a list of mappings, not \(item.typeName)")
+                    }
+                    sources.append(p)
+                }
+            case .scalar:
+                throw YAMLError(file: file, line: value.line, column: value.column,
+                                message: "the merge key << takes a mapping or a list of mappings, not \(value.typeName)")
+            }
+            var explicit: [String: Int] = [:]
+            for (i, pair) in pairs.enumerated() where i != at {
+                if let name = pair.key.scalar { explicit[name] = i }
+            }
+            var seen = Set<String>()
+            var merged: [(key: YAMLNode, value: YAMLNode)] = []
+            for source in sources {
+                for pair in source {
+                    guard let name = pair.key.scalar else {
+                        merged.append(pair)
+                        continue
+                    }
+                    if let i = explicit[name] {
+                        if i < at {
+                            let key = pairs[i].key
+                            throw YAMLError(file: file, line: key.line, column: key.column,
+                                            message: "key \"\(name)\" is set before the merge key << on line \(mergeKey.line) that also "
+                                                + "sets it: kubectl's reader lets the merge win, YAML 1.1 this key; move it after <<")
+                        }
+                        continue
+                    }
+                    if seen.insert(name).inserted { merged.append(pair) }
+                }
+            }
+            return Array(pairs[..<at]) + merged + Array(pairs[(at + 1)...])
         }
 
         /// Counts a finished node and appends it to the innermost open collection

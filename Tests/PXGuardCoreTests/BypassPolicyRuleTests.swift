@@ -45,6 +45,22 @@ struct BypassPolicyRuleTests {
         Case(label: "IPv6 peer against IPv4 node subnets", spec: egress([rule(to: [block("::/0")])]), denied: false),
         Case(label: "IPv4-mapped IPv6 block reaching the node subnet",
              spec: egress([rule(to: [block("::ffff:70.0.0.0/112")], ports: [port(9001)])]), denied: true),
+        // An except written in the other family than its cidr: some CNIs read a mapped
+        // prefix as IPv4, others keep it IPv6 and leave the nodes reachable. It removes
+        // nothing, as an unparsable except.
+        Case(label: "an IPv4-mapped except under an IPv4 cidr removes nothing",
+             spec: egress([rule(to: [block("0.0.0.0/0", except: ["::ffff:70.0.0.0/112"])])]), denied: true,
+             message: "egress rule 0 allows 70.0.0.0/16 on TCP/9001-9022"),
+        Case(label: "::ffff:0.0.0.0/96 as the except of 0.0.0.0/0 removes nothing",
+             spec: egress([rule(to: [block("0.0.0.0/0", except: ["::ffff:0.0.0.0/96"])], ports: [port(9001)])]), denied: true,
+             message: "allows 70.0.0.0/16 on TCP/9001"),
+        Case(label: "an IPv4 except under an IPv4-mapped cidr removes nothing",
+             spec: egress([rule(to: [block("::ffff:0.0.0.0/96", except: ["70.0.0.0/16"])], ports: [port(9001)])]), denied: true,
+             message: "Add ::ffff:4600:0/112 to the except list"),
+        Case(label: "an IPv4-mapped except under an IPv4-mapped cidr removes its block",
+             spec: egress([rule(to: [block("::ffff:0.0.0.0/96", except: ["::ffff:70.0.0.0/112"])])]), denied: false),
+        Case(label: "a mapped except next to the IPv4 one: the IPv4 one keeps the nodes out",
+             spec: egress([rule(to: [block("0.0.0.0/0", except: ["::ffff:70.0.0.0/112", "70.0.0.0/16"])])]), denied: false),
         Case(label: "podSelector peer selects pods, not nodes",
              spec: egress([rule(to: [.obj(["podSelector": .object([])])])]), denied: false),
         Case(label: "namespaceSelector peer selects pods, not nodes",

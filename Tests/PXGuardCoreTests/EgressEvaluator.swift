@@ -44,7 +44,15 @@ struct EgressEvaluator {
     }
     let blocks = Blocks()
 
-    init(policyNamespace: String = "default") { self.policyNamespace = policyNamespace }
+    /// Whether an `except` written in the other family than its `cidr` (an
+    /// IPv4-mapped except under an IPv4 cidr) removes the addresses it maps: CNIs
+    /// differ, so repairs are checked under both readings.
+    let crossFamilyExcepts: Bool
+
+    init(policyNamespace: String = "default", crossFamilyExcepts: Bool = true) {
+        self.policyNamespace = policyNamespace
+        self.crossFamilyExcepts = crossFamilyExcepts
+    }
 
     func block(_ text: String) -> (IPFamily, UInt128, UInt128)? {
         if let known = blocks.parsed[text] { return known }
@@ -103,7 +111,8 @@ struct EgressEvaluator {
         }
         guard contains(cidr) else { return false }
         for e in block["except"]?.arrayValue ?? [] {
-            if let text = e.stringValue, let hole = self.block(text), contains(hole) { return false }
+            guard let text = e.stringValue, crossFamilyExcepts || text.contains(":") == cidrText.contains(":") else { continue }
+            if let hole = self.block(text), contains(hole) { return false }
         }
         return true
     }

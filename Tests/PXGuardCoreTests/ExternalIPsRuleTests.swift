@@ -11,6 +11,8 @@ struct ExternalIPsRuleTests {
         var user = "alice@example.com"
         var ips: [String]?
         var oldIPs: [String]? = nil
+        var loadBalancerIP: String? = nil
+        var oldLoadBalancerIP: String? = nil
         var config: Config = .default
         let allowed: Bool
         var message: String? = nil
@@ -18,16 +20,17 @@ struct ExternalIPsRuleTests {
     }
 
     /// A Service as the API server sends it after defaulting.
-    static func service(_ namespace: String, _ ips: [String]?) -> JSON {
+    static func service(_ namespace: String, _ ips: [String]?, loadBalancerIP: String? = nil) -> JSON {
         .obj([
             "apiVersion": "v1", "kind": "Service",
             "metadata": .obj(["name": "px-hijack", "namespace": .string(namespace), "uid": "4d4d4d4d-1111-4222-8333-444455556666"]),
             "spec": .obj([
-                "type": "ClusterIP", "clusterIP": "10.96.14.7", "clusterIPs": ["10.96.14.7"],
+                "type": loadBalancerIP == nil ? "ClusterIP" : "LoadBalancer", "clusterIP": "10.96.14.7", "clusterIPs": ["10.96.14.7"],
                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
                 "selector": .obj(["app": "evil"]),
                 "ports": [.obj(["name": "px", "protocol": "TCP", "port": 9001, "targetPort": 9001])],
                 "externalIPs": ips.map { .array($0.map { .string($0) }) },
+                "loadBalancerIP": loadBalancerIP.map { .string($0) },
             ]),
             "status": .obj(["loadBalancer": .object([])]),
         ])
@@ -63,6 +66,21 @@ struct ExternalIPsRuleTests {
              allowed: true),
         Case(label: "the server's service account is not exempt", user: Config.default.serviceAccount, ips: ["70.0.98.11"],
              allowed: false),
+        // spec.loadBalancerIP: the other half of CVE-2020-8554 (load balancers that
+        // honour it publish it in status, and kube-proxy captures it the same way).
+        Case(label: "a node address as loadBalancerIP", ips: nil, loadBalancerIP: "70.0.98.11", allowed: false,
+             message: "pxguard: externalIPs: Service team-a/px-hijack lists load balancer IP 70.0.98.11 (spec.loadBalancerIP), "
+                + "inside the node subnet 70.0.0.0/16"),
+        Case(label: "an IPv4-mapped node address as loadBalancerIP", ips: ["192.0.2.10"], loadBalancerIP: "::ffff:70.0.0.5",
+             allowed: false, message: "spec.loadBalancerIP"),
+        Case(label: "a loadBalancerIP outside the node subnets", ips: ["192.0.2.10"], loadBalancerIP: "192.0.2.20", allowed: true),
+        Case(label: "an empty loadBalancerIP", ips: nil, loadBalancerIP: "", allowed: true),
+        Case(label: "UPDATE setting loadBalancerIP to a node address", operation: "UPDATE", ips: nil, oldIPs: nil,
+             loadBalancerIP: "70.0.98.11", oldLoadBalancerIP: "192.0.2.20", allowed: false),
+        Case(label: "UPDATE keeping a loadBalancerIP held from before pxguard", operation: "UPDATE", ips: nil, oldIPs: nil,
+             loadBalancerIP: "70.0.98.11", oldLoadBalancerIP: "70.0.98.11", allowed: true),
+        Case(label: "a loadBalancerIP in an exempt namespace", namespace: "portworx", ips: nil, loadBalancerIP: "70.0.98.11",
+             allowed: true),
         Case(label: "warn mode allows with a warning", ips: ["70.0.98.11"],
              config: { var c = Config.default; c.ruleModes[.externalIPs] = .warn; return c }(), allowed: true),
     ]
@@ -70,8 +88,8 @@ struct ExternalIPsRuleTests {
     @Test("R7: Service external IPs inside a node subnet are denied", arguments: cases)
     func table(_ c: Case) throws {
         let review = Review(kind: "Service", operation: c.operation, namespace: c.namespace, name: "px-hijack", user: c.user,
-                            object: Self.service(c.namespace, c.ips),
-                            oldObject: c.operation == "UPDATE" ? Self.service(c.namespace, c.oldIPs) : nil)
+                            object: Self.service(c.namespace, c.ips, loadBalancerIP: c.loadBalancerIP),
+                            oldObject: c.operation == "UPDATE" ? Self.service(c.namespace, c.oldIPs, loadBalancerIP: c.oldLoadBalancerIP) : nil)
         let v = try validate(review.bytes, AdmissionPolicy(config: c.config))
         #expect(v.allowed == c.allowed, "\(v.message ?? "allowed")")
         if !c.allowed {

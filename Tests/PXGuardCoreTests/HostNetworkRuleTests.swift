@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import PXGuardCore
 
@@ -90,5 +91,19 @@ struct HostNetworkRuleTests {
         #expect(try validate(fixture("connect-exec-e11")).allowed)
         #expect(try validate(fixture("scale-update-e12")).allowed)
         #expect(try validate(fixture("bench-pod-create")).allowed)
+    }
+
+    @Test("R1: a member name written with JSON escapes (\"host\\u004eetwork\") is the decoded name, as Go's decoder reads it")
+    func escapedMemberName() throws {
+        let plain = String(decoding: Review(object: pod(hostNetwork: true)).bytes, as: UTF8.self)
+        for escaped in [#""host\u004eetwork""#, #""\u0068ostNetwork""#, #""hostNetwor\u006b""#, #""\u0068\u006f\u0073\u0074\u004e\u0065\u0074\u0077\u006f\u0072\u006b""#] {
+            let text = plain.replacingOccurrences(of: #""hostNetwork""#, with: escaped)
+            #expect(text.contains(escaped))
+            let v = try validate(Array(text.utf8))
+            #expect(!v.allowed && v.rule == .hostNetwork, "\(escaped)")
+        }
+        // `host\u004etwork` decodes to "hostNtwork", a field the API server drops.
+        let other = plain.replacingOccurrences(of: #""hostNetwork""#, with: #""host\u004etwork""#)
+        #expect(try validate(Array(other.utf8)).allowed)
     }
 }

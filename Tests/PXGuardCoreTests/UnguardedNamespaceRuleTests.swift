@@ -73,4 +73,37 @@ struct UnguardedNamespaceRuleTests {
         let v = try validate(Review(namespace: "team-new", groups: ["breakglass"], object: Self.pod).bytes, policy(config: exempt))
         #expect(v.allowed && v.decision == .exempt)
     }
+
+    static let hostNetworkPod: JSON = .obj(["spec": .obj(["hostNetwork": true, "containers": [.obj(["name": "c", "image": "busybox"])]])])
+
+    @Test("modes: a hostNetwork finding in warn or audit mode does not hide R6's denial of the same pod", arguments: [Mode.warn, .audit])
+    func laterRuleStillDenies(_ mode: Mode) throws {
+        var config = Config.default
+        config.ruleModes[.hostNetwork] = mode
+        let v = try validate(Review(namespace: "team-new", object: Self.hostNetworkPod).bytes, policy(config: config))
+        #expect(!v.allowed && v.rule == .unguardedNamespace && v.decision == .deny)
+        #expect(v.message?.hasPrefix("pxguard: unguardedNamespace:") == true)
+        // The earlier finding is kept: its warning, and its rule in the audit annotations.
+        #expect(v.warnings.count == (mode == .warn ? 1 : 0))
+        #expect(v.warnings.allSatisfy { $0.hasPrefix("pxguard: hostNetwork:") })
+        #expect(v.auditAnnotations.map(\.key) == ["rule", "decision", "hostNetwork"])
+        #expect(v.auditAnnotations.map(\.value) == ["unguardedNamespace", "deny", mode.rawValue])
+        #expect(v.auditAnnotations.allSatisfy { !$0.key.contains("/") })
+    }
+
+    @Test("modes: two findings that allow are both reported, the first one as `rule`")
+    func findingsAccumulate() throws {
+        var config = Config.default
+        config.ruleModes[.hostNetwork] = .warn
+        config.ruleModes[.unguardedNamespace] = .warn
+        let v = try validate(Review(namespace: "team-new", object: Self.hostNetworkPod).bytes, policy(config: config))
+        #expect(v.allowed && v.rule == .hostNetwork && v.decision == .warn)
+        #expect(v.warnings.count == 2)
+        #expect(v.warnings.first?.hasPrefix("pxguard: hostNetwork:") == true && v.warnings.last?.hasPrefix("pxguard: unguardedNamespace:") == true)
+        #expect(v.auditAnnotations.map(\.key) == ["rule", "decision", "unguardedNamespace"])
+        #expect(v.auditAnnotations.map(\.value) == ["hostNetwork", "warn", "warn"])
+        // Without the second finding the answer is as before.
+        let one = try validate(Review(namespace: "team-ok", object: Self.hostNetworkPod).bytes, policy(config: config))
+        #expect(one.allowed && one.rule == .hostNetwork && one.warnings.count == 1 && one.auditAnnotations.count == 2)
+    }
 }

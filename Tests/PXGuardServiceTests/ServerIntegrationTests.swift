@@ -555,3 +555,22 @@ struct BufferBudgetTests {
         #expect(try server.client().request("GET", "/metrics").bodyText.contains("\npxguard_request_buffer_bytes 8192\n"))
     }
 }
+
+@Suite("Connection limits from the config file", .serialized)
+struct ConnectionLimitTests {
+    @Test("server.maxConnections reaches the transport: silent connections beyond it are shed oldest first, reviews still answered, and /metrics counts them")
+    func connectionBudget() throws {
+        let server = try TestServer(server: ["workers": "1", "maxConnections": "4"])
+        // Four silent TCP connections (no ClientHello) fill the budget.
+        let silent = try (0..<4).map { _ in try RawSocket(port: server.port, timeout: 3) }
+        usleep(200_000)
+        // A real client still gets in: the oldest silent one makes room.
+        let client = try server.client()
+        #expect(try client.request("GET", "/healthz").status == 200)
+        #expect(silent[0].readUntilClosed().closed, "the oldest idle connection was shed")
+        let metrics = try client.request("GET", "/metrics").bodyText
+        let shed = metrics.split(separator: "\n").first { $0.hasPrefix("pxguard_connections_shed_total ") }
+        #expect((shed.flatMap { Int($0.split(separator: " ")[1]) } ?? 0) >= 1)
+        #expect(metrics.contains("\npxguard_tls_handshakes_in_progress "))
+    }
+}

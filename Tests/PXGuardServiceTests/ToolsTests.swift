@@ -99,6 +99,34 @@ struct ToolsTests {
         #expect(lines[5] == "5 objects checked: 3 allowed, 2 denied")
     }
 
+    @Test("check: YAML is read as kubectl reads it: explicit tags, merge keys, escaped JSON member names",
+          arguments: [
+            ("check-r1-yaml-explicit-bool-tag.yaml", "pod/p denied", "pxguard: hostNetwork"),
+            ("check-r1-yaml-merge-key.yaml", "pod/p denied", "pxguard: hostNetwork"),
+            ("check-r4-yaml-int-tag-endport.yaml", "networkpolicy.networking.k8s.io/p denied", "on TCP/9001-9022"),
+            ("check-r1-escaped-key.json", "pod/p denied", "pxguard: hostNetwork"),
+            // `host\u004etwork` is "hostNtwork": a field the API server drops.
+            ("check-r1-escaped-key-misspelt.json", "pod/p allowed", ""),
+          ])
+    func checkReadsAsKubectl(_ name: String, _ prefix: String, _ message: String) throws {
+        let (report, code) = try check(configPath: nil, files: [resource("Manifests/redteam/" + name)])
+        let line = String(report.split(separator: "\n").first ?? "")
+        #expect(line.hasPrefix(prefix) && (message.isEmpty || line.contains(message)), "\(report)")
+        #expect(code == (prefix.hasSuffix("denied") ? 1 : 0))
+    }
+
+    @Test("check: merge keys from anchors and lists: earlier mappings and explicit keys win")
+    func checkMergeAnchors() throws {
+        let (report, code) = try check(configPath: nil, files: [resource("Manifests/redteam/check-r1-yaml-merge-anchors.yaml")])
+        let lines = report.split(separator: "\n").map(String.init)
+        #expect(lines.count == 5, "\(report)")
+        #expect(lines.first == "pod/base allowed")
+        #expect(lines.dropFirst().first?.hasPrefix("pod/merged-list denied") == true, "\(report)")
+        #expect(lines.dropFirst(2).first?.hasPrefix("pod/earlier-wins denied") == true, "\(report)")
+        #expect(lines.dropFirst(3).first == "pod/explicit-wins allowed", "\(report)")
+        #expect(code == 1)
+    }
+
     @Test("check: JSON List objects are expanded; all-allowed exits 0")
     func checkList() throws {
         let (report, code) = try check(configPath: nil, files: [resource("Manifests/list.json")])

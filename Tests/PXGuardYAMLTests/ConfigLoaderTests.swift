@@ -47,6 +47,9 @@ struct ConfigLoaderTests {
         #expect(config.serviceAccount == "system:serviceaccount:guard:pxguard")
         #expect(config.server.maxRequestsPerConnection == 1000)
         #expect(config.server.workers == 3)
+        #expect(config.server.maxConnections == 6000)
+        #expect(config.server.maxHandshakesPerWorker == 100)
+        #expect(config.server.maxClientHelloBytes == 8192)
         #expect(config.server.maxBufferedBytesPerWorker == 64 << 20)
         #expect(config.replicas == 3)
     }
@@ -92,6 +95,69 @@ struct YAMLReaderTests {
     func resolution() throws {
         let doc = try YAMLReader.documents(Array("a: true\nb: \"true\"\nc: 8099\nd: '8099'\ne: ~\nf: 1.5\ng: yes\n".utf8), file: "t")[0]
         #expect(doc.json == .obj(["a": true, "b": "true", "c": 8099, "d": "8099", "e": .null, "f": .number("1.5"), "g": true]))
+    }
+
+    @Test("explicit tags resolve as go-yaml does: !!bool, !!int, !!float, !!null on quoted text; !!str keeps text")
+    func explicitTags() throws {
+        let text = """
+            a: !!bool "true"
+            b: !!int "9100"
+            c: !!str 123
+            d: !!float "1.5"
+            e: !!null ""
+            f: !!str true
+            g: !!int 0x10
+            h: !!float "2"
+            i: !!bool 'no'
+            j: ! 123
+            k: !!str
+            """
+        let doc = try YAMLReader.documents(Array(text.utf8), file: "t")[0]
+        #expect(doc.json == .obj(["a": true, "b": 9100, "c": "123", "d": .number("1.5"), "e": .null, "f": "true", "g": 16,
+                                  "h": 2, "i": false, "j": "123", "k": ""]))
+    }
+
+    @Test("a tag the text does not fit is refused where it stands", arguments: [
+        ("a: !!int \"abc\"\n", 1, 4), ("x: 1\nb: !!bool \"maybe\"\n", 2, 4), ("c: !!null 0\n", 1, 4), ("d: !!int \"1.5\"\n", 1, 4),
+    ])
+    func badTags(_ text: String, _ line: Int, _ column: Int) {
+        do {
+            _ = try YAMLReader.documents(Array(text.utf8), file: "t.yaml")
+            Issue.record("accepted \(text)")
+        } catch let error as YAMLError {
+            #expect(error.line == line && error.column == column, "\(error)")
+            #expect(error.message.hasPrefix("cannot decode"), "\(error)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    @Test("merge keys (<<) merge as YAML 1.1 says: explicit keys win, earlier mappings of a list win")
+    func mergeKeys() throws {
+        func json(_ text: String) throws -> JSON { try YAMLReader.documents(Array(text.utf8), file: "m")[0].json }
+        #expect(try json("spec:\n  <<: {hostNetwork: true}\n  c: 1\n") == .obj(["spec": .obj(["hostNetwork": true, "c": 1])]))
+        #expect(try json("a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  z: 3\n")["c"]
+                == .obj(["x": 1, "y": 1, "z": 3]))
+        #expect(try json("a: &a {x: 1}\nc:\n  <<: *a\n  x: 2\n")["c"] == .obj(["x": 2]))
+        #expect(try json("a: &a {x: 1}\nc: {<<: *a}\n")["c"] == .obj(["x": 1]))
+        #expect(try json("c: {!!merge <<: {x: 1}}\n")["c"] == .obj(["x": 1]))
+        // A quoted "<<" is an ordinary key.
+        #expect(try json("c: {\"<<\": {x: 1}}\n")["c"] == .obj(["<<": .obj(["x": 1])]))
+        // Merged mappings merge their own merges first.
+        #expect(try json("a: &a {<<: {deep: true}}\nc: {<<: *a}\n")["c"] == .obj(["deep": true]))
+    }
+
+    @Test("merge keys that readers disagree on, or that merge no mapping, are refused", arguments: [
+        // go-yaml v2 (kubectl) lets a later merge overwrite an earlier explicit key; YAML 1.1 keeps the explicit one.
+        ("spec:\n  hostNetwork: false\n  <<: {hostNetwork: true}\n", "hostNetwork"),
+        ("c: {<<: 1}\n", "mapping"),
+        ("c: {<<: [{x: 1}, 2]}\n", "mapping"),
+    ])
+    func badMerges(_ text: String, _ mentions: String) {
+        #expect(throws: YAMLError.self) { try YAMLReader.documents(Array(text.utf8), file: "m.yaml") }
+        do { _ = try YAMLReader.documents(Array(text.utf8), file: "m.yaml") } catch {
+            #expect("\(error)".contains(mentions), "\(error)")
+        }
     }
 
     @Test("a key repeated in one mapping is refused at the second occurrence; the same key in sibling mappings is fine")

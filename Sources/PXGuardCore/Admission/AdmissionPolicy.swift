@@ -22,16 +22,48 @@ public final class AdmissionPolicy: Sendable {
         bypassRepair = BypassRepair(config: config)
     }
 
-    /// The answer of `/validate`: the first rule, in SPEC order, with a finding.
+    /// The answer of `/validate`: every rule in SPEC order until one denies. A finding
+    /// that allows (warn, audit, exempt) is kept and the next rules still run, so a
+    /// rule in warn mode never hides a later rule's denial; the answer carries every
+    /// finding's warning, and names the deciding one (the denial, else the first
+    /// finding) under `rule`/`decision`, the others under their rule's name.
     /// The rules are called directly rather than through an array of existentials,
-    /// so no rule or request is boxed or copied per review.
+    /// so no rule or request is boxed or copied per review, and a request no rule
+    /// has a finding for allocates nothing.
     public func validate(_ request: AdmissionRequest) -> Verdict {
-        check(hostNetwork, request) ?? check(guardPolicy, request) ?? check(bypassPolicy, request)
-            ?? check(optOut, request) ?? check(unguardedNamespace, request) ?? check(externalIPs, request) ?? .allow
+        var found: Verdict?
+        _ = check(hostNetwork, request, &found) || check(guardPolicy, request, &found)
+            || check(bypassPolicy, request, &found) || check(optOut, request, &found)
+            || check(unguardedNamespace, request, &found) || check(externalIPs, request, &found)
+        return found ?? .allow
     }
 
-    @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest) -> Verdict? {
-        rule.evaluate(request, context).map { verdict(rule: rule.id, message: $0, request: request) }
+    /// Runs one rule and folds its finding into `found`; true when it denies (the
+    /// rules after it need not run).
+    @inline(__always) func check<Rule: AdmissionRule>(_ rule: Rule, _ request: AdmissionRequest, _ found: inout Verdict?) -> Bool {
+        guard let message = rule.evaluate(request, context) else { return false }
+        let next = verdict(rule: rule.id, message: message, request: request)
+        found = found.map { Self.combine($0, next) } ?? next
+        return !next.allowed
+    }
+
+    /// Two findings of one review as one answer. A denial decides; otherwise the
+    /// earlier finding does. Warnings are kept in order; the finding that does not
+    /// decide is recorded as an audit annotation `<rule>: <decision>` (keys must be
+    /// unique, and `rule`/`decision` belong to the deciding one).
+    static func combine(_ earlier: Verdict, _ later: Verdict) -> Verdict {
+        var combined: Verdict
+        if later.allowed {
+            combined = earlier
+            if let rule = later.rule { combined.auditAnnotations.append((rule.rawValue, later.decision.rawValue)) }
+        } else {
+            combined = later
+            // The earlier answer's deciding finding, then the ones it had recorded.
+            if let rule = earlier.rule { combined.auditAnnotations.append((rule.rawValue, earlier.decision.rawValue)) }
+            combined.auditAnnotations += earlier.auditAnnotations.filter { $0.key != "rule" && $0.key != "decision" }
+        }
+        combined.warnings = earlier.warnings + later.warnings
+        return combined
     }
 
     /// The result of `/mutate`: the answer only. M1 changes no server state; the
@@ -60,12 +92,22 @@ public final class AdmissionPolicy: Sendable {
             let spec = request.object?["spec"], exemption(for: request, rule: .bypassPolicies) == nil
         else { return nil }
         if request.operation == .update, let old = request.oldObject?["spec"], spec.tokensEqual(old) { return nil }
-        guard let result = bypassRepair.repair(spec: spec) else { return nil }
-        var v = Verdict(allowed: true, rule: .bypassPolicies, decision: .repair)
-        v.patch = result.patch
-        v.warnings = [Self.warning(bypassRepair.warning(namespace: request.namespace, name: request.objectName, result))]
-        v.auditAnnotations = [("rule", RuleID.bypassPolicies.rawValue), ("decision", Decision.repair.rawValue)]
-        return v
+        switch bypassRepair.repair(spec: spec) {
+        case nil:
+            return nil
+        case .repaired(let result):
+            var v = Verdict(allowed: true, rule: .bypassPolicies, decision: .repair)
+            v.patch = result.patch
+            v.warnings = [Self.warning(bypassRepair.warning(namespace: request.namespace, name: request.objectName, result))]
+            v.auditAnnotations = [("rule", RuleID.bypassPolicies.rawValue), ("decision", Decision.repair.rawValue)]
+            return v
+        case .tooLarge(let limit):
+            // No patch: the policy reaches `/validate` as written and is denied there.
+            var v = Verdict(allowed: true, rule: .bypassPolicies, decision: .warn)
+            v.warnings = [Self.warning(bypassRepair.tooLargeWarning(namespace: request.namespace, name: request.objectName, limit: limit))]
+            v.auditAnnotations = [("rule", RuleID.bypassPolicies.rawValue), ("decision", Decision.warn.rawValue)]
+            return v
+        }
     }
 
     /// The controller manager on its own credentials (`--use-service-account-credentials=false`).

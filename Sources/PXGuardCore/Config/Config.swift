@@ -115,6 +115,12 @@ public struct Config: Sendable, Equatable {
         /// Event loops; 0 means one per core.
         public var workers: Int = 0
         public var maxConnectionsPerWorker: Int = 10_000
+        /// Connections across all loops; when spent, the oldest idle one is shed.
+        public var maxConnections: Int = 8_192
+        /// Connections per loop holding TLS state in an unfinished handshake.
+        public var maxHandshakesPerWorker: Int = 256
+        /// Largest ClientHello a peer may announce (checked before OpenSSL allocates).
+        public var maxClientHelloBytes: Int = 16 << 10
         /// Request-buffer memory per event loop before large requests get 503.
         public var maxBufferedBytesPerWorker: Int = 256 << 20
         public init() {}
@@ -187,6 +193,9 @@ extension Config {
                 "bodyTimeoutSeconds": .int(server.bodyTimeoutSeconds),
                 "workers": .int(server.workers),
                 "maxConnectionsPerWorker": .int(server.maxConnectionsPerWorker),
+                "maxConnections": .int(server.maxConnections),
+                "maxHandshakesPerWorker": .int(server.maxHandshakesPerWorker),
+                "maxClientHelloBytes": .int(server.maxClientHelloBytes),
                 "maxBufferedBytesPerWorker": .int(server.maxBufferedBytesPerWorker),
             ]),
         ])

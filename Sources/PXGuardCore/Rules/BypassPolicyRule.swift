@@ -42,10 +42,12 @@ struct BypassPolicyRule: AdmissionRule {
             }
             destination = "Give \(rule) a `to` that leaves out the node subnets (an ipBlock with "
                 + outside.joined(separator: " and ") + ")"
-        case .ipBlocks(let reached, let families):
+        case .ipBlocks(let reached, let families, let mapped):
+            // An except counts only in its block's written family: IPv4-mapped form
+            // for a mapped block.
             let nodes = config.nodeCIDRs.filter { c in
                 families.contains(c.family) && reached.overlaps(IPRangeSet(c.range))
-            }
+            }.map { mapped ? BypassRepair.mappedForm($0) : $0 }
             destination = "Add \(nodes.map(\.description).joined(separator: ", ")) to the except list of "
                 + "the ipBlock in \(rule)"
         case .unparsable(let text):

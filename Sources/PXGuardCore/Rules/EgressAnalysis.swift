@@ -47,8 +47,9 @@ struct EgressAnalysis: Sendable {
         case all
         /// The node address pieces the rule's `ipBlock` peers reach, and the
         /// families of the blocks that reach them (for the fix: an `except` of the
-        /// block's own family). Selector peers select pod IPs and never count.
-        case ipBlocks(IPRangeSet, families: Set<IPFamily>)
+        /// block's own family; `mapped` when an IPv4 one is written IPv4-mapped).
+        /// Selector peers select pod IPs and never count.
+        case ipBlocks(IPRangeSet, families: Set<IPFamily>, mapped: Bool)
         /// An `ipBlock` whose `cidr` cannot be parsed: the API server rejects it
         /// before validating webhooks run; offline it is treated as reaching every node.
         case unparsable(String)
@@ -149,7 +150,7 @@ struct EgressAnalysis: Sendable {
         let addresses: IPRangeSet
         switch destinations {
         case .all, .unparsable: addresses = nodes
-        case .ipBlocks(let set, _): addresses = set
+        case .ipBlocks(let set, _, _): addresses = set
         }
         return RuleReach(ruleIndex: index, destinations: destinations, addresses: addresses, allPorts: allPorts,
                          ports: allPorts ? protectedPorts : PortRange.coalesce(scratch.ports), namedPorts: scratch.named)
@@ -167,14 +168,15 @@ struct EgressAnalysis: Sendable {
         return !egress.isEmptyContainerOrNull
     }
 
-    /// The addresses an `ipBlock` allows: its `cidr` minus its `except` blocks, with
-    /// IPv4-mapped blocks read as IPv4. Nil when the `cidr` cannot be parsed.
+    /// The addresses an `ipBlock` allows: its `cidr` minus its `except` blocks of the
+    /// same written family, with IPv4-mapped blocks read as IPv4. Nil when the `cidr`
+    /// cannot be parsed.
     func allowedAddresses(ipBlock: JSONValue) -> IPRangeSet? {
         let (cidrValue, except, _) = ipBlock.members("cidr", "except")
         guard let cidr = cidrValue?.cidr else { return nil }
         var scratch = Scratch()
         let range = IPRangeSet.effective(cidr.range)
-        Self.subtract(except: except, from: [range], within: range, into: &scratch)
+        Self.subtract(except: except, writtenAs: cidr.family, from: [range], within: range, into: &scratch)
         return IPRangeSet(scratch.pieces)
     }
 
@@ -182,7 +184,7 @@ struct EgressAnalysis: Sendable {
     func reachedDestinations(_ to: JSONValue?, _ scratch: inout Scratch) -> Destinations? {
         guard let to, to.kind == .array, !to.isEmptyContainerOrNull else { return .all }
         scratch.pieces.removeAll(keepingCapacity: true)
-        var v4 = false, v6 = false
+        var v4 = false, v6 = false, mapped = false
         var result: Destinations?
         to.forEachElement { _, peer in
             guard result == nil else { return }
@@ -206,29 +208,35 @@ struct EgressAnalysis: Sendable {
             // looking at the except list.
             guard nodes.ranges.contains(where: { $0.intersection(range) != nil }) else { return }
             let before = scratch.pieces.count
-            Self.subtract(except: except, from: nodes.ranges, within: range, into: &scratch)
+            Self.subtract(except: except, writtenAs: cidr.family, from: nodes.ranges, within: range, into: &scratch)
             if scratch.pieces.count > before {
                 if range.family == .v4 { v4 = true } else { v6 = true }
+                if range.family != cidr.family { mapped = true }
             }
         }
         if let result { return result }
         guard !scratch.pieces.isEmpty else { return nil }
         let families: Set<IPFamily> = v4 && v6 ? [.v4, .v6] : v4 ? [.v4] : [.v6]
-        return .ipBlocks(IPRangeSet(scratch.pieces), families: families)
+        return .ipBlocks(IPRangeSet(scratch.pieces), families: families, mapped: mapped)
     }
 
     /// Appends to `scratch.pieces` each of `ranges` cut to `within`, minus the
-    /// `except` blocks (IPv4-mapped ones read as IPv4). Only the blocks that touch
-    /// the cut ranges are kept; they are sorted once (IPv4 as radix-sorted packed
-    /// keys) and swept, overlapping one another or not.
-    static func subtract(except: JSONValue?, from ranges: [IPRange], within: IPRange, into scratch: inout Scratch) {
+    /// `except` blocks written in `family`, the family the block's `cidr` is written
+    /// in (IPv4-mapped ones read as IPv4). Only the blocks that touch the cut ranges
+    /// are kept; they are sorted once (IPv4 as radix-sorted packed keys) and swept,
+    /// overlapping one another or not.
+    static func subtract(except: JSONValue?, writtenAs family: IPFamily, from ranges: [IPRange], within: IPRange,
+                         into scratch: inout Scratch) {
         scratch.holes4.removeAll(keepingCapacity: true)
         scratch.holes6.removeAll(keepingCapacity: true)
         if let except, except.kind == .array {
             except.forEachElement { _, e in
                 // An except that cannot be parsed removes nothing (the API server
-                // refuses it; offline the block keeps reaching what it reached).
-                guard let c = e.cidr else { return }
+                // refuses it; offline the block keeps reaching what it reached). Nor
+                // does one written in the other family (`::ffff:70.0.0.0/112` under
+                // `0.0.0.0/0`): some CNIs read a mapped prefix as IPv4, others keep it
+                // IPv6 and leave the addresses reachable.
+                guard let c = e.cidr, c.family == family else { return }
                 let r = IPRangeSet.effective(c.range)
                 guard let cut = r.intersection(within), ranges.contains(where: { $0.intersection(cut) != nil }) else { return }
                 if cut.family == .v4 {

@@ -1,7 +1,8 @@
 /// R7: in a guarded namespace, no Service may claim a node address as an external
-/// IP. kube-proxy sends traffic for a Service's external IPs to its pods on every
-/// node, so an external IP inside a node subnet hijacks traffic meant for that node
-/// (the Portworx API included): CVE-2020-8554.
+/// IP or as its `loadBalancerIP`. kube-proxy sends traffic for a Service's external
+/// and load balancer IPs to its pods on every node, so such an address inside a node
+/// subnet hijacks traffic meant for that node (the Portworx API included):
+/// CVE-2020-8554.
 ///
 /// An UPDATE is judged on the node addresses it adds: a Service that already held
 /// them (from before pxguard) can still be updated and deleted, the way R1 and R4
@@ -18,8 +19,46 @@ struct ExternalIPsRule: AdmissionRule {
         guard request.kind == "Service", request.group.isEmpty,
             request.operation == .create || request.operation == .update,
             context.config.isGuarded(namespace: request.namespace),
-            let ips = request.object?.path("spec", "externalIPs"), ips.kind == .array
+            let spec = request.object?["spec"]
         else { return nil }
+        let (externalIPs, loadBalancerIP, _) = spec.members("externalIPs", "loadBalancerIP")
+        if let ips = externalIPs, ips.kind == .array, let offending = offendingExternalIP(ips, request) {
+            return message(request, context, "external IP \(offending.text)", offending.address,
+                           fix: "Remove it from spec.externalIPs")
+        }
+        if let value = loadBalancerIP, let offending = offendingLoadBalancerIP(value, request) {
+            return message(request, context, "load balancer IP \(offending.text) (spec.loadBalancerIP)", offending.address,
+                           fix: "Remove spec.loadBalancerIP")
+        }
+        return nil
+    }
+
+    /// `spec.loadBalancerIP` inside a node subnet, unless the old object held the
+    /// same address: the other half of CVE-2020-8554 (load balancers that honour it
+    /// publish it in `status`, and kube-proxy captures it as it does an external IP).
+    func offendingLoadBalancerIP(_ value: JSONValue, _ request: AdmissionRequest) -> (text: String, address: IPRange)? {
+        guard let address = nodeAddress(value) else { return nil }
+        if request.operation == .update, let old = request.oldObject?.path("spec", "loadBalancerIP"),
+            nodeAddress(old) == address
+        {
+            return nil
+        }
+        return (value.string ?? "", address)
+    }
+
+    /// The denial for a node address a Service claims.
+    func message(_ request: AdmissionRequest, _ context: RuleContext, _ what: String, _ address: IPRange, fix: String) -> String {
+        let subnet = context.config.nodeCIDRs.first { IPRangeSet(IPRangeSet.effective($0.range)).overlaps(IPRangeSet(address)) }
+        let ports = context.config.protectedPorts.map(\.description).joined(separator: ", ")
+        return "pxguard: externalIPs: Service \(request.namespace)/\(request.objectName) lists \(what), "
+            + "inside the node subnet \(subnet?.description ?? "of the nodes"): kube-proxy would send "
+            + "traffic meant for that node (the Portworx API on \(ports) included) to this Service's pods "
+            + "(CVE-2020-8554). \(fix) or use an address outside the node subnets."
+    }
+
+    /// The first `externalIPs` entry inside a node subnet that the old object did
+    /// not already hold.
+    func offendingExternalIP(_ ips: JSONValue, _ request: AdmissionRequest) -> (text: String, address: IPRange)? {
         // The node addresses the old object already held, against the ones the new
         // object lists: both sorted, then swept (a binary search per address costs
         // a cache miss per step on a 3 MiB list). IPv4 addresses are sorted as
@@ -60,13 +99,7 @@ struct ExternalIPsRule: AdmissionRule {
         ips.forEachElement { index, ip in
             if index == offendingIndex, let address = nodeAddress(ip) { offending = (ip.string ?? "", address) }
         }
-        guard let offending else { return nil }
-        let subnet = context.config.nodeCIDRs.first { IPRangeSet(IPRangeSet.effective($0.range)).overlaps(IPRangeSet(offending.address)) }
-        let ports = context.config.protectedPorts.map(\.description).joined(separator: ", ")
-        return "pxguard: externalIPs: Service \(request.namespace)/\(request.objectName) lists external IP "
-            + "\(offending.text), inside the node subnet \(subnet?.description ?? "of the nodes"): kube-proxy would send "
-            + "traffic meant for that node (the Portworx API on \(ports) included) to this Service's pods "
-            + "(CVE-2020-8554). Remove it from spec.externalIPs or use an address outside the node subnets."
+        return offending
     }
 
     /// The address of an `externalIPs` entry when it lies in a node subnet. Read in
