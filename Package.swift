@@ -4,6 +4,8 @@ import PackageDescription
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    // Imports are internal unless a public signature needs the module (`public import`).
+    .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
 let package = Package(

@@ -69,7 +69,7 @@ public final class ClusterView: GuardView, Sendable {
     /// True once both namespaces and guard policies have been listed: before that,
     /// a namespace without policies in the view may only be one whose policies
     /// are not listed yet, and writing would be guesswork.
-    public var hasListed: Bool { state.withLock { $0.listed.namespaces && $0.listed.policies } }
+    var hasListed: Bool { state.withLock { $0.listed.namespaces && $0.listed.policies } }
 
     public func namespaceHasCanonicalPolicies(_ namespace: String) -> Bool {
         state.withLock { s in
@@ -85,7 +85,7 @@ public final class ClusterView: GuardView, Sendable {
 
     /// Marks a resource listed (or its watch healthy again) or failing for long
     /// enough that the view cannot be trusted; R6 applies only while both are good.
-    public func setHealth(_ kind: Kind, listed: Bool? = nil, healthy: Bool) {
+    func setHealth(_ kind: Kind, listed: Bool? = nil, healthy: Bool) {
         let (now, before) = state.withLock { s -> (Bool, Bool) in
             let before = s.listed.namespaces && s.listed.policies && s.healthy.namespaces && s.healthy.policies
             switch kind {
@@ -127,7 +127,7 @@ public final class ClusterView: GuardView, Sendable {
 
     /// Applies a namespace ADDED/MODIFIED (`deleted` false) or DELETED event and
     /// returns the namespace name to reconcile.
-    public func applyNamespace(_ object: JSON, deleted: Bool) -> String? {
+    func applyNamespace(_ object: JSON, deleted: Bool) -> String? {
         guard let name = Self.name(object) else { return nil }
         state.withLock { s in
             var e = s.entries[name] ?? Entry()
@@ -146,7 +146,7 @@ public final class ClusterView: GuardView, Sendable {
 
     /// Applies a guard-policy event (objects that carry the managed-by label;
     /// other names are not pxguard's and are ignored).
-    public func applyPolicy(_ object: JSON, deleted: Bool) -> String? {
+    func applyPolicy(_ object: JSON, deleted: Bool) -> String? {
         guard let name = Self.name(object), let namespace = object["metadata"]?["namespace"]?.stringValue,
             name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy
         else { return nil }
@@ -244,15 +244,15 @@ public final class ClusterView: GuardView, Sendable {
     // MARK: what to do
 
     /// The work one namespace needs, computed from the view alone.
-    public struct Plan: Sendable, Equatable {
+    struct Plan: Sendable, Equatable {
         /// Labels to set on the namespace (merge patch), empty when none.
-        public var labels: [String: String] = [:]
-        public var annotate = false
+        var labels: [String: String] = [:]
+        var annotate = false
         /// Guard policies to create.
-        public var create: [String] = []
+        var create: [String] = []
         /// Guard policies to rewrite to canonical (spec replaced, owners removed).
-        public var repair: [String] = []
-        public var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty }
+        var repair: [String] = []
+        var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty }
     }
 
     func plan(_ namespace: String, _ s: State, now: Double) -> Plan {
@@ -284,7 +284,7 @@ public final class ClusterView: GuardView, Sendable {
     func needsWork(_ namespace: String, _ s: State) -> Bool { !plan(namespace, s, now: 0).isEmpty }
 
     /// The plan for one namespace, skipping writes already made and not yet seen.
-    public func plan(for namespace: String) -> Plan {
+    func plan(for namespace: String) -> Plan {
         state.withLock { s in plan(namespace, s, now: Self.now()) }
     }
 
@@ -296,7 +296,7 @@ public final class ClusterView: GuardView, Sendable {
     }
 
     /// Namespaces that need work, by the view alone: the periodic resync.
-    public func namespacesNeedingWork() -> [String] {
+    func namespacesNeedingWork() -> [String] {
         state.withLock { s in
             let now = Self.now()
             s.expectations = s.expectations.filter { $0.value > now }

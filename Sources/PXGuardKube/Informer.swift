@@ -3,7 +3,7 @@ import Glibc
 #endif
 public import PXGuardCore
 public import PXGuardPlatform
-import Synchronization
+public import Synchronization
 
 /// List-then-watch of one resource, the way client-go's reflector does it: a
 /// paged list (`limit`/`continue`), then a watch from the list's resourceVersion
@@ -15,15 +15,15 @@ public final class Informer: Sendable {
         /// Items per list page.
         public var pageSize = 500
         /// Asked of the server per watch; it ends the watch after about this long.
-        public var watchTimeoutSeconds = 300
+        var watchTimeoutSeconds = 300
         /// Upper bound of one blocking read (and of the watch connection's
         /// handshake), so that `stop` is seen within it.
-        public var pollSeconds = 5.0
-        public var backoffBase = 0.5
-        public var backoffCap = 30.0
+        var pollSeconds = 5.0
+        var backoffBase = 0.5
+        var backoffCap = 30.0
         /// After failing this long without a good list or watch, the view is
         /// reported out of sync (R6 stops applying).
-        public var staleAfterSeconds = 60.0
+        var staleAfterSeconds = 60.0
         public init() {}
     }
 
@@ -45,14 +45,14 @@ public final class Informer: Sendable {
     /// Complete lists (the first one included).
     public let lists = Atomic<Int>(0)
     /// Lists again after `410 Gone`.
-    public let relists = Atomic<Int>(0)
+    let relists = Atomic<Int>(0)
     /// Watch requests sent.
     public let watches = Atomic<Int>(0)
     /// Lists or watches that failed and were retried after a backoff.
-    public let restarts = Atomic<Int>(0)
+    let restarts = Atomic<Int>(0)
     /// ADDED, MODIFIED and DELETED events applied.
     public let events = Atomic<Int>(0)
-    public let bookmarks = Atomic<Int>(0)
+    let bookmarks = Atomic<Int>(0)
 
     /// - Parameters:
     ///   - onList: every object of a complete list (replaces what was known).

@@ -12,7 +12,7 @@ public struct KubeEndpoint: Sendable {
     public var tokenFile: String?
     public var caFile: String?
 
-    public static let serviceAccountDirectory = "/var/run/secrets/kubernetes.io/serviceaccount"
+    static let serviceAccountDirectory = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     /// Parses `https://HOST[:PORT]`.
     public init(url: String, tokenFile: String?, caFile: String?) throws(KubeError) {
@@ -76,7 +76,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
     }
 
     /// Worth retrying: throttling, server errors and transport failures.
-    public var isTransient: Bool {
+    var isTransient: Bool {
         switch self {
         case .status(let code, _, _, _): return code == 429 || code >= 500
         case .transport: return true
@@ -84,7 +84,7 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
         }
     }
 
-    public var retryAfter: Double? {
+    var retryAfter: Double? {
         if case .status(_, _, _, let after) = self { return after }
         return nil
     }
@@ -94,10 +94,10 @@ public enum KubeError: Error, CustomStringConvertible, Sendable {
 /// reaches a path is checked to be a DNS-1123 label (what the API server allows
 /// for namespaces and what pxguard's own object names are) and percent-encoded,
 /// so no name can step into another path or smuggle a query.
-public enum KubePath {
+enum KubePath {
     /// RFC 1123 label as Kubernetes validates it: 1–63 of `[a-z0-9-]`, starting
     /// and ending with an alphanumeric.
-    public static func isDNS1123Label(_ name: String) -> Bool {
+    static func isDNS1123Label(_ name: String) -> Bool {
         let bytes = name.utf8
         guard (1...63).contains(bytes.count) else { return false }
         func alnum(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) }
@@ -106,7 +106,7 @@ public enum KubePath {
     }
 
     /// RFC 3986 percent-encoding of everything but the unreserved characters.
-    public static func percentEncoded(_ text: String) -> String {
+    static func percentEncoded(_ text: String) -> String {
         var out = ""
         for byte in text.utf8 {
             switch byte {
@@ -122,43 +122,43 @@ public enum KubePath {
     }
 
     /// `name` as a path segment, or `invalidName`.
-    public static func segment(_ name: String) throws(KubeError) -> String {
+    static func segment(_ name: String) throws(KubeError) -> String {
         guard isDNS1123Label(name) else { throw KubeError.invalidName(name) }
         return percentEncoded(name)
     }
 
     /// The Namespace collection.
-    public static let namespaces = "/api/v1/namespaces"
+    static let namespaces = "/api/v1/namespaces"
     /// NetworkPolicies of every namespace (for list and watch).
-    public static let allNetworkPolicies = "/apis/networking.k8s.io/v1/networkpolicies"
+    static let allNetworkPolicies = "/apis/networking.k8s.io/v1/networkpolicies"
 
     /// One Namespace.
-    public static func namespace(_ name: String) throws(KubeError) -> String {
+    static func namespace(_ name: String) throws(KubeError) -> String {
         "\(namespaces)/\(try segment(name))"
     }
 
     /// The NetworkPolicies of one namespace.
-    public static func networkPolicies(in namespace: String) throws(KubeError) -> String {
+    static func networkPolicies(in namespace: String) throws(KubeError) -> String {
         "/apis/networking.k8s.io/v1/namespaces/\(try segment(namespace))/networkpolicies"
     }
 
     /// One NetworkPolicy.
-    public static func networkPolicy(_ name: String, in namespace: String) throws(KubeError) -> String {
+    static func networkPolicy(_ name: String, in namespace: String) throws(KubeError) -> String {
         "\(try networkPolicies(in: namespace))/\(try segment(name))"
     }
 
     /// The Leases of one namespace.
-    public static func leases(in namespace: String) throws(KubeError) -> String {
+    static func leases(in namespace: String) throws(KubeError) -> String {
         "/apis/coordination.k8s.io/v1/namespaces/\(try segment(namespace))/leases"
     }
 
     /// One Lease.
-    public static func lease(_ name: String, in namespace: String) throws(KubeError) -> String {
+    static func lease(_ name: String, in namespace: String) throws(KubeError) -> String {
         "\(try leases(in: namespace))/\(try segment(name))"
     }
 
     /// `path?k=v&…` with each value percent-encoded.
-    public static func query(_ path: String, _ items: [(String, String?)]) -> String {
+    static func query(_ path: String, _ items: [(String, String?)]) -> String {
         let present = items.compactMap { item in item.1.map { "\(item.0)=\(percentEncoded($0))" } }
         return present.isEmpty ? path : path + "?" + present.joined(separator: "&")
     }

@@ -10,8 +10,8 @@ import Synchronization
 /// a follower takes over once the holder stops renewing for `leaseDuration`.
 public final class LeaderElector: Sendable {
     public struct Timing: Sendable {
-        public var leaseDuration: Double = 15
-        public var retryPeriod: Double = 2
+        var leaseDuration: Double = 15
+        var retryPeriod: Double = 2
         public init() {}
     }
 
@@ -35,7 +35,7 @@ public final class LeaderElector: Sendable {
     }
 
     /// True while this replica holds a lease it renewed within the lease duration.
-    public var isLeader: Bool { leaderUntil.withLock { $0 } > Self.monotonic() }
+    var isLeader: Bool { leaderUntil.withLock { $0 } > Self.monotonic() }
 
     static func monotonic() -> Double { Clock.monotonic().seconds }
 
@@ -59,7 +59,7 @@ public final class LeaderElector: Sendable {
 
     /// One round: acquire or renew. Returns whether this replica leads now.
     @discardableResult
-    public func tryAcquireOrRenew(_ client: KubeConnection) -> Bool {
+    func tryAcquireOrRenew(_ client: KubeConnection) -> Bool {
         let started = Self.monotonic()
         do {
             let path = try KubePath.lease(GuardNames.leaseName, in: namespace)

@@ -3,7 +3,7 @@ import Glibc
 #endif
 public import PXGuardCore
 public import PXGuardPlatform
-import Synchronization
+public import Synchronization
 
 /// Keeps both guard policies present and canonical in every guarded namespace (and
 /// the block policy in kube-system), and the namespace's labels in place. It
@@ -15,15 +15,15 @@ import Synchronization
 public final class Provisioner: Sendable {
     public struct Settings: Sendable {
         public var resyncSeconds: Double = 300
-        public var backoffBase: Double = 0.2
-        public var backoffCap: Double = 30
+        var backoffBase: Double = 0.2
+        var backoffCap: Double = 30
         /// Concurrent writers, each with its own connection.
         public var workers = 4
         /// Namespaces waiting at most; beyond it the queue overflows into a resync.
-        public var queueCapacity = 100_000
+        var queueCapacity = 100_000
         /// How long a write not yet seen on the watch is not repeated.
-        public var expectationSeconds: Double = 10
-        public var informer = Informer.Settings()
+        var expectationSeconds: Double = 10
+        var informer = Informer.Settings()
         public init() {}
     }
 
@@ -42,7 +42,7 @@ public final class Provisioner: Sendable {
     public let repaired = Atomic<Int>(0)
     public let labelled = Atomic<Int>(0)
     public let failed = Atomic<Int>(0)
-    public let resyncs = Atomic<Int>(0)
+    let resyncs = Atomic<Int>(0)
     /// Requests sent by the workers (writes and the GETs of conflict repair).
     public let requests = Atomic<Int>(0)
     let reachable = Atomic<Int>(1)
@@ -88,12 +88,12 @@ public final class Provisioner: Sendable {
     var isLeader: Bool { elector?.isLeader ?? true }
 
     /// Queues a namespace for reconciling (deduplicated, bounded). Never blocks on I/O.
-    public func enqueue(_ namespace: String) {
+    func enqueue(_ namespace: String) {
         if queue.withLock({ $0.add(namespace) }) { wake.signal() }
     }
 
     /// Namespaces waiting in the queue.
-    public var queueDepth: Int { queue.withLock { $0.count } }
+    var queueDepth: Int { queue.withLock { $0.count } }
 
     /// Capped exponential backoff with jitter; at least what `Retry-After` asked.
     func backoff(attempt: Int, retryAfter: Double?) -> Double {
@@ -103,7 +103,7 @@ public final class Provisioner: Sendable {
     /// Queues every namespace the view says needs work. The safety net behind the
     /// watches; it reads only the view.
     @discardableResult
-    public func resync() -> Int {
+    func resync() -> Int {
         let names = view.namespacesNeedingWork()
         for name in names { enqueue(name) }
         resyncs.add(1, ordering: .relaxed)

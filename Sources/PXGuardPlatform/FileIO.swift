@@ -1,13 +1,13 @@
-import CLinux
+public import CLinux
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A file larger than the caller allows (not a system call failure).
-public struct FileTooLargeError: Error, CustomStringConvertible, Sendable {
-    public let path: String
-    public let limit: Int
-    public var description: String { "\(path) is larger than \(limit) bytes" }
+struct FileTooLargeError: Error, CustomStringConvertible, Sendable {
+    let path: String
+    let limit: Int
+    var description: String { "\(path) is larger than \(limit) bytes" }
 }
 
 /// Whole-file reads and atomic writes over `Syscall`, for configuration,

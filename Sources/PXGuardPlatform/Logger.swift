@@ -16,7 +16,7 @@ public struct Logger: Sendable {
     /// No line is longer than this, newline included.
     public static let maxLineBytes = 8192
     /// The message and each field value are cut beyond this many (escaped) bytes.
-    public static let maxFieldBytes = 1024
+    static let maxFieldBytes = 1024
     /// Keys are names chosen by the code; this only bounds a mistake.
     static let maxKeyBytes = 64
 

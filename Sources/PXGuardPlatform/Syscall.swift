@@ -1,4 +1,4 @@
-import CLinux
+public import CLinux
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -67,7 +67,7 @@ public enum Syscall {
     }
 
     /// Writes all of `bytes` to a blocking descriptor.
-    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
         var offset = 0
         while offset < bytes.count {
             switch try write(fd, bytes.baseAddress! + offset, bytes.count - offset) {

@@ -36,8 +36,8 @@ public final class TLSClientConnection {
         }
     }
 
-    public var negotiatedProtocol: String? { session.alpn }
-    public var tlsVersion: String { session.protocolVersion }
+    var negotiatedProtocol: String? { session.alpn }
+    var tlsVersion: String { session.protocolVersion }
 
     public func write(_ bytes: [UInt8]) throws {
         var offset = 0
@@ -102,7 +102,7 @@ public struct HTTPClientResponse: Sendable {
         headers.first { $0.name.lowercased() == name.lowercased() }?.value
     }
 
-    public var bodyText: String { String(decoding: body, as: UTF8.self) }
+    var bodyText: String { String(decoding: body, as: UTF8.self) }
 }
 
 /// What a response may cost the client: the API server's answers are trusted less
@@ -111,7 +111,7 @@ public struct HTTPClientLimits: Sendable {
     /// One status, header, chunk-size or trailer line.
     public var maxLineBytes = 16 << 10
     /// Header lines (and, separately, trailer lines) per response.
-    public var maxHeaders = 128
+    var maxHeaders = 128
     /// The body, however it is framed.
     public var maxBodyBytes = 64 << 20
     public init() {}
@@ -322,7 +322,7 @@ public final class HTTPClientConnection {
     public func send(_ bytes: [UInt8]) throws { try connection.write(bytes) }
 
     /// Reads one response (skipping 1xx interim responses).
-    public func readResponse(method: String = "POST") throws -> HTTPClientResponse {
+    func readResponse(method: String = "POST") throws -> HTTPClientResponse {
         try reader.readResponse(method: method)
     }
 

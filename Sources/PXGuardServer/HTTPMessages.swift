@@ -26,7 +26,7 @@ public struct HTTPRequest {
     }
 
     /// The request target as sent: path and query string.
-    public var targetString: String { String(decoding: target, as: UTF8.self) }
+    var targetString: String { String(decoding: target, as: UTF8.self) }
 
     /// The value of the first header named `name` (case-insensitive). Scans the
     /// head, so it is for off-path use (tests, rare headers), not per request.

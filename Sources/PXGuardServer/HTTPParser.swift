@@ -4,15 +4,15 @@ import PXGuardBytes
 /// Hard limits of the HTTP/1.1 parser. A limit hit is a status code and a closed
 /// connection, never a crash.
 public struct HTTPLimits: Sendable {
-    public var maxRequestLineBytes = 8 * 1024
-    public var maxHeaderBytes = 16 * 1024
-    public var maxHeaderCount = 100
+    var maxRequestLineBytes = 8 * 1024
+    var maxHeaderBytes = 16 * 1024
+    var maxHeaderCount = 100
     public var maxBodyBytes = 8 << 20
     /// All chunk extensions of one request together (they are ignored, but sit in
     /// the input buffer until the request completes).
-    public var maxChunkExtensionBytes = 4 * 1024
+    var maxChunkExtensionBytes = 4 * 1024
     /// All trailer fields of one chunked request together.
-    public var maxTrailerBytes = 16 * 1024
+    var maxTrailerBytes = 16 * 1024
     public init() {}
 }
 

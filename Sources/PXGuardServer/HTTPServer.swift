@@ -1,5 +1,5 @@
 import PXGuardBytes
-import PXGuardPlatform
+public import PXGuardPlatform
 import Synchronization
 import CLinux
 #if canImport(Glibc)

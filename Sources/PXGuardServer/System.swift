@@ -128,8 +128,8 @@ enum Sys {
 }
 
 /// A listen or connect address that does not parse.
-public struct AddressError: Error, CustomStringConvertible, Sendable {
-    public let description: String
+struct AddressError: Error, CustomStringConvertible, Sendable {
+    let description: String
     init(_ description: String) { self.description = description }
 }
 

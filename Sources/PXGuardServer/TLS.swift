@@ -6,8 +6,8 @@ import Glibc
 #endif
 
 /// A TLS configuration failure (bad files, bad keys), with OpenSSL's reason.
-public struct TLSError: Error, CustomStringConvertible, Sendable {
-    public let description: String
+struct TLSError: Error, CustomStringConvertible, Sendable {
+    let description: String
     init(_ what: String) { description = "\(what): \(TLSError.drainQueue())" }
 
     /// Reads and clears this thread's OpenSSL error queue.

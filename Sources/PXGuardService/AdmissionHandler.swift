@@ -1,6 +1,6 @@
-import PXGuardCore
-import PXGuardPlatform
-import PXGuardServer
+public import PXGuardCore
+public import PXGuardPlatform
+public import PXGuardServer
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +15,7 @@ public final class Readiness: Sendable {
 
     public init() {}
     public func set(notReady why: String?) { reason.withLock { $0 = why } }
-    public var notReadyReason: String? { reason.withLock { $0 } }
+    var notReadyReason: String? { reason.withLock { $0 } }
 }
 
 /// The webhook's HTTP surface: `/validate`, `/mutate`, `/healthz`, `/readyz`,
@@ -44,7 +44,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
         slots = (0..<max(1, workers)).map { _ in Slot() }
     }
 
-    public func attach(statistics: @escaping @Sendable () -> ServerStatistics) {
+    func attach(statistics: @escaping @Sendable () -> ServerStatistics) {
         transport.withLock { $0 = statistics }
     }
 

@@ -1,7 +1,7 @@
 import PXGuardCore
 import PXGuardPlatform
 import PXGuardServer
-import Synchronization
+public import Synchronization
 
 /// One relaxed atomic counter (arrays cannot hold `Atomic` directly).
 final class Counter: Sendable {
@@ -55,8 +55,8 @@ final class MetricsShard: Sendable {
 public final class ServiceMetrics: Sendable {
     let shards: [MetricsShard]
     public let certificateNotAfter = Atomic<Int>(0)
-    public let reloads = Atomic<Int>(0)
-    public let reloadFailures = Atomic<Int>(0)
+    let reloads = Atomic<Int>(0)
+    let reloadFailures = Atomic<Int>(0)
     /// Extra exposition text from other components (the provisioner), rendered on demand.
     let extra = Locked<[@Sendable () -> String]>([])
 
@@ -64,7 +64,7 @@ public final class ServiceMetrics: Sendable {
         shards = (0..<max(1, workers)).map { _ in MetricsShard() }
     }
 
-    public func addSource(_ render: @escaping @Sendable () -> String) { extra.withLock { $0.append(render) } }
+    func addSource(_ render: @escaping @Sendable () -> String) { extra.withLock { $0.append(render) } }
 
     func shard(_ worker: Int) -> MetricsShard { shards[worker % shards.count] }
 

@@ -1,6 +1,6 @@
 import PXGuardCore
-import PXGuardPlatform
-import PXGuardServer
+public import PXGuardPlatform
+public import PXGuardServer
 import PXGuardYAML
 import CLinux
 import Synchronization
@@ -16,7 +16,7 @@ public struct CommandError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Reads the configuration file, or returns the built-in default when none is given.
-public func loadConfig(_ path: String?) throws(CommandError) -> Config {
+func loadConfig(_ path: String?) throws(CommandError) -> Config {
     guard let path else { return .default }
     let bytes: [UInt8]
     do {
@@ -47,7 +47,7 @@ public struct ServeOptions: Sendable {
     /// list lag the pod's deletion). `pxguard serve` defaults to 5; 0 for embedding.
     public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
-    public var certPollSeconds = 1.0
+    var certPollSeconds = 1.0
     /// Create development certificates in `certDir` when it has none (`--dev-certs`).
     /// Off by default: in a cluster a missing secret mount must fail loudly, not
     /// serve a self-signed pair that the API server rejects.
@@ -213,7 +213,7 @@ public final class Service: Sendable {
 
     /// Asks the reload thread to re-read configuration and certificates; returns at
     /// once. Requests that arrive during a reload are served by one more reload.
-    public func requestReload() {
+    func requestReload() {
         reloadRequested.withLock { $0 = true }
         reloadWaker.signal()
     }
@@ -233,7 +233,7 @@ public final class Service: Sendable {
 
     /// Loads the certificate pair again; a pair that fails to load, or is expired or
     /// not yet valid, is refused (logged, counted) and the old pair stays in use.
-    public func reloadCertificates() {
+    func reloadCertificates() {
         let seen = fingerprint()
         do {
             let context = try TLSContext.server(certificateFile: certFile, keyFile: keyFile, clientCAFile: options.clientCA)
@@ -273,7 +273,7 @@ public final class Service: Sendable {
 
     /// Re-reads the configuration file; on failure the old configuration stays.
     /// A new configuration reaches the rules and the provisioner at once.
-    public func reloadConfig() {
+    func reloadConfig() {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
             let config = try loadConfig(options.configPath)

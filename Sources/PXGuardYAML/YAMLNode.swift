@@ -21,7 +21,7 @@ public struct YAMLNode: Sendable {
     }
 
     /// What the node is, for error messages.
-    public var typeName: String {
+    var typeName: String {
         switch value {
         case .scalar: return "a scalar"
         case .sequence: return "a list"
@@ -127,7 +127,7 @@ public struct YAMLError: Error, CustomStringConvertible, Sendable {
 /// Reads YAML streams with libyaml's event API into `YAMLNode` trees.
 public enum YAMLReader {
     /// Aliases may not expand a document past this many nodes ("billion laughs").
-    public static let maxNodes = 1_000_000
+    static let maxNodes = 1_000_000
     /// Collections may nest this deep. Configuration nests about 4 levels and the
     /// deepest Kubernetes manifests (CRD schemas) a few dozen; the cap keeps every
     /// recursive walk of a tree, and its release, far from the thread's stack limit.

@@ -111,15 +111,15 @@ public final class AdmissionPolicy: Sendable {
     }
 
     /// The controller manager on its own credentials (`--use-service-account-credentials=false`).
-    public static let controllerManager = "system:kube-controller-manager"
+    static let controllerManager = "system:kube-controller-manager"
 
     /// The rules the server's own service account is exempt from: what the
     /// provisioner writes (guard policies, namespace labels). Nothing else, so that
     /// its token is no cluster-wide bypass.
-    public static let serviceAccountRules: Set<RuleID> = [.guardPolicies, .optOut]
+    static let serviceAccountRules: Set<RuleID> = [.guardPolicies, .optOut]
 
     /// Why a request is exempt from `rule`, or nil when it is not.
-    public func exemption(for request: AdmissionRequest, rule: RuleID) -> String? {
+    func exemption(for request: AdmissionRequest, rule: RuleID) -> String? {
         let username = request.username
         if username == config.serviceAccount {
             return Self.serviceAccountRules.contains(rule) ? "pxguard's own service account" : nil

@@ -26,7 +26,7 @@ public struct AdmissionRequest {
     public var uid: String
     public var group: String
     public var kind: String
-    public var subResource: String
+    var subResource: String
     public var name: String
     public var namespace: String
     public var operation: Operation
@@ -34,7 +34,7 @@ public struct AdmissionRequest {
     /// audit line), so the name and groups are decoded on use, not for every review.
     let userInfo: JSONValue?
     public var username: String { userInfo?["username"]?.string ?? "" }
-    public var groups: [String] { userInfo?["groups"]?.stringElements ?? [] }
+    var groups: [String] { userInfo?["groups"]?.stringElements ?? [] }
     /// The new object; nil when absent or null (DELETE).
     public var object: JSONValue?
     /// The existing object; nil when absent or null (CREATE).

@@ -20,7 +20,7 @@ public struct Verdict: Sendable, Equatable {
     public var message: String?
     public var warnings: [String] = []
     /// Keys without `/` (the API server prefixes the webhook name).
-    public var auditAnnotations: [(key: String, value: String)] = []
+    var auditAnnotations: [(key: String, value: String)] = []
     /// RFC 6902 patch (JSON text); only mutating answers carry one.
     public var patch: [UInt8]?
     /// The rule that produced a finding, if any.
@@ -86,10 +86,10 @@ public enum ReviewEncoder {
 }
 
 /// Standard base64 (RFC 4648 §4) with padding, as Go's `[]byte` JSON decoding expects.
-public enum Base64 {
+enum Base64 {
     static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
-    public static func encode(_ bytes: [UInt8], into out: inout [UInt8]) {
+    static func encode(_ bytes: [UInt8], into out: inout [UInt8]) {
         var i = 0
         while i + 3 <= bytes.count {
             let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
@@ -109,14 +109,14 @@ public enum Base64 {
         }
     }
 
-    public static func encode(_ bytes: [UInt8]) -> String {
+    static func encode(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
         encode(bytes, into: &out)
         return String(decoding: out, as: UTF8.self)
     }
 
     /// Decodes standard base64 with optional padding; nil on any invalid character.
-    public static func decode(_ text: String) -> [UInt8]? {
+    static func decode(_ text: String) -> [UInt8]? {
         var out: [UInt8] = []
         var acc: UInt32 = 0
         var bits = 0

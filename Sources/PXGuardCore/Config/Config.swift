@@ -126,7 +126,7 @@ public struct Config: Sendable, Equatable {
         public init() {}
     }
 
-    public static let defaultExemptNamespaces = [
+    static let defaultExemptNamespaces = [
         "kube-system", "kube-public", "kube-node-lease", "pxguard-system", "portworx",
     ]
 

@@ -68,7 +68,7 @@ public indirect enum JSON: Equatable, Sendable {
     /// The value with nulls, empty arrays and empty objects removed from objects,
     /// and object members sorted by key: two NetworkPolicy specs that mean the same
     /// thing to the API server (absent and empty are equivalent there) normalise equal.
-    public var normalized: JSON {
+    var normalized: JSON {
         switch self {
         case .array(let items):
             return .array(items.map(\.normalized))

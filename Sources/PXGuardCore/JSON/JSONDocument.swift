@@ -54,7 +54,7 @@ public struct JSONValue {
         }
     }
 
-    public var isNull: Bool { base[start] == UInt8(ascii: "n") }
+    var isNull: Bool { base[start] == UInt8(ascii: "n") }
     public var bool: Bool? {
         switch base[start] {
         case UInt8(ascii: "t"): return true
@@ -96,7 +96,7 @@ public struct JSONValue {
 
     /// True when the value is a string equal to `text`, compared without allocating
     /// when the string holds no escapes.
-    public func stringEquals(_ text: StaticString) -> Bool {
+    func stringEquals(_ text: StaticString) -> Bool {
         guard kind == .string else { return false }
         return JSONScanner.rawStringEquals(base, start, end, text.utf8Start, text.utf8CodeUnitCount)
             ?? (string == text.description)
@@ -160,7 +160,7 @@ public struct JSONValue {
     }
 
     /// Calls `body` for each member of an object, in document order.
-    public func forEachMember(_ body: (_ key: JSONValue, _ value: JSONValue) -> Void) {
+    func forEachMember(_ body: (_ key: JSONValue, _ value: JSONValue) -> Void) {
         guard base[start] == UInt8(ascii: "{") else { return }
         var next = ordinal + 1
         var i = JSONScanner.skipWS(base, start &+ 1, end)
@@ -179,7 +179,7 @@ public struct JSONValue {
     }
 
     /// Calls `body` for each element of an array, in order.
-    public func forEachElement(_ body: (_ index: Int, _ value: JSONValue) -> Void) {
+    func forEachElement(_ body: (_ index: Int, _ value: JSONValue) -> Void) {
         guard base[start] == UInt8(ascii: "[") else { return }
         var next = ordinal + 1
         var i = JSONScanner.skipWS(base, start &+ 1, end)
@@ -203,7 +203,7 @@ public struct JSONValue {
     }
 
     /// True for an absent-equivalent value: null, `[]` or `{}`.
-    public var isEmptyContainerOrNull: Bool {
+    var isEmptyContainerOrNull: Bool {
         switch kind {
         case .null: return true
         case .array, .object: return JSONScanner.skipWS(base, start + 1, end) == end - 1
@@ -212,7 +212,7 @@ public struct JSONValue {
     }
 
     /// The strings of an array of strings; other elements are skipped.
-    public var stringElements: [String] {
+    var stringElements: [String] {
         var out: [String] = []
         forEachElement { _, v in if let s = v.string { out.append(s) } }
         return out

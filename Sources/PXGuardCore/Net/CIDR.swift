@@ -18,7 +18,7 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
         self.upper = upper
     }
 
-    public func intersection(_ other: IPRange) -> IPRange? {
+    func intersection(_ other: IPRange) -> IPRange? {
         guard family == other.family else { return nil }
         let lo = max(lower, other.lower)
         let hi = min(upper, other.upper)
@@ -26,7 +26,7 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// `self` minus `other`: zero, one or two ranges.
-    public func subtracting(_ other: IPRange) -> [IPRange] {
+    func subtracting(_ other: IPRange) -> [IPRange] {
         guard let cut = intersection(other) else { return [self] }
         var out: [IPRange] = []
         if cut.lower > lower { out.append(IPRange(family: family, lower: lower, upper: cut.lower - 1)) }
@@ -35,7 +35,7 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The smallest list of CIDR blocks that exactly covers the range.
-    public var cidrs: [CIDR] {
+    var cidrs: [CIDR] {
         var out: [CIDR] = []
         var start = lower
         let bits = family.bits
@@ -67,7 +67,7 @@ public struct IPRange: Hashable, Sendable, CustomStringConvertible {
 /// the way network plugins read `10.0.0.1/24` as `10.0.0.0/24`.
 public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     public let family: IPFamily
-    public let network: UInt128
+    let network: UInt128
     public let prefix: Int
 
     init(family: IPFamily, network: UInt128, prefix: Int) {

@@ -2,15 +2,15 @@
 /// ranges (IPv4 before IPv6, then by lower bound). Built by one sort; every set
 /// operation after that is a single sweep over both operands, so `cidr` minus a
 /// list of `except` blocks costs O(k log k) for k blocks, never O(k²).
-public struct IPRangeSet: Sendable, Equatable {
+struct IPRangeSet: Sendable, Equatable {
     /// The ranges, sorted and coalesced.
-    public private(set) var ranges: [IPRange]
+    private(set) var ranges: [IPRange]
 
     /// The empty set.
-    public init() { ranges = [] }
+    init() { ranges = [] }
 
     /// The union of `ranges`, in any order, overlapping or not.
-    public init<S: Sequence>(_ ranges: S) where S.Element == IPRange {
+    init<S: Sequence>(_ ranges: S) where S.Element == IPRange {
         // IPv4 ranges are sorted as packed 64-bit keys (lower, upper) by radix:
         // moving 8 bytes per element in linear passes instead of comparing 48-byte
         // ranges, which was most of the cost of 40,000 `except` blocks.
@@ -33,14 +33,14 @@ public struct IPRangeSet: Sendable, Equatable {
     }
 
     /// The set holding exactly `range`.
-    public init(_ range: IPRange) { ranges = [range] }
+    init(_ range: IPRange) { ranges = [range] }
 
     init(coalesced: [IPRange]) { ranges = coalesced }
 
-    public var isEmpty: Bool { ranges.isEmpty }
+    var isEmpty: Bool { ranges.isEmpty }
 
     /// True when `address` of `family` is in the set (binary search).
-    public func contains(_ address: UInt128, family: IPFamily) -> Bool {
+    func contains(_ address: UInt128, family: IPFamily) -> Bool {
         var lo = 0
         var hi = ranges.count
         while lo < hi {
@@ -58,7 +58,7 @@ public struct IPRangeSet: Sendable, Equatable {
     /// The addresses in `self` and not in `other`: one sweep. A hole that reaches
     /// past the end of one range is kept for the next, so every range of either
     /// operand is visited a bounded number of times.
-    public func subtracting(_ other: IPRangeSet) -> IPRangeSet {
+    func subtracting(_ other: IPRangeSet) -> IPRangeSet {
         let holes = other.ranges
         var out: [IPRange] = []
         var j = 0
@@ -81,7 +81,7 @@ public struct IPRangeSet: Sendable, Equatable {
     }
 
     /// The addresses in both sets: one merge-style sweep.
-    public func intersection(_ other: IPRangeSet) -> IPRangeSet {
+    func intersection(_ other: IPRangeSet) -> IPRangeSet {
         let a = ranges
         let b = other.ranges
         var out: [IPRange] = []
@@ -96,13 +96,13 @@ public struct IPRangeSet: Sendable, Equatable {
     }
 
     /// True when the sets share an address.
-    public func overlaps(_ other: IPRangeSet) -> Bool { !intersection(other).isEmpty }
+    func overlaps(_ other: IPRangeSet) -> Bool { !intersection(other).isEmpty }
 
     /// The union of both sets.
-    public func union(_ other: IPRangeSet) -> IPRangeSet { IPRangeSet(ranges + other.ranges) }
+    func union(_ other: IPRangeSet) -> IPRangeSet { IPRangeSet(ranges + other.ranges) }
 
     /// The set written as the fewest CIDR blocks, in order.
-    public var cidrs: [CIDR] { ranges.flatMap(\.cidrs) }
+    var cidrs: [CIDR] { ranges.flatMap(\.cidrs) }
 
     // MARK: ordering
 
@@ -142,12 +142,12 @@ public struct IPRangeSet: Sendable, Equatable {
     // MARK: list helpers kept for callers that hold plain arrays
 
     /// `base` minus every range in `holes`, sorted and coalesced (sort, then sweep).
-    public static func subtract(_ base: [IPRange], _ holes: [IPRange]) -> [IPRange] {
+    static func subtract(_ base: [IPRange], _ holes: [IPRange]) -> [IPRange] {
         IPRangeSet(base).subtracting(IPRangeSet(holes)).ranges
     }
 
     /// The intersection of two lists, sorted and coalesced (sort, then sweep).
-    public static func intersect(_ a: [IPRange], _ b: [IPRange]) -> [IPRange] {
+    static func intersect(_ a: [IPRange], _ b: [IPRange]) -> [IPRange] {
         IPRangeSet(a).intersection(IPRangeSet(b)).ranges
     }
 
@@ -160,11 +160,11 @@ public struct IPRangeSet: Sendable, Equatable {
     /// stands for. Plugins that normalise addresses the way Go's `To4()` does turn
     /// such a block into an IPv4 one, so it is judged as IPv4. Other IPv6 blocks,
     /// `::/0` included, are programmed into ip6tables and never match IPv4 packets.
-    public static func asIPv4(_ range: IPRange) -> IPRange? {
+    static func asIPv4(_ range: IPRange) -> IPRange? {
         guard range.family == .v6, range.lower >= v4Mapped.lower, range.upper <= v4Mapped.upper else { return nil }
         return IPRange(family: .v4, lower: range.lower & 0xFFFF_FFFF, upper: range.upper & 0xFFFF_FFFF)
     }
 
     /// The range as a network plugin reads it: IPv4-mapped blocks as IPv4.
-    public static func effective(_ range: IPRange) -> IPRange { asIPv4(range) ?? range }
+    static func effective(_ range: IPRange) -> IPRange { asIPv4(range) ?? range }
 }

@@ -38,7 +38,7 @@ public struct PortRange: Hashable, Sendable, CustomStringConvertible {
         self.init(proto: proto, lower: lo, upper: hi)
     }
 
-    public func intersection(_ other: PortRange) -> PortRange? {
+    func intersection(_ other: PortRange) -> PortRange? {
         guard proto == other.proto else { return nil }
         return PortRange(proto: proto, lower: max(lower, other.lower), upper: min(upper, other.upper))
     }
@@ -49,7 +49,7 @@ public struct PortRange: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The range in the config file's notation (protocol omitted for TCP).
-    public var configNotation: String {
+    var configNotation: String {
         let ports = lower == upper ? "\(lower)" : "\(lower)-\(upper)"
         return proto == .tcp ? ports : "\(proto.rawValue)/\(ports)"
     }
@@ -58,7 +58,7 @@ public struct PortRange: Hashable, Sendable, CustomStringConvertible {
 extension PortRange {
     /// The union of `ranges`, sorted by protocol and then port, with overlapping and
     /// adjacent ranges of one protocol merged.
-    public static func coalesce(_ ranges: [PortRange]) -> [PortRange] {
+    static func coalesce(_ ranges: [PortRange]) -> [PortRange] {
         // Sorted as packed integer keys (protocol, lower, upper): a 3 MiB policy
         // can list 100,000 port entries.
         let protocols = TransportProtocol.allCases

@@ -9,8 +9,8 @@ public enum GuardNames {
     public static let policiesAnnotation = "pxguard.io/policies"
     public static let policiesAnnotationValue = "\(blockPolicy),\(allowAPIPolicy)"
     public static let kubeSystem = "kube-system"
-    public static let namespaceController = "system:serviceaccount:kube-system:namespace-controller"
-    public static let garbageCollector = "system:serviceaccount:kube-system:generic-garbage-collector"
+    static let namespaceController = "system:serviceaccount:kube-system:namespace-controller"
+    static let garbageCollector = "system:serviceaccount:kube-system:generic-garbage-collector"
     public static let leaseName = "pxguard-provisioner"
 }
 
@@ -20,11 +20,11 @@ public enum GuardNames {
 /// rules compare against the pre-normalised specs.
 public struct GuardPolicies: Sendable {
     /// Spec of `kube-system/block-9001-for-non-system-users`.
-    public let kubeSystemBlockSpec: JSON
+    let kubeSystemBlockSpec: JSON
     /// Spec of `<ns>/block-9001-for-non-system-users`.
-    public let namespaceBlockSpec: JSON
+    let namespaceBlockSpec: JSON
     /// Spec of `<ns>/allow-api`.
-    public let allowAPISpec: JSON
+    let allowAPISpec: JSON
 
     let normalizedKubeSystemBlock: JSON
     let normalizedNamespaceBlock: JSON
@@ -32,7 +32,7 @@ public struct GuardPolicies: Sendable {
     let exemptNamespaces: [String]
 
     /// Labels on kube-system pods that are system components and may keep egress.
-    public static let systemComponentSelectors: [(key: String, value: String)] = [
+    static let systemComponentSelectors: [(key: String, value: String)] = [
         ("name", "scheduler"),
         ("component", "stork"),
         ("tier", "control-plane"),
@@ -161,7 +161,7 @@ public struct GuardPolicies: Sendable {
 
     /// True when `name` is a guard policy that belongs in `namespace`: the same
     /// answer as `names(for:)`, without building the list on the request path.
-    public func isGuardPolicy(name: String, namespace: String) -> Bool {
+    func isGuardPolicy(name: String, namespace: String) -> Bool {
         if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
         guard name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy else { return false }
         return !exemptNamespaces.contains(namespace)

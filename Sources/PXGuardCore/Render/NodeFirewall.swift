@@ -2,7 +2,7 @@
 /// ports from loopback and from the nodes, and drop everyone else.
 public struct NodeFirewall: Sendable {
     public let ports: PortRange
-    public let sources: [String]
+    let sources: [String]
 
     /// Expands a `--nodes` list: comma-separated addresses, CIDRs and ranges such as
     /// `70.0.98.11-70.0.98.14`. At most 4096 addresses per range.

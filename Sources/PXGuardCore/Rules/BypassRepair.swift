@@ -25,7 +25,7 @@ import PXGuardBytes
 /// offending rules are rewritten once (rules are a union, a copy adds nothing). A
 /// policy whose rewrite would not fit is left as written, with a warning; `/validate`
 /// then denies it.
-public struct BypassRepair: Sendable {
+struct BypassRepair: Sendable {
     let analysis: EgressAnalysis
     /// The node subnets, those inside another one dropped, so that the rest are
     /// disjoint: two CIDR blocks are either nested or disjoint.
@@ -36,7 +36,7 @@ public struct BypassRepair: Sendable {
     let everywhereOutside: [UInt8]
     let everywhereInside: [UInt8]
 
-    public init(config: Config) {
+    init(config: Config) {
         analysis = EgressAnalysis(nodeCIDRs: config.nodeCIDRs, protectedPorts: config.protectedPorts)
         let all = config.nodeCIDRs
         let nodes = all.enumerated().filter { i, c in
@@ -56,26 +56,26 @@ public struct BypassRepair: Sendable {
 
     /// The API server stores objects up to about 1.5 MiB; a larger patch could never
     /// be applied.
-    public static let maxPatchBytes = 1_536 << 10
+    static let maxPatchBytes = 1_536 << 10
 
     /// The most patch a repair of a `spec` of `specBytes` bytes may write: twice the
     /// spec, at least 256 KiB, at most `maxPatchBytes`.
-    public static func patchBudget(specBytes: Int) -> Int {
+    static func patchBudget(specBytes: Int) -> Int {
         min(maxPatchBytes, max(256 << 10, 2 * specBytes))
     }
 
     /// What a repair changed.
-    public struct Result: Sendable {
+    struct Result: Sendable {
         /// RFC 6902 patch (JSON text) against the object.
-        public let patch: [UInt8]
+        let patch: [UInt8]
         /// The first few rules that were rewritten, and what they reached.
-        public let repaired: [EgressAnalysis.RuleReach]
+        let repaired: [EgressAnalysis.RuleReach]
         /// How many offending rules there were (identical ones rewritten once).
-        public let repairedCount: Int
+        let repairedCount: Int
     }
 
     /// The answer of a repair.
-    public enum Outcome: Sendable {
+    enum Outcome: Sendable {
         case repaired(Result)
         /// The rewrite would need more than `limit` bytes of patch: nothing is patched.
         case tooLarge(limit: Int)
@@ -87,7 +87,7 @@ public struct BypassRepair: Sendable {
     /// The repair for a NetworkPolicy `spec`, or nil when no egress rule reaches the
     /// protected set, or when one cannot be repaired (an `ipBlock` whose `cidr`
     /// cannot be parsed: the API server refuses it anyway).
-    public func repair(spec: JSONValue) -> Outcome? {
+    func repair(spec: JSONValue) -> Outcome? {
         guard analysis.affectsEgress(spec), let egress = spec["egress"], egress.kind == .array else { return nil }
         let limit = Self.patchBudget(specBytes: spec.end - spec.start)
         var out = PatchWriter(limit: limit)
@@ -392,7 +392,7 @@ public struct BypassRepair: Sendable {
     }
 
     /// The `warnings` entry for a repair: the first few rules it rewrote, and how many.
-    public func warning(namespace: String, name: String, _ result: Result) -> String {
+    func warning(namespace: String, name: String, _ result: Result) -> String {
         var rules = result.repaired.map { "egress rule \($0.ruleIndex) (\($0.addressesDescription) on \($0.portsDescription))" }
         if result.repairedCount > rules.count { rules.append("and \(result.repairedCount - rules.count) more rules") }
         return "pxguard: bypassPolicies: repaired NetworkPolicy \(namespace)/\(name): "
@@ -400,7 +400,7 @@ public struct BypassRepair: Sendable {
     }
 
     /// The `warnings` entry for a policy too large to repair.
-    public func tooLargeWarning(namespace: String, name: String, limit: Int) -> String {
+    func tooLargeWarning(namespace: String, name: String, limit: Int) -> String {
         "pxguard: bypassPolicies: NetworkPolicy \(namespace)/\(name) is too large to repair (the rewrite needs more than "
             + "\(limit >> 10) KiB of patch); it is left as written and denied: leave the node subnets on the protected ports "
             + "out of its egress rules by hand"

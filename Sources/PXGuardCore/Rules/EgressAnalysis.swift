@@ -20,29 +20,29 @@ extension JSONValue {
 /// a sweep (`IPRangeSet`), never a subtraction inside a loop over the holes.
 /// Absent values are read with the API server's defaulting: a missing or null
 /// `protocol` is TCP, a null entry in `egress`, `to` or `ports` is `{}`.
-public struct EgressAnalysis: Sendable {
+struct EgressAnalysis: Sendable {
     /// The node subnets, sorted and coalesced.
-    public let nodes: IPRangeSet
+    let nodes: IPRangeSet
     /// The protected ports, merged per protocol (sorted by protocol, then port).
-    public let protectedPorts: [PortRange]
+    let protectedPorts: [PortRange]
 
-    public init(nodeCIDRs: [CIDR], protectedPorts: [PortRange]) {
+    init(nodeCIDRs: [CIDR], protectedPorts: [PortRange]) {
         nodes = IPRangeSet(nodeCIDRs.map { IPRangeSet.effective($0.range) })
         self.protectedPorts = PortRange.coalesce(protectedPorts)
     }
 
     /// The node subnets as ranges (kept for callers of the first version).
-    public var nodeRanges: [IPRange] { nodes.ranges }
+    var nodeRanges: [IPRange] { nodes.ranges }
 
     /// A named port in a rule: it resolves against destination pods, never against
     /// an ipBlock, so it cannot be ruled out and counts as overlapping.
-    public struct NamedPort: Sendable, Equatable {
-        public let name: String
-        public let proto: TransportProtocol
+    struct NamedPort: Sendable, Equatable {
+        let name: String
+        let proto: TransportProtocol
     }
 
     /// Where one egress rule's destinations meet the node subnets.
-    public enum Destinations: Sendable, Equatable {
+    enum Destinations: Sendable, Equatable {
         /// `to` absent, null or empty (or an empty peer): every destination.
         case all
         /// The node address pieces the rule's `ipBlock` peers reach, and the
@@ -57,22 +57,22 @@ public struct EgressAnalysis: Sendable {
 
     /// One egress rule that reaches the protected set: what it reaches, in pieces
     /// a repair can cut out and a message can name.
-    public struct RuleReach: Sendable, Equatable, CustomStringConvertible {
+    struct RuleReach: Sendable, Equatable, CustomStringConvertible {
         /// Index of the rule in `spec.egress`.
-        public let ruleIndex: Int
+        let ruleIndex: Int
         /// How the rule's destinations meet the node subnets.
-        public let destinations: Destinations
+        let destinations: Destinations
         /// The node addresses reached (all node subnets for `.all` and `.unparsable`).
-        public let addresses: IPRangeSet
+        let addresses: IPRangeSet
         /// True when `ports` is absent, null or empty (every port of every protocol).
-        public let allPorts: Bool
+        let allPorts: Bool
         /// The protected port pieces reached by numeric ports (merged per protocol).
-        public let ports: [PortRange]
+        let ports: [PortRange]
         /// Named ports on a protected protocol.
-        public let namedPorts: [NamedPort]
+        let namedPorts: [NamedPort]
 
         /// Node addresses as CIDR blocks, shortened after a few.
-        public var addressesDescription: String {
+        var addressesDescription: String {
             if case .unparsable(let text) = destinations {
                 return "the node subnets (ipBlock cidr \(text) cannot be parsed)"
             }
@@ -82,7 +82,7 @@ public struct EgressAnalysis: Sendable {
         }
 
         /// Protected ports reached, shortened after a few.
-        public var portsDescription: String {
+        var portsDescription: String {
             var parts = ports.prefix(4).map(\.description)
             if ports.count > 4 { parts.append("\(ports.count - 4) more ranges") }
             for n in namedPorts.prefix(2) {
@@ -92,18 +92,18 @@ public struct EgressAnalysis: Sendable {
             return parts.joined(separator: ", ")
         }
 
-        public var description: String { "egress rule \(ruleIndex) allows \(addressesDescription) on \(portsDescription)" }
+        var description: String { "egress rule \(ruleIndex) allows \(addressesDescription) on \(portsDescription)" }
     }
 
     /// The first egress rule of `spec` that reaches a protected address and port.
-    public func firstReach(spec: JSONValue) -> RuleReach? {
+    func firstReach(spec: JSONValue) -> RuleReach? {
         var found: RuleReach?
         forEachReach(spec: spec) { found = $0; return false }
         return found
     }
 
     /// Every egress rule of `spec` that reaches a protected address and port, in order.
-    public func reaches(spec: JSONValue) -> [RuleReach] {
+    func reaches(spec: JSONValue) -> [RuleReach] {
         var all: [RuleReach] = []
         forEachReach(spec: spec) { all.append($0); return true }
         return all
@@ -111,7 +111,7 @@ public struct EgressAnalysis: Sendable {
 
     /// Calls `body` for each egress rule that reaches the protected set, in order,
     /// until it returns false. Nothing when the policy does not affect egress.
-    public func forEachReach(spec: JSONValue, _ body: (RuleReach) -> Bool) {
+    func forEachReach(spec: JSONValue, _ body: (RuleReach) -> Bool) {
         guard affectsEgress(spec), let egress = spec["egress"] else { return }
         var going = true
         var scratch = Scratch()
@@ -123,7 +123,7 @@ public struct EgressAnalysis: Sendable {
 
     /// What one element of `spec.egress` reaches of the protected set, or nil for
     /// nothing. A null rule reads as `{}`: every destination on every port.
-    public func reach(rule: JSONValue, index: Int) -> RuleReach? {
+    func reach(rule: JSONValue, index: Int) -> RuleReach? {
         var scratch = Scratch()
         return reach(rule: rule, index: index, &scratch)
     }
@@ -158,7 +158,7 @@ public struct EgressAnalysis: Sendable {
 
     /// `Egress` in `policyTypes`; without `policyTypes`, a non-empty `egress`
     /// (the API server's defaulting, k8s pkg/apis/networking/v1/defaults.go).
-    public func affectsEgress(_ spec: JSONValue) -> Bool {
+    func affectsEgress(_ spec: JSONValue) -> Bool {
         if let types = spec["policyTypes"], types.kind == .array, !types.isEmptyContainerOrNull {
             var egress = false
             types.forEachElement { _, t in if t.stringEquals("Egress") { egress = true } }
@@ -171,7 +171,7 @@ public struct EgressAnalysis: Sendable {
     /// The addresses an `ipBlock` allows: its `cidr` minus its `except` blocks of the
     /// same written family, with IPv4-mapped blocks read as IPv4. Nil when the `cidr`
     /// cannot be parsed.
-    public func allowedAddresses(ipBlock: JSONValue) -> IPRangeSet? {
+    func allowedAddresses(ipBlock: JSONValue) -> IPRangeSet? {
         let (cidrValue, except, _) = ipBlock.members("cidr", "except")
         guard let cidr = cidrValue?.cidr else { return nil }
         var scratch = Scratch()

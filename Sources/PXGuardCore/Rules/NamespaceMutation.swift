@@ -1,14 +1,14 @@
 /// M1: a new guarded namespace is labelled and annotated on creation, and given
 /// the configured Pod Security level (never lowering a stricter one it carries).
-public struct NamespaceMutation: Sendable {
-    public init() {}
+struct NamespaceMutation: Sendable {
+    init() {}
 
     /// The Pod Security Admission label M1 sets and R5 keeps.
-    public static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
+    static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
 
     /// The JSON patch for a Namespace CREATE in a guarded namespace, or nil when
     /// there is nothing to change.
-    public func patch(for request: AdmissionRequest, config: Config) -> [UInt8]? {
+    func patch(for request: AdmissionRequest, config: Config) -> [UInt8]? {
         guard request.isNamespace, request.operation == .create, let object = request.object,
             config.isGuarded(namespace: request.objectName)
         else { return nil }
@@ -61,7 +61,7 @@ public struct NamespaceMutation: Sendable {
     }
 
     /// RFC 6901: `~` becomes `~0` first, then `/` becomes `~1`.
-    public static func escapePointer(_ segment: String) -> String {
+    static func escapePointer(_ segment: String) -> String {
         var out = ""
         for c in segment {
             switch c {
