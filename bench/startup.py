@@ -13,7 +13,7 @@ for _ in range(5):
                             stderr=subprocess.PIPE, text=True)
     port = None
     line = proc.stderr.readline()
-    port = int(line.split('"port":"')[1].split('"')[0])
+    port = int(line.split('"port":')[1].split(',')[0].split('}')[0])
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:

@@ -24,7 +24,7 @@ with open(work + "/config.yaml", "w") as f:
             "  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\nprovisioning: {enabled: false}\n")
 proc = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs",
                          "--config", work + "/config.yaml"], stderr=subprocess.PIPE, text=True)
-port = int(proc.stderr.readline().split('"port":"')[1].split('"')[0])
+port = int(proc.stderr.readline().split('"port":')[1].split(',')[0].split('}')[0])
 threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain logs
 ctx = ssl.create_default_context(cafile=work + "/certs/ca.crt")
 
@@ -76,7 +76,7 @@ def memory_phase():
                 "provisioning: {enabled: false}\n")
     mp = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", mwork + "/certs",
                            "--config", mwork + "/config.yaml"], stderr=subprocess.PIPE, text=True)
-    mport = int(mp.stderr.readline().split('"port":"')[1].split('"')[0])
+    mport = int(mp.stderr.readline().split('"port":')[1].split(',')[0].split('}')[0])
     threading.Thread(target=lambda: [None for _ in mp.stderr], daemon=True).start()
     mctx = ssl.create_default_context(cafile=mwork + "/certs/ca.crt")
 

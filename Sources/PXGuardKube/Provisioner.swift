@@ -116,7 +116,7 @@ public final class Provisioner: Sendable {
         let names = view.reload(config)
         // A follower only updates its view (R6 judges by the new specs); the leader writes.
         guard isLeader else { return }
-        if !names.isEmpty { logger.info("configuration reload: rewriting guard policies", [("namespaces", String(names.count))]) }
+        if !names.isEmpty { logger.info("configuration reload: rewriting guard policies", [("namespaces", .integer(names.count))]) }
         for name in names { enqueue(name) }
     }
 

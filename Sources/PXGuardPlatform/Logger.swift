@@ -59,16 +59,24 @@ public struct Logger: Sendable {
     public func info(_ message: String, _ fields: [(String, String)] = []) { log(.info, message, fields) }
     public func warn(_ message: String, _ fields: [(String, String)] = []) { log(.warn, message, fields) }
     public func error(_ message: String, _ fields: [(String, String)] = []) { log(.error, message, fields) }
+    public func info(_ message: String, _ fields: [(String, LogValue)]) { log(.info, message, fields) }
+    public func warn(_ message: String, _ fields: [(String, LogValue)]) { log(.warn, message, fields) }
+    public func error(_ message: String, _ fields: [(String, LogValue)]) { log(.error, message, fields) }
 
     static let order: [Level] = [.debug, .info, .warn, .error]
 
     public func log(_ level: Level, _ message: String, _ fields: [(String, String)]) {
+        log(level, message, fields.map { ($0.0, LogValue.text($0.1)) })
+    }
+
+    /// Logs with typed fields: numbers are written as JSON numbers.
+    public func log(_ level: Level, _ message: String, _ fields: [(String, LogValue)]) {
         guard Self.order.firstIndex(of: level)! >= Self.order.firstIndex(of: minimum)! else { return }
         sink(String(decoding: Self.line(level, message, fields, timestamp: Self.timestamp()), as: UTF8.self))
     }
 
     /// The bytes of one log line, newline included, within `maxLineBytes`.
-    static func line(_ level: Level, _ message: String, _ fields: [(String, String)], timestamp: String) -> [UInt8] {
+    static func line(_ level: Level, _ message: String, _ fields: [(String, LogValue)], timestamp: String) -> [UInt8] {
         // Room kept at the end for `,"droppedFields":N}` and the newline.
         let reserve = 32
         var out: [UInt8] = []
@@ -90,7 +98,10 @@ public struct Logger: Sendable {
             out.append(UInt8(ascii: ","))
             appendCapped(key, to: &out, limit: maxKeyBytes)
             out.append(UInt8(ascii: ":"))
-            appendCapped(value, to: &out, limit: min(maxFieldBytes, room))
+            switch value {
+            case .text(let text): appendCapped(text, to: &out, limit: min(maxFieldBytes, room))
+            case .integer(let n): out.append(contentsOf: String(n).utf8)
+            }
         }
         if dropped > 0 {
             out.append(contentsOf: #","droppedFields":"#.utf8)
@@ -113,3 +124,11 @@ public struct Logger: Sendable {
     /// RFC 3339 UTC time with milliseconds.
     static func timestamp() -> String { Clock.rfc3339(Clock.wall(), fractionDigits: 3) }
 }
+
+/// A log field's value: text is a JSON string, a count or a port a JSON number, so
+/// that log pipelines can compare and sum it without parsing strings.
+public enum LogValue: Sendable {
+    case text(String)
+    case integer(Int)
+}
+

@@ -7,7 +7,7 @@ extension EventLoop {
     /// Answers 503 to a request whose body no longer fits in the loop's budget.
     func refuseOverBudget(_ c: Connection) -> Step {
         stats.protocolErrors.add(1, ordering: .relaxed)
-        logger.warn("request buffers full; refusing a large request", [("bufferedBytes", String(bufferedBytes))])
+        logger.warn("request buffers full; refusing a large request", [("bufferedBytes", .integer(bufferedBytes))])
         response.reset()
         response.error(503, "server busy: request buffers are full; retry")
         response.extraHeaders = "Retry-After: 1\r\n"

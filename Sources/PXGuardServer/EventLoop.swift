@@ -111,7 +111,7 @@ final class EventLoop: @unchecked Sendable {
             do {
                 n = try Sys.epollWait(epoll.raw, events, capacity, timeoutMillis: timeout)
             } catch {
-                logger.error("event loop stopped", [("loop", String(index)), ("error", "\(error)")])
+                logger.error("event loop stopped", [("loop", .integer(index)), ("error", .text("\(error)"))])
                 return
             }
             for i in 0..<Int(n) {
@@ -187,7 +187,7 @@ final class EventLoop: @unchecked Sendable {
                 case .wouldBlock: return
                 case .exhausted:
                     // Stop polling the listener for 100 ms; the loop re-arms it.
-                    logger.warn("out of file descriptors or memory; pausing accept", [("open", String(active.count))])
+                    logger.warn("out of file descriptors or memory; pausing accept", [("open", .integer(active.count))])
                     try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: 0)
                     acceptPausedUntil = Clock.monotonic().nanoseconds + 100_000_000
                     return

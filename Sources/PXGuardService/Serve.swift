@@ -141,8 +141,8 @@ public final class Service: Sendable {
         }
         let server = self.server
         handler.attach { server.statistics }
-        logger.info("listening", [("address", SocketAddress.format(address.host, server.port)), ("port", String(server.port)),
-                                  ("workers", String(workers))])
+        logger.info("listening", [("address", .text(SocketAddress.format(address.host, server.port))), ("port", .integer(server.port)),
+                                  ("workers", .integer(workers))])
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
@@ -162,9 +162,9 @@ public final class Service: Sendable {
         metrics.certificateNotAfter.store(notAfter, ordering: .relaxed)
         let now = time(nil)
         if notAfter <= now {
-            logger.error("serving certificate has expired", [("notAfter", String(notAfter))])
+            logger.error("serving certificate has expired", [("notAfter", .integer(Int(notAfter)))])
         } else if notAfter - now < 30 * 86_400 {
-            logger.warn("serving certificate expires within 30 days", [("daysLeft", String((notAfter - now) / 86_400))])
+            logger.warn("serving certificate expires within 30 days", [("daysLeft", .integer(Int((notAfter - now) / 86_400)))])
         }
         updateReadiness()
     }

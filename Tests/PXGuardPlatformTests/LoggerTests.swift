@@ -49,7 +49,7 @@ struct LoggerTests {
     @Test("a field past the cap is cut at a character boundary and says how long it was")
     func fieldCap() throws {
         let uid = String(repeating: "\u{1F600}", count: 1000)  // 4,000 bytes of 4-byte characters
-        let line = Logger.line(.warn, "m", [("uid", uid), ("short", "x\ny")], timestamp: "t")
+        let line = Logger.line(.warn, "m", [("uid", .text(uid)), ("short", .text("x\ny"))], timestamp: "t")
         let object = try #require(parse(Substring(String(decoding: line.dropLast(), as: UTF8.self))))
         let cut = try #require(object["uid"] as? String)
         #expect(cut.hasSuffix("...[truncated, 4000 bytes]"))
@@ -68,11 +68,21 @@ struct LoggerTests {
 
     @Test("more fields than fit in 8 KiB: the rest are dropped and counted")
     func droppedFields() throws {
-        let fields = (0..<40).map { ("field\($0)", String(repeating: "v", count: 2000)) }
+        let fields = (0..<40).map { ("field\($0)", LogValue.text(String(repeating: "v", count: 2000))) }
         let line = Logger.line(.info, "many", fields, timestamp: "t")
         #expect(line.count <= Logger.maxLineBytes)
         let object = try #require(parse(Substring(String(decoding: line.dropLast(), as: UTF8.self))))
         let dropped = try #require(object["droppedFields"] as? Int)
         #expect(dropped > 30 && object.keys.filter { $0.hasPrefix("field") }.count == 40 - dropped)
+    }
+
+    @Test("numbers are written as JSON numbers, text as strings (a digit-only text stays a string)")
+    func numbersAsNumbers() throws {
+        let line = Logger.line(.info, "listening", [("port", .integer(8443)), ("workers", .integer(-2)), ("namespace", .text("123"))], timestamp: "t")
+        let text = String(decoding: line, as: UTF8.self)
+        #expect(text.contains(#""port":8443,"workers":-2,"namespace":"123"}"#))
+        let object = try #require(parse(Substring(text.dropLast())))
+        #expect(object["port"] as? Int == 8443)
+        #expect(object["namespace"] as? String == "123")
     }
 }
