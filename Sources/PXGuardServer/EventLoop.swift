@@ -284,6 +284,11 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         for (c, reason) in expired { close(c, .close(reason)) }
+        // A handshake waits for readiness events. Re-drive the unfinished ones at each
+        // sweep, so that bytes whose event was consumed mid-handshake cannot strand a
+        // connection until its handshake timeout (the record-path fuzzer found one).
+        // At most `maxHandshakesPerWorker` cheap SSL_accept calls per sweep.
+        for c in active where c.holdsHandshakeSlot { resume(c) }
         // After a burst of connections has gone, hand the memory they used back
         // to the system instead of keeping it in free lists.
         if closedSinceTrim >= 256 && active.count * 4 < closedSinceTrim {
