@@ -17,16 +17,23 @@ denied["request"]["object"]["spec"]["hostNetwork"] = True
 denied["request"]["userInfo"]["username"] = "alice"
 denied = json.dumps(denied).encode()
 
-work = tempfile.mkdtemp(prefix="pxguard-fault-")
-atexit.register(shutil.rmtree, work, True)
-with open(work + "/config.yaml", "w") as f:
-    f.write("server:\n  handshakeTimeoutSeconds: 2\n  headerTimeoutSeconds: 2\n  bodyTimeoutSeconds: 2\n"
-            "  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\nprovisioning: {enabled: false}\n")
-proc = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", work + "/certs",
-                         "--config", work + "/config.yaml"], stderr=subprocess.PIPE, text=True)
-port = int(proc.stderr.readline().split('"port":')[1].split(',')[0].split('}')[0])
-threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # drain logs
-ctx = ssl.create_default_context(cafile=work + "/certs/ca.crt")
+def start_server(prefix, config):
+    """The real binary on a free loopback port with `config`; returns the process,
+    its port (from the first log line) and a TLS context trusting its CA."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, work, True)
+    with open(work + "/config.yaml", "w") as f:
+        f.write(config + "provisioning: {enabled: false}\n")
+    server = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0",
+                               "--cert-dir", work + "/certs", "--config", work + "/config.yaml"],
+                              stderr=subprocess.PIPE, text=True)
+    listening = json.loads(server.stderr.readline())["port"]
+    threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()  # drain logs
+    return server, int(listening), ssl.create_default_context(cafile=work + "/certs/ca.crt")
+
+
+proc, port, ctx = start_server("pxguard-fault-", "server:\n  handshakeTimeoutSeconds: 2\n  headerTimeoutSeconds: 2\n"
+                               "  bodyTimeoutSeconds: 2\n  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\n")
 
 
 def fds():
@@ -69,16 +76,8 @@ def memory_phase():
     oversized ClientHello announcements; and the cost of one idle TLS connection.
     Returns the list of targets missed."""
     limit_kb = 96 * 1024
-    mwork = tempfile.mkdtemp(prefix="pxguard-fault-mem-")
-    atexit.register(shutil.rmtree, mwork, True)
-    with open(mwork + "/config.yaml", "w") as f:
-        f.write("server:\n  handshakeTimeoutSeconds: 30\n  headerTimeoutSeconds: 30\n  idleTimeoutSeconds: 60\n"
-                "provisioning: {enabled: false}\n")
-    mp = subprocess.Popen([binary, "serve", "--dev-certs", "--shutdown-delay", "0", "--listen", "127.0.0.1:0", "--cert-dir", mwork + "/certs",
-                           "--config", mwork + "/config.yaml"], stderr=subprocess.PIPE, text=True)
-    mport = int(mp.stderr.readline().split('"port":')[1].split(',')[0].split('}')[0])
-    threading.Thread(target=lambda: [None for _ in mp.stderr], daemon=True).start()
-    mctx = ssl.create_default_context(cafile=mwork + "/certs/ca.crt")
+    mp, mport, mctx = start_server("pxguard-fault-mem-", "server:\n  handshakeTimeoutSeconds: 30\n"
+                                   "  headerTimeoutSeconds: 30\n  idleTimeoutSeconds: 60\n")
 
     def mrss():
         with open(f"/proc/{mp.pid}/status") as f:
