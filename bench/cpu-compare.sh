@@ -36,7 +36,7 @@ declare -A cost
 for r in $(seq 1 "$rounds"); do
   for target in "nginx $nginx_worker 19453" "pxguard ${pids[1]} 19455"; do
     set -- $target
-    line=$("$here/cpu-per-request.sh" "$2" "https://127.0.0.1:$3/validate" "$body" "$dur")
+    line=$("$here/cpu-per-request.sh" "$2" "$1" "https://127.0.0.1:$3/validate" "$body" "$dur")
     printf '%-8s round %s: %s\n' "$1" "$r" "$line"
     cost[$1]="${cost[$1]:-} $(awk '{print $(NF-4)}' <<<"$line")"
   done

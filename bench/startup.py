@@ -1,6 +1,9 @@
 """Start pxguard, time until /readyz answers 200, then report idle RSS."""
 import os, socket, ssl, subprocess, sys, tempfile, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from procfs import Process  # noqa: E402  (RSS read only after the PID's command line is pxguard's)
+
 binary = sys.argv[1]
 work = tempfile.mkdtemp(prefix="pxguard-startup-")
 subprocess.run([binary, "certs", "--out", work + "/certs"], check=True, capture_output=True)
@@ -26,8 +29,7 @@ for _ in range(5):
         time.sleep(0.001)
     samples.append((time.monotonic() - start) * 1000)
     time.sleep(0.3)
-    with open(f"/proc/{proc.pid}/status") as f:
-        rss = max(rss, int(next(l for l in f if l.startswith("VmRSS")).split()[1]))
+    rss = max(rss, Process(proc.pid, binary).rss_kib())
     proc.terminate()
     proc.wait(timeout=10)
 samples.sort()

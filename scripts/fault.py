@@ -8,6 +8,9 @@ Usage: fault.py PXGUARD_BINARY [SECONDS]
 """
 import atexit, json, os, random, shutil, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procfs import Process, ProcessMismatch  # noqa: E402  (every figure read after its command line)
+
 binary = sys.argv[1]
 duration = float(sys.argv[2]) if len(sys.argv) > 2 else 15.0
 here = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +32,7 @@ def start_server(prefix, config):
                               stderr=subprocess.PIPE, text=True)
     listening = json.loads(server.stderr.readline())["port"]
     threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()  # drain logs
+    Process(server.pid, binary).verify()  # the PID measured below is the server, not a wrapper
     return server, int(listening), ssl.create_default_context(cafile=work + "/certs/ca.crt")
 
 
@@ -36,13 +40,15 @@ proc, port, ctx = start_server("pxguard-fault-", "server:\n  handshakeTimeoutSec
                                "  bodyTimeoutSeconds: 2\n  idleTimeoutSeconds: 5\n  maxBodyBytes: 65536\n")
 
 
+measured = Process(proc.pid, binary)
+
+
 def fds():
-    return len(os.listdir(f"/proc/{proc.pid}/fd"))
+    return measured.fd_count()
 
 
 def rss():
-    with open(f"/proc/{proc.pid}/status") as f:
-        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+    return measured.rss_kib()
 
 
 def tls():
@@ -79,9 +85,10 @@ def memory_phase():
     mp, mport, mctx = start_server("pxguard-fault-mem-", "server:\n  handshakeTimeoutSeconds: 30\n"
                                    "  headerTimeoutSeconds: 30\n  idleTimeoutSeconds: 60\n")
 
+    mprocess = Process(mp.pid, binary)
+
     def mrss():
-        with open(f"/proc/{mp.pid}/status") as f:
-            return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+        return mprocess.rss_kib()
 
     def mtls():
         raw = socket.create_connection(("127.0.0.1", mport), timeout=10)
@@ -94,7 +101,7 @@ def memory_phase():
         while sampling[0]:
             try:
                 peak[0] = max(peak[0], mrss())
-            except (OSError, StopIteration):
+            except (OSError, ProcessMismatch):
                 return
             time.sleep(0.01)
 

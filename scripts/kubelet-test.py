@@ -45,6 +45,9 @@ import uuid
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from procfs import Process, ProcessMismatch  # noqa: E402
+
 RESULTS = {"passed": 0, "failed": 0}
 
 
@@ -478,10 +481,7 @@ def main():
             api_server_calls(objects, docs, pod["containers"], pod_ip, pid)
             if args.rotated:
                 rotation(args.rotated, objects, docs, pod, pod_ip, volume_dirs, fs_group, pid)
-            rss_kib = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
-            limit = container.get("resources", {}).get("limits", {}).get("memory", "")
-            if limit.endswith("Mi"):
-                check(rss_kib * 1024 < int(limit[:-2]) << 20, f"resident memory {rss_kib} KiB under the {limit} limit")
+            memory_check(root, pid, argv, container)
         grace = pod.get("terminationGracePeriodSeconds", 30)
         if exited(pid) is None:
             os.kill(pid, signal.SIGTERM)
@@ -501,6 +501,31 @@ def main():
             print("container log (last 20 lines):\n  " + "\n  ".join(lines[-20:]), flush=True)
     print(f"kubelet test: {RESULTS['passed']} passed, {RESULTS['failed']} failed", flush=True)
     sys.exit(1 if RESULTS["failed"] else 0)
+
+
+def memory_check(root, pid, argv, container):
+    """Resident memory under the container's limit, read from the /proc mounted for the
+    pod's PID namespace (the host's /proc holds another process under that number), after
+    its command line proves it is the container's process."""
+    limit = container.get("resources", {}).get("limits", {}).get("memory", "")
+    try:
+        process = Process(pid, argv[0], proc_root=os.path.join(root, "proc"))
+        measured = process.verify()
+        rss_kib = process.rss_kib()
+    except ProcessMismatch as error:
+        check(False, "resident memory of the container's process", str(error))
+        return
+    check(True, f"measuring pid {pid} in the pod's /proc: {' '.join(measured[:2])}")
+    try:
+        Process(pid, argv[0])
+        host_differs = False
+    except ProcessMismatch:
+        host_differs = True
+    check(host_differs, f"the host's /proc/{pid} is another process (the pod's PID namespace is its own)")
+    if not limit.endswith("Mi"):
+        check(False, "resident memory: the container has a memory limit in Mi", f"limits.memory = {limit!r}")
+        return
+    check(rss_kib * 1024 < int(limit[:-2]) << 20, f"resident memory {rss_kib} KiB under the {limit} limit")
 
 
 def rotation(rotated, objects, docs, pod, pod_ip, volume_dirs, fs_group, pid):

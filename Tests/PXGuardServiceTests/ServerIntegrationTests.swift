@@ -492,8 +492,11 @@ struct DegradationTests {
 
 @Suite("Descriptor exhaustion", .serialized)
 struct DescriptorExhaustionTests {
-    /// CPU seconds the process has used (utime + stime from /proc).
+    /// CPU seconds the process has used (utime + stime from /proc), read only once its
+    /// command line shows it is pxguard (the shell that launched it `exec`s the binary).
     func cpuSeconds(_ pid: Int32) throws -> Double {
+        let argv0 = try String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8).split(separator: "\0").first ?? ""
+        try #require(argv0.hasSuffix("/pxguard"), "pid \(pid) runs \(argv0), not pxguard")
         let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
         let fields = stat.split(separator: ")").last!.split(separator: " ")
         return (Double(fields[11])! + Double(fields[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
