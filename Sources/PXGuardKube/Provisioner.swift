@@ -143,6 +143,11 @@ public final class Provisioner: Sendable {
         }
     }
 
+    /// Gives up the lease if this replica holds it (SIGTERM, before the shutdown
+    /// delay), so another replica writes within its next retry period. The
+    /// informers keep running: admission's R6 still reads the view meanwhile.
+    public func releaseLease() { elector?.release() }
+
     /// Stops the informers, workers, timer and lease.
     public func stop() {
         stopped.store(true, ordering: .relaxed)
