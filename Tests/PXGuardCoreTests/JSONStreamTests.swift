@@ -101,3 +101,20 @@ struct JSONStreamTests {
         }
     }
 }
+
+@Suite("JSON stream reader: regressions found by fuzz-watch")
+struct JSONStreamRegressionTests {
+    @Test("a key given twice, kept then over the budget: the field is over the budget, not the first value (fuzz/crash-watch-7606fe96)")
+    func duplicateKeyOverBudget() throws {
+        for (text, over, value) in [
+            (#"{"name":"a","name":"\#(String(repeating: "b", count: 200))"}"#, true, nil as String?),
+            (#"{"name":"\#(String(repeating: "b", count: 200))","name":"a"}"#, false, "a"),
+        ] {
+            var reader = streamReader(text, slice: 5)
+            let c = try reader.next(JSONPaths([["name"]]), budget: 64)
+            #expect(c.overBudget[0] == over)
+            #expect(c.string(0) == value)
+            #expect(c.raw.reduce(0) { $0 + ($1?.count ?? 0) } <= 64)
+        }
+    }
+}

@@ -318,10 +318,13 @@ public struct JSONStreamReader {
         if !recordOver && recorded.count + (position - start) <= recordLimit {
             recorded.append(contentsOf: buffer[start..<position])
             budget -= recorded.count
+            // A key given twice: the last one counts, as for every JSON reader here.
             capture.raw[index] = recorded
+            capture.overBudget[index] = false
         } else {
             // The budget stays for the fields after it: a small needed field is not
             // lost because a large one came first.
+            capture.raw[index] = nil
             capture.overBudget[index] = true
         }
         recorded = []
