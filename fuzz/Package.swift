@@ -14,6 +14,8 @@ let package = Package(
         .executableTarget(name: "fuzz-client", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
         .executableTarget(name: "fuzz-chunked", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
         .executableTarget(name: "fuzz-tls-records", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard")]),
+        .executableTarget(name: "fuzz-watch", dependencies: ["FuzzDriver", .product(name: "PXGuardServer", package: "pxguard"),
+                                                             .product(name: "PXGuardCore", package: "pxguard")]),
         .executableTarget(name: "fuzz-json", dependencies: ["FuzzDriver", .product(name: "PXGuardCore", package: "pxguard")]),
         .executableTarget(name: "fuzz-review", dependencies: ["FuzzDriver", .product(name: "PXGuardCore", package: "pxguard")]),
         .executableTarget(name: "fuzz-config", dependencies: ["FuzzDriver", .product(name: "PXGuardYAML", package: "pxguard"),

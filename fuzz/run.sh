@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ $# -gt 0 ] || targets=(http chunked tls-records client json review config)
+[ $# -gt 0 ] || targets=(http chunked tls-records client watch json review config)
 swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -E 'error' || true
 for t in "${targets[@]}"; do
   [ -x .build/release/fuzz-$t ] || { echo "fuzz-$t was not built (see the build errors above)" >&2; exit 1; }

@@ -13,7 +13,12 @@ public final class ClusterView: GuardView, Sendable {
     struct Policy {
         var drift: JSON?
         var ownerReferences: Bool
-        var canonical: Bool { drift == nil }
+        /// Carries `app.kubernetes.io/managed-by: pxguard` (one without it is
+        /// someone else's until pxguard takes it over).
+        var labelled = true
+        /// The list that last saw it (a relist drops what it did not see).
+        var listed: UInt32 = 0
+        var canonical: Bool { drift == nil && labelled }
     }
 
     /// What the provisioner needs of a namespace, nothing more.
@@ -25,6 +30,8 @@ public final class ClusterView: GuardView, Sendable {
         var terminating: Bool
         /// Monotonic time it was first seen unguarded (for the latency histogram).
         var unguardedSince: Double?
+        /// The list that last saw it (a relist drops what it did not see).
+        var listed: UInt32 = 0
     }
 
     struct Entry {
@@ -42,6 +49,8 @@ public final class ClusterView: GuardView, Sendable {
         /// then the provisioner does not repeat them (client-go's expectations).
         var expectations: [String: Double] = [:]
         var listed: (namespaces: Bool, policies: Bool) = (false, false)
+        /// The list under way per kind, stamped on every entry it sees.
+        var listGeneration: (namespaces: UInt32, policies: UInt32) = (0, 0)
         var healthy: (namespaces: Bool, policies: Bool) = (true, true)
     }
 
@@ -106,100 +115,132 @@ public final class ClusterView: GuardView, Sendable {
         }
     }
 
-    static func name(_ object: JSON) -> String? { object["metadata"]?["name"]?.stringValue }
-
-    func decodeNamespace(_ object: JSON, previous: Namespace?) -> Namespace {
-        let meta = object["metadata"]
-        let labels = meta?["labels"]
-        let terminating = object["status"]?["phase"]?.stringValue == "Terminating" || meta?["deletionTimestamp"] != nil
-        return Namespace(guardedLabel: labels?[GuardNames.guardedLabel]?.stringValue == "true",
-                         annotation: meta?["annotations"]?[GuardNames.policiesAnnotation]?.stringValue == GuardNames.policiesAnnotationValue,
-                         podSecurity: labels?[Self.podSecurityLabel]?.stringValue, terminating: terminating,
-                         unguardedSince: previous?.unguardedSince)
-    }
-
-    func decodePolicy(_ object: JSON, name: String, namespace: String, _ policies: GuardPolicies) -> Policy {
-        let spec = object["spec"] ?? .object([])
-        let owners = object["metadata"]?["ownerReferences"]?.arrayValue.map { !$0.isEmpty } ?? false
-        return Policy(drift: policies.isCanonical(spec: spec, name: name, namespace: namespace) ? nil : spec,
-                      ownerReferences: owners)
-    }
-
     /// Applies a namespace ADDED/MODIFIED (`deleted` false) or DELETED event and
     /// returns the namespace name to reconcile.
-    func applyNamespace(_ object: JSON, deleted: Bool) -> String? {
-        guard let name = Self.name(object) else { return nil }
-        state.withLock { s in
-            var e = s.entries[name] ?? Entry()
-            if deleted {
-                e.namespace = nil
-            } else {
-                var ns = decodeNamespace(object, previous: e.namespace)
-                if ns.unguardedSince == nil && !guarded(e) { ns.unguardedSince = Self.now() }
-                e.namespace = ns
-            }
-            s.expectations[name + "/labels"] = nil
-            s.entries[name] = e.isEmpty ? nil : e
-        }
+    func applyNamespace(_ object: NamespaceProjection, deleted: Bool) -> String? {
+        guard let name = object.name else { return nil }
+        state.withLock { s in apply(object, name: name, deleted: deleted, listed: 0, &s) }
         return name
     }
 
-    /// Applies a guard-policy event (objects that carry the managed-by label;
-    /// other names are not pxguard's and are ignored).
-    func applyPolicy(_ object: JSON, deleted: Bool) -> String? {
-        guard let name = Self.name(object), let namespace = object["metadata"]?["namespace"]?.stringValue,
-            name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy
-        else { return nil }
-        let done: Double? = state.withLock { s in
-            var e = s.entries[namespace] ?? Entry()
-            let wasGuarded = guarded(e)
-            let policy = deleted ? nil : decodePolicy(object, name: name, namespace: namespace, s.policies)
-            if name == GuardNames.blockPolicy { e.block = policy } else { e.allowAPI = policy }
-            s.expectations[namespace + "/" + name] = nil
-            var latency: Double?
-            if !wasGuarded && guarded(e), let since = e.namespace?.unguardedSince {
-                latency = Self.now() - since
-                e.namespace?.unguardedSince = nil
-            } else if wasGuarded && !guarded(e) && e.namespace != nil {
-                e.namespace?.unguardedSince = Self.now()
-            }
-            s.entries[namespace] = e.isEmpty ? nil : e
-            return latency
+    func apply(_ object: NamespaceProjection, name: String, deleted: Bool, listed: UInt32, _ s: inout State) {
+        var e = s.entries[name] ?? Entry()
+        if deleted {
+            e.namespace = nil
+        } else {
+            var ns = Namespace(guardedLabel: object.guardedLabel, annotation: object.annotation, podSecurity: object.podSecurity,
+                               terminating: object.terminating, unguardedSince: e.namespace?.unguardedSince,
+                               listed: listed == 0 ? e.namespace?.listed ?? 0 : listed)
+            if ns.unguardedSince == nil && !guarded(e) { ns.unguardedSince = Self.now() }
+            e.namespace = ns
         }
+        s.expectations[name + "/labels"] = nil
+        s.entries[name] = e.isEmpty ? nil : e
+    }
+
+    /// Applies a NetworkPolicy event; only the guard names in a namespace matter
+    /// here (every NetworkPolicy is watched, so that no label a tenant can set
+    /// decides what the view sees). Returns the namespace to reconcile.
+    func applyPolicy(_ object: PolicyProjection, deleted: Bool) -> String? {
+        guard let guardName = object.guardName, let namespace = object.namespace else { return nil }
+        let done: Double? = state.withLock { s in apply(object, guardName, namespace, deleted: deleted, listed: 0, &s) }
         if let done { observe(latency: done) }
         return namespace
     }
 
+    /// Returns the guarded latency when this made the namespace guarded.
+    func apply(_ object: PolicyProjection, _ name: String, _ namespace: String, deleted: Bool, listed: UInt32, _ s: inout State) -> Double? {
+        var e = s.entries[namespace] ?? Entry()
+        let wasGuarded = guarded(e)
+        let before = name == GuardNames.blockPolicy ? e.block : e.allowAPI
+        var policy: Policy?
+        if !deleted {
+            let drift: JSON? = switch object.spec {
+            case .some(let spec): s.policies.isCanonical(spec: spec, name: name, namespace: namespace) ? nil : spec
+            case .none: PolicyProjection.unjudgedSpec
+            }
+            policy = Policy(drift: drift, ownerReferences: object.ownerReferences, labelled: object.labelled,
+                            listed: listed == 0 ? before?.listed ?? 0 : listed)
+        }
+        if name == GuardNames.blockPolicy { e.block = policy } else { e.allowAPI = policy }
+        s.expectations[namespace + "/" + name] = nil
+        var latency: Double?
+        if !wasGuarded && guarded(e), let since = e.namespace?.unguardedSince {
+            latency = Self.now() - since
+            e.namespace?.unguardedSince = nil
+        } else if wasGuarded && !guarded(e) && e.namespace != nil {
+            e.namespace?.unguardedSince = Self.now()
+        }
+        s.entries[namespace] = e.isEmpty ? nil : e
+        return latency
+    }
+
     func guarded(_ e: Entry) -> Bool { e.block?.canonical == true && e.allowAPI?.canonical == true }
 
-    /// Replaces everything known of one kind with a fresh list (after start or
-    /// `410 Gone`); returns the namespaces whose entry changed or vanished.
-    public func replace(_ kind: Kind, with objects: [JSON]) -> [String] {
-        var seen = Set<String>()
-        var touched: [String] = []
-        for object in objects {
-            let ns = kind == .namespaces ? applyNamespace(object, deleted: false) : applyPolicy(object, deleted: false)
-            if let ns {
-                if kind == .namespaces { seen.insert(ns) } else { seen.insert(ns + "/" + (Self.name(object) ?? "")) }
-                touched.append(ns)
-            }
-        }
-        // What the list no longer holds was deleted while we were not watching.
-        let gone: [String] = state.withLock { s in
-            var gone: [String] = []
-            for (name, var e) in s.entries {
-                switch kind {
-                case .namespaces:
-                    if e.namespace != nil && !seen.contains(name) { e.namespace = nil; gone.append(name) }
-                case .policies:
-                    if e.block != nil && !seen.contains(name + "/" + GuardNames.blockPolicy) { e.block = nil; gone.append(name) }
-                    if e.allowAPI != nil && !seen.contains(name + "/" + GuardNames.allowAPIPolicy) { e.allowAPI = nil; gone.append(name) }
+    /// A list of namespaces, page by page: each page is applied as it comes, and
+    /// at the end what the list did not see is dropped (deleted while we were not
+    /// watching). Returns the namespaces whose entry changed or vanished.
+    func list(_ phase: ListPhase<NamespaceProjection>) -> [String] {
+        switch phase {
+        case .begin:
+            state.withLock { s in s.listGeneration.namespaces = s.listGeneration.namespaces &+ 1 | 1 }
+            return []
+        case .page(let objects):
+            return state.withLock { s in
+                let generation = s.listGeneration.namespaces
+                return objects.compactMap { object in
+                    guard let name = object.name else { return nil }
+                    apply(object, name: name, deleted: false, listed: generation, &s)
+                    return name
                 }
-                s.entries[name] = e.isEmpty ? nil : e
             }
-            return gone
+        case .end:
+            return state.withLock { s in
+                let generation = s.listGeneration.namespaces
+                var gone: [String] = []
+                for (name, var e) in s.entries where e.namespace != nil && e.namespace?.listed != generation {
+                    e.namespace = nil
+                    gone.append(name)
+                    s.entries[name] = e.isEmpty ? nil : e
+                }
+                return gone
+            }
         }
-        return touched + gone
+    }
+
+    /// A list of NetworkPolicies, page by page (see the namespace list).
+    func list(_ phase: ListPhase<PolicyProjection>) -> [String] {
+        switch phase {
+        case .begin:
+            state.withLock { s in s.listGeneration.policies = s.listGeneration.policies &+ 1 | 1 }
+            return []
+        case .page(let objects):
+            var latencies: [Double] = []
+            let touched: [String] = state.withLock { s in
+                let generation = s.listGeneration.policies
+                return objects.compactMap { object in
+                    guard let name = object.guardName, let namespace = object.namespace else { return nil }
+                    if let l = apply(object, name, namespace, deleted: false, listed: generation, &s) { latencies.append(l) }
+                    return namespace
+                }
+            }
+            latencies.forEach(observe)
+            return touched
+        case .end:
+            return state.withLock { s in
+                let generation = s.listGeneration.policies
+                var gone: [String] = []
+                for (name, var e) in s.entries {
+                    var changed = false
+                    if let b = e.block, b.listed != generation { e.block = nil; changed = true }
+                    if let a = e.allowAPI, a.listed != generation { e.allowAPI = nil; changed = true }
+                    guard changed else { continue }
+                    gone.append(name)
+                    s.entries[name] = e.isEmpty ? nil : e
+                }
+                return gone
+            }
+        }
     }
 
     func observe(latency seconds: Double) {
@@ -252,7 +293,10 @@ public final class ClusterView: GuardView, Sendable {
         var create: [String] = []
         /// Guard policies to rewrite to canonical (spec replaced, owners removed).
         var repair: [String] = []
-        var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty }
+        /// Guard-named policies without pxguard's label: read, then rewritten
+        /// canonical with the label (other labels and annotations kept).
+        var adopt: [String] = []
+        var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty && adopt.isEmpty }
     }
 
     func plan(_ namespace: String, _ s: State, now: Double) -> Plan {
@@ -273,7 +317,11 @@ public final class ClusterView: GuardView, Sendable {
         for name in names where !pending(name) {
             let p = name == GuardNames.blockPolicy ? e.block : e.allowAPI
             if let p {
-                if !p.canonical || p.ownerReferences { plan.repair.append(name) }
+                if !p.labelled {
+                    plan.adopt.append(name)
+                } else if !p.canonical || p.ownerReferences {
+                    plan.repair.append(name)
+                }
             } else {
                 plan.create.append(name)
             }
@@ -350,5 +398,66 @@ public final class ClusterView: GuardView, Sendable {
         out += "pxguard_namespace_guarded_seconds_bucket{le=\"+Inf\"} \(l.count)\n"
         out += "pxguard_namespace_guarded_seconds_sum \(l.sum)\npxguard_namespace_guarded_seconds_count \(l.count)\n"
         return out
+    }
+}
+
+/// What the view keeps of a Namespace: the two labels and the annotation pxguard
+/// manages and whether it is going away. Nothing else of it is ever stored.
+public struct NamespaceProjection: KubeProjection {
+    /// The guarded and Pod Security labels, the policies annotation, phase, deletion.
+    public static let fields: [[String]] = [
+        ["metadata", "labels", GuardNames.guardedLabel], ["metadata", "labels", ClusterView.podSecurityLabel],
+        ["metadata", "annotations", GuardNames.policiesAnnotation], ["status", "phase"], ["metadata", "deletionTimestamp"],
+    ]
+    /// The namespace's name.
+    public var name: String?
+    var guardedLabel: Bool
+    var annotation: Bool
+    var podSecurity: String?
+    var terminating: Bool
+
+    /// Fields over the budget read as "not as pxguard wants it" (the provisioner
+    /// writes them again), never as absent-and-fine.
+    public init(_ object: KubeObject) {
+        name = object.name
+        let f = object.fields
+        guardedLabel = f.string(0) == "true"
+        annotation = f.string(2) == GuardNames.policiesAnnotationValue
+        podSecurity = f.overBudget[1] ? nil : f.string(1)
+        terminating = f.string(3) == "Terminating" || f.raw[4] != nil || f.overBudget[4]
+    }
+}
+
+/// What the view keeps of a NetworkPolicy: nothing unless it has a guard name;
+/// then its spec (judged against the canonical one, and dropped when it is), its
+/// owners, and whether it carries pxguard's label.
+public struct PolicyProjection: KubeProjection {
+    /// The spec, the owners and pxguard's managed-by label.
+    public static let fields: [[String]] = [["spec"], ["metadata", "ownerReferences"], ["metadata", "labels", GuardNames.managedByKey]]
+    /// Stands for a spec over the per-object budget: no configuration makes it
+    /// canonical, so the guard policy is repaired rather than trusted.
+    static let unjudgedSpec: JSON = .string("spec over the per-object budget: not judged")
+    /// The policy's namespace.
+    public var namespace: String?
+    /// The guard name, or nil for every other NetworkPolicy.
+    var guardName: String?
+    /// The spec; nil when it was over the budget.
+    var spec: JSON?
+    var ownerReferences: Bool
+    var labelled: Bool
+
+    public init(_ object: KubeObject) {
+        namespace = object.namespace
+        let f = object.fields
+        guard let name = object.name, name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy else {
+            guardName = nil
+            ownerReferences = false
+            labelled = false
+            return
+        }
+        guardName = name
+        spec = f.overBudget[0] ? nil : f.json(0) ?? .object([])
+        ownerReferences = f.overBudget[1] || (f.json(1)?.arrayValue.map { !$0.isEmpty } ?? false)
+        labelled = f.string(2) == GuardNames.managedByValue
     }
 }

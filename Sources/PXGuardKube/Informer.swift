@@ -5,43 +5,68 @@ public import PXGuardCore
 public import PXGuardPlatform
 public import Synchronization
 
-/// List-then-watch of one resource, the way client-go's reflector does it: a
-/// paged list (`limit`/`continue`), then a watch from the list's resourceVersion
-/// with bookmarks and `timeoutSeconds`; a watch that ends is resumed from the
-/// last resourceVersion seen, a failure is retried with capped backoff and
-/// jitter, and `410 Gone` (the version was compacted away) starts a fresh list.
-public final class Informer: Sendable {
-    public struct Settings: Sendable {
-        /// Items per list page.
-        public var pageSize = 500
-        /// Asked of the server per watch; it ends the watch after about this long.
-        var watchTimeoutSeconds = 300
-        /// Upper bound of one blocking read (and of the watch connection's
-        /// handshake), so that `stop` is seen within it.
-        var pollSeconds = 5.0
-        var backoffBase = 0.5
-        var backoffCap = 30.0
-        /// After failing this long without a good list or watch, the view is
-        /// reported out of sync (R6 stops applying).
-        var staleAfterSeconds = 60.0
-        public init() {}
-    }
+/// How an informer lists, watches and retries.
+public struct InformerSettings: Sendable {
+    /// Items per list page (each page is handed on, then dropped).
+    public var pageSize = 500
+    /// Asked of the server per watch; it ends the watch after about this long.
+    var watchTimeoutSeconds = 300
+    /// Upper bound of one blocking read (and of the watch connection's
+    /// handshake), so that `stop` is seen within it.
+    var pollSeconds = 5.0
+    var backoffBase = 0.5
+    var backoffCap = 30.0
+    /// After failing this long without a good list or watch, the view is
+    /// reported out of sync (R6 stops applying).
+    var staleAfterSeconds = 60.0
+    /// Bytes of kept fields per object; a field beyond it is marked over the
+    /// budget (the object is still handed on). The API server stores objects
+    /// of at most 1.5 MiB, so only kept fields this large are refused.
+    public var objectBudget = 1 << 20
+    public init() {}
+}
 
-    /// The watch event types handed on (bookmarks and errors are handled here).
-    public enum EventType: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
 
-    let client: KubeClient
-    let path: String
-    let labelSelector: String?
-    let settings: Settings
-    let logger: Logger
-    let name: String
-    let onList: @Sendable ([JSON]) -> Void
-    let onEvent: @Sendable (EventType, JSON) -> Void
-    let onHealth: @Sendable (_ listed: Bool?, _ healthy: Bool) -> Void
-    let onReachable: @Sendable (Bool) -> Void
-    let stopped = Atomic<Bool>(false)
+/// One Kubernetes object as an informer kept it: its identity, and the fields its
+/// projection asked for (raw JSON within the per-object budget). Everything else
+/// the object carried was skipped as it streamed past.
+public struct KubeObject: Sendable {
+    /// `metadata.name` (nil when absent or over the budget).
+    public var name: String?
+    /// `metadata.namespace` (nil for cluster-scoped objects).
+    public var namespace: String?
+    /// `metadata.resourceVersion`: where a watch resumes.
+    public var resourceVersion: String?
+    /// The projection's fields, indexed like its `fields`.
+    public var fields: JSONCapture
+    /// True when some field did not fit in the per-object budget: the projection
+    /// judges the object from what did, or records it as not judged.
+    public var isOverBudget: Bool { fields.isOverBudget }
+}
 
+/// What an informer keeps of each object: a small value decoded from a few
+/// member paths (client-go's `TransformFunc`, applied before anything is
+/// stored). An informer is generic over it, so a new watched resource is a new
+/// projection, e.g. Pods keeping `spec.hostNetwork` and `spec.nodeName`.
+public protocol KubeProjection: Sendable {
+    /// Member paths to keep from each object (metadata.name, namespace and
+    /// resourceVersion are always kept). E.g. `[["spec"], ["metadata", "labels", "k"]]`.
+    static var fields: [[String]] { get }
+    /// Builds the projection; `object.fields` is indexed like `fields`.
+    init(_ object: KubeObject)
+}
+
+/// What the informer hands on from a list: pages arrive one at a time between
+/// `begin` and `end`, so no list is ever held whole. A list cut short sends no
+/// `end` (whatever was not seen must not read as deleted).
+public enum ListPhase<P: KubeProjection>: Sendable {
+    case begin
+    case page([P])
+    case end
+}
+
+/// The counters every informer keeps, whatever it projects (metrics, tests).
+public final class InformerCounters: Sendable {
     /// Complete lists (the first one included).
     public let lists = Atomic<Int>(0)
     /// Lists again after `410 Gone`.
@@ -53,21 +78,87 @@ public final class Informer: Sendable {
     /// ADDED, MODIFIED and DELETED events applied.
     public let events = Atomic<Int>(0)
     let bookmarks = Atomic<Int>(0)
+    /// Objects with a kept field over the per-object budget (judged from what
+    /// fit, or recorded as not judged by the projection's owner).
+    public let overBudget = Atomic<Int>(0)
+    init() {}
+}
+
+/// An informer whatever its projection: what the provisioner's loop and metrics need.
+public protocol AnyInformer: Sendable {
+    /// The resource's name in logs and metric labels (`namespaces`, ...).
+    var name: String { get }
+    /// Lists, watches, events, restarts, relists, bookmarks, objects over budget.
+    var counters: InformerCounters { get }
+    /// The list-then-watch loop, on the calling thread, until `stop`.
+    func run()
+    /// Ends `run` within about one poll period.
+    func stop()
+}
+
+/// List-then-watch of one resource, the way client-go's reflector does it: a
+/// paged list (`limit`/`continue`), then a watch from the list's resourceVersion
+/// with bookmarks and `timeoutSeconds`; a watch that ends is resumed from the
+/// last resourceVersion seen, a failure is retried with capped backoff and
+/// jitter, and `410 Gone` (the version was compacted away) starts a fresh list.
+/// Each page and event is decoded straight from the stream into `P`: memory is
+/// set by what `P` keeps, never by what the objects carry, and no list has a
+/// size limit a tenant could reach.
+public final class Informer<P: KubeProjection>: AnyInformer {
+    public typealias Settings = InformerSettings
+
+    /// The watch event types handed on (bookmarks and errors are handled here).
+    public enum EventType: String, Sendable { case added = "ADDED", modified = "MODIFIED", deleted = "DELETED" }
+
+    let client: KubeClient
+    let path: String
+    /// `fieldSelector` of every list and watch (never a label selector: labels are
+    /// tenants' to set, so they must not decide what pxguard sees).
+    let fieldSelector: String?
+    let settings: Settings
+    let logger: Logger
+    /// The resource's name in logs and metric labels.
+    public let name: String
+    let onList: @Sendable (ListPhase<P>) -> Void
+    let onEvent: @Sendable (EventType, P) -> Void
+    let onHealth: @Sendable (_ listed: Bool?, _ healthy: Bool) -> Void
+    let onReachable: @Sendable (Bool) -> Void
+    let stopped = Atomic<Bool>(false)
+    /// What this informer has done, for metrics and tests.
+    public let counters = InformerCounters()
+
+    /// An item's paths: identity first, then the projection's.
+    static var itemPaths: JSONPaths {
+        JSONPaths([["metadata", "name"], ["metadata", "namespace"], ["metadata", "resourceVersion"]] + P.fields)
+    }
+
+    /// A watch event's paths: its type, the object's paths, and a Status's fields.
+    static var eventPaths: JSONPaths {
+        JSONPaths([["type"], ["object", "code"], ["object", "reason"], ["object", "message"]]
+            + itemPaths.paths.map { ["object"] + $0 })
+    }
+
+    static var listPaths: JSONPaths { JSONPaths([["metadata", "continue"], ["metadata", "resourceVersion"]]) }
+
+    static func object(_ capture: JSONCapture) -> KubeObject {
+        KubeObject(name: capture.string(0), namespace: capture.string(1), resourceVersion: capture.string(2),
+                   fields: capture.slice(3..<capture.raw.count))
+    }
 
     /// - Parameters:
-    ///   - onList: every object of a complete list (replaces what was known).
+    ///   - onList: a list in pages (replaces what was known once it ends).
     ///   - onEvent: one watch event.
     ///   - onHealth: a list completed (`listed`) and whether the resource is being
     ///     followed (`healthy` false once failing for `staleAfterSeconds`).
-    public init(name: String, client: KubeClient, path: String, labelSelector: String?, settings: Settings, logger: Logger,
-                onList: @escaping @Sendable ([JSON]) -> Void, onEvent: @escaping @Sendable (EventType, JSON) -> Void,
+    public init(name: String, client: KubeClient, path: String, fieldSelector: String? = nil, settings: Settings, logger: Logger,
+                onList: @escaping @Sendable (ListPhase<P>) -> Void, onEvent: @escaping @Sendable (EventType, P) -> Void,
                 onHealth: @escaping @Sendable (_ listed: Bool?, _ healthy: Bool) -> Void,
                 onReachable: @escaping @Sendable (Bool) -> Void = { _ in }) {
         self.onReachable = onReachable
         self.name = name
         self.client = client
         self.path = path
-        self.labelSelector = labelSelector
+        self.fieldSelector = fieldSelector
         self.settings = settings
         self.logger = logger
         self.onList = onList
@@ -80,10 +171,8 @@ public final class Informer: Sendable {
     /// Ends `run` within about `pollSeconds`.
     public func stop() { stopped.store(true, ordering: .relaxed) }
 
-    /// Capped exponential backoff with full jitter in [½, 1] of the step.
     static func backoff(attempt: Int, base: Double, cap: Double, retryAfter: Double? = nil) -> Double {
-        let step = min(cap, base * pow(2, Double(min(attempt, 20))))
-        return max(step * Double.random(in: 0.5...1.0), retryAfter ?? 0)
+        Retry.backoff(attempt: attempt, base: base, cap: cap, retryAfter: retryAfter)
     }
 
     func sleep(_ seconds: Double) {
@@ -94,23 +183,40 @@ public final class Informer: Sendable {
         }
     }
 
-    /// One complete paged list; returns its resourceVersion.
+    /// Counts and logs an object with a kept field over the budget.
+    func noteOverBudget(_ object: KubeObject) {
+        counters.overBudget.add(1, ordering: .relaxed)
+        logger.warn("object has a field over the per-object budget; judged from the fields that fit",
+                    [("resource", .text(name)), ("namespace", .text(object.namespace ?? "")), ("name", .text(object.name ?? "(not read)")),
+                     ("budgetBytes", .integer(settings.objectBudget))])
+    }
+
+    /// One complete paged list, handed on page by page; returns its resourceVersion.
     func list(_ connection: KubeConnection) throws(KubeError) -> String {
-        var items: [JSON] = []
         var token: String?
         var resourceVersion = ""
+        let itemPaths = Self.itemPaths, listPaths = Self.listPaths
+        let budget = settings.objectBudget
+        onList(.begin)
         repeat {
-            let page = try connection.call("GET", KubePath.query(path, [
-                ("labelSelector", labelSelector), ("limit", String(settings.pageSize)), ("continue", token),
-            ]))
-            items += page["items"]?.arrayValue ?? []
-            token = page["metadata"]?["continue"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
-            resourceVersion = page["metadata"]?["resourceVersion"]?.stringValue ?? resourceVersion
+            var page: [P] = []
+            let meta = try connection.stream(KubePath.query(path, [
+                ("fieldSelector", fieldSelector), ("limit", String(settings.pageSize)), ("continue", token),
+            ])) { reader in
+                try reader.list(listPaths, arrayKey: "items", element: itemPaths, budget: budget) { capture in
+                    let object = Self.object(capture)
+                    if object.isOverBudget { noteOverBudget(object) }
+                    page.append(P(object))
+                }
+            }
+            onList(.page(page))
+            token = meta.string(0).flatMap { $0.isEmpty ? nil : $0 }
+            resourceVersion = meta.string(1) ?? resourceVersion
         } while token != nil && !isStopped
         // A list cut short must not stand for the whole: it would read as deletes.
         guard !isStopped else { throw KubeError.transport("stopped while listing") }
-        lists.add(1, ordering: .relaxed)
-        onList(items)
+        counters.lists.add(1, ordering: .relaxed)
+        onList(.end)
         return resourceVersion
     }
 
@@ -121,10 +227,10 @@ public final class Informer: Sendable {
     func watch(_ connection: KubeConnection, from resourceVersion: String) throws(KubeError) -> WatchOutcome {
         var last = resourceVersion
         let target = KubePath.query(path, [
-            ("labelSelector", labelSelector), ("watch", "1"), ("resourceVersion", resourceVersion),
+            ("fieldSelector", fieldSelector), ("watch", "1"), ("resourceVersion", resourceVersion),
             ("allowWatchBookmarks", "true"), ("timeoutSeconds", String(settings.watchTimeoutSeconds)),
         ])
-        watches.add(1, ordering: .relaxed)
+        counters.watches.add(1, ordering: .relaxed)
         var gone = false
         var seen = false
         var failure: KubeError?
@@ -136,31 +242,33 @@ public final class Informer: Sendable {
                 self.onReachable(true)
             }
         }
-        let handle: (JSON) throws(KubeError) -> Void = { event throws(KubeError) in
-            let type = event["type"]?.stringValue ?? ""
-            let object = event["object"] ?? .null
+        let handle: (JSONCapture) throws(KubeError) -> Void = { event throws(KubeError) in
+            let type = event.string(0) ?? ""
+            let object = Self.object(event.slice(4..<event.raw.count))
             switch type {
             case "ERROR":
                 // A Status in the stream: 410 means our version is too old.
-                let code = object["code"]?.intValue ?? 0
+                let code = event.json(1)?.intValue ?? 0
                 if code == 410 {
                     gone = true
                     return
                 }
-                failure = KubeError.status(code: code, reason: object["reason"]?.stringValue ?? "",
-                                           message: object["message"]?.stringValue ?? "watch error", retryAfter: nil)
+                failure = KubeError.status(code: code, reason: event.string(2) ?? "",
+                                           message: event.string(3) ?? "watch error", retryAfter: nil)
                 return
             case "BOOKMARK":
-                self.bookmarks.add(1, ordering: .relaxed)
+                self.counters.bookmarks.add(1, ordering: .relaxed)
             default:
                 guard let kind = EventType(rawValue: type) else { return }
-                self.events.add(1, ordering: .relaxed)
-                self.onEvent(kind, object)
+                if object.isOverBudget { self.noteOverBudget(object) }
+                self.counters.events.add(1, ordering: .relaxed)
+                self.onEvent(kind, P(object))
             }
-            if let rv = object["metadata"]?["resourceVersion"]?.stringValue { last = rv }
+            if let rv = object.resourceVersion { last = rv }
         }
         do {
-            try connection.watch(target, pollSeconds: settings.pollSeconds, idleSeconds: Double(settings.watchTimeoutSeconds) + 30,
+            try connection.watch(target, paths: Self.eventPaths, budget: settings.objectBudget, pollSeconds: settings.pollSeconds,
+                                 idleSeconds: Double(settings.watchTimeoutSeconds) + 30,
                                  shouldStop: { self.isStopped || gone || failure != nil }, onOpen: opened, onEvent: handle)
         } catch {
             if error.code == 410 { return .gone }
@@ -199,7 +307,7 @@ public final class Informer: Sendable {
                     }
                     resourceVersion = next
                 case .gone:
-                    relists.add(1, ordering: .relaxed)
+                    counters.relists.add(1, ordering: .relaxed)
                     logger.info("watch expired (410 Gone); listing again", [("resource", name)])
                     resourceVersion = nil
                 }
@@ -207,11 +315,11 @@ public final class Informer: Sendable {
                 let kubeError: KubeError? = error
                 if kubeError?.code == 410 {
                     // An expired continue token or list version: list again from scratch.
-                    relists.add(1, ordering: .relaxed)
+                    counters.relists.add(1, ordering: .relaxed)
                     resourceVersion = nil
                     continue
                 }
-                restarts.add(1, ordering: .relaxed)
+                counters.restarts.add(1, ordering: .relaxed)
                 if kubeError?.isTransient == true && kubeError?.code == nil { onReachable(false) }
                 let now = Clock.monotonic().seconds
                 if failingSince == nil { failingSince = now }
@@ -223,5 +331,31 @@ public final class Informer: Sendable {
             }
         }
         connection.close()
+    }
+}
+
+/// Retry pacing shared by the informers and the provisioner's workers.
+enum Retry {
+    /// Capped exponential backoff with full jitter in [½, 1] of the step.
+    static func backoff(attempt: Int, base: Double, cap: Double, retryAfter: Double? = nil) -> Double {
+        let step = min(cap, base * pow(2, Double(min(attempt, 20))))
+        return max(step * Double.random(in: 0.5...1.0), retryAfter ?? 0)
+    }
+}
+
+extension KubeProjection {
+    /// The projection of an object already in memory (tests, offline commands
+    /// reading `kubectl get -o json`): the same decoding as from a watch.
+    public init(json: JSON, budget: Int = 1 << 20) throws {
+        var bytes: [UInt8]? = []
+        json.write(into: &bytes!)
+        var reader = JSONStreamReader {
+            defer { bytes = nil }
+            return bytes.map { $0[...] }
+        }
+        let paths = JSONPaths([["metadata", "name"], ["metadata", "namespace"], ["metadata", "resourceVersion"]] + Self.fields)
+        let capture = try reader.next(paths, budget: budget)
+        self.init(KubeObject(name: capture.string(0), namespace: capture.string(1), resourceVersion: capture.string(2),
+                             fields: capture.slice(3..<capture.raw.count)))
     }
 }

@@ -269,21 +269,90 @@ public final class KubeConnection {
         return (try? JSON(parsing: response.body)) ?? .null
     }
 
-    /// Runs one watch request to its end: the server closing it (after
-    /// `timeoutSeconds`) returns normally; each event line is handed to `onEvent`.
-    /// `pollSeconds` bounds each blocking read, so `shouldStop` is seen promptly;
-    /// a stream silent for `idleSeconds` is treated as dead.
-    /// `onOpen` runs once the server has answered 200 and the stream begins.
-    public func watch(_ path: String, pollSeconds: Double, idleSeconds: Double, shouldStop: () -> Bool,
-                      onOpen: () -> Void = {}, onEvent: (JSON) throws(KubeError) -> Void) throws(KubeError) {
-        let stream = WatchStream(try client.dial(timeout: pollSeconds))
-        defer { stream.close() }
+    /// One streamed GET (a list page): a 2xx body is handed to `read` as a JSON
+    /// stream as it arrives, never held whole and with no size limit (each
+    /// object's kept fields have their own budget); anything else throws a
+    /// `KubeError` built from its (bounded) `Status` body. The body is read to
+    /// its end so the connection stays usable.
+    public func stream<R>(_ path: String, read: (inout JSONStreamReader) throws -> R) throws(KubeError) -> R {
+        let headers = client.headers(contentType: nil)
+        var opened: (HTTPClientConnection, HTTPClientResponse)?
+        for attempt in 0..<2 {
+            let conn = try connect()
+            do {
+                opened = (conn, try conn.open("GET", path, headers: headers))
+                break
+            } catch {
+                conn.close()
+                connection = nil
+                if attempt == 1 { throw KubeError.transport("GET \(path): \(error)") }
+            }
+        }
+        guard let (conn, response) = opened else { throw KubeError.transport("GET \(path): no response") }
         do {
-            try stream.send("GET", path, headers: client.headers(contentType: nil))
-            try stream.run(idleSeconds: idleSeconds, shouldStop: shouldStop, onOpen: onOpen, onEvent: onEvent)
+            guard (200..<300).contains(response.status) else {
+                let body = try conn.readRestOfBody()
+                if !conn.reusable { close() }
+                throw KubeClient.error(status: response.status, body: body, retryAfter: response.header("Retry-After"))
+            }
+            var reader = JSONStreamReader { try conn.nextBodyPiece() }
+            let result = try read(&reader)
+            while try conn.nextBodyPiece() != nil {}
+            if !conn.reusable { close() }
+            return result
         } catch let error as KubeError {
             throw error
         } catch {
+            close()
+            throw KubeError.transport("GET \(path): \(error)")
+        }
+    }
+
+    /// Runs one watch request to its end on a connection of its own: the server
+    /// closing it (after `timeoutSeconds`) returns normally. Events are read from
+    /// the stream one JSON value at a time, keeping only `paths` of each within
+    /// `budget` bytes, and handed to `onEvent`. `pollSeconds` bounds each blocking
+    /// read, so `shouldStop` is seen promptly; a stream silent for `idleSeconds`
+    /// is treated as dead. `onOpen` runs once the server has answered 2xx.
+    public func watch(_ path: String, paths: JSONPaths, budget: Int, pollSeconds: Double, idleSeconds: Double,
+                      shouldStop: () -> Bool, onOpen: () -> Void = {},
+                      onEvent: (JSONCapture) throws(KubeError) -> Void) throws(KubeError) {
+        struct Stopped: Error {}
+        let tls = try client.dial(timeout: pollSeconds)
+        defer { tls.close() }
+        var lastByte = Clock.monotonic().seconds
+        do {
+            try withoutActuallyEscaping(shouldStop) { shouldStop in
+                let conn = HTTPClientConnection(tls) {
+                    if shouldStop() { throw Stopped() }
+                    if Clock.monotonic().seconds - lastByte > idleSeconds {
+                        throw KubeError.transport("watch silent for \(Int(idleSeconds)) s")
+                    }
+                }
+                let response = try conn.open("GET", path, headers: client.headers(contentType: nil))
+                guard (200..<300).contains(response.status) else {
+                    throw KubeClient.error(status: response.status, body: try conn.readRestOfBody(),
+                                           retryAfter: response.header("Retry-After"))
+                }
+                lastByte = Clock.monotonic().seconds
+                onOpen()
+                var reader = JSONStreamReader {
+                    let piece = try conn.nextBodyPiece()
+                    lastByte = Clock.monotonic().seconds
+                    return piece
+                }
+                while !shouldStop(), try !reader.atEnd() {
+                    try onEvent(try reader.next(paths, budget: budget))
+                }
+            }
+        } catch let error as KubeError {
+            throw error
+        } catch is Stopped {
+            return
+        } catch let error as JSONStreamError {
+            throw KubeError.transport("watch \(path): malformed event: \(error)")
+        } catch {
+            if shouldStop() { return }
             throw KubeError.transport("watch \(path): \(error)")
         }
     }
@@ -292,145 +361,6 @@ public final class KubeConnection {
     public func close() {
         connection?.close()
         connection = nil
-    }
-}
-
-/// The reading side of one watch: an HTTP/1.1 response whose chunked body is a
-/// stream of newline-separated JSON events, read as it arrives.
-final class WatchStream {
-    let tls: TLSClientConnection
-    var buffer: [UInt8] = []
-    var start = 0
-    var lastByte = Clock.monotonic().seconds
-
-    init(_ tls: TLSClientConnection) { self.tls = tls }
-
-    func close() { tls.close() }
-
-    func send(_ method: String, _ target: String, headers: [(String, String)]) throws {
-        var head = "\(method) \(target) HTTP/1.1\r\nHost: kubernetes\r\n"
-        for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        head += "\r\n"
-        try tls.write(Array(head.utf8))
-    }
-
-    /// Reads more bytes; false when the peer closed. Read timeouts come back as
-    /// `nil` so that the caller can check for stop and idleness.
-    func fill() throws -> Bool? {
-        if start > 0 && start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
-            start = 0
-        }
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        do {
-            let n = try chunk.withUnsafeMutableBufferPointer { try tls.read(into: $0.baseAddress!, count: $0.count) }
-            if n == 0 { return false }
-            if start > 65536 {
-                buffer.removeFirst(start)
-                start = 0
-            }
-            buffer.append(contentsOf: chunk[0..<n])
-            lastByte = Clock.monotonic().seconds
-            return true
-        } catch let error as HTTPClientError where error.isTimeout {
-            // The read bound (SO_RCVTIMEO) passed with nothing to read: not a failure.
-            return nil
-        }
-    }
-
-    /// Waits for bytes, giving up on stop or idleness.
-    func more(idleSeconds: Double, shouldStop: () -> Bool) throws -> Bool {
-        while true {
-            if shouldStop() { return false }
-            switch try fill() {
-            case true?: return true
-            case false?: return false
-            case nil:
-                if Clock.monotonic().seconds - lastByte > idleSeconds { throw KubeError.transport("watch silent for \(Int(idleSeconds)) s") }
-            }
-        }
-    }
-
-    func line(idleSeconds: Double, shouldStop: () -> Bool) throws -> String? {
-        while true {
-            if let i = buffer[start...].firstIndex(of: 0x0A) {
-                var end = i
-                if end > start && buffer[end - 1] == 0x0D { end -= 1 }
-                let text = String(decoding: buffer[start..<end], as: UTF8.self)
-                start = i + 1
-                return text
-            }
-            guard try more(idleSeconds: idleSeconds, shouldStop: shouldStop) else { return nil }
-        }
-    }
-
-    func bytes(_ count: Int, idleSeconds: Double, shouldStop: () -> Bool) throws -> ArraySlice<UInt8>? {
-        while buffer.count - start < count {
-            guard try more(idleSeconds: idleSeconds, shouldStop: shouldStop) else { return nil }
-        }
-        defer { start += count }
-        return buffer[start..<start + count]
-    }
-
-    func run(idleSeconds: Double, shouldStop: () -> Bool, onOpen: () -> Void, onEvent: (JSON) throws(KubeError) -> Void) throws {
-        guard let statusLine = try line(idleSeconds: idleSeconds, shouldStop: shouldStop) else {
-            if shouldStop() { return }
-            throw KubeError.transport("watch closed before a response")
-        }
-        let parts = statusLine.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, let status = Int(parts[1]) else { throw KubeError.transport("malformed status line") }
-        var chunked = false
-        var length: Int?
-        var retryAfter: String?
-        while let header = try line(idleSeconds: idleSeconds, shouldStop: shouldStop), !header.isEmpty {
-            guard let colon = header.firstIndex(of: ":") else { continue }
-            let name = header[..<colon].lowercased()
-            let value = String(header[header.index(after: colon)...].drop { $0 == " " })
-            if name == "transfer-encoding" { chunked = value.lowercased().contains("chunked") }
-            if name == "content-length" { length = Int(value) }
-            if name == "retry-after" { retryAfter = value }
-        }
-        // A body that is not chunked is a plain answer (an error Status, usually).
-        guard chunked else {
-            let body = try length.flatMap { try bytes($0, idleSeconds: idleSeconds, shouldStop: shouldStop) }.map(Array.init) ?? []
-            if (200..<300).contains(status) {
-                for line in body.split(separator: 0x0A) where !line.isEmpty {
-                    if let event = try? JSON(parsing: Array(line)) { try onEvent(event) }
-                }
-                return
-            }
-            throw KubeClient.error(status: status, body: body, retryAfter: retryAfter)
-        }
-        if (200..<300).contains(status) { onOpen() }
-        var pending: [UInt8] = []
-        var errorBody: [UInt8] = []
-        // A stream that ends without its last chunk was cut (not ended by the server).
-        func cut() throws {
-            if !shouldStop() { throw KubeError.transport("watch cut mid-stream") }
-        }
-        while true {
-            guard let sizeLine = try line(idleSeconds: idleSeconds, shouldStop: shouldStop) else { return try cut() }
-            guard let size = Int(sizeLine.split(separator: ";").first.map(String.init) ?? "", radix: 16) else {
-                throw KubeError.transport("watch: bad chunk size")
-            }
-            if size == 0 { break }
-            guard let data = try bytes(size, idleSeconds: idleSeconds, shouldStop: shouldStop),
-                try bytes(2, idleSeconds: idleSeconds, shouldStop: shouldStop) != nil
-            else { return try cut() }
-            guard (200..<300).contains(status) else {
-                errorBody += data
-                continue
-            }
-            pending += data
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = Array(pending[..<newline])
-                pending.removeFirst(newline + 1)
-                guard !line.isEmpty else { continue }
-                guard let event = try? JSON(parsing: line) else { throw KubeError.transport("watch: malformed event") }
-                try onEvent(event)
-            }
-        }
-        if !(200..<300).contains(status) { throw KubeClient.error(status: status, body: errorBody, retryAfter: retryAfter) }
     }
 }
 

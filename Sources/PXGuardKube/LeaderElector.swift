@@ -6,13 +6,30 @@ public import PXGuardPlatform
 import Synchronization
 
 /// Lease-based leader election (`coordination.k8s.io/v1` Lease): only the holder
-/// of the lease writes. Optimistic concurrency on `resourceVersion` decides races;
-/// a follower takes over once the holder stops renewing for `leaseDuration`.
+/// of the lease writes. Optimistic concurrency on `resourceVersion` decides races.
+/// Expiry is judged as client-go's `leaderelection` does, on observed time: a
+/// follower takes over once the record has not changed for `leaseDuration` on
+/// this process's monotonic clock, counted from when it last saw it change. The
+/// holder's `renewTime` is written for people, never compared with our clock, so
+/// replicas whose wall clocks disagree neither block nor displace each other.
+/// On shutdown the holder releases the lease (client-go's `ReleaseOnCancel`).
 public final class LeaderElector: Sendable {
     public struct Timing: Sendable {
         var leaseDuration: Double = 15
         var retryPeriod: Double = 2
+        /// Each wait is `retryPeriod` times a random factor in [1, 1 + jitter]
+        /// (client-go's `wait.Jitter`), so replicas do not retry in lockstep.
+        var jitter: Double = 0.2
         public init() {}
+    }
+
+    /// The Lease spec as last read, and when this process saw it change (monotonic).
+    struct Observed: Equatable {
+        var holder: String
+        var renewTime: String
+        var acquireTime: String
+        var transitions: Int
+        var durationSeconds: Int
     }
 
     let client: KubeClient
@@ -25,6 +42,12 @@ public final class LeaderElector: Sendable {
     let stopped = Atomic<Bool>(false)
     /// False after a round that could not reach the API at all.
     let reachable = Atomic<Bool>(true)
+    /// The record last seen and the monotonic time it was first seen as such.
+    let observed = Locked<(record: Observed?, at: Double)>((nil, 0))
+    /// Held for a whole round and for the release, so a renewal in flight cannot
+    /// overwrite the release (or the release race a renewal): the value counts rounds.
+    let rounds = Mutex<Int>(0)
+    let waker = Waker()
 
     public init(client: KubeClient, namespace: String, identity: String, timing: Timing, logger: Logger) {
         self.client = client
@@ -39,17 +62,15 @@ public final class LeaderElector: Sendable {
 
     static func monotonic() -> Double { Clock.monotonic().seconds }
 
-
-
-    func leaseBody(resourceVersion: String?, transitions: Int, acquireTime: String) -> JSON {
+    func leaseBody(resourceVersion: String?, holder: String, durationSeconds: Int, transitions: Int, acquireTime: String) -> JSON {
         let now = Clock.rfc3339(Clock.wall())
         return .obj([
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": .obj(["name": .string(GuardNames.leaseName), "namespace": .string(namespace),
                               "resourceVersion": resourceVersion.map { .string($0) }]),
             "spec": .obj([
-                "holderIdentity": .string(identity),
-                "leaseDurationSeconds": .int(Int(timing.leaseDuration.rounded(.up))),
+                "holderIdentity": .string(holder),
+                "leaseDurationSeconds": .int(durationSeconds),
                 "acquireTime": .string(acquireTime),
                 "renewTime": .string(now),
                 "leaseTransitions": .int(transitions),
@@ -57,9 +78,34 @@ public final class LeaderElector: Sendable {
         ])
     }
 
+    var durationSeconds: Int { Int(timing.leaseDuration.rounded(.up)) }
+
+    static func record(of lease: JSON) -> Observed {
+        let spec = lease["spec"]
+        return Observed(holder: spec?["holderIdentity"]?.stringValue ?? "", renewTime: spec?["renewTime"]?.stringValue ?? "",
+                        acquireTime: spec?["acquireTime"]?.stringValue ?? "", transitions: spec?["leaseTransitions"]?.intValue ?? 0,
+                        durationSeconds: spec?["leaseDurationSeconds"]?.intValue ?? 0)
+    }
+
+    /// Notes the record just read; returns the monotonic time it was first seen as it is.
+    func observe(_ record: Observed, now: Double) -> Double {
+        observed.withLock { o in
+            if o.record != record { o = (record, now) }
+            return o.at
+        }
+    }
+
     /// One round: acquire or renew. Returns whether this replica leads now.
     @discardableResult
     func tryAcquireOrRenew(_ client: KubeConnection) -> Bool {
+        rounds.withLock { count in
+            count += 1
+            guard !stopped.load(ordering: .relaxed) else { return false }
+            return round(client)
+        }
+    }
+
+    func round(_ client: KubeConnection) -> Bool {
         let started = Self.monotonic()
         do {
             let path = try KubePath.lease(GuardNames.leaseName, in: namespace)
@@ -67,25 +113,29 @@ public final class LeaderElector: Sendable {
             do {
                 lease = try client.call("GET", path)
             } catch let error where error.code == 404 {
+                let now = Clock.rfc3339(Clock.wall())
                 try client.call("POST", KubePath.leases(in: namespace),
-                                body: leaseBody(resourceVersion: nil, transitions: 0, acquireTime: Clock.rfc3339(Clock.wall())))
+                                body: leaseBody(resourceVersion: nil, holder: identity, durationSeconds: durationSeconds,
+                                                transitions: 0, acquireTime: now))
                 becameLeader(since: started, transition: true)
                 return true
             }
-            let spec = lease["spec"]
-            let holder = spec?["holderIdentity"]?.stringValue ?? ""
-            let renew = spec?["renewTime"]?.stringValue.flatMap(Clock.parseRFC3339)
-            let duration = Double(spec?["leaseDurationSeconds"]?.intValue ?? 0)
-            let expired = renew.map { Clock.wall() - $0 > max(duration, 1) } ?? true
-            let transitions = spec?["leaseTransitions"]?.intValue ?? 0
-            guard holder == identity || holder.isEmpty || expired else {
+            let record = Self.record(of: lease)
+            let seenSince = observe(record, now: started)
+            // An empty holder is a released lease (client-go's release): free at once.
+            // Otherwise another holder's lease runs until its record has stood unchanged
+            // for its duration, timed from when we saw it change.
+            let expired = started - seenSince > Double(max(record.durationSeconds, 1))
+            guard record.holder == identity || record.holder.isEmpty || expired else {
                 leaderUntil.withLock { $0 = 0 }
                 return false
             }
-            let mine = holder == identity
-            let acquire = mine ? (spec?["acquireTime"]?.stringValue ?? Clock.rfc3339(Clock.wall())) : Clock.rfc3339(Clock.wall())
-            try client.call("PUT", path, body: leaseBody(resourceVersion: lease["metadata"]?["resourceVersion"]?.stringValue,
-                                                         transitions: mine ? transitions : transitions + 1, acquireTime: acquire))
+            let mine = record.holder == identity
+            let acquire = mine && !record.acquireTime.isEmpty ? record.acquireTime : Clock.rfc3339(Clock.wall())
+            let written = try client.call("PUT", path, body: leaseBody(
+                resourceVersion: lease["metadata"]?["resourceVersion"]?.stringValue, holder: identity,
+                durationSeconds: durationSeconds, transitions: mine ? record.transitions : record.transitions + 1, acquireTime: acquire))
+            _ = observe(Self.record(of: written), now: started)
             becameLeader(since: started, transition: !mine)
             return true
         } catch {
@@ -107,22 +157,52 @@ public final class LeaderElector: Sendable {
         if !was || transition { logger.info("provisioner lease acquired", [("identity", identity)]) }
     }
 
-    /// Runs rounds every `retryPeriod` until `stop`.
+    /// Runs rounds every `retryPeriod` (with jitter) until `stop` or `release`.
     public func run() {
         let connection = client.connection()
         defer { connection.close() }
         while !stopped.load(ordering: .relaxed) {
             tryAcquireOrRenew(connection)
-            var waited = 0.0
-            while waited < timing.retryPeriod && !stopped.load(ordering: .relaxed) {
-                usleep(50_000)
-                waited += 0.05
+            let wait = timing.retryPeriod * Double.random(in: 1...(1 + max(timing.jitter, 0)))
+            let deadline = Self.monotonic() + wait
+            while !stopped.load(ordering: .relaxed), case let left = deadline - Self.monotonic(), left > 0 {
+                waker.wait(seconds: left)
             }
         }
     }
 
+    /// Stops the rounds; this replica stops acting as leader at once.
     public func stop() {
         stopped.store(true, ordering: .relaxed)
         leaderUntil.withLock { $0 = 0 }
+        waker.signal()
+    }
+
+    /// Stops the rounds and, if this replica holds the lease, gives it up as
+    /// client-go's `ReleaseOnCancel` does: holder cleared, duration 1 s, so that
+    /// another replica takes over on its next round instead of after the whole
+    /// lease duration. Returns whether a release was written.
+    @discardableResult
+    public func release() -> Bool {
+        stop()
+        return rounds.withLock { _ -> Bool in
+            let connection = client.connection()
+            defer { connection.close() }
+            do {
+                let path = try KubePath.lease(GuardNames.leaseName, in: namespace)
+                let lease = try connection.call("GET", path)
+                let record = Self.record(of: lease)
+                guard record.holder == identity else { return false }
+                let now = Clock.rfc3339(Clock.wall())
+                try connection.call("PUT", path, body: leaseBody(
+                    resourceVersion: lease["metadata"]?["resourceVersion"]?.stringValue, holder: "", durationSeconds: 1,
+                    transitions: record.transitions, acquireTime: now))
+                logger.info("provisioner lease released", [("identity", identity)])
+                return true
+            } catch {
+                logger.warn("lease release failed; another replica takes over when it expires", [("error", "\(error)")])
+                return false
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ public final class Provisioner: Sendable {
         var queueCapacity = 100_000
         /// How long a write not yet seen on the watch is not repeated.
         var expectationSeconds: Double = 10
-        var informer = Informer.Settings()
+        var informer = InformerSettings()
         public init() {}
     }
 
@@ -36,7 +36,7 @@ public final class Provisioner: Sendable {
     let wake = Waker()
     let tick = Waker()
     let stopped = Atomic<Bool>(false)
-    public let informers: [Informer]
+    public let informers: [any AnyInformer]
 
     public let created = Atomic<Int>(0)
     public let repaired = Atomic<Int>(0)
@@ -66,16 +66,18 @@ public final class Provisioner: Sendable {
         }
         let reach: @Sendable (Bool) -> Void = { ok in box.withLock { $0.provisioner }?.apiReachable(ok) }
         informers = [
-            Informer(name: "namespaces", client: client, path: KubePath.namespaces, labelSelector: nil,
+            Informer<NamespaceProjection>(name: "namespaces", client: client, path: KubePath.namespaces,
                      settings: informerSettings, logger: logger,
-                     onList: { items in view.replace(.namespaces, with: items).forEach(enqueue) },
+                     onList: { phase in view.list(phase).forEach(enqueue) },
                      onEvent: { type, object in enqueue(view.applyNamespace(object, deleted: type == .deleted)) },
                      onHealth: { listed, healthy in view.setHealth(.namespaces, listed: listed, healthy: healthy) },
                      onReachable: reach),
-            Informer(name: "networkpolicies", client: client, path: KubePath.allNetworkPolicies,
-                     labelSelector: "\(GuardNames.managedByKey)=\(GuardNames.managedByValue)",
+            // Every NetworkPolicy, unselected: a label selector would let any tenant who
+            // can write a NetworkPolicy decide what the list holds (and how big it is).
+            // Only the guard names are kept; the others cost a skip as they stream past.
+            Informer<PolicyProjection>(name: "networkpolicies", client: client, path: KubePath.allNetworkPolicies,
                      settings: informerSettings, logger: logger,
-                     onList: { items in view.replace(.policies, with: items).forEach(enqueue) },
+                     onList: { phase in view.list(phase).forEach(enqueue) },
                      onEvent: { type, object in enqueue(view.applyPolicy(object, deleted: type == .deleted)) },
                      onHealth: { listed, healthy in view.setHealth(.policies, listed: listed, healthy: healthy) },
                      onReachable: reach),
@@ -97,7 +99,7 @@ public final class Provisioner: Sendable {
 
     /// Capped exponential backoff with jitter; at least what `Retry-After` asked.
     func backoff(attempt: Int, retryAfter: Double?) -> Double {
-        Informer.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap, retryAfter: retryAfter)
+        Retry.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap, retryAfter: retryAfter)
     }
 
     /// Queues every namespace the view says needs work. The safety net behind the
@@ -142,6 +144,11 @@ public final class Provisioner: Sendable {
             tick.wait(seconds: 0.2)
         }
     }
+
+    /// Gives up the lease if this replica holds it (SIGTERM, before the shutdown
+    /// delay), so another replica writes within its next retry period. The
+    /// informers keep running: admission's R6 still reads the view meanwhile.
+    public func releaseLease() { elector?.release() }
 
     /// Stops the informers, workers, timer and lease.
     public func stop() {
@@ -233,13 +240,25 @@ public final class Provisioner: Sendable {
                     view.expect(namespace, [name], for: 0)
                     throw error
                 }
-                // AlreadyExists: one without our label, invisible to the watch. Check and repair.
+                // AlreadyExists: created meanwhile, not yet seen on the watch. Check and repair.
                 do {
                     try repairAfterConflict(name, namespace, desired, connection)
                 } catch {
                     view.expect(namespace, [name], for: 0)
                     throw error
                 }
+            }
+        }
+        for name in plan.adopt {
+            // A guard name without pxguard's label: someone else's object in the
+            // guard's place. Read it and rewrite it canonical, labelled.
+            guard let desired = policies.policy(name: name, namespace: namespace) else { continue }
+            view.expect(namespace, [name], for: settings.expectationSeconds)
+            do {
+                try repairAfterConflict(name, namespace, desired, connection)
+            } catch {
+                view.expect(namespace, [name], for: 0)
+                throw error
             }
         }
         for name in plan.repair {
@@ -270,8 +289,8 @@ public final class Provisioner: Sendable {
         return try connection.call(method, path, body: body, contentType: contentType)
     }
 
-    /// `409 AlreadyExists` on create: the object exists without the managed-by
-    /// label (so the watch cannot see it). Read it and put it back in canonical
+    /// `409 AlreadyExists` on create (the view had not seen it yet), or a guard
+    /// name without the managed-by label: read it and put it back in canonical
     /// form with the label, keeping its other labels and annotations.
     func repairAfterConflict(_ name: String, _ namespace: String, _ desired: JSON, _ connection: KubeConnection) throws(KubeError) {
         let path = try KubePath.networkPolicy(name, in: namespace)
@@ -316,11 +335,14 @@ public final class Provisioner: Sendable {
         out += "# HELP pxguard_provisioner_api_reachable 0 while the Kubernetes API cannot be reached.\n# TYPE pxguard_provisioner_api_reachable gauge\n"
         out += "pxguard_provisioner_api_reachable \(reachable.load(ordering: .relaxed))\n"
         out += "# HELP pxguard_watch_restarts_total Watches restarted after a failure.\n# TYPE pxguard_watch_restarts_total counter\n"
-        for i in informers { out += "pxguard_watch_restarts_total{resource=\"\(i.name)\"} \(i.restarts.load(ordering: .relaxed))\n" }
+        for i in informers { out += "pxguard_watch_restarts_total{resource=\"\(i.name)\"} \(i.counters.restarts.load(ordering: .relaxed))\n" }
         out += "# HELP pxguard_watch_relists_total Fresh lists after 410 Gone.\n# TYPE pxguard_watch_relists_total counter\n"
-        for i in informers { out += "pxguard_watch_relists_total{resource=\"\(i.name)\"} \(i.relists.load(ordering: .relaxed))\n" }
+        for i in informers { out += "pxguard_watch_relists_total{resource=\"\(i.name)\"} \(i.counters.relists.load(ordering: .relaxed))\n" }
         out += "# HELP pxguard_watch_events_total Watch events applied to the view.\n# TYPE pxguard_watch_events_total counter\n"
-        for i in informers { out += "pxguard_watch_events_total{resource=\"\(i.name)\"} \(i.events.load(ordering: .relaxed))\n" }
+        for i in informers { out += "pxguard_watch_events_total{resource=\"\(i.name)\"} \(i.counters.events.load(ordering: .relaxed))\n" }
+        out += "# HELP pxguard_watch_objects_over_budget_total Objects with a kept field over the per-object budget (judged from what fit).\n"
+        out += "# TYPE pxguard_watch_objects_over_budget_total counter\n"
+        for i in informers { out += "pxguard_watch_objects_over_budget_total{resource=\"\(i.name)\"} \(i.counters.overBudget.load(ordering: .relaxed))\n" }
         return out + view.metricsText
     }
 }

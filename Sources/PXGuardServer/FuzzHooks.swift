@@ -73,4 +73,37 @@ public enum FuzzHooks {
             }
         }
     }
+
+    /// The watch path's transport half: `data` as one streamed answer (head, then
+    /// body pieces as `open`/`nextBodyPiece` hand them to the JSON stream), in
+    /// irregular slices. Returns the status and a pull function for the body
+    /// (nil at its end; throws where the reader refuses the bytes), or nil when
+    /// the head is refused. Small line limits make the length checks reachable.
+    public static func httpClientStream(_ data: UnsafeRawBufferPointer) -> (status: Int, next: () throws -> ArraySlice<UInt8>?)? {
+        final class Box {
+            var reader: HTTPResponseReader
+            init(_ reader: HTTPResponseReader) { self.reader = reader }
+        }
+        var limits = HTTPClientLimits()
+        limits.maxLineBytes = 256
+        limits.maxHeaders = 16
+        let input = Array(data)
+        var offset = 0
+        var slice = 1
+        let box = Box(HTTPResponseReader(limits: limits) {
+            guard offset < input.count else { return nil }
+            let n = min(slice, input.count - offset)
+            defer {
+                offset += n
+                slice = slice * 7 % 113 + 1
+            }
+            return Array(input[offset..<offset + n])
+        })
+        guard let head = try? box.reader.readHead(method: "GET", boundedBody: false) else { return nil }
+        return (head.status, {
+            let piece = try box.reader.nextBodyPiece(maxPiece: 1000)
+            precondition(piece.map { $0.count <= 1000 } ?? true, "a body piece over its bound")
+            return piece
+        })
+    }
 }

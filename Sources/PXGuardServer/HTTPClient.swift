@@ -119,16 +119,40 @@ public struct HTTPClientLimits: Sendable {
 
 /// Reads HTTP/1.1 responses from a byte source with every length checked: a
 /// malformed, negative, overflowing or oversized length is an `HTTPClientError`,
-/// never a trap. Separate from the connection so the fuzzer drives it directly.
+/// never a trap. The one response reader of the API client: whole answers
+/// (`readResponse`, body within `maxBodyBytes`) and streamed ones (`readHead`,
+/// then `nextBodyPiece` until nil: lists and watches, whose bodies have no
+/// size limit because nothing holds them whole). Incremental: every byte is
+/// looked at once, lines are bounded, a body piece is handed out as it arrives
+/// whatever length its chunk announced. Separate from the connection so the
+/// fuzzer drives it directly.
 struct HTTPResponseReader {
+    /// Where the reader is in the current response's body.
+    enum Body: Equatable {
+        /// Between responses (or before the first).
+        case none
+        /// `remaining` bytes of a Content-Length body.
+        case length(remaining: Int)
+        /// Inside a chunk with `remaining` data bytes, then its CRLF.
+        case chunk(remaining: Int)
+        /// Expecting a chunk-size line.
+        case chunkSize
+        /// Until the peer closes.
+        case untilClose
+    }
+
     let limits: HTTPClientLimits
     /// More bytes from the peer; nil once it closed.
     let source: () throws -> [UInt8]?
     var buffer: [UInt8] = []
     /// Bytes before this index are consumed; compacted lazily.
     var position = 0
+    /// Bytes after `position` already searched for the current line's CRLF, so
+    /// a line arriving in many pieces is scanned once.
+    var lineScanned = 0
     /// False once a response says `Connection: close` or is close-delimited.
     var reusable = true
+    var body = Body.none
 
     init(limits: HTTPClientLimits = HTTPClientLimits(), source: @escaping () throws -> [UInt8]?) {
         self.limits = limits
@@ -149,19 +173,19 @@ struct HTTPResponseReader {
 
     /// The next CRLF-terminated line (without it), or nil at a clean close.
     mutating func takeLine() throws -> String? {
-        // Bytes already searched, counted from `position` (a fill may move the buffer).
-        var searched = 0
+        lineScanned = 0
         while true {
-            while position + searched + 1 < buffer.count {
-                let i = position + searched
+            while position + lineScanned + 1 < buffer.count {
+                let i = position + lineScanned
                 if buffer[i] == 0x0D && buffer[i + 1] == 0x0A {
                     let line = String(decoding: buffer[position..<i], as: UTF8.self)
                     position = i + 2
+                    lineScanned = 0
                     return line
                 }
-                searched += 1
+                lineScanned += 1
             }
-            if searched > limits.maxLineBytes {
+            if lineScanned > limits.maxLineBytes {
                 throw HTTPClientError("response line longer than \(limits.maxLineBytes) bytes")
             }
             if try !fill() {
@@ -172,12 +196,23 @@ struct HTTPResponseReader {
     }
 
     mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
-        precondition(count >= 0)
+        guard count >= 0 else { throw HTTPClientError("negative length \(count)") }
         while available < count {
             if try !fill() { throw HTTPClientError("connection closed mid-body") }
         }
         defer { position += count }
         return buffer[position..<position + count]
+    }
+
+    /// Up to `limit` buffered bytes (reading once when none are), or nil at a close.
+    mutating func takeSome(_ limit: Int) throws -> ArraySlice<UInt8>? {
+        if available == 0 {
+            position = buffer.count
+            guard try fill() else { return nil }
+        }
+        let n = min(limit, available)
+        defer { position += n }
+        return buffer[position..<position + n]
     }
 
     /// A decimal Content-Length: digits only, no sign, no overflow.
@@ -187,7 +222,8 @@ struct HTTPResponseReader {
         return Int(text)
     }
 
-    /// A chunk size: 1-15 hex digits (so no overflow), then optional extensions.
+    /// A chunk size: 1-15 hex digits (so no overflow, never negative), then
+    /// optional extensions.
     static func chunkSize(_ line: String) -> Int? {
         let end = line.utf8.firstIndex { $0 == UInt8(ascii: ";") || $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") } ?? line.utf8.endIndex
         let digits = line.utf8[..<end]
@@ -206,8 +242,26 @@ struct HTTPResponseReader {
         return size
     }
 
-    /// Reads one response (skipping 1xx interim responses).
+    /// Reads one response (skipping 1xx interim responses) with its whole body,
+    /// which must fit in `maxBodyBytes`.
     mutating func readResponse(method: String) throws -> HTTPClientResponse {
+        var response = try readHead(method: method)
+        var body: [UInt8] = []
+        while let piece = try nextBodyPiece() {
+            guard piece.count <= limits.maxBodyBytes - body.count else {
+                throw HTTPClientError("response body is over the \(limits.maxBodyBytes)-byte limit")
+            }
+            body += piece
+        }
+        response.body = body
+        return response
+    }
+
+    /// Reads a response's status line and headers (skipping 1xx interim
+    /// responses); its body follows through `nextBodyPiece`. A Content-Length
+    /// over `maxBodyBytes` is refused here only when `boundedBody` is set.
+    mutating func readHead(method: String, boundedBody: Bool = true) throws -> HTTPClientResponse {
+        guard body == .none else { throw HTTPClientError("the previous response's body was not read to its end") }
         while true {
             guard let statusLine = try takeLine() else {
                 throw HTTPClientError("connection closed before a response")
@@ -230,60 +284,87 @@ struct HTTPResponseReader {
                 headers.append((String(line[..<colon]), String(value)))
             }
             if (100..<200).contains(status) { continue }
-            var response = HTTPClientResponse(status: status, headers: headers, body: [])
+            let response = HTTPClientResponse(status: status, headers: headers, body: [])
             if response.header("connection")?.lowercased() == "close" { reusable = false }
             if method == "HEAD" || status == 204 || status == 304 { return response }
-            response.body = try readBody(response)
+            body = try framing(response, bounded: boundedBody)
             return response
         }
     }
 
-    mutating func readBody(_ response: HTTPClientResponse) throws -> [UInt8] {
+    /// How the body after `response`'s head is delimited.
+    mutating func framing(_ response: HTTPClientResponse, bounded: Bool) throws -> Body {
         let lengths = response.headers.filter { $0.name.lowercased() == "content-length" }.map(\.value)
         if let encoding = response.header("transfer-encoding") {
             guard encoding.lowercased() == "chunked" else {
                 throw HTTPClientError("unsupported Transfer-Encoding \(encoding.prefix(100))")
             }
-            return try readChunked()
+            return .chunkSize
         }
         if let first = lengths.first {
             guard let length = Self.contentLength(first), lengths.allSatisfy({ $0 == first }) else {
                 throw HTTPClientError("bad Content-Length \(lengths.joined(separator: ", ").prefix(100))")
             }
-            guard length <= limits.maxBodyBytes else {
+            guard !bounded || length <= limits.maxBodyBytes else {
                 throw HTTPClientError("response body of \(length) bytes is over the \(limits.maxBodyBytes)-byte limit")
             }
-            return Array(try take(length))
+            return length == 0 ? .none : .length(remaining: length)
         }
-        // Close-delimited.
         reusable = false
-        while try fill() {
-            if available > limits.maxBodyBytes {
-                throw HTTPClientError("response body is over the \(limits.maxBodyBytes)-byte limit")
-            }
-        }
-        defer { position = buffer.count }
-        return Array(buffer[position...])
+        return .untilClose
     }
 
-    mutating func readChunked() throws -> [UInt8] {
-        var body: [UInt8] = []
+    /// The next piece of the current body (at most `maxPiece` bytes, as they
+    /// arrive), or nil at its end. A chunk announcing any size costs no memory
+    /// up front: its bytes are handed out as they come.
+    mutating func nextBodyPiece(maxPiece: Int = 64 << 10) throws -> ArraySlice<UInt8>? {
         while true {
-            guard let sizeLine = try takeLine() else { throw HTTPClientError("connection closed before a chunk") }
-            guard let size = Self.chunkSize(sizeLine) else {
-                throw HTTPClientError("bad chunk size line \"\(sizeLine.prefix(100))\"")
+            switch body {
+            case .none:
+                return nil
+            case .length(let remaining):
+                guard let piece = try takeSome(min(remaining, maxPiece)) else {
+                    throw HTTPClientError("connection closed mid-body")
+                }
+                body = remaining == piece.count ? .none : .length(remaining: remaining - piece.count)
+                return piece
+            case .untilClose:
+                guard let piece = try takeSome(maxPiece) else {
+                    body = .none
+                    return nil
+                }
+                return piece
+            case .chunkSize:
+                guard let sizeLine = try takeLine() else { throw HTTPClientError("connection closed before a chunk") }
+                guard let size = Self.chunkSize(sizeLine) else {
+                    throw HTTPClientError("bad chunk size line \"\(sizeLine.prefix(100))\"")
+                }
+                if size == 0 {
+                    try skipTrailers()
+                    body = .none
+                    return nil
+                }
+                body = .chunk(remaining: size)
+            case .chunk(let remaining):
+                if remaining == 0 {
+                    guard try take(2).elementsEqual([0x0D, 0x0A]) else { throw HTTPClientError("chunk not followed by CRLF") }
+                    body = .chunkSize
+                    continue
+                }
+                guard let piece = try takeSome(min(remaining, maxPiece)) else {
+                    throw HTTPClientError("connection closed mid-chunk")
+                }
+                body = .chunk(remaining: remaining - piece.count)
+                return piece
             }
-            if size == 0 { break }
-            guard size <= limits.maxBodyBytes - body.count else {
-                throw HTTPClientError("chunked body is over the \(limits.maxBodyBytes)-byte limit")
-            }
-            body += try take(size)
-            guard try take(2).elementsEqual([0x0D, 0x0A]) else { throw HTTPClientError("chunk not followed by CRLF") }
         }
+    }
+
+    mutating func skipTrailers() throws {
         var trailers = 0
         while true {
             guard let trailer = try takeLine() else { throw HTTPClientError("connection closed in the trailers") }
-            if trailer.isEmpty { return body }
+            if trailer.isEmpty { return }
             trailers += 1
             guard trailers <= limits.maxHeaders else { throw HTTPClientError("more than \(limits.maxHeaders) trailer lines") }
         }
@@ -297,12 +378,23 @@ public final class HTTPClientConnection {
     var reader: HTTPResponseReader
     public var reusable: Bool { reader.reusable }
 
-    public init(_ connection: TLSClientConnection, limits: HTTPClientLimits = HTTPClientLimits()) {
+    /// - Parameter whileWaiting: called each time a read's timeout passes with
+    ///   nothing to read; nil makes that an error. A watch passes one that checks
+    ///   for stop and idleness (and throws to end the wait).
+    public init(_ connection: TLSClientConnection, limits: HTTPClientLimits = HTTPClientLimits(),
+                whileWaiting: (() throws -> Void)? = nil) {
         self.connection = connection
         reader = HTTPResponseReader(limits: limits) {
             var chunk = [UInt8](repeating: 0, count: 16384)
-            let n = try chunk.withUnsafeMutableBufferPointer { try connection.read(into: $0.baseAddress!, count: $0.count) }
-            return n == 0 ? nil : Array(chunk[0..<n])
+            while true {
+                do {
+                    let n = try chunk.withUnsafeMutableBufferPointer { try connection.read(into: $0.baseAddress!, count: $0.count) }
+                    return n == 0 ? nil : Array(chunk[0..<n])
+                } catch let error as HTTPClientError where error.isTimeout {
+                    guard let whileWaiting else { throw error }
+                    try whileWaiting()
+                }
+            }
         }
     }
 
@@ -324,6 +416,32 @@ public final class HTTPClientConnection {
     /// Reads one response (skipping 1xx interim responses).
     func readResponse(method: String = "POST") throws -> HTTPClientResponse {
         try reader.readResponse(method: method)
+    }
+
+    /// Sends one request and reads only its head: the body follows through
+    /// `nextBodyPiece` (a list or a watch, streamed without a size limit).
+    public func open(_ method: String, _ target: String, headers: [(String, String)] = []) throws -> HTTPClientResponse {
+        var head = "\(method) \(target) HTTP/1.1\r\nHost: localhost\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        head += "\r\n"
+        try connection.write(Array(head.utf8))
+        return try reader.readHead(method: method, boundedBody: false)
+    }
+
+    /// The next piece of the body of the response `open` read, or nil at its end.
+    public func nextBodyPiece() throws -> ArraySlice<UInt8>? { try reader.nextBodyPiece() }
+
+    /// The rest of the current body, read whole within `maxBodyBytes` (an error
+    /// `Status` after `open`).
+    public func readRestOfBody() throws -> [UInt8] {
+        var body: [UInt8] = []
+        while let piece = try reader.nextBodyPiece() {
+            guard piece.count <= reader.limits.maxBodyBytes - body.count else {
+                throw HTTPClientError("response body is over the \(reader.limits.maxBodyBytes)-byte limit")
+            }
+            body += piece
+        }
+        return body
     }
 
     public func close() { connection.close() }

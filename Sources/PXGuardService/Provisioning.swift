@@ -74,5 +74,22 @@ final class ProvisionerHandle: Sendable {
     /// existing guard policies rewritten to them.
     func reload(_ config: Config) { provisioner?.reload(config) }
 
+    /// Releases the lease on a thread of its own (a slow API must not hold up the
+    /// shutdown sequence); `wait` returns once it is done or `seconds` passed.
+    func releaseLease() -> (_ seconds: Double) -> Void {
+        guard let provisioner else { return { _ in } }
+        let done = Locked<Bool>(false)
+        let waker = Waker()
+        spawnThread(name: "pxguard-lease-release") {
+            provisioner.releaseLease()
+            done.withLock { $0 = true }
+            waker.signal()
+        }
+        return { seconds in
+            let deadline = Clock.monotonic().seconds + seconds
+            while !done.withLock({ $0 }), case let left = deadline - Clock.monotonic().seconds, left > 0 { waker.wait(seconds: left) }
+        }
+    }
+
     func stop() { provisioner?.stop() }
 }

@@ -296,12 +296,16 @@ public final class Service: Sendable {
         }
         guard !already else { return }
         updateReadiness()
+        // The lease goes first (client-go's ReleaseOnCancel): another replica takes
+        // the provisioner over while this one still answers reviews.
+        let released = provisioner.releaseLease()
         if options.shutdownDelay > 0 {
             // Reviews keep arriving until every API server has seen the endpoint go:
             // answer them, so that a rolling update drops none.
             logger.info("not ready; serving while endpoints drop this pod", [("delaySeconds", String(options.shutdownDelay))])
             usleep(UInt32(min(options.shutdownDelay, 3600) * 1_000_000))
         }
+        released(2)
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
         reloadWaker.signal()

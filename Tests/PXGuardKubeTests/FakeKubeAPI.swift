@@ -8,8 +8,8 @@ import Synchronization
 /// own TLS layer): the paths, verbs, `Status` bodies and resourceVersion semantics
 /// of the real one for namespaces, NetworkPolicies and Leases. Lists are paged
 /// (`limit`/`continue`, a token expires with compaction); watches stream events
-/// after a resourceVersion, filter by label selector (an object leaving the
-/// selector is DELETED to the watcher), send bookmarks, end after
+/// after a resourceVersion, filter by label and field selector (an object
+/// leaving the selector is DELETED to the watcher), send bookmarks, end after
 /// `timeoutSeconds`, and answer `410 Gone` with a Status once the version was
 /// compacted away. Faults: injected statuses, watches dropped mid-stream, slow
 /// answers.
@@ -52,6 +52,11 @@ final class FakeKubeAPI: @unchecked Sendable {
         /// Ends every watch after this long, whatever `timeoutSeconds` asked (a cutting proxy).
         var watchLifetime: Double?
         var stopped = false
+        /// Answers every request with these bytes instead of the API (tests of
+        /// malformed answers); then holds the connection open until the client
+        /// closes it when `holdOpen`, or closes it.
+        var rawAnswer: [UInt8]?
+        var holdOpen = false
     }
 
     let state = Locked(State())
@@ -338,6 +343,11 @@ final class FakeKubeAPI: @unchecked Sendable {
             return (true, nil, s.delay)
         }
         guard authorized else { return connection.respond(401, Self.status(401, "Unauthorized", "Unauthorized")) }
+        if let (raw, hold) = state.withLock({ s in s.rawAnswer.map { ($0, s.holdOpen) } }) {
+            guard connection.write(raw) else { return false }
+            if hold { while connection.fill() {} }
+            return false
+        }
         if let fault {
             return connection.respond(fault.status, Self.status(fault.status, fault.reason, "injected \(fault.reason)"),
                                       headers: fault.retryAfter.map { "Retry-After: \($0)\r\n" } ?? "")
@@ -355,15 +365,45 @@ final class FakeKubeAPI: @unchecked Sendable {
     /// `/api/v1/namespaces` or `/apis/networking.k8s.io/v1/networkpolicies`.
     static func collection(_ parts: [String]) -> (resource: String, namespace: String?)? {
         if parts == ["api", "v1", "namespaces"] { return ("namespaces", nil) }
+        // Core resources (pods, services, endpoints) across namespaces or in one.
+        if parts.count == 3 && parts[0] == "api" { return (parts[2], nil) }
+        if parts.count == 5 && parts[0] == "api" && parts[2] == "namespaces" { return (parts[4], parts[3]) }
         if parts.count == 4 && parts[0] == "apis" { return (parts[3], nil) }
         if parts.count == 6 && parts[0] == "apis" && parts[3] == "namespaces" { return (parts[5], parts[4]) }
         return nil
     }
 
-    static func matches(_ object: JSON, selector: String?) -> Bool {
-        guard let selector, !selector.isEmpty else { return true }
-        let pair = selector.split(separator: "=", maxSplits: 1).map(String.init)
-        return pair.count == 2 && object["metadata"]?["labels"]?[pair[0]]?.stringValue == pair[1]
+    static func matches(_ object: JSON, selector: String?, fields: String? = nil) -> Bool {
+        if let selector, !selector.isEmpty {
+            let pair = selector.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2 && object["metadata"]?["labels"]?[pair[0]]?.stringValue == pair[1] else { return false }
+        }
+        return matches(object, fieldSelector: fields)
+    }
+
+    /// A field selector as the API server reads one: comma-separated `path=value`,
+    /// `path==value` or `path!=value` terms, all of which must hold; a path is
+    /// dotted (`metadata.name`, `spec.hostNetwork`), and a missing boolean reads
+    /// as `false` (the API server's defaulting).
+    static func matches(_ object: JSON, fieldSelector: String?) -> Bool {
+        guard let fieldSelector, !fieldSelector.isEmpty else { return true }
+        for term in fieldSelector.split(separator: ",") {
+            let negated = term.contains("!=")
+            let parts = term.replacingOccurrences(of: "!=", with: "=").replacingOccurrences(of: "==", with: "=")
+                .split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { return false }
+            var node: JSON? = object
+            for key in parts[0].split(separator: ".") { node = node?[String(key)] }
+            let value: String
+            switch node {
+            case .string(let text)?: value = text
+            case .bool(let flag)?: value = flag ? "true" : "false"
+            case .number(let text)?: value = text
+            default: value = parts[1] == "false" ? "false" : ""
+            }
+            if (value == parts[1]) == negated { return false }
+        }
+        return true
     }
 
     func items(_ s: State, _ resource: String, _ namespace: String?) -> [(String, JSON)] {
@@ -375,6 +415,7 @@ final class FakeKubeAPI: @unchecked Sendable {
     func list(_ s: State, _ request: Request, _ resource: String, _ namespace: String?) -> (Int, JSON) {
         let query = request.query
         let selector = query["labelSelector"]
+        let fields = query["fieldSelector"]
         var snapshot = s.resourceVersion
         var after = ""
         if let token = query["continue"], !token.isEmpty {
@@ -390,7 +431,7 @@ final class FakeKubeAPI: @unchecked Sendable {
         var page: [JSON] = []
         var last = ""
         var more = false
-        for (key, object) in items(s, resource, namespace) where key > after && Self.matches(object, selector: selector) {
+        for (key, object) in items(s, resource, namespace) where key > after && Self.matches(object, selector: selector, fields: fields) {
             if limit > 0 && page.count == limit {
                 more = true
                 break
@@ -413,6 +454,7 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
         let query = request.query
         let selector = query["labelSelector"]
+        let fields = query["fieldSelector"]
         let bookmarks = query["allowWatchBookmarks"] == "true"
         let timeout = state.withLock { $0.watchLifetime } ?? Double(query["timeoutSeconds"] ?? "") ?? 1800
         var cursor = Int(query["resourceVersion"] ?? "") ?? 0
@@ -445,10 +487,10 @@ final class FakeKubeAPI: @unchecked Sendable {
                 cursor = event.resourceVersion
                 guard event.resource == resource else { continue }
                 if let namespace, event.object["metadata"]?["namespace"]?.stringValue != namespace { continue }
-                let nowMatches = Self.matches(event.object, selector: selector)
+                let nowMatches = Self.matches(event.object, selector: selector, fields: fields)
                 var type = event.type
                 if type == "MODIFIED" {
-                    let before = event.old.map { Self.matches($0, selector: selector) } ?? false
+                    let before = event.old.map { Self.matches($0, selector: selector, fields: fields) } ?? false
                     if !before && !nowMatches { continue }
                     if before && !nowMatches { type = "DELETED" }
                     if !before && nowMatches { type = "ADDED" }

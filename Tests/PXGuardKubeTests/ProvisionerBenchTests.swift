@@ -93,10 +93,12 @@ struct ProvisionerBench {
             GuardPolicies.names(in: "namespace-\(i)").map { policies.policy(name: $0, namespace: "namespace-\(i)")! }
         }
         let view = ClusterView(config: .default, logger: .none)
+        let projected = namespaces.map { try! NamespaceProjection(json: $0) }
+        let policyProjections = objects.map { try! PolicyProjection(json: $0) }
         let m0 = residentBytes()
-        for ns in namespaces { _ = view.applyNamespace(ns, deleted: false) }
+        for ns in projected { _ = view.applyNamespace(ns, deleted: false) }
         let m1 = residentBytes()
-        for p in objects { _ = view.applyPolicy(p, deleted: false) }
+        for p in policyProjections { _ = view.applyPolicy(p, deleted: false) }
         let m2 = residentBytes()
         print(String(format: "BENCH memory%d: %.0f bytes per namespace, %.0f bytes per canonical guard policy beyond that (%d inline in the entry)", n,
                      Double(m1 - m0) / Double(n), Double(m2 - m1) / Double(objects.count), MemoryLayout<ClusterView.Policy?>.stride))

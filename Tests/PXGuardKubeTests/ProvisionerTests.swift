@@ -23,7 +23,8 @@ struct Harness {
     var view: ClusterView { provisioner.view }
 
     init(_ api: FakeKubeAPI, config: Config = .default, elector: Bool = false, identity: String = "replica-a",
-         resync: Double = 300, pageSize: Int = 500, watchTimeout: Int = 300, workers: Int = 2) throws {
+         resync: Double = 300, pageSize: Int = 500, watchTimeout: Int = 300, workers: Int = 2,
+         objectBudget: Int = 1 << 20) throws {
         let client = try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile), timeout: 5)
         var timing = LeaderElector.Timing()
         timing.leaseDuration = 2
@@ -35,6 +36,7 @@ struct Harness {
         settings.backoffCap = 0.5
         settings.workers = workers
         settings.informer.pageSize = pageSize
+        settings.informer.objectBudget = objectBudget
         settings.informer.watchTimeoutSeconds = watchTimeout
         settings.informer.pollSeconds = 0.2
         settings.informer.backoffBase = 0.05
@@ -185,13 +187,15 @@ struct ProvisionerTests {
         let log = api.requests
         #expect(log.contains { $0.hasPrefix("GET /api/v1/namespaces?limit=3") })
         #expect(log.contains { $0.hasPrefix("GET /api/v1/namespaces?limit=3&continue=") })
-        #expect(log.contains { $0.contains("networkpolicies?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpxguard") })
+        // Every NetworkPolicy, never selected by a label a tenant can set.
+        #expect(log.contains { $0.hasPrefix("GET /apis/networking.k8s.io/v1/networkpolicies?limit=3") })
+        #expect(!log.contains { $0.contains("labelSelector") })
         #expect(log.contains { $0.contains("watch=1&resourceVersion=") && $0.contains("allowWatchBookmarks=true&timeoutSeconds=1") })
         // Watches end after timeoutSeconds and resume without a fresh list; bookmarks arrive.
-        let lists = h.provisioner.informers.map { $0.lists.load(ordering: .relaxed) }
-        #expect(eventually(6) { h.provisioner.informers.allSatisfy { $0.watches.load(ordering: .relaxed) >= 3 } })
-        #expect(h.provisioner.informers.map { $0.lists.load(ordering: .relaxed) } == lists)
-        #expect(eventually { h.provisioner.informers.allSatisfy { $0.bookmarks.load(ordering: .relaxed) > 0 } })
+        let lists = h.provisioner.informers.map { $0.counters.lists.load(ordering: .relaxed) }
+        #expect(eventually(6) { h.provisioner.informers.allSatisfy { $0.counters.watches.load(ordering: .relaxed) >= 3 } })
+        #expect(h.provisioner.informers.map { $0.counters.lists.load(ordering: .relaxed) } == lists)
+        #expect(eventually { h.provisioner.informers.allSatisfy { $0.counters.bookmarks.load(ordering: .relaxed) > 0 } })
         api.addNamespace("team-late")
         #expect(eventually { canonical(api, "team-late") })
     }
@@ -206,7 +210,7 @@ struct ProvisionerTests {
         defer { h.stop() }
         #expect(eventually { h.view.isSynced })
         usleep(1_500_000)  // several 0.2 s read bounds
-        #expect(h.provisioner.informers.allSatisfy { $0.restarts.load(ordering: .relaxed) == 0 && $0.watches.load(ordering: .relaxed) == 1 })
+        #expect(h.provisioner.informers.allSatisfy { $0.counters.restarts.load(ordering: .relaxed) == 0 && $0.counters.watches.load(ordering: .relaxed) == 1 })
     }
 
     @Test("watches that a proxy ends at once are paced with backoff, not re-opened in a spin")
@@ -243,9 +247,9 @@ struct ProvisionerTests {
         api.dropWatches()
         api.addNamespace("team-2")  // while the watch is down
         #expect(eventually { canonical(api, "team-2") })
-        #expect(h.provisioner.informers.allSatisfy { $0.relists.load(ordering: .relaxed) == 0 })
-        #expect(h.provisioner.informers.allSatisfy { $0.lists.load(ordering: .relaxed) == 1 })
-        #expect(h.provisioner.informers.contains { $0.restarts.load(ordering: .relaxed) >= 1 })
+        #expect(h.provisioner.informers.allSatisfy { $0.counters.relists.load(ordering: .relaxed) == 0 })
+        #expect(h.provisioner.informers.allSatisfy { $0.counters.lists.load(ordering: .relaxed) == 1 })
+        #expect(h.provisioner.informers.contains { $0.counters.restarts.load(ordering: .relaxed) >= 1 })
     }
 
     @Test("410 Gone after compaction (as an ERROR event or an HTTP status) makes a fresh list", arguments: [false, true])
@@ -268,7 +272,7 @@ struct ProvisionerTests {
         api.put("networkpolicies", "team-1", GuardNames.allowAPIPolicy, nil)
         api.compact()
         #expect(eventually { canonical(api, "team-2") && canonical(api, "team-1") })
-        #expect(h.provisioner.informers.allSatisfy { $0.relists.load(ordering: .relaxed) >= 1 })
+        #expect(h.provisioner.informers.allSatisfy { $0.counters.relists.load(ordering: .relaxed) >= 1 })
         #expect(h.provisioner.metricsText.contains("pxguard_watch_relists_total{resource=\"namespaces\"} "))
     }
 
@@ -409,7 +413,7 @@ struct ProvisionerTests {
             }
             for name in GuardPolicies.names(in: ns) { api.put("networkpolicies", ns, name, policies.policy(name: name, namespace: ns)) }
         }
-        api.inject([.init(status: 500, reason: "InternalError", retryAfter: nil, matching: "networkpolicies?labelSelector")])
+        api.inject([.init(status: 500, reason: "InternalError", retryAfter: nil, matching: "/v1/networkpolicies?")])
         api.clearLog()
         let h = try Harness(api)
         h.start()
@@ -462,7 +466,7 @@ struct ProvisionerTests {
         h.start()
         defer { h.stop() }
         #expect(eventually { h.view.isSynced })
-        api.inject((0..<1000).map { _ in .init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, matching: "networkpolicies?labelSelector") })
+        api.inject((0..<1000).map { _ in .init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, matching: "/v1/networkpolicies?") })
         api.dropWatches()
         #expect(eventually { !h.view.isSynced })
         #expect(h.provisioner.metricsText.contains("pxguard_view_synced 0"))
