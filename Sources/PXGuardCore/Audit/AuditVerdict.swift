@@ -53,7 +53,7 @@ public enum Audit {
             findings += guardPolicyFindings(name: name, namespace: namespace, record: guardPolicies[name])
         }
         findings += namespaceFindings(namespace: namespace, state: state, config: config)
-        return AuditVerdict(namespace: namespace, findings: findings.sorted(by: order), notes: notes.sorted(by: order))
+        return AuditVerdict(namespace: namespace, findings: ordered(findings), notes: ordered(notes))
     }
 
     /// Verdicts for every guarded namespace that `namespaces` lists or a record
@@ -70,13 +70,18 @@ public enum Audit {
         }
     }
 
-    /// Findings first by check (SPEC order), then by object kind and name.
-    static func order(_ a: AuditVerdict.Finding, _ b: AuditVerdict.Finding) -> Bool {
-        if a.check != b.check { return a.check < b.check }
-        let ka = a.object.map { AuditKind.allCases.firstIndex(of: $0.kind)! } ?? -1
-        let kb = b.object.map { AuditKind.allCases.firstIndex(of: $0.kind)! } ?? -1
-        if ka != kb { return ka < kb }
-        return (a.object?.name ?? "", a.message) < (b.object?.name ?? "", b.message)
+    /// Findings by check (SPEC order), then object kind and name; the namespace's own
+    /// findings in the order they were made.
+    static func ordered(_ findings: [AuditVerdict.Finding]) -> [AuditVerdict.Finding] {
+        findings.enumerated().sorted { x, y in
+            let (a, b) = (x.element, y.element)
+            if a.check != b.check { return a.check < b.check }
+            let ka = a.object.map { AuditKind.allCases.firstIndex(of: $0.kind)! } ?? -1
+            let kb = b.object.map { AuditKind.allCases.firstIndex(of: $0.kind)! } ?? -1
+            if ka != kb { return ka < kb }
+            if let na = a.object?.name, let nb = b.object?.name, na != nb { return na < nb }
+            return x.offset < y.offset
+        }.map(\.element)
     }
 
     /// A guard policy that is missing, drifted or unlabelled.
@@ -84,10 +89,12 @@ public enum Audit {
         let fix = "The provisioner restores it within seconds when provisioning is on; otherwise apply "
             + "`pxguard render policies --namespace \(namespace)`."
         guard let record, let state = record.guardPolicy else {
+            let why = name == GuardNames.blockPolicy
+                ? "so nothing keeps its pods from the Portworx API"
+                : "one of the two guard policies every guarded namespace holds"
             return [AuditVerdict.Finding(
                 object: nil, check: .guardPolicies,
-                message: "pxguard: guardPolicies: namespace \(namespace) has no NetworkPolicy \(name), so nothing "
-                    + "keeps its pods from the Portworx API. \(fix)")]
+                message: "pxguard: guardPolicies: namespace \(namespace) has no NetworkPolicy \(name), \(why). \(fix)")]
         }
         let what: String
         switch state {
