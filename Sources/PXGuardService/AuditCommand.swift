@@ -1,4 +1,9 @@
 import PXGuardCore
+import PXGuardPlatform
+
+/// Largest input `audit` reads: a cluster's objects, not a manifest (2,000 namespaces
+/// with 20,000 policies print some 50 MB).
+let auditInputLimit = 1 << 30
 
 /// How `audit` prints its verdicts.
 public enum AuditOutput: String, Sendable {
@@ -28,40 +33,46 @@ public func auditCommand(configPath: String?, file: String, output: AuditOutput 
     var namespaces: [AuditNamespace] = []
     var records: [AuditRecord] = []
     var objects = 0
-    for entry in ManifestReader().read([file]) {
-        let item: ManifestObject
-        switch entry {
-        case .failure(let problem):
-            errors.append(problem.description)
-            continue
-        case .success(let object):
-            item = object
+    let bytes: [UInt8]
+    do {
+        bytes = try FileIO.read(file == "-" ? "/dev/stdin" : file, limit: auditInputLimit)
+    } catch {
+        throw CommandError("audit: \(ManifestReader.name(file)): \(error)")
+    }
+    // kubectl's `-o json` is one JSON document: judged in place, item by item, the way
+    // an informer judges a list page (no owned copy of any object). Anything else
+    // (YAML, concatenated objects) goes through the reader `check` uses.
+    let inPlace: Bool
+    do {
+        inPlace = try JSONDocument.parse(bytes) { root in
+            auditVisit(root, listKind: nil, listAPIVersion: "", judge: judge, index: nil, file: ManifestReader.name(file),
+                       namespaces: &namespaces, records: &records, errors: &errors, objects: &objects)
+            return true
         }
-        objects += 1
-        let where_ = "\(item.file):\(item.line):\(item.column)"
-        let apiVersion = item.object["apiVersion"]?.stringValue ?? ""
-        let kind = item.object["kind"]?.stringValue ?? ""
-        // Each object is judged from its own bytes, as an informer judges a list item.
-        let bytes = Array(item.object.serialized.utf8)
-        do {
-            try JSONDocument.parse(bytes) { view in
-                if kind == "Namespace" && !apiVersion.contains("/") {
-                    if let state = AuditNamespace(object: view) {
-                        namespaces.append(state)
-                    } else {
-                        errors.append("\(where_): a Namespace without metadata.name")
-                    }
-                } else if let record = judge.judge(view) {
-                    if record.namespace.isEmpty {
-                        errors.append("\(where_): \(record.kind.rawValue) \(record.name) has no metadata.namespace; "
-                            + "list with -A -o json so that every object carries its namespace")
-                    } else {
-                        records.append(record)
-                    }
-                }
+    } catch {
+        inPlace = false
+    }
+    if !inPlace {
+        for entry in ManifestReader.objects(file: ManifestReader.name(file), bytes: bytes) {
+            let item: ManifestObject
+            switch entry {
+            case .failure(let problem):
+                errors.append(problem.description)
+                continue
+            case .success(let object):
+                item = object
             }
-        } catch {
-            errors.append("\(where_): \(error)")
+            objects += 1
+            let where_ = "\(item.file):\(item.line):\(item.column)"
+            let serialized = Array(item.object.serialized.utf8)
+            do {
+                try JSONDocument.parse(serialized) { view in
+                    auditClassify(view, kind: item.object["kind"]?.stringValue ?? "", apiVersion: item.object["apiVersion"]?.stringValue ?? "",
+                                  judge: judge, where_: where_, namespaces: &namespaces, records: &records, errors: &errors)
+                }
+            } catch {
+                errors.append("\(where_): \(error)")
+            }
         }
     }
     if objects == 0 && errors.isEmpty {
@@ -91,6 +102,69 @@ public func auditCommand(configPath: String?, file: String, output: AuditOutput 
                              "exposed": .int(exposed), "errors": .int(errors.count)]),
         ])
         return AuditResult(report: document.serialized + "\n", errors: errors.map { "audit: " + $0 }, code: code)
+    }
+}
+
+/// Walks one JSON value of kubectl's output: a `List` or typed list (items take the
+/// list's kind), an array, or one object.
+func auditVisit(_ value: JSONValue, listKind: String?, listAPIVersion: String, judge: AuditJudge, index: Int?, file: String,
+                namespaces: inout [AuditNamespace], records: inout [AuditRecord], errors: inout [String], objects: inout Int) {
+    let where_ = index.map { "\(file): item \($0)" } ?? file
+    switch value.kind {
+    case .array:
+        for (i, element) in value.elements.enumerated() {
+            auditVisit(element, listKind: nil, listAPIVersion: "", judge: judge, index: i, file: file,
+                       namespaces: &namespaces, records: &records, errors: &errors, objects: &objects)
+        }
+        return
+    case .object:
+        break
+    default:
+        errors.append("\(where_): expected a Kubernetes object")
+        return
+    }
+    let kind = value["kind"]?.string ?? listKind ?? ""
+    let apiVersion = value["apiVersion"]?.string ?? listAPIVersion
+    if kind.hasSuffix("List"), let items = value["items"], items.kind == .array {
+        for (i, item) in items.elements.enumerated() {
+            guard item.kind == .object else {
+                errors.append("\(file): item \(i): expected a Kubernetes object")
+                continue
+            }
+            auditVisit(item, listKind: kind == "List" ? nil : String(kind.dropLast(4)), listAPIVersion: apiVersion,
+                       judge: judge, index: i, file: file, namespaces: &namespaces, records: &records, errors: &errors,
+                       objects: &objects)
+        }
+        return
+    }
+    guard !kind.isEmpty, !apiVersion.isEmpty else {
+        errors.append("\(where_): object has no \(kind.isEmpty ? "kind" : "apiVersion")")
+        return
+    }
+    objects += 1
+    auditClassify(value, kind: kind, apiVersion: apiVersion, judge: judge, where_: where_,
+                  namespaces: &namespaces, records: &records, errors: &errors)
+}
+
+/// A Namespace becomes namespace state, an object the audit reads a record; other
+/// kinds are left alone.
+func auditClassify(_ view: JSONValue, kind: String, apiVersion: String, judge: AuditJudge, where_: String,
+                   namespaces: inout [AuditNamespace], records: inout [AuditRecord], errors: inout [String]) {
+    if kind == "Namespace" && apiVersion == "v1" {
+        if let state = AuditNamespace(object: view) {
+            namespaces.append(state)
+        } else {
+            errors.append("\(where_): a Namespace without metadata.name")
+        }
+        return
+    }
+    guard let auditKind = AuditKind(apiVersion: apiVersion, kind: kind) else { return }
+    let record = judge.judge(view, as: auditKind)
+    if record.namespace.isEmpty {
+        errors.append("\(where_): \(record.kind.rawValue) \(record.name) has no metadata.namespace; "
+            + "list with -A -o json so that every object carries its namespace")
+    } else {
+        records.append(record)
     }
 }
 

@@ -55,6 +55,31 @@ struct AuditCommandTests {
         #expect(result.report.contains("team-b"))
     }
 
+    @Test("the same verdicts from one JSON list (read in place), from YAML, and from typed lists")
+    func inputForms() throws {
+        let dir = try temporaryDirectory()
+        let cluster = try JSON(parsing: Array(try Data(contentsOf: URL(fileURLWithPath: self.cluster))))
+        let items = try #require(cluster["items"]?.arrayValue)
+        // Typed lists: items without kind or apiVersion, as a client's NetworkPolicyList holds them.
+        func typed(_ kind: String, _ apiVersion: String) -> JSON {
+            .obj(["apiVersion": .string(apiVersion), "kind": .string(kind + "List"),
+                  "items": .array(items.filter { $0["kind"]?.stringValue == kind }.map { item in
+                      .object(item.members!.filter { $0.key != "kind" && $0.key != "apiVersion" })
+                  })])
+        }
+        let lists: [JSON] = [typed("Namespace", "v1"), typed("NetworkPolicy", "networking.k8s.io/v1"), typed("Pod", "v1"),
+                             typed("Service", "v1"), typed("Endpoints", "v1"), typed("EndpointSlice", "discovery.k8s.io/v1")]
+        try JSON.array(lists).serialized.write(toFile: dir + "/typed.json", atomically: true, encoding: .utf8)
+        // A YAML stream (JSON is YAML's flow style): read by the YAML reader, not in place.
+        try lists.map { "--- " + $0.serialized + "\n" }.joined()
+            .write(toFile: dir + "/typed.yaml", atomically: true, encoding: .utf8)
+        let expected = try auditCommand(configPath: nil, file: self.cluster, output: .json).report
+        for file in ["typed.json", "typed.yaml"] {
+            let result = try auditCommand(configPath: nil, file: dir + "/" + file, output: .json)
+            #expect(result.report == expected, "\(file)")
+        }
+    }
+
     @Test("the configuration decides what is exempt and what is a node address")
     func config() throws {
         let dir = try temporaryDirectory()
@@ -78,7 +103,7 @@ struct AuditCommandTests {
         let result = try auditCommand(configPath: nil, file: dir + "/in.json")
         #expect(result.code == 2)
         #expect(result.errors.contains { $0.contains(expected) }, "\(result.errors)")
-        #expect(try auditCommand(configPath: nil, file: dir + "/missing.json").code == 2)
+        #expect(throws: CommandError.self) { _ = try auditCommand(configPath: nil, file: dir + "/missing.json") }
     }
 
     @Test("objects without their Namespace: the namespace's labels cannot be judged, so it is exposed")
