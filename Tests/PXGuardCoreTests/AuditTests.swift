@@ -224,6 +224,14 @@ struct GuardWideningTests {
                          rule(to: ["70.0.0.0/16"], ports: [.obj(["port": 1, "endPort": 9000]), .obj(["port": 9023, "endPort": 65535]),
                                                            .obj(["protocol": "UDP"])])]),
              style: .ports, widened: true),
+        Case(label: "every port but TCP 5432 everywhere, 5432 only to 10.0.0.0/8 (a bound met twice): widened",
+             spec: spec([rule(to: ["0.0.0.0/0"], ports: [.obj(["port": 1, "endPort": 5431]), .obj(["port": 5433, "endPort": 65535]),
+                                                         .obj(["protocol": "UDP"]), .obj(["protocol": "SCTP"])]),
+                         rule(to: ["10.0.0.0/8"], ports: [.obj(["port": 5432])])]), widened: true),
+        Case(label: "the same with 5432 everywhere too: nothing to widen",
+             spec: spec([rule(to: ["0.0.0.0/0"], ports: [.obj(["port": 1, "endPort": 5431]), .obj(["port": 5433, "endPort": 65535]),
+                                                         .obj(["protocol": "UDP"]), .obj(["protocol": "SCTP"])]),
+                         rule(to: ["0.0.0.0/0"], ports: [.obj(["port": 5432])])]), widened: false),
         Case(label: "selector peers cover no address range: widened",
              spec: spec([.obj(["to": [.obj(["namespaceSelector": .object([])])]])]), widened: true),
         Case(label: "an ingress-only policy restricts no egress", spec: spec([], types: ["Ingress"]), widened: false),
@@ -420,5 +428,128 @@ struct AuditReportTests {
         #expect(AuditReportFormat.preferred(served: [.openReports]) == .openReports)
         #expect(AuditReportFormat.preferred(served: [.policyReport]) == .policyReport)
         #expect(AuditReportFormat.preferred(served: []) == nil)
+    }
+}
+
+/// The widening against a point-by-point reference. Every set involved is a union of
+/// address intervals bounded by the CIDRs in play times port intervals bounded by the
+/// ports in play, so checking each bound (and the point past it) decides the question
+/// exactly: the block policy allows a point the tenant policy does not, or it does not.
+@Suite("Guard widening differential: the analysis against a point-by-point reference")
+struct GuardWideningDifferentialTests {
+    static let blocks = ["0.0.0.0/0", "70.0.0.0/16", "70.0.0.0/17", "10.0.0.0/8", "0.0.0.0/1", "128.0.0.0/1",
+                         "64.0.0.0/2", "::/0", "fd00::/8"]
+    static let excepts = ["70.0.0.0/16", "70.0.128.0/17", "10.0.0.0/9", "fd00::/9"]
+    static let portBounds = [1, 53, 5432, 9000, 9001, 9010, 9022, 9023, 65535]
+
+    static func randomSpec(_ g: inout SeededGenerator) -> JSON {
+        var egress: [JSON] = []
+        for _ in 0..<(1 + g.next(3)) {
+            var rule: [JSON.Member] = []
+            if g.next(4) > 0 {
+                var peers: [JSON] = []
+                for _ in 0..<(1 + g.next(3)) {
+                    if g.next(8) == 0 { peers.append(.obj(["namespaceSelector": .object([])])); continue }
+                    let cidr = blocks[g.next(blocks.count)]
+                    let except: [JSON] = g.next(2) == 0 ? [] : [.string(excepts[g.next(excepts.count)])]
+                    peers.append(.obj(["ipBlock": .obj(["cidr": .string(cidr), "except": except.isEmpty ? nil : .array(except)])]))
+                }
+                rule.append(.init("to", .array(peers)))
+            }
+            if g.next(3) > 0 {
+                var ports: [JSON] = []
+                for _ in 0..<(1 + g.next(3)) {
+                    let proto = ["TCP", "TCP", "UDP", "SCTP"][g.next(4)]
+                    if g.next(5) == 0 { ports.append(.obj(["protocol": .string(proto)])); continue }
+                    let a = portBounds[g.next(portBounds.count)], b = portBounds[g.next(portBounds.count)]
+                    ports.append(.obj(["protocol": .string(proto), "port": .int(min(a, b)), "endPort": a == b ? nil : .int(max(a, b))]))
+                }
+                rule.append(.init("ports", .array(ports)))
+            }
+            egress.append(.object(rule))
+        }
+        return .obj(["podSelector": .object([]), "policyTypes": ["Egress"], "egress": .array(egress)])
+    }
+
+    static let ranges: [String: IPRange] = Dictionary(uniqueKeysWithValues: Set(blocks + excepts).map { ($0, CIDR($0)!.range) })
+
+    static func contains(_ cidr: String, _ family: IPFamily, _ a: UInt128) -> Bool {
+        let r = ranges[cidr]!
+        return r.family == family && r.lower <= a && a <= r.upper
+    }
+
+    /// The tenant policy allows (family, address, protocol, port).
+    static func tenantAllows(_ spec: JSON, _ f: IPFamily, _ a: UInt128, _ proto: String, _ port: Int) -> Bool {
+        for rule in spec["egress"]!.arrayValue! {
+            let destination: Bool
+            if let to = rule["to"]?.arrayValue {
+                destination = to.contains { peer in
+                    guard let block = peer["ipBlock"] else { return false }
+                    let cidr = block["cidr"]!.stringValue!
+                    guard contains(cidr, f, a) else { return false }
+                    return !(block["except"]?.arrayValue ?? []).contains { contains($0.stringValue!, f, a) }
+                }
+            } else {
+                destination = true
+            }
+            let ports: Bool
+            if let list = rule["ports"]?.arrayValue {
+                ports = list.contains { e in
+                    guard e["protocol"]!.stringValue! == proto else { return false }
+                    guard let lo = e["port"]?.intValue else { return true }
+                    return lo <= port && port <= (e["endPort"]?.intValue ?? lo)
+                }
+            } else {
+                ports = true
+            }
+            if destination && ports { return true }
+        }
+        return false
+    }
+
+    /// The block policy allows it (seed: everything off the nodes; ports: also the
+    /// nodes outside TCP 9001-9022). Node subnet 70.0.0.0/16; IPv6 only in ports style.
+    static func blockAllows(_ style: PolicyStyle, _ f: IPFamily, _ a: UInt128, _ proto: String, _ port: Int) -> Bool {
+        if f == .v6 && style == .seed { return false }
+        guard contains(excepts[0], f, a) else { return true }  // 70.0.0.0/16
+        return style == .ports && !(proto == "TCP" && 9001 <= port && port <= 9022)
+    }
+
+    static let addresses: [(IPFamily, UInt128)] = {
+        var out: [(IPFamily, UInt128)] = []
+        for text in blocks + excepts {
+            let r = CIDR(text)!.range
+            let max: UInt128 = r.family == .v4 ? 0xFFFF_FFFF : .max
+            for a in [r.lower, r.upper, r.lower > 0 ? r.lower - 1 : 0, r.upper < max ? r.upper + 1 : max] { out.append((r.family, a)) }
+        }
+        return out
+    }()
+    static let ports: [Int] = Array(Set(portBounds.flatMap { [$0, max(1, $0 - 1), min(65535, $0 + 1)] })).sorted()
+
+    @Test("400 random tenant policies in each style: widened exactly when a point says so", arguments: [PolicyStyle.seed, .ports])
+    func differential(_ style: PolicyStyle) throws {
+        var config = Config.default
+        config.policyStyle = style
+        let judge = AuditJudge(config: config)
+        var g = SeededGenerator(seed: style == .seed ? 24 : 2024)
+        var widenedCount = 0
+        for _ in 0..<400 {
+            let spec = Self.randomSpec(&g)
+            var expected = false
+            search: for (f, a) in Self.addresses {
+                for proto in ["TCP", "UDP", "SCTP"] {
+                    for port in Self.ports where Self.blockAllows(style, f, a, proto, port) && !Self.tenantAllows(spec, f, a, proto, port) {
+                        expected = true
+                        break search
+                    }
+                }
+            }
+            let record = try auditRecord(networkPolicy(name: "t", namespace: "team-a", spec: spec), judge)
+            let widened = record.findings.contains { $0.check == .guardWidens }
+            #expect(widened == expected, "\(spec.serialized)")
+            if expected { widenedCount += 1 }
+        }
+        // Both answers must be common, or the test proves little.
+        #expect(widenedCount > 40 && widenedCount < 360, "\(widenedCount)")
     }
 }

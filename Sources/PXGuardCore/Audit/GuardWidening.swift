@@ -91,11 +91,12 @@ struct GuardWidening: Sendable {
             for range in closed { bounds += [range.lower, range.upper + 1] }
             for allow in allows { for r in allow.ports ?? [] where r.proto == proto { bounds += [r.lower, r.upper + 1] } }
             bounds.sort()
-            var previous = 0
-            for (i, lower) in bounds.enumerated() where i + 1 < bounds.count && lower != previous {
-                previous = lower
-                let upper = bounds[i + 1] - 1
-                guard upper >= lower else { continue }
+            // Each bound once: a repeated bound would make an empty interval of the
+            // first copy and hide the one that follows it.
+            var unique: [Int] = []
+            for b in bounds where unique.last != b { unique.append(b) }
+            for (i, lower) in unique.enumerated() where i + 1 < unique.count {
+                let upper = unique[i + 1] - 1
                 // In the seed style the block policy never reaches the nodes; in
                 // `ports` style only on the protected ranges.
                 let nodesClosed = style == .seed || closed.contains { $0.lower <= lower && lower <= $0.upper }
