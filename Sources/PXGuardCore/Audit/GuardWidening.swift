@@ -57,7 +57,8 @@ struct GuardWidening: Sendable {
     }
 
     /// The informational finding for a tenant policy's `spec`, or nil when the
-    /// guard widens nothing of it.
+    /// guard widens nothing of it. Kept short: a record holds it for as long as the
+    /// policy exists, and most tenant egress policies are widened.
     func note(spec: JSONValue, namespace: String, name: String) -> String? {
         let opening: String
         switch check(spec: spec) {
@@ -65,15 +66,13 @@ struct GuardWidening: Sendable {
         case .widened(let o):
             let first = o.destination.ranges.first?.cidrs.first.map(\.description) ?? "(none)"
             let more = o.destination.ranges.count > 1 || (o.destination.ranges.first?.cidrs.count ?? 0) > 1
-            opening = "for example \(first)\(more ? " and more" : "") on \(o.ports)"
+            opening = "\(first)\(more ? " and more" : "") on \(o.ports)"
         case .tooLarge:
-            opening = "the policy is too large to say what exactly"
+            opening = "more than it allows (too large to say what)"
         }
-        return "pxguard: guardWidens: NetworkPolicy \(namespace)/\(name) restricts its pods' egress, but the guard "
-            + "policy \(GuardNames.blockPolicy) selects every pod in the namespace and allows all egress except the "
-            + "Portworx API; NetworkPolicy allows add up, so these pods may now also reach what this policy leaves "
-            + "out (\(opening)). The Portworx API stays closed. To keep the restriction, use a cluster-scoped "
-            + "guard backend (adminnetworkpolicy, calico or cilium)."
+        return "pxguard: guardWidens: NetworkPolicy \(namespace)/\(name) restricts egress, but allows add up and the "
+            + "guard's \(GuardNames.blockPolicy) allows every pod all but the Portworx API: its pods may also reach "
+            + "\(opening). A cluster-scoped guard backend keeps the restriction."
     }
 
     func check(spec: JSONValue) -> Result {
