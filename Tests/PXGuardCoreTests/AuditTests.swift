@@ -170,6 +170,28 @@ struct AuditJudgeTests {
                 != auditRecord(runningPod("team-a", hostNetwork: true, phase: "Succeeded")).digest)
     }
 
+    @Test("repairBypassPolicies: R4's repair of an existing policy; applied, the policy is no bypass and allows what it did elsewhere")
+    func repair() throws {
+        let judge = AuditJudge(config: .default)
+        let spec: JSON = .obj(["podSelector": .object([]), "policyTypes": ["Egress"],
+                               "egress": [.obj(["to": [.obj(["ipBlock": .obj(["cidr": "0.0.0.0/0"])])]])]])
+        let policy = networkPolicy(name: "wide", namespace: "team-a", spec: spec)
+        let answer = try JSONDocument.parse(Array(policy.serialized.utf8)) { judge.repairBypass($0) }
+        guard case .patch(let patch, let event)? = answer else {
+            Issue.record("no patch: \(String(describing: answer))")
+            return
+        }
+        #expect(event.contains("repaired NetworkPolicy team-a/wide"))
+        let repaired = try JSONPatchApplier.apply(try JSON(parsing: patch), to: policy)
+        // No bypass left, and still everything off the nodes (else the seed block would widen it).
+        #expect(try auditRecord(repaired).findings.isEmpty)
+        // Nothing to repair: no bypass, a guard policy, an exempt namespace.
+        for object in [networkPolicy(name: "db", namespace: "team-a", spec: databaseOnly),
+                       networkPolicy(name: "wide", namespace: "kube-system", spec: spec)] + guardPolicyObjects("team-a") {
+            #expect(try JSONDocument.parse(Array(object.serialized.utf8)) { judge.repairBypass($0) } == nil)
+        }
+    }
+
     @Test("Endpoints and EndpointSlices are kept with identity and digest (R8 judges them where it exists)")
     func endpoints() throws {
         func endpoints(_ ip: String) -> JSON {

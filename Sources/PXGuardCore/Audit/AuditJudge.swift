@@ -18,6 +18,7 @@ public struct AuditJudge: Sendable {
     let externalIPs: ExternalIPsRule
     /// Nil when the guard backend is not `networkpolicy` (nothing is widened).
     let widening: GuardWidening?
+    let bypassRepair: BypassRepair
 
     /// `reportsGuardWidening`: true for the networkpolicy guard backend, whose block
     /// policy widens tenants' egress policies (SPEC "Guard backends").
@@ -27,6 +28,36 @@ public struct AuditJudge: Sendable {
         bypass = BypassPolicyRule(config: config)
         externalIPs = ExternalIPsRule(config: config)
         widening = reportsGuardWidening ? GuardWidening(config: config) : nil
+        bypassRepair = BypassRepair(config: config)
+    }
+
+    /// What `audit.repairBypassPolicies` does to an existing bypass policy.
+    public enum Repair: Sendable, Equatable {
+        /// An RFC 6902 patch against the object (send it as `application/json-patch+json`)
+        /// and the Warning Event's message saying what changed.
+        case patch(jsonPatch: [UInt8], event: String)
+        /// The rewrite needs more patch than R4's repair allows: left as it is; the
+        /// Event says to fix it by hand.
+        case tooLarge(event: String)
+    }
+
+    /// R4's repair for an existing NetworkPolicy (the whole object, as the API returns
+    /// it), exactly as `/mutate` writes it in `bypassPolicies: {mode: repair}`: every
+    /// offending egress rule rewritten to allow what it allowed, minus the node subnets
+    /// on the protected ports. Nil when the policy is no bypass, is a guard policy, or
+    /// lives in an exempt namespace.
+    public func repairBypass(_ object: JSONValue) -> Repair? {
+        let record = judge(object, as: .networkPolicy)
+        guard record.findings.contains(where: { $0.check == .bypassPolicies }), let spec = object["spec"] else { return nil }
+        switch bypassRepair.repair(spec: spec) {
+        case nil:
+            return nil
+        case .repaired(let result):
+            return .patch(jsonPatch: result.patch,
+                          event: bypassRepair.warning(namespace: record.namespace, name: record.name, result))
+        case .tooLarge(let limit):
+            return .tooLarge(event: bypassRepair.tooLargeWarning(namespace: record.namespace, name: record.name, limit: limit))
+        }
     }
 
     /// Judges `object`, whose kind is read from its `apiVersion` and `kind`; nil for
