@@ -74,6 +74,27 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         }
         if result.code != 0 { exit(result.code) }
     }),
+    (CommandSpec("audit", abstract: "Judge what already exists, offline: a verdict per guarded namespace (exit 0 protected, 1 exposed, 2 bad input).", options: [
+        configOption,
+        .init("file", short: "f", value: "FILE",
+              help: "What kubectl get namespaces,networkpolicies,pods,services,endpoints,endpointslices -A -o json prints, or - for standard input."),
+        .init("output", short: "o", value: "FORMAT", help: "text (default) or json."),
+    ]), { arguments in
+        guard let file = arguments.string("file") else {
+            throw CommandError("audit: give the cluster's objects with -f FILE (or -f - for standard input)")
+        }
+        let format = arguments.string("output") ?? "text"
+        guard let output = AuditOutput(rawValue: format) else {
+            throw CommandError("audit: unknown output format \"\(format)\"; expected text or json")
+        }
+        let result = try auditCommand(configPath: arguments.string("config"), file: file, output: output)
+        print(result.report, terminator: "")
+        for line in result.errors {
+            let text = "pxguard: " + line + "\n"
+            _ = text.withCString { write(2, $0, strlen($0)) }
+        }
+        if result.code != 0 { exit(result.code) }
+    }),
     (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
         configOption,
         .init("ca-bundle", value: "FILE", help: "PEM CA bundle to put in the webhooks' caBundle."),
