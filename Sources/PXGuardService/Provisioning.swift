@@ -8,12 +8,15 @@ import PXGuardPlatform
 final class ProvisionerHandle: Sendable {
     let provisioner: Provisioner?
     let elector: LeaderElector?
+    /// Self-managed certificates and managed registrations, when the config turns them on.
+    let upkeep: ClusterUpkeep?
     let offReason: String?
     let logger: Logger
 
-    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger) {
+    init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger) {
         self.provisioner = provisioner
         self.elector = elector
+        self.upkeep = upkeep
         self.offReason = offReason
         self.logger = logger
     }
@@ -54,7 +57,9 @@ final class ProvisionerHandle: Sendable {
         let view = ClusterView(config: config, logger: logger)
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
         metrics.addSource { provisioner.metricsText }
-        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger)
+        let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
+        if let upkeep { metrics.addSource { upkeep.metricsText } }
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger)
     }
 
     /// Starts the watches, workers and lease (after the first log line) or says
@@ -68,11 +73,18 @@ final class ProvisionerHandle: Sendable {
                     [("identity", elector.identity)])
         spawnThread(name: "pxguard-lease") { elector.run() }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
+        if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }
     }
 
     /// A configuration reload reaches the provisioner: new canonical specs, and
     /// existing guard policies rewritten to them.
-    func reload(_ config: Config) { provisioner?.reload(config) }
+    func reload(_ config: Config) {
+        provisioner?.reload(config)
+        upkeep?.reload(config)
+    }
 
-    func stop() { provisioner?.stop() }
+    func stop() {
+        upkeep?.stop()
+        provisioner?.stop()
+    }
 }

@@ -52,6 +52,9 @@ public struct ServeOptions: Sendable {
     /// Off by default: in a cluster a missing secret mount must fail loudly, not
     /// serve a self-signed pair that the API server rejects.
     public var devCerts = false
+    /// `HOST:PORT` of the plain-HTTP metrics listener (`--metrics-listen`); overrides
+    /// `server.metricsListen`. Empty: the config decides.
+    public var metricsListen = ""
     public init() {}
 }
 
@@ -76,6 +79,8 @@ public final class Service: Sendable {
     /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
     let configFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
+    /// The plain-HTTP listener for `/metrics` and `/healthz`, when configured.
+    public let metricsListener: PlainHTTPListener?
 
     var certFile: String { options.certDir + "/tls.crt" }
     var keyFile: String { options.certDir + "/tls.key" }
@@ -141,8 +146,22 @@ public final class Service: Sendable {
         }
         let server = self.server
         handler.attach { server.statistics }
+        let metricsAddress = options.metricsListen.isEmpty ? config.server.metricsListen : options.metricsListen
+        if metricsAddress.isEmpty {
+            metricsListener = nil
+        } else {
+            do {
+                let handler = self.handler
+                metricsListener = try PlainHTTPListener(address: SocketAddress(parsing: metricsAddress), logger: logger) { handler.plainAnswer(path: $0) }
+            } catch {
+                throw CommandError("cannot listen on \(metricsAddress) for metrics (server.metricsListen): \(error)")
+            }
+        }
         logger.info("listening", [("address", .text(SocketAddress.format(address.host, server.port))), ("port", .integer(server.port)),
                                   ("workers", .integer(workers))])
+        if let metricsListener {
+            logger.info("metrics listening (plain HTTP: /metrics and /healthz only)", [("port", .integer(metricsListener.port))])
+        }
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
@@ -187,6 +206,7 @@ public final class Service: Sendable {
     /// Serves until `stop` (or a signal, when `installSignalHandlers` ran).
     public func start() {
         server.start()
+        metricsListener?.start()
         updateReadiness()
         spawnThread(name: "pxguard-reload") { [self] in runReloads() }
         spawnThread(name: "pxguard-certs") { [self] in
@@ -307,6 +327,7 @@ public final class Service: Sendable {
         reloadWaker.signal()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
+        metricsListener?.stop()
         logger.info("stopped")
     }
 }
