@@ -260,18 +260,22 @@ public final class ClusterUpkeep: Sendable {
         }
     }
 
-    /// Runs rounds until `stop`.
+    /// Runs rounds until `stop`: at once when this replica becomes the Lease holder,
+    /// then every `period` while it holds it.
     public func run() {
         let connection = client.connection()
         defer { connection.close() }
+        var wasLeader = false
+        var last = -Double.infinity
         while !stopped.load(ordering: .relaxed) {
-            round(connection)
-            var waited = 0.0
-            let period = period.withLock { $0 }
-            while waited < period && !stopped.load(ordering: .relaxed) {
-                usleep(50_000)
-                waited += 0.05
+            let leader = elector.isLeader
+            let now = Clock.monotonic().seconds
+            if leader && (!wasLeader || now - last >= period.withLock({ $0 })) {
+                round(connection)
+                last = now
             }
+            wasLeader = leader
+            usleep(50_000)
         }
     }
 
