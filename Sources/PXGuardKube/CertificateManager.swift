@@ -98,6 +98,21 @@ public final class CertificateManager: Sendable {
         }
     }
 
+    /// Creates the Secret when it does not exist; true when it exists afterwards.
+    func ensureSecret(_ connection: KubeConnection) -> Bool {
+        do {
+            _ = try connection.call("GET", try secretPath)
+            return true
+        } catch let error where error.code == 404 {
+            let outcome = (try? create(connection, settings.withLock { $0 }, publish: { _ in false }))?.0
+            if outcome == .created { return true }
+            return (try? connection.call("GET", try secretPath)) != nil
+        } catch {
+            logger.warn("cannot read the certificates secret", [("secret", secretName), ("error", error.description)])
+            return false
+        }
+    }
+
     func standAside(_ reason: String) {
         let first = standingAside.withLock { current -> Bool in
             defer { current = reason }

@@ -246,6 +246,16 @@ public final class ClusterUpkeep: Sendable {
         period.withLock { $0 = Self.period(for: config) }
     }
 
+    /// First start of a bundle applied without a Secret: makes sure the Secret exists
+    /// (created by whichever replica comes first: a create is atomic), so that the kubelet
+    /// can project it into the certificate directory. True when it exists now.
+    public func ensureCertificateSecret() -> Bool {
+        guard let certificates else { return false }
+        let connection = client.connection()
+        defer { connection.close() }
+        return certificates.ensureSecret(connection)
+    }
+
     /// One round, when this replica holds the Lease.
     func round(_ connection: KubeConnection) {
         guard elector.isLeader else { return }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import PXGuardCore
 import PXGuardKube
 import PXGuardPlatform
@@ -60,6 +63,30 @@ final class ProvisionerHandle: Sendable {
         let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
         if let upkeep { metrics.addSource { upkeep.metricsText } }
         return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger)
+    }
+
+    /// True when the Lease holder keeps the certificates Secret (self-managed, API configured).
+    var managesCertificates: Bool { upkeep?.certificates != nil }
+
+    /// Self-managed certificates on a bundle applied without a Secret (`kubectl apply -k
+    /// deploy`): the Secret is created (any replica may: a create is atomic) and the
+    /// server waits for the kubelet to project it into `--cert-dir` (the volume is
+    /// optional), up to `certWaitSeconds`; the pod's probes fail meanwhile, so no
+    /// request is routed to it.
+    func awaitCertificates(options: ServeOptions) throws(CommandError) {
+        guard let upkeep else { return }
+        let deadline = Clock.monotonic().seconds + options.certWaitSeconds
+        var said = false
+        while Clock.monotonic().seconds < deadline {
+            if upkeep.ensureCertificateSecret() && !said {
+                logger.info("waiting for the kubelet to mount the certificates secret", [("dir", options.certDir)])
+                said = true
+            }
+            if FileIO.exists(options.certDir + "/tls.crt") && FileIO.exists(options.certDir + "/tls.key") { return }
+            usleep(UInt32(min(1.0, max(0.05, options.certPollSeconds)) * 1_000_000))
+        }
+        throw CommandError("no tls.crt and tls.key in \(options.certDir) after \(Int(options.certWaitSeconds)) s: the certificates "
+            + "secret was \(said ? "created but not mounted; check the Deployment's certs volume" : "not reachable; check the API and RBAC on secrets"))")
     }
 
     /// Starts the watches, workers and lease (after the first log line) or says

@@ -48,6 +48,8 @@ public struct ServeOptions: Sendable {
     public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
     var certPollSeconds = 1.0
+    /// How long a first start waits for the self-managed certificates to be mounted.
+    var certWaitSeconds = 300.0
     /// Create development certificates in `certDir` when it has none (`--dev-certs`).
     /// Off by default: in a cluster a missing secret mount must fail loudly, not
     /// serve a self-signed pair that the API server rejects.
@@ -92,7 +94,15 @@ public final class Service: Sendable {
         self.options = options
         self.logger = logger
         let config = try loadConfig(options.configPath)
+        let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
+        metrics = ServiceMetrics(workers: workers)
+        provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
         var generated = false
+        if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key"),
+            !options.devCerts, provisioner.managesCertificates
+        {
+            try provisioner.awaitCertificates(options: options)
+        }
         if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key") {
             guard options.devCerts else {
                 throw CommandError("no tls.crt and tls.key in \(options.certDir): mount the serving certificate there "
@@ -132,10 +142,7 @@ public final class Service: Sendable {
         serverConfiguration.maxConnections = config.server.maxConnections
         serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
         serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
-        let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         serverConfiguration.workers = workers
-        metrics = ServiceMetrics(workers: workers)
-        provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
         // Admission (R6) and the provisioner share one watched view of the cluster.
         policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)

@@ -204,4 +204,69 @@ struct CertificateRotationLoadTests {
         #expect(metrics.contains("pxguard_certificate_rotations_total{kind=\"ca\"}"))
         #expect(services.allSatisfy { $0.metrics.reloadFailures.load(ordering: .relaxed) == 0 })
     }
+
+    @Test("first start of a bundle applied without a Secret: the replica creates it, waits for the kubelet to mount it, then serves; the Lease holder fills caBundle")
+    func firstStartWithoutSecret() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        for ns in ["pxguard-system", "kube-system"] { api.addNamespace(ns) }
+        let root = NSTemporaryDirectory() + "pxguard-bootstrap-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try "provisioning: {enabled: true, resyncSeconds: 300}\n".write(toFile: root + "/config.yaml", atomically: true, encoding: .utf8)
+        // The bundle as `kubectl apply -k deploy` leaves it: registrations without caBundle, no Secret.
+        WebhookManagerTests.install(api, try loadConfig(root + "/config.yaml"))
+        let projector = SecretProjector(api: api, root: root + "/kubelet", links: [root + "/certs"])
+        projector.start()
+        defer { projector.stop() }
+        var options = ServeOptions()
+        options.configPath = root + "/config.yaml"
+        options.certDir = root + "/certs"
+        options.listen = "127.0.0.1:0"
+        options.kubeAPI = api.url
+        options.kubeTokenFile = api.tokenFile
+        options.kubeCA = api.caFile
+        options.certPollSeconds = 0.1
+        options.certWaitSeconds = 20
+        options.shutdownGrace = 1
+        let service = try Service(options: options, logger: .none)
+        service.start()
+        defer { service.stop() }
+        let secret = try #require(api.object("secrets", "pxguard-system", "pxguard-tls"))
+        #expect(data(secret, "ca.key") != nil)
+        #expect(eventually { service.readiness.notReadyReason == nil })
+        let encoded = Base64.encode(try #require(data(secret, "ca.crt")))
+        #expect(eventually {
+            WebhookManagerTests.hook(api.object("validatingwebhookconfigurations", "", "pxguard"), "workloads.pxguard.io")?["clientConfig"]?["caBundle"]?.stringValue == encoded
+        })
+        // A client that trusts exactly the registered caBundle gets answers.
+        let caFile = root + "/bundle.pem"
+        _ = FileManager.default.createFile(atPath: caFile, contents: Data(Base64.decode(encoded) ?? []))
+        let client = HTTPClientConnection(try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(service.server.port)"),
+            context: TLSContext.client(caFile: caFile), serverName: "pxguard.pxguard-system.svc", timeout: 5))
+        #expect(try client.request("POST", "/validate", headers: [("Content-Type", "application/json")], body: Self.review(1)).status == 200)
+    }
+
+    @Test("with no Secret mounted and none creatable, the start fails after certWaitSeconds with what to check")
+    func firstStartFailsClearly() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        // No pxguard-system namespace: the create answers 404.
+        let root = NSTemporaryDirectory() + "pxguard-bootstrap-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var options = ServeOptions()
+        options.certDir = root + "/certs"
+        options.listen = "127.0.0.1:0"
+        options.kubeAPI = api.url
+        options.kubeTokenFile = api.tokenFile
+        options.kubeCA = api.caFile
+        options.certWaitSeconds = 1
+        #expect(throws: CommandError.self) { _ = try Service(options: options, logger: .none) }
+        do {
+            _ = try Service(options: options, logger: .none)
+        } catch {
+            #expect("\(error)".contains("not reachable; check the API and RBAC on secrets"))
+        }
+    }
 }

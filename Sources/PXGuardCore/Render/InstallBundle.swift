@@ -339,7 +339,10 @@ public struct InstallBundle: Sendable {
                             ],
                         ])],
                         "volumes": [
-                            .obj(["name": "certs", "secret": .obj(["secretName": .string("\(name)-tls"), "defaultMode": 0o440])]),
+                            // Optional when pxguard makes the Secret itself: the pods start, the first
+                            // one creates it, and the kubelet projects it into the volume.
+                            .obj(["name": "certs", "secret": .obj(["secretName": .string("\(name)-tls"), "defaultMode": 0o440,
+                                                                  "optional": config.certificates.selfManaged ? true : nil])]),
                             .obj(["name": "config", "configMap": .obj(["name": .string("\(name)-config")])]),
                         ],
                     ]),
