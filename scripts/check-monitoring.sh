@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1 || true
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq prometheus >/dev/null 2>&1; } || true
 fi
 command -v promtool >/dev/null 2>&1 || { echo "check-monitoring: needs promtool: apt-get install -y prometheus" >&2; exit 1; }
 command -v kubectl >/dev/null 2>&1 || { echo "check-monitoring: needs kubectl (client only, for kubectl kustomize)" >&2; exit 1; }
