@@ -216,6 +216,9 @@ public final class ClusterUpkeep: Sendable {
     /// Nil when `manageWebhooks` is off.
     public let webhooks: WebhookManager?
     let period: Locked<Double>
+    /// What the current configuration turns on: a reload can turn either feature off at
+    /// once; turning one on that was off at start takes a restart (and its RBAC).
+    let enabled: Locked<(certificates: Bool, webhooks: Bool)>
     let stopped = Atomic<Bool>(false)
     let logger: Logger
 
@@ -228,6 +231,7 @@ public final class ClusterUpkeep: Sendable {
             ? CertificateManager(service: config.serviceName, namespace: config.namespace, settings: config.certificates, logger: logger) : nil
         webhooks = config.manageWebhooks ? WebhookManager(config: config, logger: logger) : nil
         period = Locked(Self.period(for: config))
+        enabled = Locked((config.certificates.selfManaged, config.manageWebhooks))
         self.logger = logger
     }
 
@@ -244,6 +248,11 @@ public final class ClusterUpkeep: Sendable {
         certificates?.reload(config.certificates)
         webhooks?.reload(config)
         period.withLock { $0 = Self.period(for: config) }
+        enabled.withLock { $0 = (config.certificates.selfManaged, config.manageWebhooks) }
+        if config.certificates.selfManaged && certificates == nil || config.manageWebhooks && webhooks == nil {
+            logger.warn("certificates.selfManaged or manageWebhooks turned on by a reload: it takes effect at the next start, "
+                + "after re-applying the bundle for its RBAC")
+        }
     }
 
     /// First start of a bundle applied without a Secret: makes sure the Secret exists
@@ -259,7 +268,9 @@ public final class ClusterUpkeep: Sendable {
     /// One round, when this replica holds the Lease.
     func round(_ connection: KubeConnection) {
         guard elector.isLeader else { return }
-        if let certificates {
+        let (certificatesOn, webhooksOn) = enabled.withLock { $0 }
+        let webhooks = webhooksOn ? self.webhooks : nil
+        if certificatesOn, let certificates {
             let (_, bundle) = certificates.round(connection) { bundle in
                 webhooks?.sync(connection, caBundle: bundle) ?? true
             }

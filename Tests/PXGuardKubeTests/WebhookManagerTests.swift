@@ -137,4 +137,29 @@ struct WebhookManagerTests {
         #expect(!api.requests.contains { $0.hasPrefix("PUT") && $0.contains("mutating") })
         #expect(manager.metricsText.contains("pxguard_webhook_updates_refused_total 1"))
     }
+
+    @Test("manageWebhooks: false by a reload stops the updates at once")
+    func reloadTurnsOff() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("pxguard-system")
+        Self.install(api, .default)
+        var config = Config.default
+        config.certificates.selfManaged = false
+        let client = try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile))
+        let elector = LeaderElector(client: client, namespace: "pxguard-system", identity: "a", timing: .init(), logger: .none)
+        let connection = client.connection()
+        #expect(elector.tryAcquireOrRenew(connection))
+        let upkeep = try #require(ClusterUpkeep(client: client, elector: elector, config: config, logger: .none))
+        config.exemptGroups = ["ops"]
+        config.manageWebhooks = false
+        upkeep.reload(config)
+        api.clearLog()
+        upkeep.round(connection)
+        #expect(!api.requests.contains { $0.contains("webhookconfigurations") })
+        config.manageWebhooks = true
+        upkeep.reload(config)
+        upkeep.round(connection)
+        #expect(api.requests.contains { $0.hasPrefix("PUT") && $0.contains("validatingwebhookconfigurations") })
+    }
 }
