@@ -153,10 +153,55 @@ public final class WebhookManager: Sendable {
             if old["failurePolicy"]?.stringValue == "Fail" && new["failurePolicy"]?.stringValue == "Ignore" {
                 out.append("\(name) turned fail-open")
             }
+            // Exemptions in matchConditions: every identity a condition lets skip the webhook
+            // must be one the config exempts (or a cleanup identity, for its DELETEs).
+            let allowed: [String: Set<String>] = [
+                "not-exempt-user": Set(config.exemptUsers), "not-exempt-group": Set(config.exemptGroups),
+                "not-namespace-cleanup": Set(InstallBundle.cleanupIdentities),
+            ]
+            for condition in new["matchConditions"]?.arrayValue ?? [] {
+                guard let conditionName = condition["name"]?.stringValue, let permitted = allowed[conditionName] else { continue }
+                for identity in celStrings(condition["expression"]?.stringValue ?? "")
+                where !permitted.contains(identity) && identity != "DELETE" {
+                    out.append("\(name) would let \(identity.debugDescription) skip it (\(conditionName)), which the config does not exempt")
+                }
+            }
             let excludedBefore = Set(excluded(old["namespaceSelector"]))
             for namespace in excluded(new["namespaceSelector"]) where !excludedBefore.contains(namespace) && !exempt.contains(namespace) {
                 out.append("\(name) would skip namespace \(namespace), which the config does not exempt")
             }
+        }
+        return out
+    }
+
+    /// The single-quoted string literals of a CEL expression, unescaped (`\\`, `\'`, `\uXXXX`).
+    static func celStrings(_ expression: String) -> [String] {
+        var out: [String] = []
+        var current: String? = nil
+        var iterator = expression.unicodeScalars.makeIterator()
+        while let c = iterator.next() {
+            guard var literal = current else {
+                if c == "'" { current = "" }
+                continue
+            }
+            switch c {
+            case "'":
+                out.append(literal)
+                current = nil
+                continue
+            case "\\":
+                guard let next = iterator.next() else { break }
+                if next == "u" {
+                    var hex = ""
+                    for _ in 0..<4 { if let h = iterator.next() { hex.unicodeScalars.append(h) } }
+                    if let v = UInt32(hex, radix: 16), let scalar = Unicode.Scalar(v) { literal.unicodeScalars.append(scalar) }
+                } else {
+                    literal.unicodeScalars.append(next)
+                }
+            default:
+                literal.unicodeScalars.append(c)
+            }
+            current = literal
         }
         return out
     }

@@ -93,6 +93,8 @@ struct WebhookManagerTests {
         ("a namespace the config does not exempt", "namespace"),
         ("fail-closed turned fail-open", "failurePolicy"),
         ("a webhook the config still renders dropped", "drop"),
+        ("a user the config does not exempt in matchConditions", "user"),
+        ("a group the config does not exempt in matchConditions", "group"),
     ])
     func refusesWidening(_ what: String, _ change: String) throws {
         let config = Config.default
@@ -105,6 +107,13 @@ struct WebhookManagerTests {
                 "values": .array((config.exemptNamespaces + ["team-a"]).map { .string($0) }),
             ])]]))
         case "failurePolicy": hooks[0] = hooks[0].setting("failurePolicy", "Ignore")
+        case "user", "group":
+            var exempting = config
+            if change == "user" { exempting.exemptUsers = ["mallory", "it's\\me"] } else { exempting.exemptGroups = ["system:authenticated"] }
+            let rendered = InstallBundle(config: exempting, caBundlePEM: nil).webhooks[0]["webhooks"]!.arrayValue!
+            hooks[0] = hooks[0].setting("matchConditions", rendered[0]["matchConditions"]!)
+            // The config that rendered it says so: allowed.
+            #expect(WebhookManager.widenings(current: current, proposed: current.setting("webhooks", .array(hooks)), config: exempting).isEmpty)
         default: hooks.removeFirst()
         }
         let proposed = current.setting("webhooks", .array(hooks))

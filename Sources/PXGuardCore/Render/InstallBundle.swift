@@ -66,7 +66,7 @@ public struct InstallBundle: Sendable {
 
     /// Identities that empty a namespace being deleted; their DELETEs are always
     /// allowed (SPEC "Admission rules"), so the API server need not ask.
-    static let cleanupIdentities = [
+    public static let cleanupIdentities = [
         "system:serviceaccount:kube-system:namespace-controller",
         "system:serviceaccount:kube-system:generic-garbage-collector",
         "system:kube-controller-manager",
