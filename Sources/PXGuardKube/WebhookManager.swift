@@ -10,11 +10,13 @@ import Synchronization
 /// configuration (rules and modes, exemptions in `matchConditions`, `caBundle`), so that
 /// a ConfigMap change needs no re-render. It only updates the two objects named after
 /// the service (RBAC: `get`/`update` by `resourceNames`); it never creates them (a create
-/// cannot be limited by name), and it keeps what the API server defaulted and what an
-/// operator added that pxguard does not render (other webhooks, extra fields).
+/// cannot be limited by name). It keeps other webhooks and metadata, and resets the
+/// selectors pxguard does not render to "everything" (an objectSelector would let a tenant
+/// skip a webhook by labelling an object).
 ///
 /// It never widens what a registration skips unless the configuration says so: an
-/// update that would exclude a namespace the config does not exempt, turn a fail-closed
+/// update that would exclude a namespace the config does not exempt, let a user or group
+/// it does not exempt skip a webhook through `matchConditions`, turn a fail-closed
 /// webhook fail-open, or drop a webhook the config still asks for, is refused, logged
 /// and counted (`pxguard_webhook_updates_refused_total`).
 public final class WebhookManager: Sendable {
