@@ -5,7 +5,7 @@ LISTEN ?= 0.0.0.0:8443
 CERT_DIR ?= certs
 SCRATCH_SAN ?= .build-sanitize
 
-.PHONY: deps build serve test test-swift check-manifests kubelet-test image image-check install bench fuzz fault sanitize deploy clean
+.PHONY: deps build serve test test-swift check-manifests check-monitoring kubelet-test image image-check install bench fuzz fault sanitize deploy clean
 
 # System libraries (OpenSSL 3, libyaml) through pkg-config; installed with apt when missing.
 deps:
@@ -24,7 +24,12 @@ serve: build
 test: deps
 	$(SWIFT) test 2>&1 | tee .build-test.log | grep -vE '^(\[[0-9]+/[0-9]+\]|Compiling|Building|Write|Emitting)' ; test $${PIPESTATUS[0]} -eq 0
 	@bash scripts/check-manifests.sh
+	@bash scripts/check-monitoring.sh
 	@bash scripts/kubelet-test.sh
+
+# The monitoring component: kustomize build, promtool check and test of every alert.
+check-monitoring:
+	bash scripts/check-monitoring.sh
 
 # The kubelet test alone (needs root: mount and network namespaces).
 kubelet-test: deps

@@ -45,8 +45,13 @@ def kustomize(base_path, overlay_path, *built_paths):
         if d["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
             service = d["webhooks"][0]["clientConfig"]["service"]
             d["metadata"]["annotations"] = {"cert-manager.io/inject-ca-from": f"{service['namespace']}/{service['name']}"}
+        if d["kind"] == "Deployment":
+            # The pods wait for cert-manager's Secret instead of starting on the optional volume.
+            for v in d["spec"]["template"]["spec"]["volumes"]:
+                if "secret" in v:
+                    v["secret"]["optional"] = False
         expected[key(d)] = d
-    check(rest == expected, "the cert-manager overlay is the base plus cert-manager.io/inject-ca-from on both registrations")
+    check(rest == expected, "the cert-manager overlay is the base plus cert-manager.io/inject-ca-from on both registrations and a required certs volume")
     for d in overlay:
         if d["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
             check(all("caBundle" not in w["clientConfig"] for w in d["webhooks"]),

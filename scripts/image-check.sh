@@ -41,6 +41,36 @@ echo "image-check: the Docker manifest (docker load) names pxguard:$version"
 tar -tzf <(skopeo copy -q "oci-archive:$archive" "dir:$store/dir" >/dev/null && cat "$store/dir/$(python3 -c "import json,sys; print(json.load(open('$store/dir/manifest.json'))['layers'][0]['digest'].split(':')[1])")") \
   | grep -E '(^|/)(sh|bash|dash|busybox)$' && { echo "image-check: the image holds a shell" >&2; exit 1; }
 echo "image-check: no shell in the image"
+# What scanners read: the manifest's OCI annotations, the dpkg status entries of the
+# bundled Debian packages (status.d, as distroless), and the SBOM inside, equal to the
+# one beside the archive and valid for spdx-tools.
+layer="$store/dir/$(python3 -c "import json; print(json.load(open('$store/dir/manifest.json'))['layers'][0]['digest'].split(':')[1])")"
+mkdir -p "$store/layer"
+tar -xzf "$layer" -C "$store/layer" var/lib/dpkg/status.d usr/share/doc/pxguard/sbom.spdx.json
+python3 - "$store/dir/manifest.json" "$store/layer" "$IMAGE_DIR/pxguard-$version.spdx.json" "$version" <<'PY'
+import json, os, re, sys
+manifest, layer, sbom_beside, version = sys.argv[1:5]
+annotations = json.load(open(manifest))["annotations"]
+for key in ["version", "revision", "licenses", "created"]:
+    assert f"org.opencontainers.image.{key}" in annotations, f"manifest lacks org.opencontainers.image.{key}"
+assert annotations["org.opencontainers.image.version"] == version
+status = os.path.join(layer, "var/lib/dpkg/status.d")
+entries = {name: open(os.path.join(status, name)).read() for name in os.listdir(status)}
+for package in ["libc6", "libssl3", "libyaml-0-2"]:
+    entry = entries.get(package, "")
+    assert re.search(rf"^Package: {re.escape(package)}$", entry, re.M) and re.search(r"^Version: \S+", entry, re.M) \
+        and re.search(r"^Status: install ok installed$", entry, re.M), f"no dpkg status entry for {package}"
+inside = open(os.path.join(layer, "usr/share/doc/pxguard/sbom.spdx.json")).read()
+assert inside == open(sbom_beside).read(), "the SBOM inside the image differs from the one beside the archive"
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+problems = validate_full_spdx_document(parse_file(sbom_beside))
+assert not problems, [p.validation_message for p in problems]
+document = json.loads(inside)
+names = {p["name"] for p in document["packages"]}
+assert {"pxguard", "swift-runtime", "libc6", "libssl3", "libyaml-0-2"} <= names, names
+print(f"image-check: annotations {sorted(k.split('.')[-1] for k in annotations)}; dpkg status.d: {sorted(entries)}; SBOM valid (spdx-tools), {len(names)} packages")
+PY
 # kind load image-archive runs `ctr -n k8s.io images import --all-platforms --digests
 # --snapshotter ...` on each node: the same against a containerd of our own (unix socket
 # in the scratch folder, no CRI, native snapshotter), stopped when done.

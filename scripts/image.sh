@@ -4,9 +4,15 @@
 # runtime linked statically), the C libraries `ldd` lists for it (OpenSSL, libyaml,
 # libc, libstdc++, the dynamic loader), /etc/passwd and /etc/group naming user 65532,
 # and nothing else (no shell). Tagged with `pxguard --version`, never latest.
+# Scanners can see into it: dpkg status entries for the bundled Debian packages
+# (/var/lib/dpkg/status.d, as distroless), their copyright files, an SPDX SBOM inside
+# (/usr/share/doc/pxguard/sbom.spdx.json) and beside the archive, and OCI annotations
+# (version, revision, source, licenses) on the manifest, also as config labels.
 #
-# Output: $IMAGE_DIR/pxguard-VERSION.oci.tar (default .build/image), and its root
-# unpacked beside it in $IMAGE_DIR/rootfs for the kubelet test.
+# Output: $IMAGE_DIR/pxguard-VERSION.oci.tar and pxguard-VERSION.spdx.json (default
+# .build/image), and the root unpacked beside them in $IMAGE_DIR/rootfs for the kubelet test.
+# env: PXGUARD_SOURCE (source URL; default the git remote), PXGUARD_LICENSE (pxguard's
+#      own SPDX license expression; default LicenseRef-pxguard)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
@@ -41,8 +47,31 @@ chmod 0644 "$root/etc/passwd" "$root/etc/group"
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 archive=$IMAGE_DIR/pxguard-$version.oci.tar
+sbom=$IMAGE_DIR/pxguard-$version.spdx.json
+revision=$(git rev-parse HEAD 2>/dev/null || true)
+# Where the source lives and pxguard's own license (an SPDX expression): set them for a
+# release; the source defaults to the git remote, the license to LicenseRef-pxguard.
+source_url=${PXGUARD_SOURCE:-$(git remote get-url origin 2>/dev/null || true)}
+license=${PXGUARD_LICENSE:-LicenseRef-pxguard}
+swift_version=$($SWIFT --version 2>/dev/null | sed -n 's/.*Swift version \([0-9][0-9.]*\).*/\1/p' | head -1)
+created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+# dpkg status entries and copyright files for the bundled Debian packages, and the SBOM
+# (validated with spdx-tools from PyPI), beside the archive and inside the image.
+python3 -c 'import spdx_tools' 2>/dev/null || python3 -m pip install -q --root-user-action=ignore spdx-tools >/dev/null 2>&1 \
+  || { echo "image: cannot install spdx-tools from PyPI (validates the SBOM)" >&2; exit 1; }
+licenses=$(python3 scripts/image-metadata.py --root "$root" --version "$version" --revision "$revision" \
+  --source "$source_url" --license "$license" --swift-version "$swift_version" --created "$created" --sbom "$sbom")
+annotations=(--annotation "org.opencontainers.image.title=pxguard"
+  --annotation "org.opencontainers.image.description=Kubernetes admission webhook guarding the Portworx API ports"
+  --annotation "org.opencontainers.image.version=$version"
+  --annotation "org.opencontainers.image.licenses=$licenses")
+[ -n "$revision" ] && annotations+=(--annotation "org.opencontainers.image.revision=$revision")
+if [ -n "$source_url" ]; then
+  annotations+=(--annotation "org.opencontainers.image.source=$source_url")
+else
+  echo "image: no git remote: set PXGUARD_SOURCE for the org.opencontainers.image.source annotation" >&2
+fi
 python3 scripts/oci-image.py --root "$root" --name pxguard --tag "$version" \
   --entrypoint /usr/bin/pxguard --cmd=--help --user 65532:65532 \
-  --label "org.opencontainers.image.title=pxguard" --label "org.opencontainers.image.version=$version" \
-  --out "$archive"
-echo "image: $archive (load with: podman load -i $archive | docker load -i $archive | kind load image-archive $archive | ctr images import $archive)"
+  "${annotations[@]}" --out "$archive"
+echo "image: $archive, SBOM $sbom (load with: podman load -i $archive | docker load -i $archive | kind load image-archive $archive | ctr images import $archive)"

@@ -57,7 +57,8 @@ type: kubernetes.io/tls
 data:
   tls.crt: $(b64 "$certs/tls.crt")
   tls.key: $(b64 "$certs/tls.key")
-  ca.crt: $(b64 "$certs/ca.crt")"
+  ca.crt: $(b64 "$certs/ca.crt")
+  ca.key: $(b64 "$certs/ca.key")"
 
 if $print; then
   printf '%s\n---\n%s\n' "$bundle" "$secret"

@@ -59,7 +59,9 @@ def main():
     parser.add_argument("--entrypoint", required=True)
     parser.add_argument("--cmd", action="append", default=[])
     parser.add_argument("--user", required=True, help="UID:GID")
-    parser.add_argument("--label", action="append", default=[], help="KEY=VALUE")
+    parser.add_argument("--label", action="append", default=[], help="KEY=VALUE (config label)")
+    parser.add_argument("--annotation", action="append", default=[],
+                        help="KEY=VALUE: an OCI annotation on the manifest, also set as a config label")
     parser.add_argument("--out", required=True, help="archive to write")
     args = parser.parse_args()
 
@@ -78,7 +80,9 @@ def main():
     layer_digest = blob(blobs, layer)
     diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
 
-    labels = dict(label.split("=", 1) for label in args.label)
+    annotations = dict(a.split("=", 1) for a in args.annotation)
+    labels = dict(annotations)
+    labels.update(label.split("=", 1) for label in args.label)
     config = {
         "created": created,
         "architecture": arch,
@@ -103,7 +107,7 @@ def main():
                    "size": len(config_bytes)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
                     "size": len(layer)}],
-        "annotations": {"org.opencontainers.image.version": args.tag, "org.opencontainers.image.created": created},
+        "annotations": {**annotations, "org.opencontainers.image.version": args.tag, "org.opencontainers.image.created": created},
     }
     manifest_bytes = canonical(manifest)
     manifest_digest = blob(blobs, manifest_bytes)

@@ -69,8 +69,11 @@ public enum CertificateFactory {
         return key
     }
 
+    /// Signs a certificate valid from `validFrom` seconds from now for `days` days, or for
+    /// `lifetimeSeconds` from now when given; never past the issuer's own notAfter.
     static func sign(subjectCN: String, subjectKey: OpaquePointer, issuer: OpaquePointer?, issuerKey: OpaquePointer,
-                     days: Int, validFrom: Int = -300, extensions: [(Int32, String)]) throws -> OpaquePointer {
+                     days: Int, validFrom: Int = -300, lifetimeSeconds: Int? = nil,
+                     extensions: [(Int32, String)]) throws -> OpaquePointer {
         guard let cert = X509_new() else { throw TLSError("X509_new") }
         var ok = false
         defer { if !ok { X509_free(cert) } }
@@ -81,7 +84,11 @@ public enum CertificateFactory {
         BN_rand(serial, 127, -1, 0)
         BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert))
         X509_gmtime_adj(X509_getm_notBefore(cert), validFrom)
-        X509_gmtime_adj(X509_getm_notAfter(cert), validFrom + 300 + days * 86_400)
+        X509_gmtime_adj(X509_getm_notAfter(cert), lifetimeSeconds ?? (validFrom + 300 + days * 86_400))
+        if let issuer, let cap = X509_get0_notAfter(issuer), ASN1_TIME_compare(X509_get0_notAfter(cert), cap) > 0 {
+            // A certificate that outlives its issuer fails verification once the issuer expires.
+            X509_set1_notAfter(cert, cap)
+        }
         let name = X509_get_subject_name(cert)
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, subjectCN, -1, -1, 0)
         X509_set_issuer_name(cert, issuer.map { X509_get_subject_name($0) } ?? name)

@@ -104,6 +104,21 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
         metrics.shard(request.worker).countRequest(path: route.rawValue, status: response.status)
     }
 
+    /// The plain-HTTP metrics listener's answers (`server.metricsListen`): `/metrics`
+    /// and `/healthz` only; admission and readiness stay on the TLS port.
+    func plainAnswer(path: String) -> PlainHTTPListener.Answer {
+        switch path {
+        case "/metrics":
+            let stats = transport.withLock { $0 }?()
+            return (200, "text/plain; version=0.0.4; charset=utf-8",
+                    Array(metrics.render(transport: stats, ready: readiness.notReadyReason == nil).utf8))
+        case "/healthz":
+            return (200, "text/plain; charset=utf-8", Array("ok".utf8))
+        default:
+            return (404, "application/json", Array("{\"message\":\"no such endpoint: this listener serves /metrics and /healthz only; admission is on the TLS port\"}\n".utf8))
+        }
+    }
+
     func admission(_ request: HTTPRequest, _ response: inout HTTPResponse, mutating: Bool) {
         guard request.method == .post else {
             response.error(405, "method not allowed: admission endpoints accept POST")

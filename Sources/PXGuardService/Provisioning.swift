@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import PXGuardCore
 import PXGuardKube
 import PXGuardPlatform
@@ -8,12 +11,15 @@ import PXGuardPlatform
 final class ProvisionerHandle: Sendable {
     let provisioner: Provisioner?
     let elector: LeaderElector?
+    /// Self-managed certificates and managed registrations, when the config turns them on.
+    let upkeep: ClusterUpkeep?
     let offReason: String?
     let logger: Logger
 
-    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger) {
+    init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger) {
         self.provisioner = provisioner
         self.elector = elector
+        self.upkeep = upkeep
         self.offReason = offReason
         self.logger = logger
     }
@@ -54,7 +60,33 @@ final class ProvisionerHandle: Sendable {
         let view = ClusterView(config: config, logger: logger)
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
         metrics.addSource { provisioner.metricsText }
-        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger)
+        let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
+        if let upkeep { metrics.addSource { upkeep.metricsText } }
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger)
+    }
+
+    /// True when the Lease holder keeps the certificates Secret (self-managed, API configured).
+    var managesCertificates: Bool { upkeep?.certificates != nil }
+
+    /// Self-managed certificates on a bundle applied without a Secret (`kubectl apply -k
+    /// deploy`): the Secret is created (any replica may: a create is atomic) and the
+    /// server waits for the kubelet to project it into `--cert-dir` (the volume is
+    /// optional), up to `certWaitSeconds`; the pod's probes fail meanwhile, so no
+    /// request is routed to it.
+    func awaitCertificates(options: ServeOptions) throws(CommandError) {
+        guard let upkeep else { return }
+        let deadline = Clock.monotonic().seconds + options.certWaitSeconds
+        var said = false
+        while Clock.monotonic().seconds < deadline {
+            if upkeep.ensureCertificateSecret() && !said {
+                logger.info("waiting for the kubelet to mount the certificates secret", [("dir", options.certDir)])
+                said = true
+            }
+            if FileIO.exists(options.certDir + "/tls.crt") && FileIO.exists(options.certDir + "/tls.key") { return }
+            usleep(UInt32(min(1.0, max(0.05, options.certPollSeconds)) * 1_000_000))
+        }
+        throw CommandError("no tls.crt and tls.key in \(options.certDir) after \(Int(options.certWaitSeconds)) s: the certificates "
+            + "secret was \(said ? "created but not mounted; check the Deployment's certs volume" : "not reachable; check the API and RBAC on secrets"))")
     }
 
     /// Starts the watches, workers and lease (after the first log line) or says
@@ -68,11 +100,15 @@ final class ProvisionerHandle: Sendable {
                     [("identity", elector.identity)])
         spawnThread(name: "pxguard-lease") { elector.run() }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
+        if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }
     }
 
     /// A configuration reload reaches the provisioner: new canonical specs, and
     /// existing guard policies rewritten to them.
-    func reload(_ config: Config) { provisioner?.reload(config) }
+    func reload(_ config: Config) {
+        provisioner?.reload(config)
+        upkeep?.reload(config)
+    }
 
     /// Releases the lease on a thread of its own (a slow API must not hold up the
     /// shutdown sequence); `wait` returns once it is done or `seconds` passed.
@@ -91,5 +127,8 @@ final class ProvisionerHandle: Sendable {
         }
     }
 
-    func stop() { provisioner?.stop() }
+    func stop() {
+        upkeep?.stop()
+        provisioner?.stop()
+    }
 }

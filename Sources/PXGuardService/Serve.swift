@@ -48,10 +48,15 @@ public struct ServeOptions: Sendable {
     public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
     var certPollSeconds = 1.0
+    /// How long a first start waits for the self-managed certificates to be mounted.
+    var certWaitSeconds = 300.0
     /// Create development certificates in `certDir` when it has none (`--dev-certs`).
     /// Off by default: in a cluster a missing secret mount must fail loudly, not
     /// serve a self-signed pair that the API server rejects.
     public var devCerts = false
+    /// `HOST:PORT` of the plain-HTTP metrics listener (`--metrics-listen`); overrides
+    /// `server.metricsListen`. Empty: the config decides.
+    public var metricsListen = ""
     public init() {}
 }
 
@@ -76,6 +81,8 @@ public final class Service: Sendable {
     /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
     let configFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
+    /// The plain-HTTP listener for `/metrics` and `/healthz`, when configured.
+    public let metricsListener: PlainHTTPListener?
 
     var certFile: String { options.certDir + "/tls.crt" }
     var keyFile: String { options.certDir + "/tls.key" }
@@ -87,7 +94,15 @@ public final class Service: Sendable {
         self.options = options
         self.logger = logger
         let config = try loadConfig(options.configPath)
+        let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
+        metrics = ServiceMetrics(workers: workers)
+        provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
         var generated = false
+        if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key"),
+            !options.devCerts, provisioner.managesCertificates
+        {
+            try provisioner.awaitCertificates(options: options)
+        }
         if !FileIO.exists(options.certDir + "/tls.crt") || !FileIO.exists(options.certDir + "/tls.key") {
             guard options.devCerts else {
                 throw CommandError("no tls.crt and tls.key in \(options.certDir): mount the serving certificate there "
@@ -127,10 +142,7 @@ public final class Service: Sendable {
         serverConfiguration.maxConnections = config.server.maxConnections
         serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
         serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
-        let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         serverConfiguration.workers = workers
-        metrics = ServiceMetrics(workers: workers)
-        provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
         // Admission (R6) and the provisioner share one watched view of the cluster.
         policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
@@ -141,8 +153,22 @@ public final class Service: Sendable {
         }
         let server = self.server
         handler.attach { server.statistics }
+        let metricsAddress = options.metricsListen.isEmpty ? config.server.metricsListen : options.metricsListen
+        if metricsAddress.isEmpty {
+            metricsListener = nil
+        } else {
+            do {
+                let handler = self.handler
+                metricsListener = try PlainHTTPListener(address: SocketAddress(parsing: metricsAddress), logger: logger) { handler.plainAnswer(path: $0) }
+            } catch {
+                throw CommandError("cannot listen on \(metricsAddress) for metrics (server.metricsListen): \(error)")
+            }
+        }
         logger.info("listening", [("address", .text(SocketAddress.format(address.host, server.port))), ("port", .integer(server.port)),
                                   ("workers", .integer(workers))])
+        if let metricsListener {
+            logger.info("metrics listening (plain HTTP: /metrics and /healthz only)", [("port", .integer(metricsListener.port))])
+        }
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
         }
@@ -187,6 +213,7 @@ public final class Service: Sendable {
     /// Serves until `stop` (or a signal, when `installSignalHandlers` ran).
     public func start() {
         server.start()
+        metricsListener?.start()
         updateReadiness()
         spawnThread(name: "pxguard-reload") { [self] in runReloads() }
         spawnThread(name: "pxguard-certs") { [self] in
@@ -311,6 +338,7 @@ public final class Service: Sendable {
         reloadWaker.signal()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
+        metricsListener?.stop()
         logger.info("stopped")
     }
 }

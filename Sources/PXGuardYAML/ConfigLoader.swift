@@ -107,6 +107,12 @@ public struct ConfigLoader {
                     case "maxHandshakesPerWorker": config.server.maxHandshakesPerWorker = try int(v, field, 1...100_000)
                     // TLS 1.3 ClientHellos with post-quantum key shares run to a few KiB; below 4 KiB real clients break.
                     case "maxClientHelloBytes": config.server.maxClientHelloBytes = try int(v, field, 4096...(128 << 10))
+                    case "metricsListen":
+                        let text = try string(v, field)
+                        guard text.isEmpty || Self.isHostPort(text) else {
+                            throw fail(v, "\(field): expected HOST:PORT such as 0.0.0.0:9090 or [::]:9090 (or \"\" for none), got \(quoted(v))")
+                        }
+                        config.server.metricsListen = text
                     default:
                         throw fail(k, "server: unknown key \(quoted(k)); expected \(Self.alternatives(Self.serverKeys))")
                     }
@@ -115,6 +121,9 @@ public struct ConfigLoader {
                     // A buffer grows by doubling, so one body of the largest size may need twice its size.
                     throw fail(value, "server.maxBufferedBytesPerWorker (\(config.server.maxBufferedBytesPerWorker)) must be at least twice server.maxBodyBytes (\(config.server.maxBodyBytes)), or no request of the largest size would fit")
                 }
+            case "manageWebhooks": config.manageWebhooks = try bool(value, key)
+            case "certificates":
+                config.certificates = try certificates(value)
             default:
                 throw fail(keyNode, "unknown key \(quoted(keyNode)); expected one of \(Self.knownKeys.joined(separator: ", "))")
             }
@@ -208,8 +217,53 @@ public struct ConfigLoader {
     /// The keys under `server:`, in the order `Config.document` writes them.
     static let serverKeys: [String] = {
         guard case .object(let members)? = Config.default.document["server"] else { return [] }
+        return members.map(\.key) + ["metricsListen"]
+    }()
+
+    /// The keys under `certificates:`, in the order `Config.document` writes them.
+    static let certificateKeys: [String] = {
+        guard case .object(let members)? = Config.default.document["certificates"] else { return [] }
         return members.map(\.key)
     }()
+
+    /// `certificates:`: lifetimes in seconds (so that tests and drills can use minutes),
+    /// checked against each other so that a renewal always happens before an expiry.
+    func certificates(_ node: YAMLNode) throws(YAMLError) -> Config.Certificates {
+        var c = Config.Certificates()
+        let year = 365 * 86_400
+        for (k, v) in try mapping(node, "certificates") {
+            let field = "certificates.\(k.scalar ?? "")"
+            switch k.scalar ?? "" {
+            case "selfManaged": c.selfManaged = try bool(v, field)
+            case "caValiditySeconds": c.caValiditySeconds = try int(v, field, 20...(100 * year))
+            case "caRenewBeforeSeconds": c.caRenewBeforeSeconds = try int(v, field, 5...(100 * year))
+            case "validitySeconds": c.validitySeconds = try int(v, field, 8...(10 * year))
+            case "renewBeforeSeconds": c.renewBeforeSeconds = try int(v, field, 2...(10 * year))
+            case "rolloutSeconds": c.rolloutSeconds = try int(v, field, 1...86_400)
+            default: throw fail(k, "certificates: unknown key \(quoted(k)); expected \(Self.alternatives(Self.certificateKeys))")
+            }
+        }
+        guard c.renewBeforeSeconds * 2 <= c.validitySeconds else {
+            throw fail(node, "certificates.renewBeforeSeconds (\(c.renewBeforeSeconds)) must be at most half of validitySeconds (\(c.validitySeconds)), or every check would renew")
+        }
+        guard c.caRenewBeforeSeconds * 2 <= c.caValiditySeconds else {
+            throw fail(node, "certificates.caRenewBeforeSeconds (\(c.caRenewBeforeSeconds)) must be at most half of caValiditySeconds (\(c.caValiditySeconds))")
+        }
+        // The new CA must be trusted (rollout) and serving certificates it signs must
+        // reach every replica before the old CA expires.
+        guard c.caRenewBeforeSeconds >= 2 * c.rolloutSeconds + c.renewBeforeSeconds else {
+            throw fail(node, "certificates.caRenewBeforeSeconds (\(c.caRenewBeforeSeconds)) must be at least 2 × rolloutSeconds + renewBeforeSeconds (\(2 * c.rolloutSeconds + c.renewBeforeSeconds)), so that a new CA is trusted and in use before the old one expires")
+        }
+        return c
+    }
+
+    /// `HOST:PORT` with a port in 0-65535 (IPv6 in brackets).
+    static func isHostPort(_ text: String) -> Bool {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return false }
+        let host = text[..<colon]
+        if host.hasPrefix("[") { return host.hasSuffix("]") && host.count > 2 }
+        return !host.isEmpty && !host.contains(":")
+    }
 
     /// "a, b or c".
     static func alternatives(_ words: [String]) -> String {

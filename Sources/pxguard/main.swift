@@ -16,6 +16,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         .init("cert-dir", value: "DIR", help: "Directory with tls.crt and tls.key (default certs)."),
         .flag("dev-certs", help: "Create development certificates in --cert-dir when it has none (local runs only)."),
         .init("listen", value: "HOST:PORT", help: "Listen address; port 0 picks a free port (default 0.0.0.0:8443)."),
+        .init("metrics-listen", value: "HOST:PORT", help: "Serve /metrics and /healthz over plain HTTP here too (overrides server.metricsListen)."),
         .init("client-ca", value: "FILE", help: "Require client certificates signed by this CA (the API server's)."),
         .init("kube-api", value: "URL", help: "Kubernetes API URL (default: in-cluster configuration)."),
         .init("kube-token-file", value: "FILE", help: "Bearer token file for the Kubernetes API (re-read on every use)."),
@@ -28,6 +29,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         options.certDir = arguments.string("cert-dir") ?? options.certDir
         options.listen = arguments.string("listen") ?? options.listen
         options.devCerts = arguments.flag("dev-certs")
+        options.metricsListen = arguments.string("metrics-listen") ?? ""
         options.clientCA = arguments.string("client-ca")
         options.kubeAPI = arguments.string("kube-api")
         options.kubeTokenFile = arguments.string("kube-token-file")

@@ -6,7 +6,8 @@ import Synchronization
 
 /// An in-test Kubernetes API over real HTTPS (a thread per connection, pxguard's
 /// own TLS layer): the paths, verbs, `Status` bodies and resourceVersion semantics
-/// of the real one for namespaces, NetworkPolicies and Leases. Lists are paged
+/// of the real one for namespaces, NetworkPolicies, Leases, Secrets and (cluster-scoped,
+/// read and updated by name) webhook registrations. Lists are paged
 /// (`limit`/`continue`, a token expires with compaction); watches stream events
 /// after a resourceVersion, filter by label and field selector (an object
 /// leaving the selector is DELETED to the watcher), send bookmarks, end after
@@ -165,6 +166,11 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
     }
 
+    /// Any stored object by resource, namespace ("" for cluster-scoped) and name.
+    func object(_ resource: String, _ namespace: String, _ name: String) -> JSON? {
+        state.withLock { $0.objects["\(resource)/\(namespace)/\(name)"] }
+    }
+
     func policy(_ namespace: String, _ name: String) -> JSON? {
         state.withLock { $0.objects["networkpolicies/\(namespace)/\(name)"] }
     }
@@ -177,7 +183,8 @@ final class FakeKubeAPI: @unchecked Sendable {
             let key = "\(resource)/\(namespace)/\(name)"
             let old = s.objects[key]
             if let object {
-                let meta = (object["metadata"] ?? .object([])).setting("namespace", .string(namespace)).setting("name", .string(name))
+                var meta = (object["metadata"] ?? .object([])).setting("name", .string(name))
+                if !namespace.isEmpty { meta = meta.setting("namespace", .string(namespace)) }
                 let stored = Self.stamp(object.setting("metadata", meta), &s)
                 s.objects[key] = stored
                 Self.record(&s, old == nil ? "ADDED" : "MODIFIED", resource, stored, old: old)
@@ -365,11 +372,22 @@ final class FakeKubeAPI: @unchecked Sendable {
     /// `/api/v1/namespaces` or `/apis/networking.k8s.io/v1/networkpolicies`.
     static func collection(_ parts: [String]) -> (resource: String, namespace: String?)? {
         if parts == ["api", "v1", "namespaces"] { return ("namespaces", nil) }
-        // Core resources (pods, services, endpoints) across namespaces or in one.
+        // Core resources (pods, services, endpoints) across namespaces, or in one
+        // (Secrets): /api/v1/RESOURCE, /api/v1/namespaces/NS/RESOURCE.
         if parts.count == 3 && parts[0] == "api" { return (parts[2], nil) }
         if parts.count == 5 && parts[0] == "api" && parts[2] == "namespaces" { return (parts[4], parts[3]) }
         if parts.count == 4 && parts[0] == "apis" { return (parts[3], nil) }
         if parts.count == 6 && parts[0] == "apis" && parts[3] == "namespaces" { return (parts[5], parts[4]) }
+        return nil
+    }
+
+    /// Resource, namespace ("" when cluster-scoped) and name of an object path: a
+    /// namespaced group resource, a core namespaced one (Secrets), or a cluster-scoped
+    /// group resource (webhook registrations), stored as "resource/namespace/name".
+    static func object(_ parts: [String]) -> (resource: String, namespace: String, name: String)? {
+        if parts.count == 7 && parts[0] == "apis" && parts[3] == "namespaces" { return (parts[5], parts[4], parts[6]) }
+        if parts.count == 6 && parts[0] == "api" && parts[2] == "namespaces" { return (parts[4], parts[3], parts[5]) }
+        if parts.count == 5 && parts[0] == "apis" { return (parts[3], "", parts[4]) }
         return nil
     }
 
@@ -545,8 +563,7 @@ final class FakeKubeAPI: @unchecked Sendable {
             default: return (405, Self.status(405, "MethodNotAllowed", "method not allowed"))
             }
         }
-        if parts.count == 7 && parts[0] == "apis" && parts[3] == "namespaces" {
-            let (resource, namespace, name) = (parts[5], parts[4], parts[6])
+        if let (resource, namespace, name) = Self.object(parts) {
             let key = "\(resource)/\(namespace)/\(name)"
             guard let current = s.objects[key] else {
                 return (404, Self.status(404, "NotFound", "\(resource) \"\(name)\" not found"))
@@ -575,7 +592,8 @@ final class FakeKubeAPI: @unchecked Sendable {
                 } else {
                     updated = Self.mergePatch(current, body)
                 }
-                let meta = (updated["metadata"] ?? .object([])).setting("namespace", .string(namespace)).setting("name", .string(name))
+                var meta = (updated["metadata"] ?? .object([])).setting("name", .string(name))
+                if !namespace.isEmpty { meta = meta.setting("namespace", .string(namespace)) }
                 updated = Self.stamp(updated.setting("metadata", meta), &s)
                 s.objects[key] = updated
                 Self.record(&s, "MODIFIED", resource, updated, old: current)

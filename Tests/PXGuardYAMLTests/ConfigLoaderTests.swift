@@ -288,3 +288,50 @@ struct SeededRandom {
         return Int((state >> 33) % UInt64(bound))
     }
 }
+
+@Suite("Config: day-two keys (manageWebhooks, certificates, server.metricsListen)")
+struct DayTwoConfigTests {
+    static func load(_ text: String) throws(YAMLError) -> Config { try ConfigLoader(file: "c.yaml").load(Array(text.utf8)) }
+
+    @Test("defaults: registrations managed, certificates self-managed (90-day serving pair renewed 30 days ahead, 10-year CA), no metrics listener")
+    func defaults() throws {
+        let config = try Self.load("")
+        #expect(config.manageWebhooks)
+        #expect(config.certificates.selfManaged)
+        #expect(config.certificates.validitySeconds == 90 * 86_400 && config.certificates.renewBeforeSeconds == 30 * 86_400)
+        #expect(config.certificates.caValiditySeconds == 3650 * 86_400)
+        #expect(config.server.metricsListen.isEmpty)
+    }
+
+    @Test("short lifetimes for drills and tests, metricsListen, manageWebhooks: false")
+    func readsKeys() throws {
+        let config = try Self.load("""
+            manageWebhooks: false
+            certificates: {caValiditySeconds: 120, caRenewBeforeSeconds: 60, validitySeconds: 40, renewBeforeSeconds: 20, rolloutSeconds: 10}
+            server: {metricsListen: "0.0.0.0:9090"}
+            """)
+        #expect(!config.manageWebhooks)
+        #expect(config.certificates.validitySeconds == 40 && config.certificates.rolloutSeconds == 10)
+        #expect(config.server.metricsListen == "0.0.0.0:9090")
+        // Round trip through the rendered ConfigMap.
+        let again = try Self.load(YAMLEmitter.emit(config.document))
+        #expect(again == config)
+    }
+
+    @Test("refused with the line and what to do", arguments: [
+        ("certificates: {renewBeforeSeconds: 50, validitySeconds: 60}", "at most half of validitySeconds"),
+        ("certificates: {caValiditySeconds: 100, caRenewBeforeSeconds: 20, rolloutSeconds: 10, validitySeconds: 10, renewBeforeSeconds: 5}", "at least 2 × rolloutSeconds"),
+        ("certificates: {lifetime: 5}", "expected selfManaged"),
+        ("server: {metricsListen: \"9090\"}", "expected HOST:PORT"),
+        ("manageWebhooks: maybe", "expected true or false"),
+    ])
+    func refusesBad(_ text: String, _ expected: String) {
+        do {
+            _ = try Self.load(text)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.description.contains(expected), "\(error.description)")
+            #expect(error.description.hasPrefix("c.yaml:1:"))
+        }
+    }
+}

@@ -85,8 +85,9 @@ public enum ReviewEncoder {
     }
 }
 
-/// Standard base64 (RFC 4648 §4) with padding, as Go's `[]byte` JSON decoding expects.
-enum Base64 {
+/// Standard base64 (RFC 4648 §4) with padding, as Go's `[]byte` JSON decoding expects
+/// (public for Secret data and `caBundle`, which the API carries the same way).
+public enum Base64 {
     static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     static func encode(_ bytes: [UInt8], into out: inout [UInt8]) {
@@ -109,14 +110,15 @@ enum Base64 {
         }
     }
 
-    static func encode(_ bytes: [UInt8]) -> String {
+    /// `bytes` as padded base64 text.
+    public static func encode(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
         encode(bytes, into: &out)
         return String(decoding: out, as: UTF8.self)
     }
 
     /// Decodes standard base64 with optional padding; nil on any invalid character.
-    static func decode(_ text: String) -> [UInt8]? {
+    public static func decode(_ text: String) -> [UInt8]? {
         var out: [UInt8] = []
         var acc: UInt32 = 0
         var bits = 0

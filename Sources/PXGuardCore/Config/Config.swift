@@ -91,6 +91,31 @@ public struct Config: Sendable, Equatable {
     /// port. Empty (off) by default: managed control planes call from outside the
     /// node subnets, at addresses only the provider knows.
     public var apiServerCIDRs: [CIDR] = []
+    /// The Lease holder keeps pxguard's own webhook registrations in step with this
+    /// configuration (rules, exemptions in `matchConditions`, `caBundle`). Off for
+    /// GitOps setups that own the registrations (`render webhooks` then).
+    public var manageWebhooks = true
+    /// Self-managed certificates: lifetimes and renewal margins.
+    public var certificates = Certificates()
+
+    /// The CA and serving pair the Lease holder keeps in the Secret `<serviceName>-tls`
+    /// when no one else (cert-manager) manages it. All times in seconds.
+    public struct Certificates: Sendable, Equatable {
+        /// Off: the Secret is someone else's (your own PKI); pxguard only reads the mount.
+        public var selfManaged = true
+        /// Lifetime of a CA pxguard creates (10 years).
+        public var caValiditySeconds = 10 * 365 * 86_400
+        /// A new CA is published this long before the current one expires (1 year).
+        public var caRenewBeforeSeconds = 365 * 86_400
+        /// Lifetime of a serving certificate (90 days).
+        public var validitySeconds = 90 * 86_400
+        /// A serving certificate is replaced this long before it expires (30 days).
+        public var renewBeforeSeconds = 30 * 86_400
+        /// How long a new CA stays in `caBundle` before it signs anything, so that every
+        /// API server trusts it before a replica serves a certificate it signed.
+        public var rolloutSeconds = 300
+        public init() {}
+    }
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -123,6 +148,9 @@ public struct Config: Sendable, Equatable {
         public var maxClientHelloBytes: Int = 16 << 10
         /// Request-buffer memory per event loop before large requests get 503.
         public var maxBufferedBytesPerWorker: Int = 256 << 20
+        /// `HOST:PORT` of a plain-HTTP listener serving only `/metrics` and `/healthz`
+        /// (for scrapers without the webhook's CA); empty: none.
+        public var metricsListen = ""
         public init() {}
     }
 
@@ -182,6 +210,15 @@ extension Config {
             "serviceAccount": .string(serviceAccount),
             "nodeFirewallPorts": .string(nodeFirewallPorts.configNotation),
             "apiServerCIDRs": apiServerCIDRs.isEmpty ? nil : .array(apiServerCIDRs.map { .string($0.description) }),
+            "manageWebhooks": .bool(manageWebhooks),
+            "certificates": .obj([
+                "selfManaged": .bool(certificates.selfManaged),
+                "caValiditySeconds": .int(certificates.caValiditySeconds),
+                "caRenewBeforeSeconds": .int(certificates.caRenewBeforeSeconds),
+                "validitySeconds": .int(certificates.validitySeconds),
+                "renewBeforeSeconds": .int(certificates.renewBeforeSeconds),
+                "rolloutSeconds": .int(certificates.rolloutSeconds),
+            ]),
             // Every server setting, so that `render all --config` carries an operator's
             // limits into the ConfigMap instead of quietly resetting them.
             "server": .obj([
@@ -197,6 +234,7 @@ extension Config {
                 "maxHandshakesPerWorker": .int(server.maxHandshakesPerWorker),
                 "maxClientHelloBytes": .int(server.maxClientHelloBytes),
                 "maxBufferedBytesPerWorker": .int(server.maxBufferedBytesPerWorker),
+                "metricsListen": server.metricsListen.isEmpty ? nil : .string(server.metricsListen),
             ]),
         ])
     }

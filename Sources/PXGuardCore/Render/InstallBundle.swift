@@ -66,7 +66,7 @@ public struct InstallBundle: Sendable {
 
     /// Identities that empty a namespace being deleted; their DELETEs are always
     /// allowed (SPEC "Admission rules"), so the API server need not ask.
-    static let cleanupIdentities = [
+    public static let cleanupIdentities = [
         "system:serviceaccount:kube-system:namespace-controller",
         "system:serviceaccount:kube-system:generic-garbage-collector",
         "system:kube-controller-manager",
@@ -211,6 +211,25 @@ public struct InstallBundle: Sendable {
         return (kubeSystem + own).compactMap { guardPolicies.policy(name: $1, namespace: $0) }
     }
 
+    /// Managed registrations (`manageWebhooks`): read and update pxguard's own two
+    /// registrations, by name; never create (a create cannot be limited by name).
+    var managedRegistrationRules: [JSON] {
+        guard config.manageWebhooks else { return [] }
+        return [.obj(["apiGroups": ["admissionregistration.k8s.io"],
+                      "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+                      "resourceNames": [.string(config.serviceName)], "verbs": ["get", "update"]])]
+    }
+
+    /// Self-managed certificates: the Secret `<serviceName>-tls` in pxguard's namespace,
+    /// read and updated by name; created once when missing (not limitable by name, and
+    /// confined to the namespace by the Role).
+    var selfManagedCertificateRules: [JSON] {
+        guard config.certificates.selfManaged else { return [] }
+        return [.obj(["apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]]),
+                .obj(["apiGroups": [""], "resources": ["secrets"], "resourceNames": [.string("\(config.serviceName)-tls")],
+                      "verbs": ["get", "update"]])]
+    }
+
     /// Everything needed to install pxguard.
     public func all(namespace: String, configYAML: String, firewallScript: String) -> [JSON] {
         let name = config.serviceName
@@ -234,16 +253,18 @@ public struct InstallBundle: Sendable {
         // Least privilege: read and label namespaces, create NetworkPolicies (a
         // create cannot be limited by name), change or delete only the two guard
         // policies, and hold one named Lease in its own namespace.
+        var clusterRules: [JSON] = [
+            .obj(["apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch", "patch"]]),
+            .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                  "verbs": ["get", "list", "watch", "create"]]),
+            .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                  "resourceNames": [.string(GuardNames.blockPolicy), .string(GuardNames.allowAPIPolicy)],
+                  "verbs": ["update", "patch", "delete"]]),
+        ]
+        clusterRules += managedRegistrationRules
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
-            "rules": [
-                .obj(["apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch", "patch"]]),
-                .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                      "verbs": ["get", "list", "watch", "create"]]),
-                .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                      "resourceNames": [.string(GuardNames.blockPolicy), .string(GuardNames.allowAPIPolicy)],
-                      "verbs": ["update", "patch", "delete"]]),
-            ],
+            "rules": .array(clusterRules),
         ])
         let clusterBinding: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(name, namespaced: false),
@@ -252,11 +273,11 @@ public struct InstallBundle: Sendable {
         ])
         let role: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata(name),
-            "rules": [
+            "rules": .array([
                 .obj(["apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]]),
                 .obj(["apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                       "resourceNames": [.string(GuardNames.leaseName)], "verbs": ["get", "update"]]),
-            ],
+            ] + selfManagedCertificateRules),
         ])
         let roleBinding: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata(name),
@@ -318,7 +339,10 @@ public struct InstallBundle: Sendable {
                             ],
                         ])],
                         "volumes": [
-                            .obj(["name": "certs", "secret": .obj(["secretName": .string("\(name)-tls"), "defaultMode": 0o440])]),
+                            // Optional when pxguard makes the Secret itself: the pods start, the first
+                            // one creates it, and the kubelet projects it into the volume.
+                            .obj(["name": "certs", "secret": .obj(["secretName": .string("\(name)-tls"), "defaultMode": 0o440,
+                                                                  "optional": config.certificates.selfManaged ? true : nil])]),
                             .obj(["name": "config", "configMap": .obj(["name": .string("\(name)-config")])]),
                         ],
                     ]),

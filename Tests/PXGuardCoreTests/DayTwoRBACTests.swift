@@ -1,0 +1,43 @@
+import Testing
+@testable import PXGuardCore
+
+/// SPEC "Admission rules", RBAC: each feature renders its permissions only when the
+/// config turns it on; managed registrations get update on pxguard's own
+/// registrations by resourceNames only.
+@Suite("RBAC for managed registrations and self-managed certificates")
+struct DayTwoRBACTests {
+    static func rules(_ config: Config, kind: String) -> [JSON] {
+        let objects = InstallBundle(config: config, caBundlePEM: nil).all(namespace: "default", configYAML: "", firewallScript: "")
+        return objects.first { $0["kind"]?.stringValue == kind }?["rules"]?.arrayValue ?? []
+    }
+
+    static func grants(_ rules: [JSON], _ resource: String) -> [JSON] {
+        rules.filter { ($0["resources"]?.arrayValue ?? []).contains(.string(resource)) }
+    }
+
+    @Test("managed registrations: get and update on the two registrations named after the service, nothing else; none when off")
+    func registrations() {
+        var config = Config.default
+        config.serviceName = "guard"
+        for resource in ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"] {
+            let granted = Self.grants(Self.rules(config, kind: "ClusterRole"), resource)
+            #expect(granted.count == 1)
+            #expect(granted.first?["resourceNames"] == ["guard"])
+            #expect(granted.first?["verbs"] == ["get", "update"])
+        }
+        config.manageWebhooks = false
+        #expect(Self.grants(Self.rules(config, kind: "ClusterRole"), "validatingwebhookconfigurations").isEmpty)
+        #expect(Self.grants(Self.rules(config, kind: "ClusterRole"), "mutatingwebhookconfigurations").isEmpty)
+    }
+
+    @Test("self-managed certificates: the Secret <service>-tls by name in pxguard's own namespace (a Role), create once; none when off")
+    func certificates() {
+        var config = Config.default
+        let secrets = Self.grants(Self.rules(config, kind: "Role"), "secrets")
+        #expect(secrets.contains { $0["resourceNames"] == ["pxguard-tls"] && $0["verbs"] == ["get", "update"] })
+        #expect(secrets.contains { $0["resourceNames"] == nil && $0["verbs"] == ["create"] })
+        #expect(Self.grants(Self.rules(config, kind: "ClusterRole"), "secrets").isEmpty)
+        config.certificates.selfManaged = false
+        #expect(Self.grants(Self.rules(config, kind: "Role"), "secrets").isEmpty)
+    }
+}
