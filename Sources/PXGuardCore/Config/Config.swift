@@ -91,6 +91,12 @@ public struct Config: Sendable, Equatable {
     /// port. Empty (off) by default: managed control planes call from outside the
     /// node subnets, at addresses only the provider knows.
     public var apiServerCIDRs: [CIDR] = []
+    /// How the guard is expressed (SPEC "Guard backends"); `auto` is resolved by the
+    /// server through discovery.
+    public var guardBackend: GuardBackend = .auto
+    /// AdminNetworkPolicy `priority` and Calico Tier/policy `order` of the cluster-scoped
+    /// guard (lower comes first).
+    public var guardPriority: Int = 10
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -176,6 +182,8 @@ extension Config {
             "rules": rules.isEmpty ? nil : .object(rules),
             "policyStyle": .string(policyStyle.rawValue),
             "podSecurity": .string(podSecurity.rawValue),
+            "guardBackend": .string(guardBackend.rawValue),
+            "guardPriority": .int(guardPriority),
             "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds)]),
             "namespace": .string(namespace),
             "serviceName": .string(serviceName),
