@@ -270,7 +270,9 @@ public final class ClusterView: GuardView, Sendable {
                 plan.labels[Self.podSecurityLabel] = level.rawValue
             }
         }
-        for name in names where !pending(name) {
+        // A cluster-scoped guard replaces the per-namespace policies: labels only.
+        let provisionPolicies = !s.config.activeBackend.isClusterScoped
+        for name in names where provisionPolicies && !pending(name) {
             let p = name == GuardNames.blockPolicy ? e.block : e.allowAPI
             if let p {
                 if !p.canonical || p.ownerReferences { plan.repair.append(name) }

@@ -130,9 +130,11 @@ public final class Service: Sendable {
         let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)
-        provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
-        // Admission (R6) and the provisioner share one watched view of the cluster.
-        policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
+        let handle = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
+        provisioner = handle
+        metrics.addSource { handle.backends.metricsText }
+        // Admission (R6) and the provisioner share one watched view of the cluster, and one guard backend.
+        policies = PolicyBox(AdmissionPolicy(config: handle.backends.applying(to: config), view: handle.view))
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
@@ -276,7 +278,8 @@ public final class Service: Sendable {
     func reloadConfig() {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
-            let config = try loadConfig(options.configPath)
+            // guardBackend auto: discovery again, so a CNI installed since is picked up.
+            let config = provisioner.backends.resolve(try loadConfig(options.configPath))
             policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
             provisioner.reload(config)
             metrics.reloads.add(1, ordering: .relaxed)
