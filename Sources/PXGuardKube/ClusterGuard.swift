@@ -115,8 +115,17 @@ public final class ClusterGuard: Sendable {
 
     var isLeader: Bool { elector?.isLeader ?? true }
 
-    /// Every guarded namespace holds both canonical guard policies, as watched.
-    var networkPoliciesInPlace: Bool { view.map { $0.hasListed && $0.namespacesNeedingWork().isEmpty } ?? true }
+    /// Every guarded namespace holds both canonical guard policies and kube-system its
+    /// block policy, as watched (writes in flight do not count), under a view that is
+    /// itself on the NetworkPolicy backend (a view not yet reloaded wants no policies).
+    var networkPoliciesInPlace: Bool {
+        guard let view else { return true }
+        guard view.hasListed, !view.config.activeBackend.isClusterScoped, view.counts.unguarded == 0 else { return false }
+        return view.state.withLock { s in
+            guard let kubeSystem = s.entries[GuardNames.kubeSystem], kubeSystem.namespace != nil else { return true }
+            return kubeSystem.block?.canonical == true && kubeSystem.block?.ownerReferences == false
+        }
+    }
 
     /// The backend in effect.
     public var backend: GuardBackend { state.withLock { $0.config.activeBackend } }

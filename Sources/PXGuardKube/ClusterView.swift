@@ -324,7 +324,9 @@ public final class ClusterView: GuardView, Sendable {
                 c.policies += (e.block == nil ? 0 : 1) + (e.allowAPI == nil ? 0 : 1)
                 guard let ns = e.namespace else { continue }
                 c.namespaces += 1
-                if !ns.terminating && s.config.isGuarded(namespace: name) && name != GuardNames.kubeSystem && !guarded(e) {
+                // With a cluster-scoped guard no namespace waits for policies of its own.
+                if !ns.terminating && s.config.isGuarded(namespace: name) && name != GuardNames.kubeSystem && !guarded(e)
+                    && !s.config.activeBackend.isClusterScoped {
                     c.unguarded += 1
                 }
             }

@@ -88,8 +88,9 @@ final class ProvisionerHandle: Sendable {
     /// A configuration reload reaches the provisioner: new canonical specs, and
     /// existing guard policies rewritten to them.
     func reload(_ config: Config) {
-        clusterGuard?.reload(config)
+        // The view first: the cluster guard judges "NetworkPolicies in place" by it.
         provisioner?.reload(config)
+        clusterGuard?.reload(config)
     }
 
     func stop() {
