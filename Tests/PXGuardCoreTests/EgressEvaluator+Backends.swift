@@ -12,7 +12,8 @@ import Foundation
 /// - Calico: tiers by ascending `order`; in a tier, the policies that select the pod
 ///   (`namespaceSelector` and `selector`, `types` holding Egress) by `order`, rules in
 ///   order; Allow and Deny decide, Pass goes to the next tier. A tier with a policy that
-///   selects the pod but no rule that matched drops the packet (end-of-tier deny).
+///   selects the pod but no rule that matched applies its `defaultAction` (Deny unless
+///   it says Pass).
 ///   Kubernetes NetworkPolicies live in the `default` tier, which comes after any tier
 ///   with an order and behaves as NetworkPolicy; with nothing selecting, the profile allows.
 /// - Cilium: a matching `egressDeny` drops whatever any allow says; otherwise the
@@ -148,7 +149,9 @@ struct BackendEvaluator {
                     }
                 }
             }
-            return false  // end of tier
+            // End of tier: the tier's defaultAction (Deny unless it says Pass).
+            if tier["spec"]?["defaultAction"]?.stringValue == "Pass" { continue tierLoop }
+            return false
         }
         return networkPolicyAllows(source, d)  // default tier, then the profile
     }

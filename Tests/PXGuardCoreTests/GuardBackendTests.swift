@@ -157,8 +157,9 @@ struct GuardBackendTests {
         case "cilium without enableDefaultDeny":
             objects = ClusterGuardPolicies(config: config, backend: .cilium).objects.map { $0.setting("spec", $0["spec"]!.setting("enableDefaultDeny", .null)) }
         case "calico without the Pass":
+            // And the Tier left at the API server's default action (Deny).
             objects = ClusterGuardPolicies(config: config, backend: .calico).objects.map { o in
-                guard let egress = o["spec"]?["egress"]?.arrayValue else { return o }
+                guard let egress = o["spec"]?["egress"]?.arrayValue else { return o.setting("spec", o["spec"]!.setting("defaultAction", .null)) }
                 return o.setting("spec", o["spec"]!.setting("egress", .array(egress.filter { $0["action"] != "Pass" })))
             }
         case "calico's Pass first":

@@ -12,6 +12,35 @@ import Testing
 struct StructuralSchema {
     let root: JSON
 
+    /// `value` as the API server stores it: each absent property that has a `default`
+    /// in the schema filled in (structural defaulting), recursively.
+    func defaulted(_ value: JSON) -> JSON { Self.defaulted(value, root) }
+
+    static func defaulted(_ value: JSON, _ schema: JSON) -> JSON {
+        switch value {
+        case .object(var members):
+            if let properties = schema["properties"]?.members {
+                for property in properties {
+                    if let i = members.firstIndex(where: { $0.key == property.key }) {
+                        members[i].value = defaulted(members[i].value, property.value)
+                    } else if let fallback = property.value["default"] {
+                        members.append(JSON.Member(property.key, defaulted(fallback, property.value)))
+                    }
+                }
+            }
+            if let additional = schema["additionalProperties"], case .object = additional {
+                let known = Set(schema["properties"]?.members?.map(\.key) ?? [])
+                for i in members.indices where !known.contains(members[i].key) { members[i].value = defaulted(members[i].value, additional) }
+            }
+            return .object(members)
+        case .array(let items):
+            guard let itemSchema = schema["items"] else { return value }
+            return .array(items.map { defaulted($0, itemSchema) })
+        default:
+            return value
+        }
+    }
+
     /// Every violation, as `path: what`.
     func errors(_ value: JSON) -> [String] {
         var out: [String] = []
@@ -234,6 +263,24 @@ struct CRDSchemaTests {
         let crd = try Self.crd(for: kind)
         #expect(crd.problems(object).isEmpty)
         #expect(!crd.problems(breakIt(object)).isEmpty, "\(label) was accepted")
+    }
+
+    /// A default the API server fills in would make the stored spec differ from the
+    /// canonical one: the keeper would rewrite it forever and R3 would refuse every
+    /// update. Every defaulted field must already be rendered.
+    @Test("the API server's CRD defaulting changes nothing in the rendered specs", arguments: cases.map { "\($0.1.rawValue): \($0.0)" })
+    func defaultingIsANoOp(_ label: String) throws {
+        let backend = try #require(GuardBackend(rawValue: String(label.split(separator: ":")[0])))
+        let configName = String(label.split(separator: ":", maxSplits: 1)[1].dropFirst())
+        let config = try #require(Self.configs.first { $0.0 == configName }?.1)
+        let objects = ClusterGuardPolicies(config: config, backend: backend)
+        for object in objects.objects {
+            let kind = try #require(object["kind"]?.stringValue)
+            let stored = try Self.crd(for: kind).schema.defaulted(object)
+            let name = object["metadata"]?["name"]?.stringValue ?? ""
+            #expect(objects.isCanonical(spec: stored["spec"] ?? .null, kind: kind, name: name),
+                    "\(kind) \(name) stored as \(stored["spec"]?.serialized ?? "")")
+        }
     }
 
     @Test("the fixtures are the kinds and versions the backends write")

@@ -208,7 +208,9 @@ public struct ClusterGuardPolicies: Sendable {
         let tier: JSON = .obj([
             "apiVersion": "projectcalico.org/v3", "kind": "Tier",
             "metadata": metadata(GuardNames.calicoTier),
-            "spec": .obj(["order": .int(order)]),
+            // Pass is also what a packet no rule matched gets (the policies end in Pass anyway;
+            // the API server would otherwise store its default, Deny).
+            "spec": .obj(["order": .int(order), "defaultAction": "Pass"]),
         ])
         let exemptSet = exempt.map(calicoQuoted).joined(separator: ", ")
         func policy(_ name: String, namespaceSelector: String, selector: String) -> JSON {
