@@ -20,17 +20,26 @@ public enum ClusterDiscovery {
         return out
     }
 
-    /// Namespaces where network plugins install their DaemonSets.
-    static let pluginNamespaces = ["kube-system", "kube-flannel", "calico-system", "cilium", "antrea-system"]
+    /// The DaemonSets whose presence says which plugin runs where API groups cannot (the
+    /// others announce themselves by their API groups). Read one by one by name, so the
+    /// RBAC grant is `get` on these names, never a list.
+    public static let pluginDaemonSets: [(namespace: String, name: String)] = [
+        ("kube-flannel", "kube-flannel-ds"), ("kube-system", "kube-flannel-ds"), ("kube-system", "canal"),
+        ("kube-system", "weave-net"), ("kube-system", "kube-router"), ("kube-system", "kube-network-policies"),
+    ]
 
-    /// DaemonSet names in the plugins' namespaces; nil when none could be read (RBAC).
+    /// The names of `pluginDaemonSets` that exist; nil when none could be read (RBAC).
     public static func pluginDaemonSets(_ connection: KubeConnection) -> [String]? {
         var names: [String] = []
         var readAny = false
-        for namespace in pluginNamespaces {
-            guard let list = try? connection.call("GET", "/apis/apps/v1/namespaces/\(namespace)/daemonsets?limit=500") else { continue }
-            readAny = true
-            names += (list["items"]?.arrayValue ?? []).compactMap { $0["metadata"]?["name"]?.stringValue }
+        for (namespace, name) in pluginDaemonSets {
+            do {
+                try connection.call("GET", "/apis/apps/v1/namespaces/\(namespace)/daemonsets/\(name)")
+                readAny = true
+                names.append(name)
+            } catch {
+                if error.code == 404 { readAny = true }
+            }
         }
         return readAny ? names : nil
     }

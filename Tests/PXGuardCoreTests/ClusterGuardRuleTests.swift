@@ -120,3 +120,19 @@ struct ClusterGuardRuleTests {
         #expect(v.allowed == backend.isClusterScoped, "\(backend)")
     }
 }
+
+/// Seed limitation 4: can the server tell that nothing enforces the policies?
+@Suite("Network plugin assessment")
+struct CNIAssessmentTests {
+    @Test("flannel alone is not enforcing; with Calico's API (Canal) or an enforcing DaemonSet it is; nothing known: cannot tell")
+    func verdicts() {
+        #expect(CNIAssessment(groups: [], daemonSets: ["kube-flannel-ds"]).verdict == .notEnforcing)
+        #expect(CNIAssessment(groups: ["crd.projectcalico.org"], daemonSets: ["kube-flannel-ds"]).verdict == .enforcing)
+        #expect(CNIAssessment(groups: [], daemonSets: ["canal"]).plugins == ["calico"])
+        #expect(CNIAssessment(groups: ["cilium.io"], daemonSets: nil).verdict == .enforcing)
+        #expect(CNIAssessment(groups: [], daemonSets: nil).verdict == .unknown)
+        #expect(CNIAssessment(groups: [], daemonSets: ["aws-node"]).verdict == .unknown)
+        let flannel = CNIAssessment(groups: [], daemonSets: ["kube-flannel-ds"])
+        #expect(flannel.message.contains("do nothing") && flannel.message.contains("render iptables"))
+    }
+}

@@ -65,6 +65,18 @@ struct ClusterGuardTests {
         #expect(flannel.backend == .networkpolicy)
         #expect(flannel.cni.verdict == .notEnforcing)
         #expect(flannel.cni.message.contains("flannel"))
+        // The install bundle grants `get` on exactly the names discovery reads.
+        #expect(Set(ClusterDiscovery.pluginDaemonSets.map(\.name)) == Set(InstallBundle.pluginDaemonSetNames))
+    }
+
+    @Test("a plugin check that may read nothing cannot tell; one that finds nothing it knows cannot either")
+    func cannotTell() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.state.withLock { $0.servedGroupVersions = ["apps/v1"] }
+        api.inject((0..<ClusterDiscovery.pluginDaemonSets.count).map { _ in .init(status: 403, reason: "Forbidden", retryAfter: nil, matching: "/daemonsets/") })
+        #expect(ClusterDiscovery.resolve(try Self.client(api), logger: .none).cni.verdict == .unknown)
+        #expect(ClusterDiscovery.resolve(try Self.client(api), logger: .none).cni.verdict == .unknown)
     }
 
     @Test("each backend's objects are created, and recreated or repaired after a delete, an edit or an owner",

@@ -49,6 +49,12 @@ extension InstallBundle {
                                    "resourceNames": .array(names.map { .string($0) }), "verbs": ["update", "patch", "delete"]]))
             }
         }
+        // The network plugin check (SPEC: seed limitation 4) reads a few DaemonSets by name.
+        rules.append(.obj(["apiGroups": ["apps"], "resources": ["daemonsets"],
+                           "resourceNames": .array(Self.pluginDaemonSetNames.map { .string($0) }), "verbs": ["get"]]))
         return rules
     }
+
+    /// Names of the DaemonSets that tell a network plugin apart (see `CNIAssessment`).
+    static let pluginDaemonSetNames = ["kube-flannel-ds", "canal", "weave-net", "kube-router", "kube-network-policies"]
 }
