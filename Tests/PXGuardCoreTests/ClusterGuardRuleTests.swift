@@ -136,3 +136,29 @@ struct CNIAssessmentTests {
         #expect(flannel.message.contains("do nothing") && flannel.message.contains("render iptables"))
     }
 }
+
+@Suite("Webhook registrations: the cluster-scoped guard kinds reach R2/R3")
+struct ClusterGuardRegistrationTests {
+    static func config(_ backend: GuardBackend) -> Config {
+        var c = Config.default
+        c.guardBackend = backend
+        return c
+    }
+
+    @Test("CREATE, UPDATE and DELETE of each kind a backend writes go to /validate (all of them under auto)",
+          arguments: GuardBackend.allCases)
+    func kindsRegistered(_ configured: GuardBackend) {
+        let hooks = InstallBundle(config: Self.config(configured), caBundlePEM: nil).webhooks
+        for backend in GuardBackend.discoveryOrder {
+            let expected = configured == backend || configured == .auto
+            for resource in backend.resources {
+                for operation in ["CREATE", "UPDATE", "DELETE"] {
+                    let request = APIServerRequest(operation: operation, group: resource.group, resource: resource.plural,
+                                                   namespace: "", clusterScoped: true)
+                    #expect(request.sentTo(hooks).contains("networkpolicies.pxguard.io") == expected,
+                            "\(configured): \(operation) \(resource.plural)")
+                }
+            }
+        }
+    }
+}

@@ -224,3 +224,40 @@ struct GuardBackendTests {
         #expect(GuardBackend.resolve(servedGroupVersions: ["crd.projectcalico.org/v1"]) == .networkpolicy)
     }
 }
+
+/// What the audit reports with `guardBackend: networkpolicy`: the tenant egress
+/// policies the block policy widens.
+@Suite("networkpolicy backend: which tenant policies the guard widens")
+struct GuardWideningTests {
+    @Test("a policy not reported gains nothing from the block policy; reported ones mostly do", arguments: [PolicyStyle.seed, .ports])
+    func notReportedMeansNotWidened(_ style: PolicyStyle) {
+        var config = Config.default
+        config.policyStyle = style
+        let block = GuardPolicies(config: config).canonicalSpec(name: GuardNames.blockPolicy, namespace: "team-a")!
+        var g = SeededGenerator(seed: 2026)
+        let destinations = GuardBackendTests.destinations(config, &g)
+        var reported = 0, reportedAndWidened = 0, quiet = 0
+        for i in 0..<300 {
+            var spec = GuardBackendTests.randomPolicy(&g, config: config)
+            // Some policies that allow everything, in the forms a tenant writes.
+            if i % 10 == 0 { spec = spec.setting("egress", [.object([])]) }
+            if i % 10 == 1 { spec = spec.setting("egress", [.obj(["to": [.obj(["ipBlock": .obj(["cidr": "0.0.0.0/0", "except": ["70.0.0.0/16"]])])]])]) }
+            let widened = !GuardWidening.widened([("p", spec)], config: config).isEmpty
+            let alone = BackendEvaluator(networkPolicies: [("team-a", spec)], nodeCIDRs: config.nodeCIDRs)
+            let guarded = BackendEvaluator(networkPolicies: [("team-a", spec), ("team-a", block)], nodeCIDRs: config.nodeCIDRs)
+            let selected = GuardBackendTests.sources.filter { $0.namespace == "team-a" && EgressEvaluator().matches(spec["podSelector"]!, $0.labels) }
+            let gained = GuardWidening.isolatesEgress(spec) && selected.contains { source in
+                destinations.contains { d in guarded.networkPolicyAllows(source, d) && !alone.networkPolicyAllows(source, d) }
+            }
+            if widened {
+                reported += 1
+                if gained { reportedAndWidened += 1 }
+            } else {
+                quiet += 1
+                #expect(!gained, "\(style): not reported but widened: \(spec.serialized)")
+            }
+        }
+        #expect(quiet > 20 && reported > 100)
+        #expect(Double(reportedAndWidened) >= 0.9 * Double(reported), "\(reportedAndWidened) of \(reported)")
+    }
+}
