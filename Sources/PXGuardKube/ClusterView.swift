@@ -314,7 +314,9 @@ public final class ClusterView: GuardView, Sendable {
                 plan.labels[Self.podSecurityLabel] = level.rawValue
             }
         }
-        for name in names where !pending(name) {
+        // A cluster-scoped guard replaces the per-namespace policies: labels only.
+        let provisionPolicies = !s.config.activeBackend.isClusterScoped
+        for name in names where provisionPolicies && !pending(name) {
             let p = name == GuardNames.blockPolicy ? e.block : e.allowAPI
             if let p {
                 if !p.labelled {
@@ -370,7 +372,9 @@ public final class ClusterView: GuardView, Sendable {
                 c.policies += (e.block == nil ? 0 : 1) + (e.allowAPI == nil ? 0 : 1)
                 guard let ns = e.namespace else { continue }
                 c.namespaces += 1
-                if !ns.terminating && s.config.isGuarded(namespace: name) && name != GuardNames.kubeSystem && !guarded(e) {
+                // With a cluster-scoped guard no namespace waits for policies of its own.
+                if !ns.terminating && s.config.isGuarded(namespace: name) && name != GuardNames.kubeSystem && !guarded(e)
+                    && !s.config.activeBackend.isClusterScoped {
                     c.unguarded += 1
                 }
             }

@@ -48,10 +48,17 @@ public func certsCommand(out: String, service: String, namespace: String, days: 
 }
 
 /// `pxguard render`: the guard's artifacts as YAML (the iptables rules as a script).
-public func renderCommand(configPath: String?, caBundle: String?, nodes: String?, namespace: String, what: String)
-    throws(CommandError) -> String
+public func renderCommand(configPath: String?, caBundle: String?, nodes: String?, namespace: String, what: String,
+                          guardBackend: String? = nil) throws(CommandError) -> String
 {
-    let config = try loadConfig(configPath)
+    var config = try loadConfig(configPath)
+    if let guardBackend {
+        guard let backend = GuardBackend(rawValue: guardBackend) else {
+            throw CommandError("--guard-backend \"\(guardBackend)\": expected "
+                + GuardBackend.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        config.guardBackend = backend
+    }
     let pem = try caBundle.map { path throws(CommandError) in try readInput(path, limit: 1 << 20) }
     if let pem, !String(decoding: pem, as: UTF8.self).contains("-----BEGIN CERTIFICATE-----") {
         throw CommandError("--ca-bundle \(caBundle!): not a PEM certificate bundle")

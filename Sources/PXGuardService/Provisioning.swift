@@ -15,13 +15,20 @@ final class ProvisionerHandle: Sendable {
     let upkeep: ClusterUpkeep?
     let offReason: String?
     let logger: Logger
+    /// The cluster-scoped guard's keeper (nil without an API).
+    let clusterGuard: ClusterGuard?
+    /// Discovery of `auto` and of the network plugin (see ClusterGuard.swift).
+    let backends: GuardBackendSelection
 
-    init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger) {
+    init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger,
+         clusterGuard: ClusterGuard? = nil, backends: GuardBackendSelection) {
         self.provisioner = provisioner
         self.elector = elector
         self.upkeep = upkeep
         self.offReason = offReason
         self.logger = logger
+        self.clusterGuard = clusterGuard
+        self.backends = backends
     }
 
     /// The watched view for R6, or nil when provisioning is off.
@@ -31,7 +38,8 @@ final class ProvisionerHandle: Sendable {
         throws(CommandError) -> ProvisionerHandle
     {
         guard config.provisioning.enabled else {
-            return ProvisionerHandle(provisioner: nil, elector: nil, offReason: "disabled in the configuration", logger: logger)
+            return ProvisionerHandle(provisioner: nil, elector: nil, offReason: "disabled in the configuration", logger: logger,
+                                     backends: GuardBackendSelection(client: nil, logger: logger))
         }
         let endpoint: KubeEndpoint
         if let url = options.kubeAPI {
@@ -44,7 +52,8 @@ final class ProvisionerHandle: Sendable {
             endpoint = inCluster
         } else {
             return ProvisionerHandle(provisioner: nil, elector: nil,
-                                     offReason: "no Kubernetes API configured (--kube-api, or run in a cluster)", logger: logger)
+                                     offReason: "no Kubernetes API configured (--kube-api, or run in a cluster)", logger: logger,
+                                     backends: GuardBackendSelection(client: nil, logger: logger))
         }
         let client: KubeClient
         do {
@@ -57,12 +66,17 @@ final class ProvisionerHandle: Sendable {
                                     timing: LeaderElector.Timing(), logger: logger)
         var settings = Provisioner.Settings()
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
+        let backends = GuardBackendSelection(client: client, logger: logger)
+        let config = backends.resolve(config)
         let view = ClusterView(config: config, logger: logger)
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
-        metrics.addSource { provisioner.metricsText }
         let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
         if let upkeep { metrics.addSource { upkeep.metricsText } }
-        return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger)
+        let clusterGuard = ClusterGuard(client: client, config: config, elector: elector, settings: ClusterGuard.Settings(),
+                                        logger: logger, view: view)
+        metrics.addSource { provisioner.metricsText + clusterGuard.metricsText }
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger,
+                                 clusterGuard: clusterGuard, backends: backends)
     }
 
     /// True when the Lease holder keeps the certificates Secret (self-managed, API configured).
@@ -101,12 +115,15 @@ final class ProvisionerHandle: Sendable {
         spawnThread(name: "pxguard-lease") { elector.run() }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
         if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }
+        if let clusterGuard { spawnThread(name: "pxguard-guard") { clusterGuard.run() } }
     }
 
     /// A configuration reload reaches the provisioner: new canonical specs, and
     /// existing guard policies rewritten to them.
     func reload(_ config: Config) {
+        // The view first: the cluster guard judges "NetworkPolicies in place" by it.
         provisioner?.reload(config)
+        clusterGuard?.reload(config)
         upkeep?.reload(config)
     }
 
@@ -129,6 +146,74 @@ final class ProvisionerHandle: Sendable {
 
     func stop() {
         upkeep?.stop()
+        clusterGuard?.stop()
         provisioner?.stop()
+    }
+}
+
+/// `guardBackend: auto` made concrete: the first cluster-scoped backend the API serves
+/// (discovery at start and on every reload), else `networkpolicy`; without an API,
+/// `networkpolicy`. Also judges the network plugin (the seed's limitation 4). The
+/// choice is logged when it changes and exported as metrics.
+final class GuardBackendSelection: Sendable {
+    let client: KubeClient?
+    let logger: Logger
+    let current = Locked<(backend: GuardBackend, cni: CNIAssessment?)>((.networkpolicy, nil))
+
+    init(client: KubeClient?, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// `config` with `auto` replaced by the backend last resolved (no new discovery).
+    func applying(to config: Config) -> Config {
+        var c = config
+        if c.guardBackend == .auto { c.guardBackend = current.withLock { $0.backend } }
+        let changed = current.withLock { s -> Bool in
+            defer { s.backend = c.guardBackend }
+            return s.backend != c.guardBackend
+        }
+        if changed { logger.info("guard backend", [("backend", c.guardBackend.rawValue), ("configured", config.guardBackend.rawValue)]) }
+        return c
+    }
+
+    /// `config` with `guardBackend` resolved (never `auto`).
+    func resolve(_ config: Config) -> Config {
+        var resolved = config
+        var cni: CNIAssessment?
+        if let client {
+            let found = ClusterDiscovery.resolve(client, logger: logger)
+            cni = found.cni
+            if config.guardBackend == .auto { resolved.guardBackend = found.backend }
+        } else if config.guardBackend == .auto {
+            resolved.guardBackend = .networkpolicy
+        }
+        let previous = current.withLock { c -> (GuardBackend, CNIAssessment?) in
+            defer { c = (resolved.guardBackend, cni ?? c.cni) }
+            return (c.backend, c.cni)
+        }
+        if previous.0 != resolved.guardBackend || previous.1 == nil {
+            logger.info("guard backend", [("backend", resolved.guardBackend.rawValue), ("configured", config.guardBackend.rawValue)])
+        }
+        if let cni, cni != previous.1 {
+            if cni.verdict == .notEnforcing { logger.error(cni.message) } else { logger.info(cni.message) }
+        }
+        return resolved
+    }
+
+    /// `pxguard_guard_backend{backend}` and `pxguard_cni_enforcement{verdict}`.
+    var metricsText: String {
+        let (backend, cni) = current.withLock { $0 }
+        var out = "# HELP pxguard_guard_backend The guard backend in effect (1 for the one in use).\n# TYPE pxguard_guard_backend gauge\n"
+        for b in GuardBackend.allCases where b != .auto {
+            out += "pxguard_guard_backend{backend=\"\(b.rawValue)\"} \(b == backend ? 1 : 0)\n"
+        }
+        out += "# HELP pxguard_cni_enforcement Whether a network plugin that enforces policies was found (1 for the verdict).\n"
+        out += "# TYPE pxguard_cni_enforcement gauge\n"
+        let verdict = cni?.verdict ?? .unknown
+        for v in [CNIAssessment.Verdict.enforcing, .notEnforcing, .unknown] {
+            out += "pxguard_cni_enforcement{verdict=\"\(v.rawValue)\"} \(v == verdict ? 1 : 0)\n"
+        }
+        return out
     }
 }

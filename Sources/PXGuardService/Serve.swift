@@ -143,8 +143,9 @@ public final class Service: Sendable {
         serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
         serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
         serverConfiguration.workers = workers
-        // Admission (R6) and the provisioner share one watched view of the cluster.
-        policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
+        metrics.addSource { [provisioner] in provisioner.backends.metricsText }
+        // Admission (R6) and the provisioner share one watched view of the cluster, and one guard backend.
+        policies = PolicyBox(AdmissionPolicy(config: provisioner.backends.applying(to: config), view: provisioner.view))
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
@@ -303,7 +304,8 @@ public final class Service: Sendable {
     func reloadConfig() {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
-            let config = try loadConfig(options.configPath)
+            // guardBackend auto: discovery again, so a CNI installed since is picked up.
+            let config = provisioner.backends.resolve(try loadConfig(options.configPath))
             policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
             provisioner.reload(config)
             metrics.reloads.add(1, ordering: .relaxed)

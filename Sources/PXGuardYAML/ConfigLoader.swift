@@ -59,6 +59,9 @@ public struct ConfigLoader {
             case "mode": config.mode = try mode(value, key)
             case "policyStyle": config.policyStyle = try choice(value, key)
             case "podSecurity": config.podSecurity = try choice(value, key)
+            case "guardBackend": config.guardBackend = try choice(value, key)
+            // AdminNetworkPolicy takes 0-1000; Calico's order shares the key.
+            case "guardPriority": config.guardPriority = try int(value, key, 0...1000)
             case "rules":
                 for (ruleNode, ruleValue) in try mapping(value, key) {
                     let name = ruleNode.scalar ?? ""

@@ -102,10 +102,12 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         .init("ca-bundle", value: "FILE", help: "PEM CA bundle to put in the webhooks' caBundle."),
         .init("nodes", value: "LIST", help: "Node addresses and ranges for iptables, e.g. 70.0.98.11-70.0.98.14,70.0.98.20."),
         .init("namespace", value: "NS", help: "Namespace to render the namespaced guard policies for (default default)."),
+        .init("guard-backend", value: "NAME", help: "networkpolicy, adminnetworkpolicy, calico, cilium or auto (default: the config's; auto renders networkpolicy offline)."),
     ], positional: ("WHAT", "policies, iptables, webhooks or all (default all).")), { arguments in
         print(try renderCommand(configPath: arguments.string("config"), caBundle: arguments.string("ca-bundle"),
                                 nodes: arguments.string("nodes"), namespace: arguments.string("namespace") ?? "default",
-                                what: arguments.positionals.first ?? "all"), terminator: "")
+                                what: arguments.positionals.first ?? "all", guardBackend: arguments.string("guard-backend")),
+              terminator: "")
     }),
     (CommandSpec("certs", abstract: "Write ca.crt, ca.key, tls.crt and tls.key (EC P-256) for the webhook service.", options: [
         .init("out", value: "DIR", help: "Output directory (default certs)."),

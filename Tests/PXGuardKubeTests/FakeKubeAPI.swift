@@ -58,6 +58,8 @@ final class FakeKubeAPI: @unchecked Sendable {
         /// closes it when `holdOpen`, or closes it.
         var rawAnswer: [UInt8]?
         var holdOpen = false
+        /// `group/version` strings `GET /apis` lists (discovery).
+        var servedGroupVersions: [String] = []
     }
 
     let state = Locked(State())
@@ -540,10 +542,22 @@ final class FakeKubeAPI: @unchecked Sendable {
     func route(_ s: inout State, _ request: Request, _ body: JSON?) -> (Int, JSON) {
         let parts = request.path
         let method = request.method
+        if parts == ["apis"] && method == "GET" {
+            // Discovery: the groups and versions served (cluster-scoped kinds are stored as "resource//name").
+            var groups: [(String, [String])] = []
+            for gv in s.servedGroupVersions {
+                let p = gv.split(separator: "/").map(String.init)
+                if let i = groups.firstIndex(where: { $0.0 == p[0] }) { groups[i].1.append(p[1]) } else { groups.append((p[0], [p[1]])) }
+            }
+            return (200, .obj(["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(groups.map { g in
+                .obj(["name": .string(g.0), "versions": .array(g.1.map { .obj(["groupVersion": .string("\(g.0)/\($0)"), "version": .string($0)]) }),
+                      "preferredVersion": .obj(["groupVersion": .string("\(g.0)/\(g.1[0])"), "version": .string(g.1[0])])])
+            })]))
+        }
         if let (resource, namespace) = Self.collection(parts) {
             switch method {
             case "GET": return list(s, request, resource, namespace)
-            case "POST" where namespace != nil: return create(&s, resource, namespace!, body)
+            case "POST": return create(&s, resource, namespace ?? "", body)
             default: return (405, Self.status(405, "MethodNotAllowed", "method not allowed"))
             }
         }
@@ -606,7 +620,7 @@ final class FakeKubeAPI: @unchecked Sendable {
     }
 
     func create(_ s: inout State, _ resource: String, _ namespace: String, _ body: JSON?) -> (Int, JSON) {
-        guard s.namespaces[namespace] != nil else {
+        guard namespace.isEmpty || s.namespaces[namespace] != nil else {
             return (404, Self.status(404, "NotFound", "namespaces \"\(namespace)\" not found"))
         }
         guard let object = body, let name = object["metadata"]?["name"]?.stringValue else {
@@ -616,8 +630,9 @@ final class FakeKubeAPI: @unchecked Sendable {
         if s.objects[key] != nil {
             return (409, Self.status(409, "AlreadyExists", "\(resource) \"\(name)\" already exists"))
         }
-        let stored = Self.stamp(object.setting("metadata", object["metadata"]!.setting("namespace", .string(namespace))
-            .setting("uid", .string(UUID().uuidString))), &s)
+        var meta = object["metadata"]!.setting("uid", .string(UUID().uuidString))
+        if !namespace.isEmpty { meta = meta.setting("namespace", .string(namespace)) }
+        let stored = Self.stamp(object.setting("metadata", meta), &s)
         s.objects[key] = stored
         s.createdAt[key] = Clock.monotonic().seconds
         Self.record(&s, "ADDED", resource, stored)

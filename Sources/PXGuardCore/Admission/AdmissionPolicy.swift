@@ -5,6 +5,7 @@ public final class AdmissionPolicy: Sendable {
     public let context: RuleContext
     let hostNetwork = HostNetworkRule()
     let guardPolicy = GuardPolicyRule()
+    let clusterGuard = ClusterGuardRule()
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
     let externalIPs: ExternalIPsRule
@@ -32,7 +33,7 @@ public final class AdmissionPolicy: Sendable {
     /// has a finding for allocates nothing.
     public func validate(_ request: AdmissionRequest) -> Verdict {
         var found: Verdict?
-        _ = check(hostNetwork, request, &found) || check(guardPolicy, request, &found)
+        _ = check(hostNetwork, request, &found) || check(guardPolicy, request, &found) || check(clusterGuard, request, &found)
             || check(bypassPolicy, request, &found) || check(optOut, request, &found)
             || check(unguardedNamespace, request, &found) || check(externalIPs, request, &found)
         return found ?? .allow

@@ -117,6 +117,13 @@ public struct Config: Sendable, Equatable {
         public init() {}
     }
 
+    /// How the guard is expressed (SPEC "Guard backends"); `auto` is resolved by the
+    /// server through discovery.
+    public var guardBackend: GuardBackend = .auto
+    /// AdminNetworkPolicy `priority` and Calico Tier/policy `order` of the cluster-scoped
+    /// guard (lower comes first).
+    public var guardPriority: Int = 10
+
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
         public var resyncSeconds: Int
@@ -204,6 +211,8 @@ extension Config {
             "rules": rules.isEmpty ? nil : .object(rules),
             "policyStyle": .string(policyStyle.rawValue),
             "podSecurity": .string(podSecurity.rawValue),
+            "guardBackend": .string(guardBackend.rawValue),
+            "guardPriority": .int(guardPriority),
             "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds)]),
             "namespace": .string(namespace),
             "serviceName": .string(serviceName),

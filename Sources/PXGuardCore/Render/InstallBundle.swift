@@ -150,7 +150,7 @@ public struct InstallBundle: Sendable {
             webhook("networkpolicies.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
                     namespaceSelector: nil, rules: [
                         rule(["CREATE", "UPDATE", "DELETE"], "networking.k8s.io", ["networkpolicies"]),
-                    ]),
+                    ] + clusterGuardRules),
             // R5: label changes through any subresource (status and finalize updates
             // save labels too); guarded namespaces only, exempt ones stay editable.
             webhook("namespaces.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
@@ -205,6 +205,8 @@ public struct InstallBundle: Sendable {
 
     /// The guard policies: kube-system's, and the pair for `namespace`.
     public func policies(namespace: String) -> [JSON] {
+        // A cluster-scoped backend's few objects replace every namespace's policies.
+        if config.activeBackend.isClusterScoped { return ClusterGuardPolicies(config: config).objects }
         let guardPolicies = GuardPolicies(config: config)
         let kubeSystem = guardPolicies.names(for: GuardNames.kubeSystem).map { (GuardNames.kubeSystem, $0) }
         let own = namespace == GuardNames.kubeSystem ? [] : GuardPolicies.names(in: namespace).map { (namespace, $0) }
@@ -264,7 +266,7 @@ public struct InstallBundle: Sendable {
         clusterRules += managedRegistrationRules
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
-            "rules": .array(clusterRules),
+            "rules": .array(clusterRules + clusterGuardPermissions),
         ])
         let clusterBinding: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(name, namespaced: false),

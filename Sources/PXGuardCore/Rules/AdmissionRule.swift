@@ -4,12 +4,15 @@
 public struct RuleContext: Sendable {
     public let config: Config
     public let policies: GuardPolicies
+    /// The cluster-scoped guard objects of the backend in effect (none for NetworkPolicy).
+    public let clusterGuard: ClusterGuardPolicies
     /// The watched view of namespaces and guard policies; nil without an API.
     public let view: (any GuardView)?
 
     public init(config: Config, view: (any GuardView)? = nil) {
         self.config = config
         self.policies = GuardPolicies(config: config)
+        self.clusterGuard = ClusterGuardPolicies(config: config)
         self.view = view
     }
 

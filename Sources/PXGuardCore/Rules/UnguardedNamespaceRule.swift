@@ -18,7 +18,9 @@ struct UnguardedNamespaceRule: AdmissionRule {
 
     func evaluate(_ request: AdmissionRequest, _ context: RuleContext) -> String? {
         guard request.operation == .create, request.kind == "Pod", request.group.isEmpty,
-            request.subResource.isEmpty, let view = context.view, view.isSynced
+            request.subResource.isEmpty, let view = context.view, view.isSynced,
+            // A cluster-scoped guard covers a namespace the moment it exists: no window to close.
+            !context.config.activeBackend.isClusterScoped
         else { return nil }
         let namespace = request.namespace
         guard context.config.isGuarded(namespace: namespace), !view.namespaceHasCanonicalPolicies(namespace)
