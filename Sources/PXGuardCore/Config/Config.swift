@@ -54,6 +54,7 @@ public enum RuleID: String, Sendable, CaseIterable, Hashable {
     case optOut
     case unguardedNamespace
     case externalIPs
+    case endpoints
 }
 
 /// The product configuration. Built-in defaults are the seed values; every field is
@@ -91,6 +92,17 @@ public struct Config: Sendable, Equatable {
     /// port. Empty (off) by default: managed control planes call from outside the
     /// node subnets, at addresses only the provider knows.
     public var apiServerCIDRs: [CIDR] = []
+    /// R7: Service annotations through which load balancers take a requested address
+    /// (comma-separated addresses in the value).
+    public var loadBalancerIPAnnotations: [String] = Config.defaultLoadBalancerIPAnnotations
+    /// R7: the load balancer hands out node addresses (k3s ServiceLB, Cilium node
+    /// IPAM), so a LoadBalancer Service's ports open on the nodes themselves.
+    public var loadBalancerUsesNodeIPs = false
+
+    static let defaultLoadBalancerIPAnnotations = [
+        "metallb.universe.tf/loadBalancerIPs", "metallb.io/loadBalancerIPs", "kube-vip.io/loadbalancerIPs",
+        "lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips",
+    ]
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -182,6 +194,9 @@ extension Config {
             "serviceAccount": .string(serviceAccount),
             "nodeFirewallPorts": .string(nodeFirewallPorts.configNotation),
             "apiServerCIDRs": apiServerCIDRs.isEmpty ? nil : .array(apiServerCIDRs.map { .string($0.description) }),
+            "loadBalancerIPAnnotations": loadBalancerIPAnnotations == Self.defaultLoadBalancerIPAnnotations
+                ? nil : .array(loadBalancerIPAnnotations.map { .string($0) }),
+            "loadBalancerUsesNodeIPs": loadBalancerUsesNodeIPs ? .bool(true) : nil,
             // Every server setting, so that `render all --config` carries an operator's
             // limits into the ConfigMap instead of quietly resetting them.
             "server": .obj([
