@@ -45,7 +45,7 @@ let package = Package(
             name: "pxguard",
             dependencies: ["PXGuardService", "PXGuardPlatform"],
             swiftSettings: strict),
-        .testTarget(name: "PXGuardCoreTests", dependencies: ["PXGuardCore", "PXGuardBytes"],
+        .testTarget(name: "PXGuardCoreTests", dependencies: ["PXGuardCore", "PXGuardBytes", "PXGuardYAML"],
                     resources: [.copy("Fixtures")], swiftSettings: strict),
         // CRDs: the projects' own CustomResourceDefinitions, read by path (CRDSchemaTests).
         .testTarget(name: "PXGuardYAMLTests", dependencies: ["PXGuardYAML"],

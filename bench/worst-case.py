@@ -148,3 +148,49 @@ def held(n):
     random.Random(n).shuffle(inside)
     return review("Service", "", "services", "ext", "shop", "UPDATE", service(inside), service(list(reversed(inside))))
 write("service-3m-update", fit(held))
+
+# 8. Issue 23's rules. R8: 3 MiB of Endpoints addresses and of EndpointSlice
+#    endpoints, none on a node, behind a protected port (every address is read).
+def endpoints(n):
+    ips = [{"ip": "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)} for i in range(n)]
+    obj = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "ep", "namespace": "shop"},
+           "subsets": [{"addresses": ips, "ports": [{"port": 9001, "protocol": "TCP"}]}]}
+    return review("Endpoints", "", "endpoints", "ep", "shop", "CREATE", obj)
+write("endpoints-3m-create", fit(endpoints))
+
+def slice_(n):
+    eps = [{"addresses": ["10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)], "conditions": {"ready": True}} for i in range(n)]
+    obj = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "ep-x", "namespace": "shop"},
+           "addressType": "IPv4", "endpoints": eps, "ports": [{"port": None}]}
+    return review("EndpointSlice", "discovery.k8s.io", "endpointslices", "ep-x", "shop", "CREATE", obj)
+write("endpointslice-3m-create", fit(slice_))
+
+# R7: a Service UPDATE whose protected nodePorts were all held before (1.5 MiB each side).
+def node_ports(n):
+    ports = [{"name": "p%d" % i, "protocol": "TCP", "port": 10000 + i % 50000, "nodePort": 9001 + i % 22} for i in range(n)]
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np", "namespace": "shop"},
+           "spec": {"type": "NodePort", "ports": ports}}
+    return review("Service", "", "services", "np", "shop", "UPDATE", svc, svc)
+write("service-3m-nodeports-update", fit(node_ports))
+
+# R1: a legacy host-network Deployment UPDATE that keeps its pod template (1.5 MiB each side).
+def legacy(n):
+    d = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "legacy", "namespace": "shop"},
+         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "legacy"}},
+                  "template": {"metadata": {"labels": {"app": "legacy"}},
+                               "spec": {"hostNetwork": True, "containers": [{"name": "c", "image": "busybox", "env": env(n)}]}}}}
+    old = json.loads(json.dumps(d))
+    old["spec"]["replicas"] = 2
+    return review("Deployment", "apps", "deployments", "legacy", "shop", "UPDATE", d, old)
+write("deployment-3m-legacy-update", fit(legacy))
+
+# 9. Repair mode (R4 `repair`, answered by /mutate): distinct offending rules, each
+#    rewritten into two (0.7 MiB: the whole patch fits the budget of twice the spec),
+#    and 3 MiB of them (the budget of 1.5 MiB is spent, the rest skipped over).
+def distinct_rules(n):
+    rules = [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.%d.%d.0/24" % (i >> 8 & 255, i & 255)]}}],
+              "ports": [{"protocol": "TCP", "port": 8000 + i % 50, "endPort": 9100}]} for i in range(n)]
+    return review("NetworkPolicy", "networking.k8s.io", "networkpolicies", "distinct", "shop", "CREATE",
+                  netpol("distinct", egress(rules)))
+write("netpol-700k-repaired", fit(distinct_rules, 700 * 1024))
+write("netpol-3m-distinct-rules", fit(distinct_rules))

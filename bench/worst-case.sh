@@ -6,7 +6,8 @@
 # instructions per review (callgrind, the difference between two run lengths, so
 # start-up cancels out), and the peak RSS of `pxguard review` on it (the whole
 # process: binary, body, parse and decision), 8 MiB guard-policy UPDATE included.
-# Targets: the 40,000-except review <= 20 ms, no review of <= 3 MiB over 50 ms.
+# Targets: the 40,000-except review <= 20 ms, no review of <= 3 MiB over 50 ms, repair
+# mode (PXGUARD_MICRO_MUTATE: R4 repair, the /mutate answer) included.
 # Usage: worst-case.sh PXGUARD_BINARY MICRO_BINARY MALLOC_COUNT_SO OUT_DIR
 set -euo pipefail
 bin=$(realpath "$1") micro=$(realpath "$2") counter=$(realpath "$3") out=$4
@@ -16,6 +17,12 @@ python3 "$(dirname "$0")/worst-case.py" "$dir" > "$out/worst-sizes.txt"
 
 echo "-- decide time and allocations (in process, ${ITERATIONS:-30} iterations each)"
 LD_PRELOAD="$counter" PXGUARD_MICRO_ITERATIONS=${ITERATIONS:-30} "$micro" "$dir"/*.json | tee "$out/worst-time.txt"
+
+# R4 in repair mode: each NetworkPolicy answered as /mutate answers it (`review
+# --mutate`), the repair patch written. Target: <= 50 ms like every other review.
+echo "-- repair mode: /mutate time and allocations (in process, ${ITERATIONS:-30} iterations each)"
+LD_PRELOAD="$counter" PXGUARD_MICRO_MUTATE=1 PXGUARD_MICRO_ITERATIONS=${ITERATIONS:-30} "$micro" "$dir"/netpol-*.json \
+  | tee "$out/worst-repair-time.txt"
 
 if command -v valgrind >/dev/null && [ -z "${SKIP_CALLGRIND:-}" ]; then
   echo "-- user-space instructions per review (callgrind; 4 reviews' difference)"

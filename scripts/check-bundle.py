@@ -103,6 +103,11 @@ def cel(webhooks_path, user, group):
     cases = [c for c in cases if not (c[0].startswith("exempt user -") or c[0].startswith("exempt group -"))]
     cases += [(f"{who} DELETE", {"username": who, "groups": ["system:serviceaccounts"]}, "DELETE", False) for who in cleanup] + [
         (f"{who} UPDATE", {"username": who, "groups": ["system:serviceaccounts"]}, "UPDATE", True) for who in cleanup]
+    # R8: the endpoint controllers' writes stay at the API server (any operation), on the endpoints webhook only.
+    controllers = ["system:serviceaccount:kube-system:endpoint-controller",
+                   "system:serviceaccount:kube-system:endpointslice-controller",
+                   "system:serviceaccount:kube-system:endpointslicemirroring-controller", "system:kube-controller-manager"]
+    named = {"metadata": {"name": "team-a"}}
     for registration in registrations:
         for webhook in registration["webhooks"]:
             programs = []
@@ -110,12 +115,36 @@ def cel(webhooks_path, user, group):
                 ast = env.compile(condition["expression"])
                 programs.append(env.program(ast))
             check(bool(programs), f"{webhook['name']}: has matchConditions")
+            endpoints = webhook["name"].startswith("endpoints.")
             for label, user_info, operation, sent in cases:
-                activation = {"request": celpy.json_to_cel({"operation": operation, "userInfo": user_info})}
+                if endpoints and user_info["username"] in controllers:
+                    sent = False
+                activation = {"request": celpy.json_to_cel({"operation": operation, "userInfo": user_info}),
+                              "object": celpy.json_to_cel(named)}
                 result = all(bool(p.evaluate(activation)) for p in programs)
                 if webhook["name"].startswith("namespace-names.") and group == "system:masters":
                     continue
                 check(result == sent, f"{webhook['name']}: {label} is {'sent to pxguard' if sent else 'left to the API server'}")
+            if endpoints:
+                for who in controllers:
+                    activation = {"request": celpy.json_to_cel({"operation": "UPDATE", "userInfo": {"username": who}}),
+                                  "object": celpy.json_to_cel(named)}
+                    check(not all(bool(p.evaluate(activation)) for p in programs), f"{webhook['name']}: {who} is left to the API server")
+            if webhook["name"] == "namespaces.mutate.pxguard.io":
+                # M1 has no namespaceSelector: its condition decides, and must not error on a
+                # nameless (generateName) namespace, which failurePolicy Ignore would skip.
+                check("namespaceSelector" not in webhook, f"{webhook['name']}: no namespaceSelector")
+                for label, metadata, sent in [
+                    ("a named namespace", {"name": "team-a"}, True),
+                    ("a generateName namespace with a spoofed name label",
+                     {"generateName": "team-", "labels": {"kubernetes.io/metadata.name": "kube-system"}}, True),
+                    ("an empty name", {"name": "", "generateName": "x-"}, True),
+                    ("the exempt name kube-system", {"name": "kube-system"}, False),
+                ]:
+                    activation = {"request": celpy.json_to_cel({"operation": "CREATE", "userInfo": {"username": "alice"}}),
+                                  "object": celpy.json_to_cel({"metadata": metadata})}
+                    result = all(bool(p.evaluate(activation)) for p in programs)
+                    check(result == sent, f"{webhook['name']}: {label} is {'mutated' if sent else 'left alone'}")
             if webhook["name"].startswith("namespace-names."):
                 activation = {"request": celpy.json_to_cel(
                     {"operation": "CREATE", "userInfo": {"username": "root", "groups": ["system:masters"]}})}

@@ -105,19 +105,18 @@ func createReview(for object: JSON) -> JSON {
 }
 
 /// The decision the cluster would reach for creating `object`: the mutating answer
-/// first, as the API server runs it, then `/validate` on the result. Only a R4
-/// repair changes what is judged; its warning is kept.
+/// first, as the API server runs it, then `/validate` on the result. M1's labels
+/// and a R4 repair change what is judged; a repair's warning is kept.
 func judge(_ object: JSON, _ policy: AdmissionPolicy) throws -> Verdict {
     func review(_ object: JSON, _ body: (AdmissionRequest) -> Verdict) throws -> Verdict {
         let bytes = Array(createReview(for: object).serialized.utf8)
         return try bytes.withUnsafeBytes { raw in try AdmissionRequest.withDecoded(raw, body) }
     }
     let mutation = try review(object) { policy.mutate($0).verdict }
-    guard mutation.rule == .bypassPolicies, let patch = mutation.patch,
-        let repaired = applyMemberPatch(try JSON(parsing: patch), to: object)
+    guard let patch = mutation.patch, let mutated = applyMemberPatch(try JSON(parsing: patch), to: object)
     else { return try review(object) { policy.validate($0) } }
-    var verdict = try review(repaired) { policy.validate($0) }
-    if verdict.allowed {
+    var verdict = try review(mutated) { policy.validate($0) }
+    if mutation.rule == .bypassPolicies && verdict.allowed {
         verdict.rule = .bypassPolicies
         verdict.decision = .repair
         verdict.warnings = mutation.warnings + verdict.warnings

@@ -262,7 +262,8 @@ struct Located {
         let container = view.kind == .array ? view : view["items"]
         let positions = container.map { c in c.kind == .array ? c.elements.map { lines.position(offset + $0.start) } : [] } ?? []
         let (line, column) = lines.position(offset + view.start)
-        self.init(json: JSON(view), line: line, column: column, itemPositions: positions)
+        // Numbers as kubectl sends them: `9001.0` and `9.001e3` are 9001.
+        self.init(json: KubectlScalar.kubectlNumbers(JSON(view)), line: line, column: column, itemPositions: positions)
     }
 
     /// Element `index` at its own position (nested lists keep this one's).

@@ -43,6 +43,8 @@ public struct ConfigLoader {
                     }
                     return c
                 }
+            case "loadBalancerIPAnnotations": config.loadBalancerIPAnnotations = try strings(value, key)
+            case "loadBalancerUsesNodeIPs": config.loadBalancerUsesNodeIPs = try bool(value, key)
             case "protectedPorts":
                 config.protectedPorts = try list(value, key).map { (node) throws(YAMLError) -> PortRange in
                     guard let r = PortRange(try string(node, key)) else {
@@ -147,7 +149,7 @@ public struct ConfigLoader {
     static let knownKeys: [String] = {
         guard case .object(let members) = Config.default.document else { return [] }
         var keys = members.map(\.key)
-        for optional in ["rules", "image", "replicas", "apiServerCIDRs"] where !keys.contains(optional) { keys.append(optional) }
+        for optional in ["rules", "image", "replicas", "apiServerCIDRs", "loadBalancerIPAnnotations", "loadBalancerUsesNodeIPs"] where !keys.contains(optional) { keys.append(optional) }
         return keys
     }()
 

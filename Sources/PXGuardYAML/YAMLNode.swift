@@ -42,35 +42,15 @@ public struct YAMLNode: Sendable {
         }
     }
 
-    static func resolvePlain(_ text: String) -> JSON {
-        switch text {
-        case "", "~", "null", "Null", "NULL": return .null
-        case "true", "True", "TRUE", "y", "Y", "yes", "Yes", "YES", "on", "On", "ON": return .bool(true)
-        case "false", "False", "FALSE", "n", "N", "no", "No", "NO", "off", "Off", "OFF": return .bool(false)
-        default: break
-        }
-        if let v = integer(text) { return .int(v) }
-        if let d = Double(text), text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }),
-            text.allSatisfy({ "0123456789.eE+-".contains($0) })
-        {
-            return .number(d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d))
-        }
-        return .string(text)
-    }
+    /// A plain scalar as kubectl's go-yaml v2 resolves it (see `KubectlScalar`).
+    static func resolvePlain(_ text: String) -> JSON { KubectlScalar.resolve(text) }
 }
 
 extension YAMLNode {
-    /// A plain scalar read as an integer (decimal with an optional sign, or hex).
+    /// A plain scalar read as an integer the way go-yaml v2 resolves `!!int`.
     static func integer(_ text: String) -> Int? {
-        var digits = Substring(text)
-        if digits.first == "-" || digits.first == "+" { digits = digits.dropFirst() }
-        if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let v = Int(text) {
-            return v
-        }
-        if digits.hasPrefix("0x"), let v = Int(digits.dropFirst(2), radix: 16) {
-            return text.hasPrefix("-") ? -v : v
-        }
-        return nil
+        guard case .int(let digits) = KubectlScalar.classify(text) else { return nil }
+        return Int(digits)
     }
 
     static let tagPrefix = "tag:yaml.org,2002:"

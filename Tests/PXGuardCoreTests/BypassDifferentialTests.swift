@@ -1,5 +1,6 @@
 import Testing
 @testable import PXGuardCore
+import PXGuardYAML
 
 /// R4 against a brute-force reference: random NetworkPolicies, and a reader that
 /// knows nothing of ranges or sweeps. It walks every protected destination (each
@@ -251,5 +252,54 @@ struct BypassDifferentialTests {
         }
         // The generator must exercise both answers.
         #expect(reached > 600 && reached < 2_400, "\(reached) of 3,000 reached")
+    }
+
+    // MARK: the same policies, as `check` reads them from a file
+
+    /// `value`'s JSON text with every number written in a form kubectl reads as the
+    /// same number: YAML (go-yaml v2: octal, `0o`, hex, binary, `_`, signs, integral
+    /// floats, leading-zero floats) or JSON (integral floats and exponents).
+    static func written(_ value: JSON, yaml: Bool, _ rng: inout SeededGenerator) -> String {
+        switch value {
+        case .number(let n):
+            guard let v = Int(n), v >= 0 else { return n }
+            let yamlForms = ["0" + String(v, radix: 8), "0o" + String(v, radix: 8), "0x" + String(v, radix: 16),
+                             "0X" + String(v, radix: 16).uppercased(), "0b" + String(v, radix: 2), "+\(v)",
+                             String(v).count > 1 ? String(v).prefix(1) + "_" + String(v).dropFirst() : String(v),
+                             "\(v).0", "\(v).", "\(v * 100)e-2", "\(Double(v) / 1000)e3", String(v)]
+            let jsonForms = ["\(v).0", "\(v)e0", "\(v * 10)E-1", "\(Double(v) / 1000)e3", "\(v).000", String(v)]
+            return pick(&rng, yaml ? yamlForms : jsonForms)
+        case .array(let items):
+            return "[" + items.map { written($0, yaml: yaml, &rng) }.joined(separator: ", ") + "]"
+        case .object(let members):
+            return "{" + members.map { JSON.string($0.key).serialized + ": " + written($0.value, yaml: yaml, &rng) }
+                .joined(separator: ", ") + "}"
+        case .null, .bool, .string:
+            return value.serialized
+        }
+    }
+
+    @Test("R4 as check reads files: 1,500 random policies with ports in every YAML and JSON number form agree with the reference")
+    func differentialNumberForms() throws {
+        let analysis = EgressAnalysis(nodeCIDRs: Self.config.nodeCIDRs, protectedPorts: Self.config.protectedPorts)
+        var rng = SeededGenerator(seed: 2323)
+        var failures = 0
+        var reached = 0
+        for i in 0..<1_500 where failures < 5 {
+            let spec = Self.randomSpec(&rng)
+            let expected = Self.reference(spec)
+            if expected != nil { reached += 1 }
+            let yaml = i % 2 == 0
+            let text = Self.written(spec, yaml: yaml, &rng)
+            // What check hands the rules: the YAML reader's JSON, or a JSON manifest's numbers as kubectl sends them.
+            let read: JSON = yaml
+                ? try #require(try YAMLReader.documents(Array(("spec: " + text + "\n").utf8), file: "p.yaml").first?.json["spec"])
+                : KubectlScalar.kubectlNumbers(try JSON(parsing: Array(text.utf8)))
+            let got = try JSONDocument.parse(Array(read.serialized.utf8)) { analysis.firstReach(spec: $0) }
+            let agree = got?.ruleIndex == expected?.rule
+            if !agree { failures += 1 }
+            #expect(agree, "\(yaml ? "YAML" : "JSON") \(text): analysis \(got.map(\.description) ?? "nothing"), reference rule \(expected.map { String($0.rule) } ?? "nothing")")
+        }
+        #expect(reached > 300 && reached < 1_200, "\(reached) of 1,500 reached")
     }
 }

@@ -242,6 +242,33 @@ struct BypassRepairTests {
         #expect(try validate(Self.create(after).bytes, admission).allowed)
     }
 
+    @Test("R4 repair: rules deduplicated by their bytes: equal rules anywhere are rewritten once, rules one byte apart (in the middle, same length) each")
+    func dedupeByBytes() throws {
+        func rule(_ c: Int) -> JSON {
+            .obj(["to": [.obj(["ipBlock": .obj(["cidr": "0.0.0.0/0", "except": .array((0..<40).map { i in
+                .string("10.\(i).\(i == 20 ? c : 0).0/24") })])])], "ports": [.obj(["port": 9001])]])
+        }
+        // Same length, different bytes only at except 20: the digest must tell them apart.
+        let policy = networkPolicy(spec: .obj(["podSelector": .object([]), "policyTypes": ["Egress"],
+                                               "egress": [rule(1), rule(2), rule(1), rule(3), rule(2)]]))
+        #expect(rule(1).serialized.count == rule(2).serialized.count)
+        let admission = AdmissionPolicy(config: Self.repairConfig())
+        let (after, verdict) = try Self.repaired(policy, admission)
+        #expect(verdict.decision == .repair)
+        // Three distinct rules, each rewritten once (the node subnet added to its excepts;
+        // nothing is left open on the nodes with port 9001 alone): three rules.
+        #expect(after["spec"]?["egress"]?.arrayValue?.count == 3, "\(after["spec"]?["egress"]?.serialized ?? "")")
+        #expect(try Self.checkRepair(policy, config: Self.repairConfig(), seed: 7))
+        let a = Array(rule(1).serialized.utf8), b = Array(rule(2).serialized.utf8)
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                #expect(BypassRepair.RawToken(pa) != BypassRepair.RawToken(pb))
+                #expect(BypassRepair.RawToken(pa) == BypassRepair.RawToken(pa))
+                #expect(BypassRepair.RawToken(pa).digest != BypassRepair.RawToken(pb).digest)
+            }
+        }
+    }
+
     @Test("R4 repair: a policy whose rewrite would outgrow the patch budget gets no patch and a warning; /validate still denies it")
     func tooLargeToRepair() throws {
         // 3,000 distinct rules, each a /32 inside the node subnet on every port: each

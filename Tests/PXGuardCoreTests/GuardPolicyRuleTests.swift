@@ -147,6 +147,8 @@ struct GuardPolicyWeakenTests {
 
     static let permissive: JSON = .obj(["podSelector": .object([]), "policyTypes": ["Egress"], "egress": [.object([])]])
     static var allowAPI: JSON { policies.allowAPISpec }
+    /// A tenant's policy that reaches nothing protected (R4 has nothing to say).
+    static let harmless: JSON = .obj(["podSelector": .object([]), "policyTypes": ["Ingress"], "ingress": [.object([])]])
 
     static let cases: [Case] = [
         Case(label: "UPDATE adding an ownerReference to a ConfigMap the user owns", old: stored(),
@@ -184,9 +186,28 @@ struct GuardPolicyWeakenTests {
         Case(label: "CREATE of a canonical guard policy with an owner", operation: "CREATE", old: nil,
              new: stored(owners: configMapOwner), allowed: false, message: "ownerReferences"),
         Case(label: "CREATE of allow-api in kube-system is no guard policy (and kube-system is exempt)", operation: "CREATE",
-             namespace: "kube-system", old: nil, new: stored(namespace: "kube-system", spec: permissive), allowed: true),
+             namespace: "kube-system", old: nil, new: stored(namespace: "kube-system", spec: permissive, labels: .obj([:])),
+             allowed: true),
         Case(label: "CREATE in an exempt namespace", operation: "CREATE", namespace: "portworx", old: nil,
-             new: stored(namespace: "portworx", spec: permissive), allowed: true),
+             new: stored(namespace: "portworx", spec: permissive, labels: .obj(["team": "px"])), allowed: true),
+        // The reserved label (issue 23, finding 7): only guard policies carry it.
+        Case(label: "CREATE of a tenant's own policy labelled managed-by: pxguard", operation: "CREATE", name: "mine", old: nil,
+             new: stored("mine", spec: harmless), allowed: false,
+             message: "the label is reserved for pxguard's guard policies"),
+        Case(label: "UPDATE keeping the reserved label on a tenant's policy", name: "mine", old: stored("mine", spec: harmless),
+             new: stored("mine", spec: harmless, labels: .obj([GuardNames.managedByKey: "pxguard", "a": "b"])), allowed: false,
+             message: "updating NetworkPolicy team-a/mine with the label"),
+        Case(label: "UPDATE removing the reserved label from a tenant's policy", name: "mine",
+             old: stored("mine", spec: harmless), new: stored("mine", spec: harmless, labels: .obj(["a": "b"])), allowed: true),
+        Case(label: "another value of managed-by is the tenant's own", operation: "CREATE", name: "mine", old: nil,
+             new: stored("mine", spec: harmless, labels: .obj([GuardNames.managedByKey: "helm"])), allowed: true),
+        Case(label: "allow-api in kube-system labelled managed-by: pxguard (not where it belongs)", operation: "CREATE",
+             namespace: "kube-system", old: nil, new: stored(namespace: "kube-system", spec: permissive), allowed: false,
+             message: "only block-9001-for-non-system-users belongs in kube-system"),
+        Case(label: "a labelled policy in an exempt namespace", operation: "CREATE", namespace: "portworx", old: nil,
+             new: stored(namespace: "portworx", spec: permissive), allowed: false, message: "no guard policy belongs"),
+        Case(label: "pxguard's own service account may write the label", operation: "CREATE", name: "mine",
+             user: "system:serviceaccount:pxguard-system:pxguard", old: nil, new: stored("mine", spec: harmless), allowed: true),
     ]
 
     @Test("R3: owners, creation and weakening, as the API server sends them", arguments: cases)

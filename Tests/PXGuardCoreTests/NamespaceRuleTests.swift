@@ -195,6 +195,29 @@ struct OptOutTableTests {
         Case(label: "an exempt user creating portworx", operation: "CREATE", name: "portworx", user: "px-installer", old: nil,
              new: [:], config: exemptUserConfig, allowed: true),
         Case(label: "creating an ordinary namespace", operation: "CREATE", name: "team-z", old: nil, new: base, allowed: true),
+        // Issue 23, finding 1: a CREATE judged as stored. The generated name and the
+        // real kubernetes.io/metadata.name are set; whatever skipped M1 is caught.
+        Case(label: "a generateName CREATE that skipped M1 (guarded=false, privileged)", operation: "CREATE", name: "team-x7k2p",
+             old: nil, new: [GuardNames.guardedLabel: "false", psa: "privileged"], allowed: false,
+             message: "creating namespace team-x7k2p with pxguard.io/guarded set to \"false\""),
+        Case(label: "a CREATE without the guarded label (mutating webhook down)", operation: "CREATE", name: "team-y", old: nil,
+             new: [psa: "baseline"], allowed: false, message: "without the label pxguard.io/guarded"),
+        Case(label: "a CREATE carrying guarded=true but Pod Security privileged", operation: "CREATE", name: "team-y", old: nil,
+             new: with([psa: "privileged"]), allowed: false, message: "with pod-security.kubernetes.io/enforce set to \"privileged\""),
+        Case(label: "a CREATE without a Pod Security level", operation: "CREATE", name: "team-y", old: nil,
+             new: [GuardNames.guardedLabel: "true"], allowed: false, message: "without the label pod-security.kubernetes.io/enforce"),
+        Case(label: "a CREATE at restricted when baseline is required", operation: "CREATE", name: "team-y", old: nil,
+             new: with([psa: "restricted"]), allowed: true),
+        Case(label: "podSecurity: restricted: a CREATE at baseline", operation: "CREATE", name: "team-y", old: nil, new: base,
+             config: restrictedConfig, allowed: false),
+        Case(label: "podSecurity: none: a CREATE needs only the guarded label", operation: "CREATE", name: "team-y", old: nil,
+             new: [GuardNames.guardedLabel: "true"], config: noneConfig, allowed: true),
+        Case(label: "an exempt group may create a namespace without the labels", operation: "CREATE", name: "team-y",
+             groups: ["system:authenticated", "platform-admins"], old: nil, new: [:], config: exemptGroupConfig, allowed: true),
+        Case(label: "pxguard's own service account is exempt from R5", operation: "CREATE", name: "team-y",
+             user: "system:serviceaccount:pxguard-system:pxguard", old: nil, new: [:], allowed: true),
+        Case(label: "system:masters is not exempt from the guarded CREATE check", operation: "CREATE", name: "team-y",
+             groups: ["system:masters"], old: nil, new: [:], allowed: false),
     ]
 
     @Test("R5: opt-outs through subresources and the Pod Security label, claims of exempt names", arguments: cases)

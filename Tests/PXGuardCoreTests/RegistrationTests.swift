@@ -114,14 +114,17 @@ struct RegistrationTests {
         #expect(sent(.init(operation: "UPDATE", resource: "namespaces", namespace: "portworx", clusterScoped: true)).isEmpty)
     }
 
-    @Test("R5 exempt names: CREATE of a namespace named like an exempt one is sent; other names only to M1")
-    func exemptNameClaims() {
+    @Test("R5 exempt names: CREATE of a namespace named like an exempt one is sent; other names to R5's CREATE check and M1")
+    func exemptNameClaims() throws {
+        let m1 = try #require(MatchConditionTests.webhook("namespaces.mutate.pxguard.io"))
         for name in ["portworx", "kube-public", "kube-node-lease", "kube-system"] {
+            // M1 has no namespaceSelector; its matchCondition leaves exempt names out.
             #expect(sent(.init(operation: "CREATE", resource: "namespaces", namespace: name, clusterScoped: true))
-                    == ["namespace-names.pxguard.io"], "\(name)")
+                    == ["namespace-names.pxguard.io", "namespaces.mutate.pxguard.io"], "\(name)")
+            #expect(try MatchConditionTests.sent(m1, object: .obj(["metadata": .obj(["name": .string(name)])])) == false)
         }
         #expect(sent(.init(operation: "CREATE", resource: "namespaces", namespace: "team-a", clusterScoped: true))
-                == ["namespaces.mutate.pxguard.io"])
+                == ["namespaces.pxguard.io", "namespaces.mutate.pxguard.io"])
         let names = registrations[0]["webhooks"]?.arrayValue?.first { $0["name"]?.stringValue == "namespace-names.pxguard.io" }
         #expect(names?["matchConditions"]?.serialized.contains("system:masters") == true)
     }
@@ -135,6 +138,20 @@ struct RegistrationTests {
         #expect(sent(.init(operation: "CREATE", resource: "services", namespace: "kube-system")).isEmpty)
     }
 
+    @Test("R1: pods/ephemeralcontainers UPDATE (kubectl debug) is sent; R8: Endpoints and EndpointSlices CREATE and UPDATE")
+    func ephemeralAndEndpoints() {
+        #expect(sent(.init(operation: "UPDATE", resource: "pods", subresource: "ephemeralcontainers", namespace: "team-a"))
+                == ["workloads.pxguard.io"])
+        #expect(sent(.init(operation: "UPDATE", resource: "pods", subresource: "status", namespace: "team-a")).isEmpty)
+        for operation in ["CREATE", "UPDATE"] {
+            #expect(sent(.init(operation: operation, resource: "endpoints", namespace: "team-a")) == ["endpoints.pxguard.io"])
+            #expect(sent(.init(operation: operation, group: "discovery.k8s.io", resource: "endpointslices", namespace: "team-a"))
+                    == ["endpoints.pxguard.io"])
+        }
+        #expect(sent(.init(operation: "DELETE", resource: "endpoints", namespace: "team-a")).isEmpty)
+        #expect(sent(.init(operation: "CREATE", resource: "endpoints", namespace: "kube-system")).isEmpty)
+    }
+
     @Test("matchConditions on every webhook: exempt users and groups from the config, the cleanup identities on DELETE")
     func matchConditions() {
         var config = Config.default
@@ -142,7 +159,7 @@ struct RegistrationTests {
         config.exemptGroups = ["platform-admins"]
         config.ruleModes[.bypassPolicies] = .repair
         let hooks = InstallBundle(config: config, caBundlePEM: nil).webhooks.flatMap { $0["webhooks"]?.arrayValue ?? [] }
-        #expect(hooks.count == 7)
+        #expect(hooks.count == 8)
         for hook in hooks {
             let conditions = hook["matchConditions"]?.arrayValue ?? []
             let expressions = conditions.compactMap { $0["expression"]?.stringValue }
@@ -156,7 +173,8 @@ struct RegistrationTests {
             #expect(!expressions.contains { $0.contains(config.serviceAccount) })
         }
         let plain = registrations.flatMap { $0["webhooks"]?.arrayValue ?? [] }
-        #expect(plain.allSatisfy { ($0["matchConditions"]?.arrayValue ?? []).count == ($0["name"]?.stringValue == "namespace-names.pxguard.io" ? 2 : 1) })
+        let twoConditions = ["namespace-names.pxguard.io", "namespaces.mutate.pxguard.io", "endpoints.pxguard.io"]
+        #expect(plain.allSatisfy { ($0["matchConditions"]?.arrayValue ?? []).count == (twoConditions.contains($0["name"]?.stringValue ?? "") ? 2 : 1) })
     }
 }
 

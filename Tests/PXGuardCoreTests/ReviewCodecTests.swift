@@ -195,7 +195,10 @@ struct FuzzRegressionTests {
             }
         }
         let response = #""response":{"uid":"4d5e6f70-8192-4a3b-b4c5-d6e7f8091a2b","allowed":true"#
-        #expect(validated.contains(response), "\(validated)")
+        // The namespace arrives at /validate without pxguard's labels: denied as stored
+        // (R5, issue 23), naming the request's own namespace.
+        #expect(validated.contains(#""response":{"uid":"4d5e6f70-8192-4a3b-b4c5-d6e7f8091a2b","allowed":false"#), "\(validated)")
+        #expect(validated.contains("creating namespace team-a without the label"), "\(validated)")
         #expect(mutated.contains(response), "\(mutated)")
         #expect(validated.hasPrefix(#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview""#))
     }

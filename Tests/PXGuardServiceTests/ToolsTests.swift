@@ -305,3 +305,44 @@ struct MutationWiringTests {
         #expect(response.body == real)
     }
 }
+
+@Suite("check reads numbers as kubectl sends them (issue 23, finding 6)")
+struct CheckNumberFormTests {
+    static let policyJSON = #"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"n","namespace":"team-a"},"spec":{"podSelector":{},"policyTypes":["Egress"],"egress":[{"to":[{"ipBlock":{"cidr":"70.0.0.0/16"}}],"ports":[{"protocol":"TCP","port":PORT,"endPort":END}]}]}}"#
+
+    @Test("a JSON manifest with 9001.0, 9.001e3 or 9022.0 toward the node subnet is denied, as the cluster would store 9001",
+          arguments: [("9001.0", "9001"), ("9.001e3", "9001"), ("9001", "9022.0"), ("900100e-2", "9.022e3")])
+    func json(_ port: String, _ end: String) throws {
+        let dir = try temporaryDirectory()
+        let text = Self.policyJSON.replacingOccurrences(of: "PORT", with: port).replacingOccurrences(of: "END", with: end)
+        try text.write(toFile: dir + "/p.json", atomically: true, encoding: .utf8)
+        let (report, code) = try check(configPath: nil, files: [dir + "/p.json"])
+        #expect(code == 1, "\(report)")
+        #expect(report.contains("bypassPolicies"), "\(report)")
+    }
+
+    @Test("YAML ports in go-yaml v2's forms (octal 021451, hex, 0o, binary, underscores, integral floats) are denied",
+          arguments: ["021451", "0x2329", "0o21451", "0b10001100101001", "9_001", "9001.0", "+9001", "09001"])
+    func yaml(_ port: String) throws {
+        let dir = try temporaryDirectory()
+        let text = """
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: n, namespace: team-a}
+            spec:
+              podSelector: {}
+              policyTypes: [Egress]
+              egress:
+              - to: [{ipBlock: {cidr: 70.0.0.0/16}}]
+                ports: [{protocol: TCP, port: \(port)}]
+
+            """
+        try text.write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        let (report, code) = try check(configPath: nil, files: [dir + "/p.yaml"])
+        #expect(code == 1, "port: \(port): \(report)")
+        // 21451 in decimal would be allowed: the octal reading is what decides.
+        let decimal = text.replacingOccurrences(of: "port: \(port)", with: "port: 21451")
+        try decimal.write(toFile: dir + "/d.yaml", atomically: true, encoding: .utf8)
+        #expect(try check(configPath: nil, files: [dir + "/d.yaml"]).1 == 0)
+    }
+}

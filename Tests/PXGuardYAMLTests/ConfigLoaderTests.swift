@@ -335,3 +335,28 @@ struct DayTwoConfigTests {
         }
     }
 }
+
+@Suite("Configuration keys of issue 23 (R7 load balancers, R8 endpoints)")
+struct LoadBalancerConfigTests {
+    @Test("loadBalancerIPAnnotations, loadBalancerUsesNodeIPs and rules.endpoints load, with the SPEC's defaults when absent")
+    func keys() throws {
+        let defaults = try ConfigLoader(file: "c.yaml").load(Array("mode: enforce\n".utf8))
+        #expect(defaults.loadBalancerIPAnnotations == ["metallb.universe.tf/loadBalancerIPs", "metallb.io/loadBalancerIPs",
+                                                       "kube-vip.io/loadbalancerIPs", "lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips"])
+        #expect(!defaults.loadBalancerUsesNodeIPs)
+        let text = "loadBalancerIPAnnotations: [example.com/vip]\nloadBalancerUsesNodeIPs: true\nrules:\n  endpoints: {mode: warn}\n"
+        let config = try ConfigLoader(file: "c.yaml").load(Array(text.utf8))
+        #expect(config.loadBalancerIPAnnotations == ["example.com/vip"])
+        #expect(config.loadBalancerUsesNodeIPs)
+        #expect(config.mode(for: .endpoints) == .warn)
+        // The rendered ConfigMap carries them back.
+        let again = try ConfigLoader(file: "c.yaml").load(Array(YAMLEmitter.emit(config.document).utf8))
+        #expect(again == config)
+    }
+
+    @Test("a wrong type is refused with where and what was expected")
+    func wrongType() {
+        #expect(throws: YAMLError.self) { try ConfigLoader(file: "c.yaml").load(Array("loadBalancerUsesNodeIPs: maybe\n".utf8)) }
+        #expect(throws: YAMLError.self) { try ConfigLoader(file: "c.yaml").load(Array("rules: {endpoints: {mode: repair}}\n".utf8)) }
+    }
+}

@@ -1,4 +1,4 @@
-/// The compiled decision logic for one configuration: rules R1–R7, exemptions,
+/// The compiled decision logic for one configuration: rules R1–R8, exemptions,
 /// modes and mutation M1. Immutable: built once per config and shared by reference
 /// (handing it to a request is one retain, not a copy of the whole config).
 public final class AdmissionPolicy: Sendable {
@@ -9,6 +9,7 @@ public final class AdmissionPolicy: Sendable {
     let bypassPolicy: BypassPolicyRule
     let optOut = OptOutRule()
     let externalIPs: ExternalIPsRule
+    let endpoints: EndpointsRule
     let unguardedNamespace = UnguardedNamespaceRule()
     let mutation = NamespaceMutation()
     let bypassRepair: BypassRepair
@@ -20,6 +21,7 @@ public final class AdmissionPolicy: Sendable {
         context = RuleContext(config: config, view: view)
         bypassPolicy = BypassPolicyRule(config: config)
         externalIPs = ExternalIPsRule(config: config)
+        endpoints = EndpointsRule(config: config)
         bypassRepair = BypassRepair(config: config)
     }
 
@@ -36,6 +38,7 @@ public final class AdmissionPolicy: Sendable {
         _ = check(hostNetwork, request, &found) || check(guardPolicy, request, &found) || check(clusterGuard, request, &found)
             || check(bypassPolicy, request, &found) || check(optOut, request, &found)
             || check(unguardedNamespace, request, &found) || check(externalIPs, request, &found)
+            || check(endpoints, request, &found)
         return found ?? .allow
     }
 
@@ -114,6 +117,19 @@ public final class AdmissionPolicy: Sendable {
     /// The controller manager on its own credentials (`--use-service-account-credentials=false`).
     static let controllerManager = "system:kube-controller-manager"
 
+    /// Identities that empty a namespace being deleted: their DELETEs (only) are
+    /// always allowed. One list for the server and the registrations' `matchConditions`.
+    static let cleanupIdentities = [GuardNames.namespaceController, GuardNames.garbageCollector, controllerManager]
+
+    /// Identities that write Endpoints and EndpointSlices from Services' selectors:
+    /// exempt from R8 (only). One list for the server and the registrations.
+    static let endpointControllers = [
+        "system:serviceaccount:kube-system:endpoint-controller",
+        "system:serviceaccount:kube-system:endpointslice-controller",
+        "system:serviceaccount:kube-system:endpointslicemirroring-controller",
+        controllerManager,
+    ]
+
     /// The rules the server's own service account is exempt from: what the
     /// provisioner writes (guard policies, namespace labels). Nothing else, so that
     /// its token is no cluster-wide bypass.
@@ -131,12 +147,10 @@ public final class AdmissionPolicy: Sendable {
         }
         // Emptying a terminating namespace must never be refused, or it stays
         // stuck in Terminating.
-        if request.operation == .delete
-            && (username == GuardNames.namespaceController || username == GuardNames.garbageCollector
-                || username == Self.controllerManager)
-        {
+        if request.operation == .delete && Self.cleanupIdentities.contains(username) {
             return "namespace cleanup by \(username)"
         }
+        if rule == .endpoints && Self.endpointControllers.contains(username) { return "endpoint controller \(username)" }
         return nil
     }
 

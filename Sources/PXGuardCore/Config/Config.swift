@@ -54,6 +54,7 @@ public enum RuleID: String, Sendable, CaseIterable, Hashable {
     case optOut
     case unguardedNamespace
     case externalIPs
+    case endpoints
 }
 
 /// The product configuration. Built-in defaults are the seed values; every field is
@@ -123,6 +124,18 @@ public struct Config: Sendable, Equatable {
     /// AdminNetworkPolicy `priority` and Calico Tier/policy `order` of the cluster-scoped
     /// guard (lower comes first).
     public var guardPriority: Int = 10
+
+    /// R7: Service annotations through which load balancers take a requested address
+    /// (comma-separated addresses in the value).
+    public var loadBalancerIPAnnotations: [String] = Config.defaultLoadBalancerIPAnnotations
+    /// R7: the load balancer hands out node addresses (k3s ServiceLB, Cilium node
+    /// IPAM), so a LoadBalancer Service's ports open on the nodes themselves.
+    public var loadBalancerUsesNodeIPs = false
+
+    static let defaultLoadBalancerIPAnnotations = [
+        "metallb.universe.tf/loadBalancerIPs", "metallb.io/loadBalancerIPs", "kube-vip.io/loadbalancerIPs",
+        "lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips",
+    ]
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -228,6 +241,9 @@ extension Config {
                 "renewBeforeSeconds": .int(certificates.renewBeforeSeconds),
                 "rolloutSeconds": .int(certificates.rolloutSeconds),
             ]),
+            "loadBalancerIPAnnotations": loadBalancerIPAnnotations == Self.defaultLoadBalancerIPAnnotations
+                ? nil : .array(loadBalancerIPAnnotations.map { .string($0) }),
+            "loadBalancerUsesNodeIPs": loadBalancerUsesNodeIPs ? .bool(true) : nil,
             // Every server setting, so that `render all --config` carries an operator's
             // limits into the ConfigMap instead of quietly resetting them.
             "server": .obj([

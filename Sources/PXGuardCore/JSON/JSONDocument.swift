@@ -195,6 +195,23 @@ public struct JSONValue {
         }
     }
 
+    /// Calls `body` for each element of an array, in order, until it returns false.
+    func forEachElementWhile(_ body: (_ index: Int, _ value: JSONValue) -> Bool) {
+        guard base[start] == UInt8(ascii: "[") else { return }
+        var next = ordinal + 1
+        var i = JSONScanner.skipWS(base, start &+ 1, end)
+        if base[i] == UInt8(ascii: "]") { return }
+        var index = 0
+        while true {
+            let value = child(at: i, next: &next)
+            guard body(index, value) else { return }
+            index += 1
+            i = JSONScanner.skipWS(base, value.end, end)
+            if base[i] == UInt8(ascii: "]") { return }
+            i = JSONScanner.skipWS(base, i &+ 1, end)
+        }
+    }
+
     /// The elements of an array (empty for anything else).
     public var elements: [JSONValue] {
         var out: [JSONValue] = []

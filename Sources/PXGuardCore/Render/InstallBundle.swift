@@ -65,12 +65,9 @@ public struct InstallBundle: Sendable {
     }
 
     /// Identities that empty a namespace being deleted; their DELETEs are always
-    /// allowed (SPEC "Admission rules"), so the API server need not ask.
-    public static let cleanupIdentities = [
-        "system:serviceaccount:kube-system:namespace-controller",
-        "system:serviceaccount:kube-system:generic-garbage-collector",
-        "system:kube-controller-manager",
-    ]
+    /// allowed (SPEC "Admission rules"), so the API server need not ask. The
+    /// server's own list, so that the two cannot drift.
+    public static var cleanupIdentities: [String] { AdmissionPolicy.cleanupIdentities }
 
     /// A CEL string literal: single quotes, with backslash and quote escaped.
     static func cel(_ text: String) -> String {
@@ -127,11 +124,19 @@ public struct InstallBundle: Sendable {
         return names
     }
 
+    /// M1's `matchCondition` in place of a `namespaceSelector`: true for every
+    /// namespace but the excluded names, and true (never an error, which would skip
+    /// the webhook under `failurePolicy: Ignore`) when the name is not given yet.
+    var namespaceNotExcluded: JSON {
+        Self.condition("not-excluded-namespace", "!has(object.metadata.name) || object.metadata.name == '' || "
+            + "!(object.metadata.name in \(Self.cel(excludedNamespaces)))")
+    }
+
     var webhookLabels: JSON {
         .obj(["app.kubernetes.io/name": "pxguard", GuardNames.managedByKey: "pxguard", "app.kubernetes.io/component": "webhook"])
     }
 
-    /// The ValidatingWebhookConfiguration (R1–R7) and MutatingWebhookConfiguration
+    /// The ValidatingWebhookConfiguration (R1–R8) and MutatingWebhookConfiguration
     /// (M1, and R4's repair when `bypassPolicies` is in `repair` mode). Without a CA
     /// bundle the registrations carry none: `scripts/install.sh` renders them with
     /// `--ca-bundle`, and the cert-manager overlay has its CA injector fill it.
@@ -142,6 +147,8 @@ public struct InstallBundle: Sendable {
             webhook("workloads.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
                     namespaceSelector: notExcluded, rules: [
                         rule(["CREATE", "UPDATE"], "", ["pods", "podtemplates", "replicationcontrollers"]),
+                        // R1: kubectl debug adds containers to a running (host-network) pod.
+                        rule(["UPDATE"], "", ["pods/ephemeralcontainers"]),
                         rule(["CREATE", "UPDATE"], "apps", ["deployments", "replicasets", "statefulsets", "daemonsets"]),
                         rule(["CREATE", "UPDATE"], "batch", ["jobs", "cronjobs"]),
                     ]),
@@ -152,14 +159,27 @@ public struct InstallBundle: Sendable {
                         rule(["CREATE", "UPDATE", "DELETE"], "networking.k8s.io", ["networkpolicies"]),
                     ] + clusterGuardRules),
             // R5: label changes through any subresource (status and finalize updates
-            // save labels too); guarded namespaces only, exempt ones stay editable.
+            // save labels too), and CREATE judged as stored: whatever skipped M1 is
+            // denied here. Guarded namespaces only, exempt ones stay editable. A
+            // validating webhook may select on kubernetes.io/metadata.name: it sees
+            // the label as stored, generated names included.
             webhook("namespaces.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
                     namespaceSelector: notExcluded, rules: [
+                        rule(["CREATE"], "", ["namespaces"], scope: "Cluster"),
                         rule(["UPDATE"], "", ["namespaces", "namespaces/status", "namespaces/finalize"], scope: "Cluster"),
                     ]),
             // R7: Services whose externalIPs would capture node addresses.
             webhook("services.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
                     namespaceSelector: notExcluded, rules: [rule(["CREATE", "UPDATE"], "", ["services"])]),
+            // R8: hand-written endpoints on node addresses; the endpoint controllers'
+            // writes stay at the API server (the server's own list).
+            webhook("endpoints.pxguard.io", path: "/validate", failurePolicy: "Fail", sideEffects: "None",
+                    namespaceSelector: notExcluded, rules: [
+                        rule(["CREATE", "UPDATE"], "", ["endpoints"]),
+                        rule(["CREATE", "UPDATE"], "discovery.k8s.io", ["endpointslices"]),
+                    ],
+                    extraConditions: [Self.condition("not-endpoint-controller",
+                        "!(request.userInfo.username in \(Self.cel(AdmissionPolicy.endpointControllers)))")]),
         ]
         let names = claimableNames
         if !names.isEmpty {
@@ -182,10 +202,12 @@ public struct InstallBundle: Sendable {
         ])
         var mutatingHooks: [JSON] = [
             // M1: fail open; the provisioner labels and provisions any namespace
-            // created while the webhook was down.
+            // created while the webhook was down. No namespaceSelector: on a
+            // generateName CREATE the API server sets kubernetes.io/metadata.name
+            // only after the mutating webhooks ran, so the requester controls it.
             webhook("namespaces.mutate.pxguard.io", path: "/mutate", failurePolicy: "Ignore", sideEffects: "NoneOnDryRun",
-                    namespaceSelector: notExcluded, rules: [rule(["CREATE"], "", ["namespaces"], scope: "Cluster")],
-                    mutating: true),
+                    namespaceSelector: nil, rules: [rule(["CREATE"], "", ["namespaces"], scope: "Cluster")],
+                    mutating: true, extraConditions: [namespaceNotExcluded]),
         ]
         if config.mode(for: .bypassPolicies) == .repair {
             // R4 repair: fail open, since /validate still denies an unrepaired bypass.

@@ -35,6 +35,13 @@ struct BypassRepair: Sendable {
     /// destination, serialised once (they depend on the config only).
     let everywhereOutside: [UInt8]
     let everywhereInside: [UInt8]
+    /// Every port but the protected ranges, as list elements (for a rule without ports).
+    let openEverywhere: [UInt8]
+    /// Each node subnet as a JSON string, and in IPv4-mapped form (written per rule).
+    let nodeText: [[UInt8]]
+    let mappedNodeText: [[UInt8]]
+    /// The node subnets as ranges (IPv4-mapped ones as IPv4).
+    let nodeRanges: [IPRange]
 
     init(config: Config) {
         analysis = EgressAnalysis(nodeCIDRs: config.nodeCIDRs, protectedPorts: config.protectedPorts)
@@ -52,6 +59,12 @@ struct BypassRepair: Sendable {
         var inside: [UInt8] = []
         Self.writeList(nodes.map { .obj(["ipBlock": .obj(["cidr": .string($0.description)])]) }, into: &inside)
         everywhereInside = inside
+        var open: [UInt8] = []
+        Self.writeList(GuardPolicies.openPorts(protectedPorts), into: &open)
+        openEverywhere = open
+        nodeRanges = nodes.map { IPRangeSet.effective($0.range) }
+        nodeText = nodes.map { c in var t: [UInt8] = []; JSONWriter.appendString(c.description, to: &t); return t }
+        mappedNodeText = nodes.map { c in var t: [UInt8] = []; JSONWriter.appendString(Self.mappedForm(c).description, to: &t); return t }
     }
 
     /// The API server stores objects up to about 1.5 MiB; a larger patch could never
@@ -100,6 +113,7 @@ struct BypassRepair: Sendable {
         }
         out.bytes += #"{"op":"replace","path":"/spec/egress","value":["#.utf8
         var scratch = EgressAnalysis.Scratch()
+        var buffers = Buffers()
         var named: [EgressAnalysis.RuleReach] = []
         var count = 0
         var unparsable = false
@@ -118,7 +132,7 @@ struct BypassRepair: Sendable {
             }
             count += 1
             if named.count < Self.namedRules { named.append(reach) }
-            if rewritten.insert(RawToken(rule.bytes)).inserted { split(rule, into: &out) }
+            if rewritten.insert(RawToken(rule.bytes)).inserted { split(rule, into: &out, &buffers) }
         }
         if unparsable || count == 0 { return nil }
         out.bytes += "]}]".utf8
@@ -147,27 +161,78 @@ struct BypassRepair: Sendable {
     }
 
     /// A JSON token's raw bytes, hashed and compared as bytes: identical rules are
-    /// rewritten once.
+    /// rewritten once. The digest is taken once per token, with `digest` rather than
+    /// SipHash over the bytes (a 3 MiB rule cost 40 M instructions in `Hasher`, a
+    /// quarter of a repair, and a set that grows hashes its members again).
     struct RawToken: Hashable {
         let bytes: UnsafeBufferPointer<UInt8>
-        init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+        let digest: UInt64
+        init(_ bytes: UnsafeBufferPointer<UInt8>) {
+            self.bytes = bytes
+            digest = Self.digest(bytes)
+        }
 
-        func hash(into hasher: inout Hasher) { hasher.combine(bytes: UnsafeRawBufferPointer(bytes)) }
+        func hash(into hasher: inout Hasher) { hasher.combine(digest) }
+
+        /// Odd, and drawn from the process's random hashing seed: colliding rules
+        /// cannot be prepared in advance (a collision only costs a byte compare).
+        static let key: UInt64 = {
+            var h = Hasher()
+            h.combine(UInt64(0x9E37_79B9_7F4A_7C15))
+            return UInt64(bitPattern: Int64(h.finalize())) | 1
+        }()
+
+        /// A keyed multiply-xorshift over 8-byte words: about one instruction per byte.
+        static func digest(_ b: UnsafeBufferPointer<UInt8>) -> UInt64 {
+            let k = key
+            var h = k ^ (UInt64(b.count) &* 0x9E37_79B9_7F4A_7C15)
+            guard let base = b.baseAddress else { return h }
+            let raw = UnsafeRawPointer(base)
+            let n = b.count
+            var i = 0
+            while i + 8 <= n {
+                h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* k
+                h ^= h >> 32
+                i += 8
+            }
+            var tail: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < n {
+                tail |= UInt64(b[i]) << shift
+                shift += 8
+                i += 1
+            }
+            h = (h ^ tail) &* k
+            return h ^ (h >> 29)
+        }
 
         static func == (a: RawToken, b: RawToken) -> Bool {
-            a.bytes.count == b.bytes.count && (a.bytes.count == 0 || Bytes.equal(a.bytes.baseAddress!, b.bytes.baseAddress!, a.bytes.count))
+            a.digest == b.digest && a.bytes.count == b.bytes.count && (a.bytes.count == 0 || Bytes.equal(a.bytes.baseAddress!, b.bytes.baseAddress!, a.bytes.count))
         }
     }
 
     /// Appends the rules that allow what one offending rule allowed minus the
     /// protected set. Read from the request in place and written straight into the
     /// patch (kept members as the request wrote them); stops once the budget is spent.
-    func split(_ rule: JSONValue, into out: inout PatchWriter) {
+    /// Buffers reused from rule to rule of one repair, so that a rewrite allocates
+    /// nothing once they have grown (a repaired policy holds thousands of rules).
+    struct Buffers {
+        var outside: [UInt8] = []
+        var inside: [UInt8] = []
+        var reached: [Int] = []
+        var excepts: [(value: JSONValue, range: IPRange, sameFamily: Bool)] = []
+        var added: [Int] = []
+        /// Per node subnet added: its index and its kept excepts, `kept[start..<end]`.
+        var parts: [(node: Int, start: Int, end: Int)] = []
+        var kept: [JSONValue] = []
+    }
+
+    func split(_ rule: JSONValue, into out: inout PatchWriter, _ buffers: inout Buffers) {
         let (toValue, portsValue, _) = rule.members("to", "ports")
         let to = toValue.flatMap { $0.kind == .array ? $0 : nil }
         var everywhere = to == nil || to!.isEmptyContainerOrNull
-        var outside: [UInt8] = []
-        var inside: [UInt8] = []
+        buffers.outside.removeAll(keepingCapacity: true)
+        buffers.inside.removeAll(keepingCapacity: true)
         var over = false
         to?.forEachElement { _, peer in
             guard !everywhere else { return }
@@ -183,42 +248,48 @@ struct BypassRepair: Sendable {
                     everywhere = true
                 }
             } else if let block = blockValue, block.kind == .object {
-                splitBlock(block, outside: &outside, inside: &inside)
+                splitBlock(block, &buffers)
             } else if (podSelector.map { !$0.isNull } ?? false) || (namespaceSelector.map { !$0.isNull } ?? false) {
-                Self.separate(&outside)
-                outside.append(contentsOf: peer.bytes)
+                Self.separate(&buffers.outside)
+                buffers.outside.append(contentsOf: peer.bytes)
             } else {
                 everywhere = true  // `{}`: every destination
             }
-            over = out.bytes.count + outside.count + inside.count > out.limit
+            over = out.bytes.count + buffers.outside.count + buffers.inside.count > out.limit
         }
         if everywhere {
-            outside = everywhereOutside
-            inside = everywhereInside
+            buffers.outside.removeAll(keepingCapacity: true)
+            buffers.outside += everywhereOutside
+            buffers.inside.removeAll(keepingCapacity: true)
+            buffers.inside += everywhereInside
         } else if over {
             out.overflowed = true
             return
         }
-        if !outside.isEmpty {
+        if !buffers.outside.isEmpty {
             // The rule as written (its ports included), with the new destinations.
             out.element { bytes in
                 Self.copy(rule, replacing: "to", into: &bytes) { bytes in
                     bytes.append(UInt8(ascii: "["))
-                    bytes += outside
+                    bytes += buffers.outside
                     bytes.append(UInt8(ascii: "]"))
                 }
             }
         }
-        guard !inside.isEmpty, !out.exceeded else { return }
-        let open = openPorts(portsValue.map(JSON.init))
-        if !open.isEmpty {
-            out.element { bytes in
-                bytes += #"{"to":["#.utf8
-                bytes += inside
-                bytes += #"],"ports":"#.utf8
-                JSON.array(open).write(into: &bytes)
-                bytes.append(UInt8(ascii: "}"))
-            }
+        guard !buffers.inside.isEmpty, !out.exceeded else { return }
+        let mark = out.bytes.count
+        let elements = out.elements
+        out.element { bytes in
+            bytes += #"{"to":["#.utf8
+            bytes += buffers.inside
+            bytes += #"],"ports":["#.utf8
+        }
+        if writeOpenPorts(portsValue, into: &out.bytes) {
+            out.bytes += "]}".utf8
+        } else {
+            // Nothing left open on the node side: no second rule (an empty list means all).
+            out.bytes.removeSubrange(mark...)
+            out.elements = elements
         }
     }
 
@@ -226,50 +297,52 @@ struct BypassRepair: Sendable {
     /// same block with the node subnets it contains added to `except`, or nothing
     /// when it lies inside one) and its parts inside them to `inside` (one block per
     /// node subnet it reaches).
-    func splitBlock(_ block: JSONValue, outside: inout [UInt8], inside: inout [UInt8]) {
-        func asIs(_ list: inout [UInt8]) {
-            Self.separate(&list)
-            list += #"{"ipBlock":"#.utf8
-            list.append(contentsOf: block.bytes)
-            list.append(UInt8(ascii: "}"))
+    func splitBlock(_ block: JSONValue, _ buffers: inout Buffers) {
+        func asIs(_ inside: Bool) {
+            if inside { Self.appendBlock(block, to: &buffers.inside) } else { Self.appendBlock(block, to: &buffers.outside) }
         }
         let (cidrValue, exceptValue, _) = block.members("cidr", "except")
-        guard let cidr = cidrValue?.cidr else { return asIs(&outside) }
+        guard let cidr = cidrValue?.cidr else { return asIs(false) }
         let mapped = IPRangeSet.asIPv4(cidr.range) != nil
         let range = IPRangeSet.effective(cidr.range)
         func covers(_ outer: IPRange, _ inner: IPRange) -> Bool {
             outer.family == inner.family && outer.lower <= inner.lower && inner.upper <= outer.upper
         }
         // Only the node subnets the block reaches matter; most blocks reach one.
-        let reached = nodes.filter { IPRangeSet.effective($0.range).intersection(range) != nil }
-        guard !reached.isEmpty else { return asIs(&outside) }
+        buffers.reached.removeAll(keepingCapacity: true)
+        for i in nodeRanges.indices where nodeRanges[i].intersection(range) != nil { buffers.reached.append(i) }
+        guard !buffers.reached.isEmpty else { return asIs(false) }
         let exceptList = exceptValue.flatMap { $0.kind == .array ? $0 : nil }
         // An except written in the other family keeps nothing out for certain (CNIs
         // differ): it is kept where it was, and also on the node-side block so that
         // the rewrite allows no more than the original under either reading.
-        var excepts: [(value: JSONValue, range: IPRange, sameFamily: Bool)] = []
+        buffers.excepts.removeAll(keepingCapacity: true)
         exceptList?.forEachElement { _, e in
-            if let c = e.cidr { excepts.append((e, IPRangeSet.effective(c.range), c.family == cidr.family)) }
+            if let c = e.cidr { buffers.excepts.append((e, IPRangeSet.effective(c.range), c.family == cidr.family)) }
         }
-        var added: [CIDR] = []
-        var parts: [(cidr: CIDR, kept: [JSONValue])] = []
-        for node in reached {
-            let n = IPRangeSet.effective(node.range)
+        // Node subnets by index: their JSON text is written from `nodeText`.
+        buffers.added.removeAll(keepingCapacity: true)
+        buffers.parts.removeAll(keepingCapacity: true)
+        buffers.kept.removeAll(keepingCapacity: true)
+        for node in buffers.reached {
+            let n = nodeRanges[node]
             // Blocks nest or are disjoint: the part of the block in this node subnet
             // is the block itself or the whole node subnet. An except that covers
             // that part already keeps it out.
             let part = covers(n, range) ? range : n
-            if excepts.contains(where: { $0.sameFamily && covers($0.range, part) }) { continue }
+            if buffers.excepts.contains(where: { $0.sameFamily && covers($0.range, part) }) { continue }
             // The whole block lies inside the node subnet.
-            if covers(n, range) { return asIs(&inside) }
-            let written = mapped ? Self.mappedForm(node) : node
-            added.append(written)
-            parts.append((written, excepts.filter { covers(n, $0.range) && ($0.range != n || !$0.sameFamily) }.map(\.value)))
+            if covers(n, range) { return asIs(true) }
+            buffers.added.append(node)
+            let start = buffers.kept.count
+            for e in buffers.excepts where covers(n, e.range) && (e.range != n || !e.sameFamily) { buffers.kept.append(e.value) }
+            buffers.parts.append((node, start, buffers.kept.count))
         }
-        guard !added.isEmpty else { return asIs(&outside) }
-        Self.separate(&outside)
-        outside += #"{"ipBlock":"#.utf8
-        Self.copy(block, replacing: "except", into: &outside) { list in
+        guard !buffers.added.isEmpty else { return asIs(false) }
+        Self.separate(&buffers.outside)
+        buffers.outside += #"{"ipBlock":"#.utf8
+        let added = buffers.added
+        Self.copy(block, replacing: "except", into: &buffers.outside) { list in
             list.append(UInt8(ascii: "["))
             var first = true
             exceptList?.forEachElement { _, e in
@@ -277,28 +350,36 @@ struct BypassRepair: Sendable {
                 first = false
                 list.append(contentsOf: e.bytes)
             }
-            for c in added {
+            for node in added {
                 if !first { list.append(UInt8(ascii: ",")) }
                 first = false
-                JSONWriter.appendString(c.description, to: &list)
+                list += mapped ? mappedNodeText[node] : nodeText[node]
             }
             list.append(UInt8(ascii: "]"))
         }
-        outside.append(UInt8(ascii: "}"))
-        for part in parts {
-            Self.separate(&inside)
-            inside += #"{"ipBlock":{"cidr":"#.utf8
-            JSONWriter.appendString(part.cidr.description, to: &inside)
-            if !part.kept.isEmpty {
-                inside += #","except":["#.utf8
-                for (i, e) in part.kept.enumerated() {
-                    if i > 0 { inside.append(UInt8(ascii: ",")) }
-                    inside.append(contentsOf: e.bytes)
+        buffers.outside.append(UInt8(ascii: "}"))
+        for part in buffers.parts {
+            Self.separate(&buffers.inside)
+            buffers.inside += #"{"ipBlock":{"cidr":"#.utf8
+            buffers.inside += mapped ? mappedNodeText[part.node] : nodeText[part.node]
+            if part.end > part.start {
+                buffers.inside += #","except":["#.utf8
+                for i in part.start..<part.end {
+                    if i > part.start { buffers.inside.append(UInt8(ascii: ",")) }
+                    buffers.inside.append(contentsOf: buffers.kept[i].bytes)
                 }
-                inside.append(UInt8(ascii: "]"))
+                buffers.inside.append(UInt8(ascii: "]"))
             }
-            inside += "}}".utf8
+            buffers.inside += "}}".utf8
         }
+    }
+
+    /// An `ipBlock` peer as written.
+    static func appendBlock(_ block: JSONValue, to list: inout [UInt8]) {
+        separate(&list)
+        list += #"{"ipBlock":"#.utf8
+        list.append(contentsOf: block.bytes)
+        list.append(UInt8(ascii: "}"))
     }
 
     /// A comma before the next element of a list being written, unless it is the first.
@@ -353,42 +434,77 @@ struct BypassRepair: Sendable {
         return CIDR(family: .v6, network: UInt128(0xFFFF) << 32 | c.network, prefix: c.prefix + 96)
     }
 
-    /// A rule's `ports` minus the protected ranges, per protocol, as entries; named
-    /// ports are dropped (they never resolve for a node address).
-    func openPorts(_ ports: JSON?) -> [JSON] {
-        let entries = ports?.arrayValue ?? []
-        if entries.isEmpty { return GuardPolicies.openPorts(protectedPorts) }
-        var out: [JSON] = []
-        for raw in entries {
-            let entry: JSON = raw == .null ? .object([]) : raw
-            let protoValue = entry["protocol"]
-            let protoName = protoValue == nil || protoValue == .null ? "TCP" : (protoValue?.stringValue ?? "")
-            guard let proto = TransportProtocol(rawValue: protoName) else {
-                out.append(entry)  // a protocol pxguard does not protect
-                continue
+    /// Appends a rule's `ports` minus the protected ranges, per protocol, as the
+    /// elements of a JSON list (no brackets); named ports are dropped (they never
+    /// resolve for a node address). Written straight into the patch: a repaired
+    /// policy can hold tens of thousands of rules, and a tree of entries per rule cost
+    /// more than the rest of the repair. False when nothing is left open.
+    func writeOpenPorts(_ ports: JSONValue?, into out: inout [UInt8]) -> Bool {
+        guard let ports, ports.kind == .array, !ports.isEmptyContainerOrNull else {
+            out += openEverywhere
+            return !openEverywhere.isEmpty
+        }
+        var first = true
+        func entry(_ proto: TransportProtocol, _ lower: Int, _ upper: Int) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out += #"{"protocol":""#.utf8
+            out += proto.rawValue.utf8
+            out += #"","port":"#.utf8
+            Self.appendInt(lower, to: &out)
+            if lower != upper {
+                out += #","endPort":"#.utf8
+                Self.appendInt(upper, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        ports.forEachElement { _, raw in
+            guard raw.kind == .object || raw.kind == .null else { return }
+            let (protoValue, portValue, endPortValue) = raw.kind == .null ? (nil, nil, nil) : raw.members("protocol", "port", "endPort")
+            let proto: TransportProtocol
+            if protoValue == nil || protoValue!.isNull || protoValue!.stringEquals("TCP") {
+                proto = .tcp
+            } else if protoValue!.stringEquals("UDP") {
+                proto = .udp
+            } else if protoValue!.stringEquals("SCTP") {
+                proto = .sctp
+            } else {
+                // A protocol pxguard does not protect: kept as written.
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                out.append(contentsOf: raw.bytes)
+                return
             }
             let lower: Int, upper: Int
-            switch entry["port"] {
-            case nil, .some(.null):
+            let port = portValue.flatMap { $0.isNull ? nil : $0 }
+            switch port?.kind {
+            case nil:
                 lower = 1; upper = 65535
-            case .some(.number(let text)):
-                guard let p = Int(text) else { continue }
+            case .number?:
+                guard let p = port!.int else { return }
                 lower = p
-                upper = max(p, entry["endPort"]?.intValue ?? p)
-            case .some(.string(let name)):
-                guard let p = Int(name) else { continue }  // a named port
+                upper = max(p, endPortValue.flatMap { $0.isNull ? nil : $0.int } ?? p)
+            case .string?:
+                guard let p = port!.string.flatMap({ Int($0) }) else { return }  // a named port
                 lower = p; upper = p
             default:
-                continue
+                return
             }
             var next = lower
             for closed in protectedPorts where closed.proto == proto && closed.upper >= lower && closed.lower <= upper {
-                if closed.lower > next { out.append(GuardPolicies.portEntry(proto, next, closed.lower - 1)) }
+                if closed.lower > next { entry(proto, next, closed.lower - 1) }
                 next = max(next, closed.upper + 1)
             }
-            if next <= upper { out.append(GuardPolicies.portEntry(proto, next, upper)) }
+            if next <= upper { entry(proto, next, upper) }
         }
-        return out
+        return !first
+    }
+
+    /// Decimal digits of a port.
+    static func appendInt(_ value: Int, to out: inout [UInt8]) {
+        guard value >= 10 else { out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: max(0, value))); return }
+        appendInt(value / 10, to: &out)
+        out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10))
     }
 
     /// The `warnings` entry for a repair: the first few rules it rewrote, and how many.

@@ -279,9 +279,12 @@ struct EgressAnalysis: Sendable {
         scratch.ports.removeAll(keepingCapacity: true)
         scratch.named.removeAll(keepingCapacity: true)
         guard let ports, ports.kind == .array, !ports.isEmptyContainerOrNull else { return true }
-        ports.forEachElement { _, entry in
-            guard collect || (scratch.ports.isEmpty && scratch.named.isEmpty) else { return }
-            guard entry.kind == .object || entry.kind == .null else { return }
+        // Without `collect` the walk stops at the first hit: a rule that also reaches
+        // a node address is walked again to collect, so a hit early in a 3 MiB list
+        // costs one walk, not two.
+        ports.forEachElementWhile { _, entry in
+            guard collect || (scratch.ports.isEmpty && scratch.named.isEmpty) else { return false }
+            guard entry.kind == .object || entry.kind == .null else { return true }
             let (protoValue, portValue, endPortValue) = entry.members("protocol", "port", "endPort")
             let proto: TransportProtocol
             if protoValue == nil || protoValue!.isNull || protoValue!.stringEquals("TCP") {
@@ -291,7 +294,7 @@ struct EgressAnalysis: Sendable {
             } else if protoValue!.stringEquals("SCTP") {
                 proto = .sctp
             } else {
-                return
+                return true
             }
             let range: PortRange
             let port = portValue.flatMap { $0.isNull ? nil : $0 }
@@ -299,12 +302,12 @@ struct EgressAnalysis: Sendable {
             case nil:
                 range = PortRange(proto: proto, lower: 1, upper: 65535)!
             case .some(let p) where p.kind == .number:
-                guard let lo = p.int else { return }
+                guard let lo = p.int else { return true }
                 let hi = endPortValue.flatMap { $0.isNull ? nil : $0.int } ?? lo
-                guard let r = PortRange(proto: proto, lower: lo, upper: max(lo, hi)) else { return }
+                guard let r = PortRange(proto: proto, lower: lo, upper: max(lo, hi)) else { return true }
                 range = r
             case .some(let p):
-                guard p.kind == .string else { return }
+                guard p.kind == .string else { return true }
                 let name = p.string ?? ""
                 if let number = Int(name), let r = PortRange(proto: proto, lower: number, upper: number) {
                     range = r
@@ -312,12 +315,13 @@ struct EgressAnalysis: Sendable {
                     if protectedPorts.contains(where: { $0.proto == proto }) {
                         scratch.named.append(NamedPort(name: name, proto: proto))
                     }
-                    return
+                    return true
                 }
             }
             for protected in protectedPorts {
                 if let overlap = range.intersection(protected) { scratch.ports.append(overlap) }
             }
+            return true
         }
         return scratch.ports.isEmpty && scratch.named.isEmpty ? nil : false
     }

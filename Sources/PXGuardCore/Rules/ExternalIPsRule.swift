@@ -1,5 +1,7 @@
 /// R7: in a guarded namespace, no Service may claim a node address as an external
-/// IP or as its `loadBalancerIP`. kube-proxy sends traffic for a Service's external
+/// IP, as its `loadBalancerIP` or through a load balancer's annotation, nor a
+/// protected port as a `nodePort` (or, where the load balancer uses node addresses,
+/// as a LoadBalancer port). kube-proxy sends traffic for a Service's external
 /// and load balancer IPs to its pods on every node, so such an address inside a node
 /// subnet hijacks traffic meant for that node (the Portworx API included):
 /// CVE-2020-8554.
@@ -19,7 +21,7 @@ struct ExternalIPsRule: AdmissionRule {
         guard request.kind == "Service", request.group.isEmpty,
             request.operation == .create || request.operation == .update,
             context.config.isGuarded(namespace: request.namespace),
-            let spec = request.object?["spec"]
+            let object = request.object, let spec = object["spec"]
         else { return nil }
         let (externalIPs, loadBalancerIP, _) = spec.members("externalIPs", "loadBalancerIP")
         if let ips = externalIPs, ips.kind == .array, let offending = offendingExternalIP(ips, request) {
@@ -30,6 +32,104 @@ struct ExternalIPsRule: AdmissionRule {
             return message(request, context, "load balancer IP \(offending.text) (spec.loadBalancerIP)", offending.address,
                            fix: "Remove spec.loadBalancerIP")
         }
+        if let offending = offendingAnnotation(object, request, context.config.loadBalancerIPAnnotations) {
+            return message(request, context, "load balancer IP \(offending.text) (annotation \(offending.annotation))",
+                           offending.address, fix: "Remove it from the annotation \(offending.annotation)")
+        }
+        return offendingPort(spec, request, context.config)
+    }
+
+    /// A node address requested through a load balancer's annotation (MetalLB,
+    /// kube-vip, Cilium LB-IPAM: comma-separated addresses), unless the old object's
+    /// same annotation held it.
+    func offendingAnnotation(_ object: JSONValue, _ request: AdmissionRequest, _ names: [String])
+        -> (text: String, address: IPRange, annotation: String)?
+    {
+        guard !names.isEmpty, let annotations = object.path("metadata", "annotations"), annotations.kind == .object else {
+            return nil
+        }
+        for name in names {
+            guard let text = annotations[dynamic: name]?.string else { continue }
+            for part in text.split(separator: ",") {
+                let written = part.trimmingSpaces
+                guard let address = Self.parseAddress(written), nodes.contains(address.lower, family: address.family)
+                else { continue }
+                if request.operation == .update,
+                    let old = request.oldObject?.path("metadata", "annotations")?[dynamic: name]?.string,
+                    old.split(separator: ",").contains(where: { Self.parseAddress($0.trimmingSpaces) == address })
+                {
+                    continue
+                }
+                return (String(written), address, name)
+            }
+        }
+        return nil
+    }
+
+    /// A `nodePort` inside a protected range of its protocol (whatever the cluster's
+    /// node-port range: where it covers the port, kube-proxy takes it on every node),
+    /// and with `loadBalancerUsesNodeIPs`, a LoadBalancer Service's `port` in one
+    /// (the load balancer opens it on the nodes' own addresses). What the old object
+    /// already held is allowed.
+    func offendingPort(_ spec: JSONValue, _ request: AdmissionRequest, _ config: Config) -> String? {
+        let (typeValue, ports, _) = spec.members("type", "ports")
+        guard let ports, ports.kind == .array else { return nil }
+        let onNodes = config.loadBalancerUsesNodeIPs && typeValue?.stringEquals("LoadBalancer") == true
+        // Candidates first; the old object is read only when there is one.
+        var found: [(index: Int, key: Int, field: String)] = []
+        ports.forEachElement { index, entry in
+            guard entry.kind == .object else { return }
+            let (protoValue, nodePort, port) = entry.members("protocol", "nodePort", "port")
+            guard let proto = Self.transportProtocol(protoValue) else { return }
+            if let n = nodePort?.int, let key = protectedKey(proto, n, config) { found.append((index, key, "nodePort")) }
+            if onNodes, let n = port?.int, let key = protectedKey(proto, n, config) { found.append((index, key, "port")) }
+        }
+        guard !found.isEmpty else { return nil }
+        var heldNodePorts = Set<Int>(), heldPorts = Set<Int>()
+        if request.operation == .update, let old = request.oldObject?["spec"] {
+            let (oldType, oldPorts, _) = old.members("type", "ports")
+            let wasOnNodes = oldType?.stringEquals("LoadBalancer") == true
+            oldPorts?.forEachElement { _, entry in
+                guard entry.kind == .object else { return }
+                let (protoValue, nodePort, port) = entry.members("protocol", "nodePort", "port")
+                guard let proto = Self.transportProtocol(protoValue) else { return }
+                if let n = nodePort?.int { heldNodePorts.insert(Self.key(proto, n)) }
+                if wasOnNodes, let n = port?.int { heldPorts.insert(Self.key(proto, n)) }
+            }
+        }
+        guard let hit = found.first(where: { !($0.field == "nodePort" ? heldNodePorts : heldPorts).contains($0.key) }) else {
+            return nil
+        }
+        let proto = TransportProtocol.allCases[hit.key >> 16], port = hit.key & 0xFFFF
+        let range = config.protectedPorts.first { $0.proto == proto && $0.lower <= port && port <= $0.upper }!
+        let subject = "Service \(request.namespace)/\(request.objectName)"
+        if hit.field == "nodePort" {
+            return "pxguard: externalIPs: \(subject) asks for nodePort \(proto.rawValue)/\(port) (spec.ports[\(hit.index)]."
+                + "nodePort), inside the protected range \(range.description): where the cluster's node-port range covers "
+                + "it, kube-proxy takes that port on every node and the Portworx API with it. Remove spec.ports["
+                + "\(hit.index)].nodePort (the API server picks a free one) or choose a port outside \(range.description)."
+        }
+        return "pxguard: externalIPs: \(subject) is a LoadBalancer with port \(proto.rawValue)/\(port) (spec.ports["
+            + "\(hit.index)].port), inside the protected range \(range.description), and this cluster's load balancer "
+            + "uses the nodes' own addresses (loadBalancerUsesNodeIPs): it would take that port on the nodes, the "
+            + "Portworx API's. Use a port outside \(range.description), or type ClusterIP or NodePort."
+    }
+
+    /// `(protocol, port)` as one integer when the port is protected.
+    func protectedKey(_ proto: TransportProtocol, _ port: Int, _ config: Config) -> Int? {
+        config.protectedPorts.contains { $0.proto == proto && $0.lower <= port && port <= $0.upper } ? Self.key(proto, port) : nil
+    }
+
+    static func key(_ proto: TransportProtocol, _ port: Int) -> Int {
+        TransportProtocol.allCases.firstIndex(of: proto)! << 16 | (port & 0xFFFF)
+    }
+
+    /// A Service port's protocol (absent or null is TCP); nil for one no rule knows.
+    static func transportProtocol(_ value: JSONValue?) -> TransportProtocol? {
+        guard let value, !value.isNull else { return .tcp }
+        if value.stringEquals("TCP") { return .tcp }
+        if value.stringEquals("UDP") { return .udp }
+        if value.stringEquals("SCTP") { return .sctp }
         return nil
     }
 
@@ -105,13 +205,17 @@ struct ExternalIPsRule: AdmissionRule {
     /// The address of an `externalIPs` entry when it lies in a node subnet. Read in
     /// place; an entry with escapes is decoded first, as the API server decodes it.
     func nodeAddress(_ value: JSONValue) -> IPRange? {
+        guard let address = Self.address(value) else { return nil }
+        return nodes.contains(address.lower, family: address.family) ? address : nil
+    }
+
+    /// A JSON string read as an address in place (see `parseAddress`); nil for
+    /// anything else.
+    static func address(_ value: JSONValue) -> IPRange? {
         guard value.kind == .string else { return nil }
         let raw = UnsafeBufferPointer(start: value.base + value.start + 1, count: value.end - value.start - 2)
         // One pass for the usual IPv4 form; the escape scan only when that fails.
-        guard let address = Self.parseAddress(raw)
-            ?? (raw.contains(UInt8(ascii: "\\")) ? value.string.flatMap(Self.parseAddress) : nil)
-        else { return nil }
-        return nodes.contains(address.lower, family: address.family) ? address : nil
+        return parseAddress(raw) ?? (raw.contains(UInt8(ascii: "\\")) ? value.string.flatMap(parseAddress) : nil)
     }
 
     static func sortedContains<T: Comparable>(_ sorted: [T], _ value: T) -> Bool {
@@ -122,6 +226,8 @@ struct ExternalIPsRule: AdmissionRule {
         }
         return lo < sorted.count && sorted[lo] == value
     }
+
+    static func parseAddress(_ text: Substring) -> IPRange? { parseAddress(String(text)) }
 
     static func parseAddress(_ text: String) -> IPRange? {
         var text = text
@@ -153,5 +259,15 @@ struct ExternalIPsRule: AdmissionRule {
         guard dots == 3, digits > 0 else { return nil }
         let address = UInt128(value << 8 | octet)
         return IPRange(family: .v4, lower: address, upper: address)
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (annotation lists are written `a, b`).
+    var trimmingSpaces: Substring {
+        var s = self
+        while let c = s.first, c == " " || c == "\t" { s = s.dropFirst() }
+        while let c = s.last, c == " " || c == "\t" { s = s.dropLast() }
+        return s
     }
 }

@@ -9,8 +9,10 @@ struct GuardPolicyRule: AdmissionRule {
         guard request.isNetworkPolicy, request.subResource.isEmpty else { return nil }
         let name = request.objectName
         let namespace = request.namespace
-        guard context.isGuardPolicy(name: name, namespace: namespace) else { return nil }
         let subject = "NetworkPolicy \(namespace)/\(name)"
+        guard context.isGuardPolicy(name: name, namespace: namespace) else {
+            return reservedLabel(request, subject, context)
+        }
         switch request.operation {
         case .delete:
             return "pxguard: guardPolicies: deleting \(subject) is not allowed: it is part of the guard "
@@ -49,5 +51,26 @@ struct GuardPolicyRule: AdmissionRule {
         case .connect:
             return nil
         }
+    }
+
+    /// R3's reserved label: `app.kubernetes.io/managed-by: pxguard` marks guard
+    /// policies, and the server's view lists them by it, so no other NetworkPolicy
+    /// may carry it (a tenant's hundreds of labelled policies would swell the list
+    /// until the view never syncs). The server's own account is exempt, as from all
+    /// of R3.
+    func reservedLabel(_ request: AdmissionRequest, _ subject: String, _ context: RuleContext) -> String? {
+        guard request.operation == .create || request.operation == .update,
+            let label = request.object?.path("metadata", "labels")?[dynamic: GuardNames.managedByKey],
+            label.stringEquals("pxguard")
+        else { return nil }
+        let action = request.operation == .create ? "creating" : "updating"
+        let names = context.config.exemptNamespaces.contains(request.namespace) && request.namespace != GuardNames.kubeSystem
+            ? "no guard policy belongs in this namespace"
+            : request.namespace == GuardNames.kubeSystem
+                ? "only \(GuardNames.blockPolicy) belongs in kube-system"
+                : "only \(GuardNames.blockPolicy) and \(GuardNames.allowAPIPolicy) belong in this namespace"
+        return "pxguard: guardPolicies: \(action) \(subject) with the label \(GuardNames.managedByKey)="
+            + "\(GuardNames.managedByValue) is not allowed: the label is reserved for pxguard's guard policies (\(names)), "
+            + "which pxguard writes itself. Remove the label or use another value."
     }
 }

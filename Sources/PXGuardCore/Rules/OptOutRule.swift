@@ -9,6 +9,8 @@
 /// - A CREATE of a Namespace named in `exemptNamespaces` is refused unless the user
 ///   is exempt or in `system:masters`: whoever creates `portworx` first could
 ///   otherwise run host-network pods there, unguarded.
+/// - A CREATE of a guarded Namespace must arrive carrying what M1 adds
+///   (`pxguard.io/guarded: "true"`, Pod Security at `podSecurity` or stricter).
 struct OptOutRule: AdmissionRule {
     let id = RuleID.optOut
 
@@ -20,7 +22,8 @@ struct OptOutRule: AdmissionRule {
         let name = request.objectName
         switch request.operation {
         case .create:
-            guard !context.config.isGuarded(namespace: name), !request.groups.contains(Self.mastersGroup) else { return nil }
+            if context.config.isGuarded(namespace: name) { return unguardedCreate(object, name: name, context.config) }
+            guard !request.groups.contains(Self.mastersGroup) else { return nil }
             return "pxguard: optOut: creating namespace \(name) is not allowed: its name is in exemptNamespaces, "
                 + "so nothing in it would be guarded. Only exempt users and groups and system:masters may create it "
                 + "(install the component that owns it with such an identity), or pick another name."
@@ -43,6 +46,34 @@ struct OptOutRule: AdmissionRule {
         case .delete, .connect:
             return nil
         }
+    }
+
+    /// A guarded namespace created without what M1 adds: `/validate` sees it as it will
+    /// be stored (generated name and `kubernetes.io/metadata.name` set), so whatever
+    /// skipped the mutation (a `generateName` that dodged a selector, the mutating
+    /// webhook down under `failurePolicy: Ignore`) is caught here.
+    func unguardedCreate(_ object: JSONValue, name: String, _ config: Config) -> String? {
+        let labels = object.path("metadata", "labels")
+        let guarded = labels?[dynamic: GuardNames.guardedLabel]
+        if !(guarded?.stringEquals("true") ?? false) {
+            let what = guarded == nil ? "without the label \(GuardNames.guardedLabel)" : "with \(GuardNames.guardedLabel) "
+                + "set to \(guarded!.string.map { "\"\($0)\"" } ?? "a non-string value")"
+            return "pxguard: optOut: creating namespace \(name) \(what) is not allowed: every namespace not in "
+                + "exemptNamespaces is guarded and carries \(GuardNames.guardedLabel)=\"true\" (pxguard's mutating "
+                + "webhook adds it; it did not run or was overridden). Create it without the label, or with the value "
+                + "\"true\"; to exempt a namespace, add it to exemptNamespaces in the pxguard configuration."
+        }
+        guard config.podSecurity != .none else { return nil }
+        let level = labels?[dynamic: Self.podSecurityLabel]
+        guard PodSecurityLevel.rank(ofLabel: level?.string) < PodSecurityLevel.rank(ofLabel: config.podSecurity.rawValue)
+        else { return nil }
+        let what = level == nil ? "without the label \(Self.podSecurityLabel)"
+            : "with \(Self.podSecurityLabel) set to \(level!.string.map { "\"\($0)\"" } ?? "a non-string value")"
+        return "pxguard: optOut: creating namespace \(name) \(what) is not allowed: guarded namespaces keep Pod "
+            + "Security level \(config.podSecurity.rawValue) or stricter, which keeps privileged and hostPID pods (they "
+            + "reach the Portworx API around every NetworkPolicy) out. Set \(Self.podSecurityLabel) to "
+            + "\(config.podSecurity == .restricted ? "restricted" : "baseline or restricted"), or leave it out and let "
+            + "pxguard's mutating webhook set it."
     }
 
     /// A change of the Pod Security label that leaves the level below `required`

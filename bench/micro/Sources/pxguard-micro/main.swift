@@ -31,7 +31,14 @@ let mallocCount: Counter? = {
     return unsafeBitCast(sym, to: Counter.self)
 }()
 
-let policy = AdmissionPolicy(config: .default)
+/// PXGUARD_MICRO_MUTATE: R4 in repair mode, and the review answered as `/mutate`
+/// answers it (the repair patch included), as `review --mutate` does.
+let mutating = getenv("PXGUARD_MICRO_MUTATE") != nil
+let policy: AdmissionPolicy = {
+    var config = Config.default
+    if mutating { config.ruleModes[.bypassPolicies] = .repair }
+    return AdmissionPolicy(config: config)
+}()
 var out: [UInt8] = []
 out.reserveCapacity(4096)
 
@@ -39,7 +46,7 @@ out.reserveCapacity(4096)
     out.removeAll(keepingCapacity: true)
     return body.withUnsafeBytes { raw in
         (try? AdmissionRequest.withDecoded(raw) { request -> Bool in
-            let verdict = policy.validate(request)
+            let verdict = mutating ? policy.mutate(request).verdict : policy.validate(request)
             ReviewEncoder.encode(verdict, uid: request.uid, version: request.version, into: &out)
             return verdict.allowed
         }) ?? false
