@@ -13,7 +13,13 @@ public final class ClusterView: GuardView, Sendable {
     struct Policy {
         var drift: JSON?
         var ownerReferences: Bool
+        /// Canonical for the configuration before the last reload: while the
+        /// provisioner rewrites policies to the new form, these count as in place for
+        /// R6 (a configuration change never denies a pod by itself).
+        var previousCanonical = false
         var canonical: Bool { drift == nil }
+        /// In place for R6: canonical now, or canonical for the previous configuration.
+        var inPlace: Bool { drift == nil || previousCanonical }
     }
 
     /// What the provisioner needs of a namespace, nothing more.
@@ -25,6 +31,8 @@ public final class ClusterView: GuardView, Sendable {
         var terminating: Bool
         /// Monotonic time it was first seen unguarded (for the latency histogram).
         var unguardedSince: Double?
+        /// `pxguard.io/previous-enforce` is present: the level before pxguard raised it is recorded.
+        var previousRecorded = false
     }
 
     struct Entry {
@@ -38,6 +46,9 @@ public final class ClusterView: GuardView, Sendable {
         var entries: [String: Entry] = [:]
         var config: Config
         var policies: GuardPolicies
+        /// The canonical policies of the configuration before the last reload, kept
+        /// while some namespace still holds policies in that form (see `Policy.previousCanonical`).
+        var previous: GuardPolicies?
         /// Writes made and not yet seen on the watch, by "namespace/what": until
         /// then the provisioner does not repeat them (client-go's expectations).
         var expectations: [String: Double] = [:]
@@ -74,7 +85,7 @@ public final class ClusterView: GuardView, Sendable {
     public func namespaceHasCanonicalPolicies(_ namespace: String) -> Bool {
         state.withLock { s in
             guard let e = s.entries[namespace] else { return false }
-            return e.block?.canonical == true && e.allowAPI?.canonical == true
+            return e.block?.inPlace == true && e.allowAPI?.inPlace == true
         }
     }
 
@@ -108,21 +119,24 @@ public final class ClusterView: GuardView, Sendable {
 
     static func name(_ object: JSON) -> String? { object["metadata"]?["name"]?.stringValue }
 
-    func decodeNamespace(_ object: JSON, previous: Namespace?) -> Namespace {
+    func decodeNamespace(_ object: JSON, previous: Namespace?, annotation: String) -> Namespace {
         let meta = object["metadata"]
         let labels = meta?["labels"]
+        let annotations = meta?["annotations"]
         let terminating = object["status"]?["phase"]?.stringValue == "Terminating" || meta?["deletionTimestamp"] != nil
         return Namespace(guardedLabel: labels?[GuardNames.guardedLabel]?.stringValue == "true",
-                         annotation: meta?["annotations"]?[GuardNames.policiesAnnotation]?.stringValue == GuardNames.policiesAnnotationValue,
+                         annotation: annotations?[GuardNames.policiesAnnotation]?.stringValue == annotation,
                          podSecurity: labels?[Self.podSecurityLabel]?.stringValue, terminating: terminating,
-                         unguardedSince: previous?.unguardedSince)
+                         unguardedSince: previous?.unguardedSince,
+                         previousRecorded: annotations?[GuardNames.previousEnforceAnnotation]?.stringValue != nil)
     }
 
-    func decodePolicy(_ object: JSON, name: String, namespace: String, _ policies: GuardPolicies) -> Policy {
+    func decodePolicy(_ object: JSON, name: String, namespace: String, _ s: State) -> Policy {
         let spec = object["spec"] ?? .object([])
         let owners = object["metadata"]?["ownerReferences"]?.arrayValue.map { !$0.isEmpty } ?? false
-        return Policy(drift: policies.isCanonical(spec: spec, name: name, namespace: namespace) ? nil : spec,
-                      ownerReferences: owners)
+        let canonical = s.policies.isCanonical(spec: spec, name: name, namespace: namespace)
+        return Policy(drift: canonical ? nil : spec, ownerReferences: owners,
+                      previousCanonical: !canonical && s.previous?.isCanonical(spec: spec, name: name, namespace: namespace) == true)
     }
 
     /// Applies a namespace ADDED/MODIFIED (`deleted` false) or DELETED event and
@@ -134,7 +148,7 @@ public final class ClusterView: GuardView, Sendable {
             if deleted {
                 e.namespace = nil
             } else {
-                var ns = decodeNamespace(object, previous: e.namespace)
+                var ns = decodeNamespace(object, previous: e.namespace, annotation: s.config.guardPolicyNames.annotation)
                 if ns.unguardedSince == nil && !guarded(e) { ns.unguardedSince = Self.now() }
                 e.namespace = ns
             }
@@ -147,14 +161,14 @@ public final class ClusterView: GuardView, Sendable {
     /// Applies a guard-policy event (objects that carry the managed-by label;
     /// other names are not pxguard's and are ignored).
     func applyPolicy(_ object: JSON, deleted: Bool) -> String? {
-        guard let name = Self.name(object), let namespace = object["metadata"]?["namespace"]?.stringValue,
-            name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy
-        else { return nil }
-        let done: Double? = state.withLock { s in
+        guard let name = Self.name(object), let namespace = object["metadata"]?["namespace"]?.stringValue else { return nil }
+        let done: Double?? = state.withLock { s -> Double?? in
+            // Names come from the configuration (`guardPolicyNames`).
+            guard name == s.policies.blockName || name == s.policies.allowAPIName else { return .none }
             var e = s.entries[namespace] ?? Entry()
             let wasGuarded = guarded(e)
-            let policy = deleted ? nil : decodePolicy(object, name: name, namespace: namespace, s.policies)
-            if name == GuardNames.blockPolicy { e.block = policy } else { e.allowAPI = policy }
+            let policy = deleted ? nil : decodePolicy(object, name: name, namespace: namespace, s)
+            if name == s.policies.blockName { e.block = policy } else { e.allowAPI = policy }
             s.expectations[namespace + "/" + name] = nil
             var latency: Double?
             if !wasGuarded && guarded(e), let since = e.namespace?.unguardedSince {
@@ -164,13 +178,14 @@ public final class ClusterView: GuardView, Sendable {
                 e.namespace?.unguardedSince = Self.now()
             }
             s.entries[namespace] = e.isEmpty ? nil : e
-            return latency
+            return .some(latency)
         }
+        guard let done else { return nil }
         if let done { observe(latency: done) }
         return namespace
     }
 
-    func guarded(_ e: Entry) -> Bool { e.block?.canonical == true && e.allowAPI?.canonical == true }
+    func guarded(_ e: Entry) -> Bool { e.block?.inPlace == true && e.allowAPI?.inPlace == true }
 
     /// Replaces everything known of one kind with a fresh list (after start or
     /// `410 Gone`); returns the namespaces whose entry changed or vanished.
@@ -187,13 +202,14 @@ public final class ClusterView: GuardView, Sendable {
         // What the list no longer holds was deleted while we were not watching.
         let gone: [String] = state.withLock { s in
             var gone: [String] = []
+            let (block, allowAPI) = (s.policies.blockName, s.policies.allowAPIName)
             for (name, var e) in s.entries {
                 switch kind {
                 case .namespaces:
                     if e.namespace != nil && !seen.contains(name) { e.namespace = nil; gone.append(name) }
                 case .policies:
-                    if e.block != nil && !seen.contains(name + "/" + GuardNames.blockPolicy) { e.block = nil; gone.append(name) }
-                    if e.allowAPI != nil && !seen.contains(name + "/" + GuardNames.allowAPIPolicy) { e.allowAPI = nil; gone.append(name) }
+                    if e.block != nil && !seen.contains(name + "/" + block) { e.block = nil; gone.append(name) }
+                    if e.allowAPI != nil && !seen.contains(name + "/" + allowAPI) { e.allowAPI = nil; gone.append(name) }
                 }
                 s.entries[name] = e.isEmpty ? nil : e
             }
@@ -225,15 +241,22 @@ public final class ClusterView: GuardView, Sendable {
             let old = s.policies
             s.config = config
             s.policies = fresh
+            // Renamed guard policies are other objects: the view forgets the old names'
+            // entries (the informer's next events bring the new names' in) and nothing
+            // counts as in place by the old form.
+            let renamed = old.blockName != fresh.blockName || old.allowAPIName != fresh.allowAPIName
+            s.previous = renamed ? nil : old
             for (namespace, var e) in s.entries {
-                func rejudge(_ p: Policy?, _ name: String) -> Policy? {
-                    guard var p else { return nil }
-                    let spec = p.drift ?? old.canonicalSpec(name: name, namespace: namespace) ?? .object([])
-                    p.drift = fresh.isCanonical(spec: spec, name: name, namespace: namespace) ? nil : spec
+                func rejudge(_ p: Policy?, _ name: String, _ oldName: String) -> Policy? {
+                    guard var p, !renamed else { return nil }
+                    let spec = p.drift ?? old.canonicalSpec(name: oldName, namespace: namespace) ?? .object([])
+                    let canonical = fresh.isCanonical(spec: spec, name: name, namespace: namespace)
+                    p.drift = canonical ? nil : spec
+                    p.previousCanonical = !canonical && old.isCanonical(spec: spec, name: oldName, namespace: namespace)
                     return p
                 }
-                e.block = rejudge(e.block, GuardNames.blockPolicy)
-                e.allowAPI = rejudge(e.allowAPI, GuardNames.allowAPIPolicy)
+                e.block = rejudge(e.block, fresh.blockName, old.blockName)
+                e.allowAPI = rejudge(e.allowAPI, fresh.allowAPIName, old.allowAPIName)
                 s.entries[namespace] = e
             }
             s.expectations.removeAll()
@@ -252,7 +275,13 @@ public final class ClusterView: GuardView, Sendable {
         var create: [String] = []
         /// Guard policies to rewrite to canonical (spec replaced, owners removed).
         var repair: [String] = []
-        var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty }
+        /// Raising the Pod Security level: the level it had (empty when none), recorded
+        /// in `pxguard.io/previous-enforce` unless already there.
+        var previousEnforce: String?
+        /// Guard policies in the previous configuration's form, to rewrite to the
+        /// current one (the same write as a repair; paced and counted apart).
+        var rewrite: [String] = []
+        var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty && rewrite.isEmpty }
     }
 
     func plan(_ namespace: String, _ s: State, now: Double) -> Plan {
@@ -268,12 +297,19 @@ public final class ClusterView: GuardView, Sendable {
             let level = s.config.podSecurity
             if level != .none && PodSecurityLevel.rank(ofLabel: ns.podSecurity) < PodSecurityLevel.rank(ofLabel: level.rawValue) {
                 plan.labels[Self.podSecurityLabel] = level.rawValue
+                // The first raise records what was there; a later one (podSecurity
+                // raised again) keeps the level the namespace had before pxguard.
+                if !ns.previousRecorded { plan.previousEnforce = ns.podSecurity ?? "" }
             }
         }
         for name in names where !pending(name) {
-            let p = name == GuardNames.blockPolicy ? e.block : e.allowAPI
+            let p = name == s.policies.blockName ? e.block : e.allowAPI
             if let p {
-                if !p.canonical || p.ownerReferences { plan.repair.append(name) }
+                if p.previousCanonical && !p.ownerReferences {
+                    plan.rewrite.append(name)
+                } else if !p.canonical || p.ownerReferences {
+                    plan.repair.append(name)
+                }
             } else {
                 plan.create.append(name)
             }
@@ -300,7 +336,16 @@ public final class ClusterView: GuardView, Sendable {
         state.withLock { s in
             let now = Self.now()
             s.expectations = s.expectations.filter { $0.value > now }
+            // The previous form stops counting once no policy holds it any more.
+            if s.previous != nil && Self.previousForm(s) == 0 { s.previous = nil }
             return s.entries.keys.filter { !plan($0, s, now: now).isEmpty }
+        }
+    }
+
+    /// Guard policies still in the previous configuration's form (being rewritten).
+    static func previousForm(_ s: State) -> Int {
+        s.entries.values.reduce(0) { n, e in
+            n + (e.block?.previousCanonical == true ? 1 : 0) + (e.allowAPI?.previousCanonical == true ? 1 : 0)
         }
     }
 
@@ -310,14 +355,18 @@ public final class ClusterView: GuardView, Sendable {
     public struct Counts: Sendable {
         public var namespaces = 0
         public var policies = 0
-        /// Guarded, live namespaces without both canonical policies.
+        /// Guarded, live namespaces without both policies in place (canonical, or
+        /// canonical for the previous configuration while rewrites proceed).
         public var unguarded = 0
+        /// Guard policies still in the previous configuration's form.
+        public var rewritesPending = 0
     }
 
     /// Counted under the lock, in one pass (metrics scrapes).
     public var counts: Counts {
         state.withLock { s in
             var c = Counts()
+            c.rewritesPending = Self.previousForm(s)
             for (name, e) in s.entries {
                 c.policies += (e.block == nil ? 0 : 1) + (e.allowAPI == nil ? 0 : 1)
                 guard let ns = e.namespace else { continue }
@@ -339,6 +388,8 @@ public final class ClusterView: GuardView, Sendable {
         out += "pxguard_view_objects{kind=\"namespace\"} \(c.namespaces)\npxguard_view_objects{kind=\"policy\"} \(c.policies)\n"
         out += "# HELP pxguard_view_synced 1 while the watched view is in sync (R6 applies).\n# TYPE pxguard_view_synced gauge\n"
         out += "pxguard_view_synced \(isSynced ? 1 : 0)\n"
+        out += "# HELP pxguard_provisioner_rewrites_pending Guard policies still in the previous configuration's form (count as in place for R6 while rewritten).\n"
+        out += "# TYPE pxguard_provisioner_rewrites_pending gauge\npxguard_provisioner_rewrites_pending \(c.rewritesPending)\n"
         let l = latency.withLock { $0 }
         out += "# HELP pxguard_namespace_guarded_seconds Time from a namespace being seen unguarded to both guard policies canonical.\n"
         out += "# TYPE pxguard_namespace_guarded_seconds histogram\n"

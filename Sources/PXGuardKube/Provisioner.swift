@@ -37,17 +37,31 @@ public final class Provisioner: Sendable {
     let tick = Waker()
     let stopped = Atomic<Bool>(false)
     public let informers: [Informer]
+    /// Events for every change made to the cluster (nil: log lines only).
+    let events: EventRecorder?
+    let pacer: WritePacer
+    /// Woken only by `stop`, so that a paced write waits out its slot.
+    let paceWaker = Waker()
 
     public let created = Atomic<Int>(0)
     public let repaired = Atomic<Int>(0)
     public let labelled = Atomic<Int>(0)
     public let failed = Atomic<Int>(0)
+    /// Guard policies rewritten from the previous configuration's form to the current one.
+    public let rewritten = Atomic<Int>(0)
+    /// NetworkPolicies with a guard name that pxguard did not manage, replaced (with a Warning Event).
+    public let takenOver = Atomic<Int>(0)
+    /// Writes a dry run reported instead of sending.
+    public let previewed = Atomic<Int>(0)
     let resyncs = Atomic<Int>(0)
     /// Requests sent by the workers (writes and the GETs of conflict repair).
     public let requests = Atomic<Int>(0)
     let reachable = Atomic<Int>(1)
 
-    public init(client: KubeClient, view: ClusterView, elector: LeaderElector?, settings: Settings, logger: Logger) {
+    public init(client: KubeClient, view: ClusterView, elector: LeaderElector?, settings: Settings, logger: Logger,
+                events: EventRecorder? = nil) {
+        self.events = events
+        pacer = WritePacer(rate: view.config.provisioning.writesPerSecond)
         self.client = client
         self.view = view
         self.elector = elector
@@ -114,6 +128,7 @@ public final class Provisioner: Sendable {
     /// longer matches them is rewritten.
     public func reload(_ config: Config) {
         let names = view.reload(config)
+        pacer.setRate(config.provisioning.writesPerSecond)
         // A follower only updates its view (R6 judges by the new specs); the leader writes.
         guard isLeader else { return }
         if !names.isEmpty { logger.info("configuration reload: rewriting guard policies", [("namespaces", .integer(names.count))]) }
@@ -146,6 +161,7 @@ public final class Provisioner: Sendable {
     /// Stops the informers, workers, timer and lease.
     public func stop() {
         stopped.store(true, ordering: .relaxed)
+        paceWaker.signal()
         for informer in informers { informer.stop() }
         wake.signal()
         tick.signal()
@@ -204,23 +220,28 @@ public final class Provisioner: Sendable {
     /// Performs one plan. Each write is recorded as expected before it is sent, so
     /// that an event that arrives meanwhile does not repeat it.
     func apply(_ plan: ClusterView.Plan, to namespace: String, _ connection: KubeConnection) throws(KubeError) {
+        let config = view.config
         let policies = view.policies
-        if !plan.labels.isEmpty || plan.annotate {
-            let labels: [JSON.Member] = plan.labels.sorted { $0.key < $1.key }.map { JSON.Member($0.key, .string($0.value)) }
-            var metadata: [JSON.Member] = []
-            if !labels.isEmpty { metadata.append(.init("labels", .object(labels))) }
-            if plan.annotate {
-                metadata.append(.init("annotations", .obj([GuardNames.policiesAnnotation: .string(GuardNames.policiesAnnotationValue)])))
-            }
+        if config.provisioning.dryRun { return try preview(plan, namespace, config, connection) }
+        if !plan.labels.isEmpty || plan.annotate || plan.previousEnforce != nil {
             view.expect(namespace, ["labels"], for: settings.expectationSeconds)
             do {
-                try send(connection, "PATCH", KubePath.namespace(namespace), .obj(["metadata": .object(metadata)]),
+                try send(connection, "PATCH", KubePath.namespace(namespace), Self.namespacePatch(plan, config),
                          "application/merge-patch+json")
             } catch {
                 view.expect(namespace, ["labels"], for: 0)
                 throw error
             }
             labelled.add(1, ordering: .relaxed)
+            let raised = plan.labels.keys.sorted().map { "\($0)=\(plan.labels[$0]!)" }.joined(separator: ", ")
+            if let level = plan.labels[ClusterView.podSecurityLabel] {
+                let before = plan.previousEnforce.map { $0.isEmpty ? "none" : $0 } ?? "a level recorded earlier"
+                let message = "pxguard raised the Pod Security enforce level from \(before) to \(level); the previous level is in the annotation \(GuardNames.previousEnforceAnnotation), restored by uninstalling (see README \"Uninstall\")"
+                logger.info("namespace Pod Security level raised", [("namespace", namespace), ("from", before), ("to", level)])
+                events?.record(.namespace(namespace), .normal, reason: "PodSecurityRaised", message: message)
+            } else if !raised.isEmpty {
+                events?.record(.namespace(namespace), .normal, reason: "GuardLabelled", message: "pxguard set \(raised)")
+            }
         }
         for name in plan.create {
             guard let desired = policies.policy(name: name, namespace: namespace) else { continue }
@@ -228,6 +249,8 @@ public final class Provisioner: Sendable {
             do {
                 try send(connection, "POST", KubePath.networkPolicies(in: namespace), desired)
                 created.add(1, ordering: .relaxed)
+                events?.record(.networkPolicy(name, in: namespace), .normal, reason: "GuardPolicyCreated",
+                               message: "pxguard created guard policy \(name)")
             } catch {
                 guard error.code == 409 else {
                     view.expect(namespace, [name], for: 0)
@@ -242,8 +265,12 @@ public final class Provisioner: Sendable {
                 }
             }
         }
-        for name in plan.repair {
+        for name in plan.repair + plan.rewrite {
             guard let spec = policies.canonicalSpec(name: name, namespace: namespace) else { continue }
+            let rewrite = plan.rewrite.contains(name)
+            // Rewrites to a new configuration's form are paced (the old form still
+            // counts as in place for R6); a repair or a new namespace's policies are not.
+            if rewrite && !pacer.acquire(waker: paceWaker, stopped: { stopped.load(ordering: .relaxed) }) { return }
             // Replace the spec whole and drop owners (an owner a user deletes would
             // have the garbage collector delete the guard); labels, annotations
             // and everything else stay as they are.
@@ -258,9 +285,61 @@ public final class Provisioner: Sendable {
                 view.expect(namespace, [name], for: 0)
                 throw error
             }
-            repaired.add(1, ordering: .relaxed)
-            logger.info("guard policy repaired", [("namespace", namespace), ("name", name)])
+            if rewrite {
+                rewritten.add(1, ordering: .relaxed)
+                events?.record(.networkPolicy(name, in: namespace), .normal, reason: "GuardPolicyRewritten",
+                               message: "pxguard rewrote guard policy \(name) to the form of the current configuration")
+            } else {
+                repaired.add(1, ordering: .relaxed)
+                logger.info("guard policy repaired", [("namespace", namespace), ("name", name)])
+                events?.record(.networkPolicy(name, in: namespace), .warning, reason: "GuardPolicyRepaired",
+                               message: "pxguard restored guard policy \(name) to its canonical spec (it was changed or owned)")
+            }
         }
+    }
+
+    /// The namespace merge patch of a plan: labels, the policies annotation, and the
+    /// previous Pod Security level when raising it.
+    static func namespacePatch(_ plan: ClusterView.Plan, _ config: Config) -> JSON {
+        let labels: [JSON.Member] = plan.labels.sorted { $0.key < $1.key }.map { JSON.Member($0.key, .string($0.value)) }
+        var annotations: [JSON.Member] = []
+        if plan.annotate { annotations.append(.init(GuardNames.policiesAnnotation, .string(config.guardPolicyNames.annotation))) }
+        if let previous = plan.previousEnforce { annotations.append(.init(GuardNames.previousEnforceAnnotation, .string(previous))) }
+        var metadata: [JSON.Member] = []
+        if !labels.isEmpty { metadata.append(.init("labels", .object(labels))) }
+        if !annotations.isEmpty { metadata.append(.init("annotations", .object(annotations))) }
+        return .obj(["metadata": .object(metadata)])
+    }
+
+    /// `provisioning.dryRun`: says what `apply` would write, one log line per write
+    /// (a NetworkPolicy that a create would take over is read to say so), and writes
+    /// nothing. The same writes are reported again after `resyncSeconds` at most.
+    func preview(_ plan: ClusterView.Plan, _ namespace: String, _ config: Config, _ connection: KubeConnection) throws(KubeError) {
+        var what: [String] = []
+        if !plan.labels.isEmpty || plan.annotate || plan.previousEnforce != nil {
+            what.append("labels")
+            previewed.add(1, ordering: .relaxed)
+            logger.info("dry run: would patch namespace", [("namespace", namespace),
+                                                             ("patch", Self.namespacePatch(plan, config).serialized)])
+        }
+        for name in plan.create {
+            what.append(name)
+            previewed.add(1, ordering: .relaxed)
+            do {
+                let existing = try send(connection, "GET", KubePath.networkPolicy(name, in: namespace))
+                logger.warn("dry run: would replace a NetworkPolicy that pxguard does not manage (set guardPolicyNames to avoid it)",
+                            [("namespace", namespace), ("name", name), ("spec", (existing["spec"] ?? .null).serialized)])
+            } catch where error.code == 404 {
+                logger.info("dry run: would create guard policy", [("namespace", namespace), ("name", name)])
+            }
+        }
+        for name in plan.repair + plan.rewrite {
+            what.append(name)
+            previewed.add(1, ordering: .relaxed)
+            logger.info(plan.rewrite.contains(name) ? "dry run: would rewrite guard policy to the current configuration"
+                                                    : "dry run: would repair guard policy", [("namespace", namespace), ("name", name)])
+        }
+        view.expect(namespace, what, for: Double(config.provisioning.resyncSeconds))
     }
 
     @discardableResult
@@ -281,6 +360,15 @@ public final class Provisioner: Sendable {
         let owned = metadata["ownerReferences"]?.arrayValue.map { !$0.isEmpty } ?? false
         if labelled && !owned && view.policies.isCanonical(spec: current["spec"] ?? .object([]), name: name, namespace: namespace) {
             return
+        }
+        if !labelled {
+            // A site's own policy under a guard name: never replaced silently.
+            let replaced = (current["spec"] ?? .null).serialized
+            logger.warn("replacing a NetworkPolicy that pxguard did not manage: it carries a guard policy name (set guardPolicyNames to use other names)",
+                        [("namespace", namespace), ("name", name), ("replacedSpec", replaced)])
+            takenOver.add(1, ordering: .relaxed)
+            events?.record(.networkPolicy(name, in: namespace), .warning, reason: "GuardPolicyTakeover",
+                           message: "pxguard replaced NetworkPolicy \(namespace)/\(name), which it did not manage, with its guard policy of that name; the replaced spec was \(String(replaced.prefix(600))). To keep a policy of your own under this name, set guardPolicyNames in pxguard's configuration")
         }
         let labels = (metadata["labels"] ?? .object([])).setting(GuardNames.managedByKey, .string(GuardNames.managedByValue))
         metadata = metadata.setting("labels", labels).setting("ownerReferences", .array([]))
@@ -303,7 +391,9 @@ public final class Provisioner: Sendable {
         var out = "# HELP pxguard_provisioner_actions_total Provisioner writes and failed attempts.\n"
         out += "# TYPE pxguard_provisioner_actions_total counter\n"
         let actions = [("created", created.load(ordering: .relaxed)), ("repaired", repaired.load(ordering: .relaxed)),
-                       ("labelled", labelled.load(ordering: .relaxed)), ("failed", failed.load(ordering: .relaxed))]
+                       ("labelled", labelled.load(ordering: .relaxed)), ("failed", failed.load(ordering: .relaxed)),
+                       ("rewritten", rewritten.load(ordering: .relaxed)), ("takenOver", takenOver.load(ordering: .relaxed)),
+                       ("previewed", previewed.load(ordering: .relaxed))]
         for (action, value) in actions {
             out += "pxguard_provisioner_actions_total{action=\"\(action)\"} \(value)\n"
         }
@@ -315,6 +405,9 @@ public final class Provisioner: Sendable {
         out += "pxguard_provisioner_leader \(isLeader ? 1 : 0)\n"
         out += "# HELP pxguard_provisioner_api_reachable 0 while the Kubernetes API cannot be reached.\n# TYPE pxguard_provisioner_api_reachable gauge\n"
         out += "pxguard_provisioner_api_reachable \(reachable.load(ordering: .relaxed))\n"
+        out += "# HELP pxguard_provisioner_paced_writes_total Rewrites that waited for a slot at provisioning.writesPerSecond.\n"
+        out += "# TYPE pxguard_provisioner_paced_writes_total counter\npxguard_provisioner_paced_writes_total \(pacer.paced.load(ordering: .relaxed))\n"
+        if let events { out += events.metricsText }
         out += "# HELP pxguard_watch_restarts_total Watches restarted after a failure.\n# TYPE pxguard_watch_restarts_total counter\n"
         for i in informers { out += "pxguard_watch_restarts_total{resource=\"\(i.name)\"} \(i.restarts.load(ordering: .relaxed))\n" }
         out += "# HELP pxguard_watch_relists_total Fresh lists after 410 Gone.\n# TYPE pxguard_watch_relists_total counter\n"

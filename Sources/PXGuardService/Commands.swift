@@ -68,11 +68,14 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
     case "policies": return YAMLEmitter.documents(bundle.policies(namespace: namespace))
     case "iptables": return firewall
     case "webhooks": return YAMLEmitter.documents(bundle.webhooks)
+    // For scripts (install.sh): the server's namespace and service name as the config
+    // loader reads them (quotes, anchors, flow style), on one line. Both are DNS labels.
+    case "names": return "\(config.namespace) \(config.serviceName)\n"
     case "all":
         return YAMLEmitter.documents(bundle.all(namespace: namespace, configYAML: YAMLEmitter.emit(config.document),
                                                 firewallScript: firewall))
     default:
-        throw CommandError("unknown render target \"\(what)\"; expected policies, iptables, webhooks or all")
+        throw CommandError("unknown render target \"\(what)\"; expected policies, iptables, webhooks, all or names")
     }
 }
 

@@ -8,10 +8,13 @@ import PXGuardPlatform
 final class ProvisionerHandle: Sendable {
     let provisioner: Provisioner?
     let elector: LeaderElector?
+    /// Events for what the provisioner changes (reused by the audit for its findings).
+    let events: EventRecorder?
     let offReason: String?
     let logger: Logger
 
-    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger) {
+    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger, events: EventRecorder? = nil) {
+        self.events = events
         self.provisioner = provisioner
         self.elector = elector
         self.offReason = offReason
@@ -52,9 +55,11 @@ final class ProvisionerHandle: Sendable {
         var settings = Provisioner.Settings()
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
         let view = ClusterView(config: config, logger: logger)
-        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
+        let events = EventRecorder(client: client, instance: identity, logger: logger)
+        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger,
+                                      events: events)
         metrics.addSource { provisioner.metricsText }
-        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger)
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger, events: events)
     }
 
     /// Starts the watches, workers and lease (after the first log line) or says
@@ -67,6 +72,10 @@ final class ProvisionerHandle: Sendable {
         logger.info("provisioning on; R6 unguardedNamespace applies once the watched view is in sync",
                     [("identity", elector.identity)])
         spawnThread(name: "pxguard-lease") { elector.run() }
+        if let events { spawnThread(name: "pxguard-events") { events.run() } }
+        if provisioner.view.config.provisioning.dryRun {
+            logger.warn("provisioning.dryRun: the provisioner reports what it would write and writes nothing; R6 still applies")
+        }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
     }
 
@@ -74,5 +83,8 @@ final class ProvisionerHandle: Sendable {
     /// existing guard policies rewritten to them.
     func reload(_ config: Config) { provisioner?.reload(config) }
 
-    func stop() { provisioner?.stop() }
+    func stop() {
+        provisioner?.stop()
+        events?.stop()
+    }
 }

@@ -75,8 +75,21 @@ public struct ConfigLoader {
                     switch k.scalar ?? "" {
                     case "enabled": config.provisioning.enabled = try bool(v, "provisioning.enabled")
                     case "resyncSeconds": config.provisioning.resyncSeconds = try int(v, "provisioning.resyncSeconds", 5...86_400)
-                    default: throw fail(k, "provisioning: unknown key \(quoted(k)); expected enabled or resyncSeconds")
+                    case "writesPerSecond": config.provisioning.writesPerSecond = try int(v, "provisioning.writesPerSecond", 1...10_000)
+                    case "dryRun": config.provisioning.dryRun = try bool(v, "provisioning.dryRun")
+                    default: throw fail(k, "provisioning: unknown key \(quoted(k)); expected enabled, resyncSeconds, writesPerSecond or dryRun")
                     }
+                }
+            case "guardPolicyNames":
+                for (k, v) in try mapping(value, key) {
+                    switch k.scalar ?? "" {
+                    case "block": config.guardPolicyNames.block = try name(v, "guardPolicyNames.block")
+                    case "allowAPI": config.guardPolicyNames.allowAPI = try name(v, "guardPolicyNames.allowAPI")
+                    default: throw fail(k, "guardPolicyNames: unknown key \(quoted(k)); expected block or allowAPI")
+                    }
+                }
+                if config.guardPolicyNames.block == config.guardPolicyNames.allowAPI {
+                    throw fail(value, "guardPolicyNames: block and allowAPI must differ; give each policy its own name")
                 }
             case "namespace": config.namespace = try name(value, key)
             case "serviceName": config.serviceName = try name(value, key)

@@ -79,7 +79,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         .init("ca-bundle", value: "FILE", help: "PEM CA bundle to put in the webhooks' caBundle."),
         .init("nodes", value: "LIST", help: "Node addresses and ranges for iptables, e.g. 70.0.98.11-70.0.98.14,70.0.98.20."),
         .init("namespace", value: "NS", help: "Namespace to render the namespaced guard policies for (default default)."),
-    ], positional: ("WHAT", "policies, iptables, webhooks or all (default all).")), { arguments in
+    ], positional: ("WHAT", "policies, iptables, webhooks, all, or names (the namespace and service name, for scripts) (default all).")), { arguments in
         print(try renderCommand(configPath: arguments.string("config"), caBundle: arguments.string("ca-bundle"),
                                 nodes: arguments.string("nodes"), namespace: arguments.string("namespace") ?? "default",
                                 what: arguments.positionals.first ?? "all"), terminator: "")

@@ -165,6 +165,10 @@ final class FakeKubeAPI: @unchecked Sendable {
     }
 
     func namespace(_ name: String) -> JSON? { state.withLock { $0.namespaces[name] } }
+    /// Every Event stored, in key order.
+    func events() -> [JSON] {
+        state.withLock { s in s.objects.filter { $0.key.hasPrefix("events/") }.sorted { $0.key < $1.key }.map(\.value) }
+    }
 
     /// Writes an object behind the provisioner's back (as an exempt admin would).
     func put(_ resource: String, _ namespace: String, _ name: String, _ object: JSON?) {
@@ -355,6 +359,8 @@ final class FakeKubeAPI: @unchecked Sendable {
     /// `/api/v1/namespaces` or `/apis/networking.k8s.io/v1/networkpolicies`.
     static func collection(_ parts: [String]) -> (resource: String, namespace: String?)? {
         if parts == ["api", "v1", "namespaces"] { return ("namespaces", nil) }
+        // Core namespaced collections (Events).
+        if parts.count == 5 && parts[0] == "api" && parts[2] == "namespaces" { return (parts[4], parts[3]) }
         if parts.count == 4 && parts[0] == "apis" { return (parts[3], nil) }
         if parts.count == 6 && parts[0] == "apis" && parts[3] == "namespaces" { return (parts[5], parts[4]) }
         return nil
@@ -503,8 +509,9 @@ final class FakeKubeAPI: @unchecked Sendable {
             default: return (405, Self.status(405, "MethodNotAllowed", "method not allowed"))
             }
         }
-        if parts.count == 7 && parts[0] == "apis" && parts[3] == "namespaces" {
-            let (resource, namespace, name) = (parts[5], parts[4], parts[6])
+        let core = parts.count == 6 && parts[0] == "api" && parts[2] == "namespaces"
+        if core || (parts.count == 7 && parts[0] == "apis" && parts[3] == "namespaces") {
+            let (resource, namespace, name) = core ? (parts[4], parts[3], parts[5]) : (parts[5], parts[4], parts[6])
             let key = "\(resource)/\(namespace)/\(name)"
             guard let current = s.objects[key] else {
                 return (404, Self.status(404, "NotFound", "\(resource) \"\(name)\" not found"))
@@ -546,7 +553,8 @@ final class FakeKubeAPI: @unchecked Sendable {
     }
 
     func create(_ s: inout State, _ resource: String, _ namespace: String, _ body: JSON?) -> (Int, JSON) {
-        guard s.namespaces[namespace] != nil else {
+        // Events for cluster-scoped objects go to `default`, which a real cluster always has.
+        guard s.namespaces[namespace] != nil || (resource == "events" && namespace == "default") else {
             return (404, Self.status(404, "NotFound", "namespaces \"\(namespace)\" not found"))
         }
         guard let object = body, let name = object["metadata"]?["name"]?.stringValue else {

@@ -92,9 +92,33 @@ public struct Config: Sendable, Equatable {
     /// node subnets, at addresses only the provider knows.
     public var apiServerCIDRs: [CIDR] = []
 
+    // MARK: day one (issue 25): names that may collide, paced and previewable provisioning
+
+    /// The names the guard policies are created under (SPEC "Labels, annotations, names");
+    /// configurable for clusters whose own policies already use them.
+    public var guardPolicyNames = GuardPolicyNames()
+
+    /// Names of the two guard policies.
+    public struct GuardPolicyNames: Sendable, Equatable {
+        /// The block policy, in kube-system and in every guarded namespace.
+        public var block: String = GuardNames.blockPolicy
+        /// The allow-api policy, in every guarded namespace.
+        public var allowAPI: String = GuardNames.allowAPIPolicy
+        /// The value of the `pxguard.io/policies` annotation: both names, comma-separated.
+        public var annotation: String { "\(block),\(allowAPI)" }
+        public init() {}
+    }
+
+    /// What the provisioner does and how fast.
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
         public var resyncSeconds: Int
+        /// Rewrites per second at most when a configuration change (or a node in a new
+        /// block) changes the canonical specs; repairs and new namespaces are not paced.
+        public var writesPerSecond: Int = 50
+        /// Report every write the provisioner would make (log lines, metrics) without
+        /// sending it: a preview for an existing cluster.
+        public var dryRun: Bool = false
         public init(enabled: Bool = true, resyncSeconds: Int = 300) {
             self.enabled = enabled
             self.resyncSeconds = resyncSeconds
@@ -140,7 +164,7 @@ public struct Config: Sendable, Equatable {
         exemptGroups: [],
         mode: .enforce,
         ruleModes: [:],
-        policyStyle: .seed,
+        policyStyle: .ports,
         podSecurity: .baseline,
         provisioning: Provisioning(),
         namespace: "pxguard-system",
@@ -176,7 +200,9 @@ extension Config {
             "rules": rules.isEmpty ? nil : .object(rules),
             "policyStyle": .string(policyStyle.rawValue),
             "podSecurity": .string(podSecurity.rawValue),
-            "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds)]),
+            "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds),
+                                  "writesPerSecond": .int(provisioning.writesPerSecond), "dryRun": .bool(provisioning.dryRun)]),
+            "guardPolicyNames": .obj(["block": .string(guardPolicyNames.block), "allowAPI": .string(guardPolicyNames.allowAPI)]),
             "namespace": .string(namespace),
             "serviceName": .string(serviceName),
             "serviceAccount": .string(serviceAccount),

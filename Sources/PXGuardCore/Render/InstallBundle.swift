@@ -207,7 +207,7 @@ public struct InstallBundle: Sendable {
     public func policies(namespace: String) -> [JSON] {
         let guardPolicies = GuardPolicies(config: config)
         let kubeSystem = guardPolicies.names(for: GuardNames.kubeSystem).map { (GuardNames.kubeSystem, $0) }
-        let own = namespace == GuardNames.kubeSystem ? [] : GuardPolicies.names(in: namespace).map { (namespace, $0) }
+        let own = namespace == GuardNames.kubeSystem ? [] : [guardPolicies.blockName, guardPolicies.allowAPIName].map { (namespace, $0) }
         return (kubeSystem + own).compactMap { guardPolicies.policy(name: $1, namespace: $0) }
     }
 
@@ -241,8 +241,10 @@ public struct InstallBundle: Sendable {
                 .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
                       "verbs": ["get", "list", "watch", "create"]]),
                 .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                      "resourceNames": [.string(GuardNames.blockPolicy), .string(GuardNames.allowAPIPolicy)],
+                      "resourceNames": [.string(config.guardPolicyNames.block), .string(config.guardPolicyNames.allowAPI)],
                       "verbs": ["update", "patch", "delete"]]),
+                // Events for every change the provisioner makes (takeovers, Pod Security raises).
+                .obj(["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]]),
             ],
         ])
         let clusterBinding: JSON = .obj([
@@ -332,7 +334,9 @@ public struct InstallBundle: Sendable {
         ])
         let pdb: JSON = .obj([
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(name),
-            "spec": .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
+            // With one replica, minAvailable: 1 would block every node drain: allow the one pod to move.
+            "spec": config.replicas > 1 ? .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])])
+                : .obj(["maxUnavailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
         ])
         var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall,
                        deployment, service, pdb]

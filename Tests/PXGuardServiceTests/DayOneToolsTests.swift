@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+@testable import PXGuardCore
+@testable import PXGuardService
+
+/// The repository's top folder.
+func repositoryRoot() -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+}
+
+/// Objects of a rendered bundle by kind.
+func objects(_ yaml: String, kind: String) -> [String] {
+    yaml.components(separatedBy: "\n---\n").filter { $0.contains("\nkind: \(kind)\n") || $0.hasPrefix("kind: \(kind)\n") }
+}
+
+@Suite("Safe on day one: the bundle, check and install.sh", .serialized)
+struct DayOneToolsTests {
+    @Test("check judges pxguard's own bundle as the cluster would: exit 0 (its namespace is left out of the exempt-name claim, as the registration leaves it out)",
+          arguments: [nil, "namespace: 'guard-system'\nexemptNamespaces: [kube-system, guard-system]\n"] as [String?])
+    func checkOwnBundle(_ configText: String?) throws {
+        let dir = try temporaryDirectory()
+        var configPath: String?
+        if let configText {
+            configPath = dir + "/config.yaml"
+            try configText.write(toFile: configPath!, atomically: true, encoding: .utf8)
+        }
+        let bundle = try renderCommand(configPath: configPath, caBundle: nil, nodes: nil, namespace: "default", what: "all")
+        try bundle.write(toFile: dir + "/bundle.yaml", atomically: true, encoding: .utf8)
+        let result = try checkCommand(configPath: configPath, files: [dir + "/bundle.yaml"])
+        #expect(result.code == 0, "\(result)")
+        // Another exempt name is still not claimable.
+        try "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n".write(toFile: dir + "/claim.yaml", atomically: true, encoding: .utf8)
+        #expect(try checkCommand(configPath: configPath, files: [dir + "/claim.yaml"]).code == 1)
+    }
+
+    @Test("the PodDisruptionBudget fits the replica count: one replica may be drained, two or more keep one", arguments: [1, 2, 3])
+    func pdbFitsReplicas(_ replicas: Int) throws {
+        let dir = try temporaryDirectory()
+        try "replicas: \(replicas)\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        let bundle = try renderCommand(configPath: dir + "/c.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "all")
+        let pdb = try #require(objects(bundle, kind: "PodDisruptionBudget").first)
+        if replicas == 1 {
+            #expect(pdb.contains("maxUnavailable: 1") && !pdb.contains("minAvailable"))
+        } else {
+            #expect(pdb.contains("minAvailable: 1") && !pdb.contains("maxUnavailable"))
+        }
+    }
+
+    @Test("install.sh reads the namespace and service name with pxguard's own config loader: quoted values give clean names")
+    func installReadsConfig() throws {
+        let dir = try temporaryDirectory()
+        try "namespace: 'guard-system'\nserviceName: \"guard\"\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        #expect(try renderCommand(configPath: dir + "/c.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "names")
+                == "guard-system guard\n")
+        let binary = try pxguardBinary()
+        let out = try shell("PXGUARD=\(binary) bash \(repositoryRoot())/scripts/install.sh --config \(dir)/c.yaml --certs \(dir)/certs --print 2>/dev/null")
+        #expect(out.contains("name: guard-tls\n  namespace: guard-system\n"))
+        #expect(!out.contains("'guard-system'") && !out.contains("\"guard\""))
+        let san = try shell("openssl x509 -in \(dir)/certs/tls.crt -noout -ext subjectAltName")
+        #expect(san.contains("DNS:guard.guard-system.svc") && !san.contains("'"))
+    }
+
+    @Test("the README is true of render: without --ca-bundle the registrations carry no CA and no injection annotation")
+    func readmeRender() throws {
+        let webhooks = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "webhooks")
+        #expect(!webhooks.contains("caBundle") && !webhooks.contains("inject-ca-from"))
+        let readme = try repositoryFile("README.md")
+        #expect(!readme.contains("Without `--ca-bundle` the configurations carry\n  `cert-manager.io/inject-ca-from"))
+        #expect(readme.contains("Without `--ca-bundle` the registrations carry no `caBundle`"))
+    }
+}
