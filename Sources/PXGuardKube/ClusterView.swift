@@ -57,6 +57,10 @@ public final class ClusterView: GuardView, Sendable {
     }
 
     let state: Locked<State>
+    /// `nodeCIDRs: auto` before the first Node list: the node subnets the listed
+    /// guard policies were written for (their allow-api `ipBlock`s, united), handed
+    /// to whoever judges with them meanwhile.
+    let policyNodeBlocks = Locked<(blocks: [CIDR]?, report: (@Sendable ([CIDR]) -> Void)?)>((nil, nil))
     let synced = Atomic<Bool>(false)
     let logger: Logger
     /// Namespace-to-guarded latency: bucket counts, sum and count.
@@ -190,6 +194,7 @@ public final class ClusterView: GuardView, Sendable {
     /// Replaces everything known of one kind with a fresh list (after start or
     /// `410 Gone`); returns the namespaces whose entry changed or vanished.
     public func replace(_ kind: Kind, with objects: [JSON]) -> [String] {
+        if kind == .policies { notePolicyNodeBlocks(objects) }
         var seen = Set<String>()
         var touched: [String] = []
         for object in objects {
@@ -216,6 +221,25 @@ public final class ClusterView: GuardView, Sendable {
             return gone
         }
         return touched + gone
+    }
+
+    /// Node subnets found in the listed allow-api policies, or nil when none was listed.
+    public var nodeBlocksFromPolicies: [CIDR]? { policyNodeBlocks.withLock { $0.blocks } }
+
+    /// Called with the node subnets found in each complete list of guard policies.
+    public func onPolicyNodeBlocks(_ body: @escaping @Sendable ([CIDR]) -> Void) { policyNodeBlocks.withLock { $0.report = body } }
+
+    func notePolicyNodeBlocks(_ objects: [JSON]) {
+        let (auto, allowAPI) = state.withLock { ($0.config.nodeCIDRsAuto, $0.policies.allowAPIName) }
+        guard auto else { return }
+        let found = objects.filter { Self.name($0) == allowAPI }.flatMap { NodeBlocks.fromAllowAPI(spec: $0["spec"] ?? .null) }
+        guard !found.isEmpty else { return }
+        let blocks = NodeBlocks.merge(found)
+        let report = policyNodeBlocks.withLock { p in
+            p.blocks = blocks
+            return p.report
+        }
+        report?(blocks)
     }
 
     func observe(latency seconds: Double) {
@@ -295,14 +319,18 @@ public final class ClusterView: GuardView, Sendable {
             if !ns.guardedLabel { plan.labels[GuardNames.guardedLabel] = "true" }
             plan.annotate = !ns.annotation
             let level = s.config.podSecurity
-            if level != .none && PodSecurityLevel.rank(ofLabel: ns.podSecurity) < PodSecurityLevel.rank(ofLabel: level.rawValue) {
+            // "podsecurity" pending: held back over running Pods it would reject (see Provisioner).
+            if level != .none && PodSecurityLevel.rank(ofLabel: ns.podSecurity) < PodSecurityLevel.rank(ofLabel: level.rawValue)
+                && !pending("podsecurity") {
                 plan.labels[Self.podSecurityLabel] = level.rawValue
                 // The first raise records what was there; a later one (podSecurity
                 // raised again) keeps the level the namespace had before pxguard.
                 if !ns.previousRecorded { plan.previousEnforce = ns.podSecurity ?? "" }
             }
         }
-        for name in names where !pending(name) {
+        // With nodeCIDRs: auto and no node address known yet, a guard policy would block
+        // nothing: none is written until the first Node list (R6 waits meanwhile).
+        for name in names where !pending(name) && !s.config.nodeAddressesPending {
             let p = name == s.policies.blockName ? e.block : e.allowAPI
             if let p {
                 if p.previousCanonical && !p.ownerReferences {

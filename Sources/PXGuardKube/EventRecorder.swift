@@ -276,6 +276,11 @@ public final class EventRecorder: Sendable {
 }
 
 extension KubePath {
+    /// The Pods of one namespace.
+    static func pods(in namespace: String) throws(KubeError) -> String {
+        "/api/v1/namespaces/\(try segment(namespace))/pods"
+    }
+
     /// The core/v1 Events of one namespace.
     static func events(in namespace: String) throws(KubeError) -> String {
         "/api/v1/namespaces/\(try segment(namespace))/events"

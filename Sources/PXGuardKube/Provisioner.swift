@@ -53,6 +53,8 @@ public final class Provisioner: Sendable {
     public let takenOver = Atomic<Int>(0)
     /// Writes a dry run reported instead of sending.
     public let previewed = Atomic<Int>(0)
+    /// Pod Security raises held back because running Pods would be rejected.
+    public let heldBack = Atomic<Int>(0)
     let resyncs = Atomic<Int>(0)
     /// Requests sent by the workers (writes and the GETs of conflict repair).
     public let requests = Atomic<Int>(0)
@@ -222,6 +224,8 @@ public final class Provisioner: Sendable {
     func apply(_ plan: ClusterView.Plan, to namespace: String, _ connection: KubeConnection) throws(KubeError) {
         let config = view.config
         let policies = view.policies
+        var plan = plan
+        try holdBackPodSecurity(&plan, namespace, config, connection)
         if config.provisioning.dryRun { return try preview(plan, namespace, config, connection) }
         if !plan.labels.isEmpty || plan.annotate || plan.previousEnforce != nil {
             view.expect(namespace, ["labels"], for: settings.expectationSeconds)
@@ -296,6 +300,43 @@ public final class Provisioner: Sendable {
                                message: "pxguard restored guard policy \(name) to its canonical spec (it was changed or owned)")
             }
         }
+    }
+
+    /// Never raises the Pod Security level over running Pods the new level would
+    /// reject (calico-system, node exporters): reads the namespace's Pods (paged),
+    /// and when any would be rejected takes the raise out of the plan and reports
+    /// them (warn log line, Warning Event `PodSecurityNotRaised`), again at most once
+    /// per `resyncSeconds` while they run.
+    func holdBackPodSecurity(_ plan: inout ClusterView.Plan, _ namespace: String, _ config: Config,
+                             _ connection: KubeConnection) throws(KubeError) {
+        guard let level = plan.labels[ClusterView.podSecurityLabel] else { return }
+        var blocking: [String] = []
+        var next: String?
+        repeat {
+            let page = try send(connection, "GET", KubePath.query(try KubePath.pods(in: namespace), [("limit", "500"), ("continue", next)]))
+            for pod in page["items"]?.arrayValue ?? [] {
+                let phase = pod["status"]?["phase"]?.stringValue
+                guard phase != "Succeeded" && phase != "Failed" else { continue }
+                let reasons = PodSecurityCheck.violations(pod, level: level)
+                if !reasons.isEmpty, blocking.count < 5 {
+                    blocking.append("\(pod["metadata"]?["name"]?.stringValue ?? "?") (\(reasons.prefix(3).joined(separator: ", ")))")
+                } else if !reasons.isEmpty {
+                    blocking.append("…")
+                    break
+                }
+            }
+            next = page["metadata"]?["continue"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        } while next != nil && blocking.count < 6
+        guard !blocking.isEmpty else { return }
+        plan.labels[ClusterView.podSecurityLabel] = nil
+        plan.previousEnforce = nil
+        view.expect(namespace, ["podsecurity"], for: settings.resyncSeconds)
+        heldBack.add(1, ordering: .relaxed)
+        let pods = blocking.joined(separator: "; ")
+        logger.warn("Pod Security level not raised: running Pods would be rejected by it",
+                    [("namespace", namespace), ("level", level), ("pods", pods)])
+        events?.record(.namespace(namespace), .warning, reason: "PodSecurityNotRaised",
+                       message: "pxguard did not raise pod-security.kubernetes.io/enforce to \(level): running Pods would be rejected: \(pods). Fix or move them (or exempt the namespace), and pxguard raises the level at its next resync")
     }
 
     /// The namespace merge patch of a plan: labels, the policies annotation, and the
@@ -393,7 +434,7 @@ public final class Provisioner: Sendable {
         let actions = [("created", created.load(ordering: .relaxed)), ("repaired", repaired.load(ordering: .relaxed)),
                        ("labelled", labelled.load(ordering: .relaxed)), ("failed", failed.load(ordering: .relaxed)),
                        ("rewritten", rewritten.load(ordering: .relaxed)), ("takenOver", takenOver.load(ordering: .relaxed)),
-                       ("previewed", previewed.load(ordering: .relaxed))]
+                       ("previewed", previewed.load(ordering: .relaxed)), ("podSecurityHeldBack", heldBack.load(ordering: .relaxed))]
         for (action, value) in actions {
             out += "pxguard_provisioner_actions_total{action=\"\(action)\"} \(value)\n"
         }

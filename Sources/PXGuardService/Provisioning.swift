@@ -10,11 +10,15 @@ final class ProvisionerHandle: Sendable {
     let elector: LeaderElector?
     /// Events for what the provisioner changes (reused by the audit for its findings).
     let events: EventRecorder?
+    /// `nodeCIDRs: auto`: the Node watch (nil otherwise, or without an API).
+    let nodes: NodeAddresses?
     let offReason: String?
     let logger: Logger
 
-    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger, events: EventRecorder? = nil) {
+    init(provisioner: Provisioner?, elector: LeaderElector?, offReason: String?, logger: Logger, events: EventRecorder? = nil,
+         nodes: NodeAddresses? = nil) {
         self.events = events
+        self.nodes = nodes
         self.provisioner = provisioner
         self.elector = elector
         self.offReason = offReason
@@ -54,12 +58,15 @@ final class ProvisionerHandle: Sendable {
                                     timing: LeaderElector.Timing(), logger: logger)
         var settings = Provisioner.Settings()
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
+        let nodes = config.nodeCIDRsAuto ? NodeAddresses(client: client, prefix: config.nodePrefixLength, logger: logger) : nil
+        if let nodes { metrics.addSource { nodes.metricsText } }
         let view = ClusterView(config: config, logger: logger)
         let events = EventRecorder(client: client, instance: identity, logger: logger)
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger,
                                       events: events)
         metrics.addSource { provisioner.metricsText }
-        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger, events: events)
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, offReason: nil, logger: logger, events: events,
+                                 nodes: nodes)
     }
 
     /// Starts the watches, workers and lease (after the first log line) or says
@@ -72,6 +79,7 @@ final class ProvisionerHandle: Sendable {
         logger.info("provisioning on; R6 unguardedNamespace applies once the watched view is in sync",
                     [("identity", elector.identity)])
         spawnThread(name: "pxguard-lease") { elector.run() }
+        if let nodes { spawnThread(name: "pxguard-watch") { nodes.run() } }
         if let events { spawnThread(name: "pxguard-events") { events.run() } }
         if provisioner.view.config.provisioning.dryRun {
             logger.warn("provisioning.dryRun: the provisioner reports what it would write and writes nothing; R6 still applies")
@@ -79,11 +87,31 @@ final class ProvisionerHandle: Sendable {
         spawnThread(name: "pxguard-provision") { provisioner.run() }
     }
 
+    /// What the rules and the provisioner judge by for a configuration file's
+    /// content: with `nodeCIDRs: auto`, the explicit CIDRs merged with the blocks
+    /// around the Nodes' addresses, or before the first Node list with the blocks
+    /// found in the existing guard policies (none: `nodeAddressesPending`).
+    func effective(_ file: Config) -> Config {
+        guard file.nodeCIDRsAuto else { return file }
+        return file.withNodeBlocks(nodes?.current ?? provisioner?.view.nodeBlocksFromPolicies ?? [])
+    }
+
+    /// Calls `body` when what `effective` answers may have changed: the node blocks
+    /// changed, or the first guard policy list gave blocks before any Node list.
+    func onNodeBlocksChange(_ body: @escaping @Sendable () -> Void) {
+        nodes?.onChange { _ in body() }
+        provisioner?.view.onPolicyNodeBlocks { [nodes] _ in if nodes?.current == nil { body() } }
+    }
+
     /// A configuration reload reaches the provisioner: new canonical specs, and
     /// existing guard policies rewritten to them.
-    func reload(_ config: Config) { provisioner?.reload(config) }
+    func reload(_ config: Config) {
+        nodes?.setPrefix(config.nodePrefixLength)
+        provisioner?.reload(config)
+    }
 
     func stop() {
+        nodes?.stop()
         provisioner?.stop()
         events?.stop()
     }

@@ -76,6 +76,9 @@ public final class Service: Sendable {
     /// The config file as last loaded (a mounted ConfigMap changes by a symlink swap).
     let configFingerprint = Locked<String>("")
     let provisioner: ProvisionerHandle
+    /// The configuration file as last loaded; the rules judge by its `effective` form
+    /// (with `nodeCIDRs: auto`, the node blocks merged in).
+    let fileConfig: Locked<Config>
 
     var certFile: String { options.certDir + "/tls.crt" }
     var keyFile: String { options.certDir + "/tls.key" }
@@ -132,7 +135,11 @@ public final class Service: Sendable {
         metrics = ServiceMetrics(workers: workers)
         provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
         // Admission (R6) and the provisioner share one watched view of the cluster.
-        policies = PolicyBox(AdmissionPolicy(config: config, view: provisioner.view))
+        fileConfig = Locked(config)
+        policies = PolicyBox(AdmissionPolicy(config: provisioner.effective(config), view: provisioner.view))
+        if config.nodeCIDRsAuto && provisioner.nodes == nil {
+            logger.error("nodeCIDRs: auto needs the Kubernetes API (provisioning on) to find the nodes; until then NetworkPolicy and Service writes in guarded namespaces are refused with a retry message. List the node subnets explicitly to run without it")
+        }
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
@@ -145,6 +152,16 @@ public final class Service: Sendable {
                                   ("workers", .integer(workers))])
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
+        }
+        // nodeCIDRs: auto: a node in a new block (or the first list) reaches the rules
+        // and the provisioner as a configuration change would.
+        let (box, handle, log) = (policies, provisioner, logger)
+        let file = fileConfig
+        provisioner.onNodeBlocksChange {
+            let effective = handle.effective(file.withLock { $0 })
+            box.swap(AdmissionPolicy(config: effective, view: handle.view))
+            handle.reload(effective)
+            log.info("node subnets in force (nodeCIDRs: auto)", [("nodeCIDRs", effective.nodeCIDRs.map(\.description).joined(separator: ","))])
         }
         provisioner.begin()
         certFingerprint.withLock { $0 = fingerprint() }
@@ -276,7 +293,9 @@ public final class Service: Sendable {
     func reloadConfig() {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
-            let config = try loadConfig(options.configPath)
+            let file = try loadConfig(options.configPath)
+            fileConfig.withLock { $0 = file }
+            let config = provisioner.effective(file)
             policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
             provisioner.reload(config)
             metrics.reloads.add(1, ordering: .relaxed)

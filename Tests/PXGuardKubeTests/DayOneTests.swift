@@ -259,3 +259,42 @@ struct EventRecorderTests {
         #expect(r.queueDepth == 7)
     }
 }
+
+@Suite("Pod Security is never raised over running Pods it would reject", .serialized)
+struct PodSecurityHoldBackTests {
+    static func pod(_ namespace: String, _ name: String, hostNetwork: Bool, phase: String = "Running") -> JSON {
+        .obj(["apiVersion": "v1", "kind": "Pod", "metadata": .obj(["name": .string(name), "namespace": .string(namespace)]),
+              "spec": .obj(["hostNetwork": .bool(hostNetwork), "containers": [.obj(["name": "c", "image": "calico/node"])]]),
+              "status": .obj(["phase": .string(phase)])])
+    }
+
+    @Test("calico-like namespace: the level stays, a warn line and a Warning Event name the Pods; the guard labels and policies still go in; once the Pods are gone, the next resync raises it")
+    func heldBack() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("calico-system", labels: .obj([ClusterView.podSecurityLabel: "privileged"]))
+        api.addNamespace("apps")
+        api.put("pods", "calico-system", "calico-node-1", Self.pod("calico-system", "calico-node-1", hostNetwork: true))
+        api.put("pods", "calico-system", "done-job", Self.pod("calico-system", "done-job", hostNetwork: false, phase: "Succeeded"))
+        api.put("pods", "apps", "web", Self.pod("apps", "web", hostNetwork: false))
+        api.put("pods", "apps", "old", Self.pod("apps", "old", hostNetwork: true, phase: "Failed"))
+        let logs = LogCapture()
+        let h = try Harness(api, resync: 1, logger: logs.logger, events: true)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { canonical(api, "calico-system") && label(api, "calico-system", GuardNames.guardedLabel) == "true" })
+        #expect(eventually { label(api, "apps", ClusterView.podSecurityLabel) == "baseline" }, "finished and compliant Pods do not hold it back")
+        #expect(label(api, "calico-system", ClusterView.podSecurityLabel) == "privileged")
+        #expect(eventually { !events(api, reason: "PodSecurityNotRaised").isEmpty })
+        let event = try #require(events(api, reason: "PodSecurityNotRaised").first)
+        #expect(event["type"]?.stringValue == "Warning")
+        #expect(event["message"]?.stringValue?.contains("calico-node-1 (hostNetwork=true)") == true)
+        #expect(event["message"]?.stringValue?.contains("done-job") == false)
+        #expect(logs.matching("Pod Security level not raised").first?.contains("calico-node-1") == true)
+        #expect(h.provisioner.heldBack.load(ordering: .relaxed) >= 1)
+        // The Pod goes away: the level is raised at a later resync.
+        api.put("pods", "calico-system", "calico-node-1", nil)
+        #expect(eventually(15) { label(api, "calico-system", ClusterView.podSecurityLabel) == "baseline" })
+        #expect(api.namespace("calico-system")?["metadata"]?["annotations"]?[GuardNames.previousEnforceAnnotation]?.stringValue == "privileged")
+    }
+}

@@ -144,6 +144,29 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
     }
 
+    /// Adds (or changes) a Node with these InternalIP addresses.
+    func addNode(_ name: String, addresses: [String]) {
+        mutate { s in
+            let key = "nodes//\(name)"
+            let old = s.objects[key]
+            let object = Self.stamp(.obj([
+                "apiVersion": "v1", "kind": "Node", "metadata": .obj(["name": .string(name)]),
+                "status": .obj(["addresses": .array([.obj(["type": "Hostname", "address": .string(name)])]
+                    + addresses.map { .obj(["type": "InternalIP", "address": .string($0)]) })]),
+            ]), &s)
+            s.objects[key] = object
+            Self.record(&s, old == nil ? "ADDED" : "MODIFIED", "nodes", object, old: old)
+        }
+    }
+
+    /// Deletes a Node.
+    func deleteNode(_ name: String) {
+        mutate { s in
+            guard let old = s.objects.removeValue(forKey: "nodes//\(name)") else { return }
+            Self.record(&s, "DELETED", "nodes", Self.stamp(old, &s))
+        }
+    }
+
     /// Deletes a namespace and everything in it, as the namespace controller ends up doing.
     func deleteNamespace(_ name: String) {
         mutate { s in
@@ -359,6 +382,7 @@ final class FakeKubeAPI: @unchecked Sendable {
     /// `/api/v1/namespaces` or `/apis/networking.k8s.io/v1/networkpolicies`.
     static func collection(_ parts: [String]) -> (resource: String, namespace: String?)? {
         if parts == ["api", "v1", "namespaces"] { return ("namespaces", nil) }
+        if parts == ["api", "v1", "nodes"] { return ("nodes", nil) }
         // Core namespaced collections (Events).
         if parts.count == 5 && parts[0] == "api" && parts[2] == "namespaces" { return (parts[4], parts[3]) }
         if parts.count == 4 && parts[0] == "apis" { return (parts[3], nil) }

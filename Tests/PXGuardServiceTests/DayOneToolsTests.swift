@@ -69,3 +69,54 @@ struct DayOneToolsTests {
         #expect(readme.contains("Without `--ca-bundle` the registrations carry no `caBundle`"))
     }
 }
+
+@Suite("nodeCIDRs: auto offline: render and check", .serialized)
+struct NodeAutoToolsTests {
+    @Test("render without --config is the install bundle: its ConfigMap sets auto, RBAC may watch Nodes, and without --nodes the policies and firewall are left out, said on stderr")
+    func renderAuto() throws {
+        var notes: [String] = []
+        let all = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "all", note: { notes.append($0) })
+        #expect(notes.count == 1 && notes[0].contains("--nodes"))
+        #expect(all.contains("nodeCIDRs:\n      - auto") || all.contains("nodeCIDRs: [auto]") || all.contains("- auto\n"), "the ConfigMap sets auto")
+        #expect(!all.contains("70.0.0.0/16"), "no baked-in node subnet")
+        #expect(objects(all, kind: "NetworkPolicy").isEmpty && !all.contains("pxguard-node-firewall"))
+        #expect(all.contains("- nodes\n"), "list/watch Nodes in the ClusterRole")
+        notes.removeAll()
+        #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "policies",
+                                  note: { notes.append($0) }).isEmpty)
+        #expect(notes.count == 1)
+        let script = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "iptables")
+        #expect(script.contains("exit 1") && !script.contains("ACCEPT"), "a script that changes nothing and says why")
+        // --nodes: the blocks around the addresses, as the server computes them.
+        let policies = try renderCommand(configPath: nil, caBundle: nil, nodes: "10.4.0.11-10.4.0.14,10.7.1.2", namespace: "default", what: "policies")
+        #expect(policies.contains("10.4.0.0/24") && policies.contains("10.7.1.0/24") && !policies.contains("10.4.0.11"))
+        #expect(objects(policies, kind: "NetworkPolicy").count == 3)
+        // Explicit CIDRs beside auto render without --nodes.
+        let dir = try temporaryDirectory()
+        try "nodeCIDRs: [auto, 192.168.10.0/24]\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        notes.removeAll()
+        let explicit = try renderCommand(configPath: dir + "/c.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "policies",
+                                         note: { notes.append($0) })
+        #expect(notes.isEmpty && explicit.contains("192.168.10.0/24"))
+    }
+
+    @Test("check with auto: --nodes gives the node blocks; without node addresses it refuses (exit 2) rather than guess")
+    func checkAuto() throws {
+        let dir = try temporaryDirectory()
+        try "nodeCIDRs: [auto]\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        let bypass = """
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: open, namespace: team}
+            spec:
+              podSelector: {}
+              policyTypes: [Egress]
+              egress: [{to: [{ipBlock: {cidr: 10.4.0.9/32}}], ports: [{port: 9001}]}]
+
+            """
+        try bypass.write(toFile: dir + "/p.yaml", atomically: true, encoding: .utf8)
+        #expect(throws: CommandError.self) { _ = try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"]) }
+        #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11").code == 1)
+        #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.5.0.11").code == 0)
+    }
+}

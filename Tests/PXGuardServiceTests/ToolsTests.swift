@@ -30,7 +30,7 @@ struct ToolsTests {
         let expected = try String(contentsOfFile: resource("Golden/policies-seed.yaml"), encoding: .utf8)
         #expect(try renderCommand(configPath: resource("Golden/seed-config.yaml"), caBundle: nil, nodes: nil,
                                   namespace: "default", what: "policies") == expected)
-        let defaults = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "policies")
+        let defaults = try renderCommand(configPath: nil, caBundle: nil, nodes: "70.0.98.11", namespace: "default", what: "policies")
         #expect(defaults != expected, "the default is ports")
         #expect(defaults.contains("endPort: 9000") && !defaults.contains("port: 8099"))
     }

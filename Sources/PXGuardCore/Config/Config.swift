@@ -59,6 +59,8 @@ public enum RuleID: String, Sendable, CaseIterable, Hashable {
 /// The product configuration. Built-in defaults are the seed values; every field is
 /// valid by construction (the YAML loader validates before building one).
 public struct Config: Sendable, Equatable {
+    /// The node subnets the rules and the guard policies judge by: the explicit CIDRs,
+    /// plus with `auto` the blocks around the Nodes' addresses (`withNodeBlocks`).
     public var nodeCIDRs: [CIDR]
     public var protectedPorts: [PortRange]
     public var apiServerPort: Int
@@ -97,6 +99,13 @@ public struct Config: Sendable, Equatable {
     /// The names the guard policies are created under (SPEC "Labels, annotations, names");
     /// configurable for clusters whose own policies already use them.
     public var guardPolicyNames = GuardPolicyNames()
+
+    /// `nodeCIDRs` holds the word `auto`: the server watches Nodes (see `NodeBlocks`).
+    public var nodeCIDRsAuto = false
+    /// The CIDRs the file lists beside `auto` (all of `nodeCIDRs` without it).
+    public var explicitNodeCIDRs: [CIDR] = [CIDR("70.0.0.0/16")!]
+    /// The block guarded around each node address with `auto`.
+    public var nodePrefixLength = NodePrefixLength()
 
     /// Names of the two guard policies.
     public struct GuardPolicyNames: Sendable, Equatable {
@@ -190,7 +199,9 @@ extension Config {
         var rules: [JSON.Member] = []
         for rule in RuleID.allCases { if let m = ruleModes[rule] { rules.append(.init(rule.rawValue, .obj(["mode": .string(m.rawValue)]))) } }
         return .obj([
-            "nodeCIDRs": .array(nodeCIDRs.map { .string($0.description) }),
+            // The file's form: `auto` and the explicit CIDRs, never the discovered blocks.
+            "nodeCIDRs": .array((nodeCIDRsAuto ? [.string("auto")] : []) + explicitNodeCIDRs.map { .string($0.description) }),
+            "nodePrefixLength": .obj(["ipv4": .int(nodePrefixLength.ipv4), "ipv6": .int(nodePrefixLength.ipv6)]),
             "protectedPorts": .array(protectedPorts.map { .string($0.configNotation) }),
             "apiServerPort": .int(apiServerPort),
             "exemptNamespaces": .array(exemptNamespaces.map { .string($0) }),

@@ -205,6 +205,8 @@ public struct InstallBundle: Sendable {
 
     /// The guard policies: kube-system's, and the pair for `namespace`.
     public func policies(namespace: String) -> [JSON] {
+        // Without node addresses (`auto`, none known) a guard policy would block nothing.
+        if config.nodeAddressesPending { return [] }
         let guardPolicies = GuardPolicies(config: config)
         let kubeSystem = guardPolicies.names(for: GuardNames.kubeSystem).map { (GuardNames.kubeSystem, $0) }
         let own = namespace == GuardNames.kubeSystem ? [] : [guardPolicies.blockName, guardPolicies.allowAPIName].map { (namespace, $0) }
@@ -212,7 +214,10 @@ public struct InstallBundle: Sendable {
     }
 
     /// Everything needed to install pxguard.
-    public func all(namespace: String, configYAML: String, firewallScript: String) -> [JSON] {
+    /// `firewallScript` nil (node addresses unknown: `nodeCIDRs: auto` without
+    /// `--nodes`) leaves the node firewall ConfigMap out; the guard policies are left
+    /// out then too (`policies` is empty), and the provisioner writes them.
+    public func all(namespace: String, configYAML: String, firewallScript: String?) -> [JSON] {
         let name = config.serviceName
         let ns: JSON = .obj(["apiVersion": "v1", "kind": "Namespace", "metadata": .obj([
             "name": .string(config.namespace),
@@ -234,9 +239,14 @@ public struct InstallBundle: Sendable {
         // Least privilege: read and label namespaces, create NetworkPolicies (a
         // create cannot be limited by name), change or delete only the two guard
         // policies, and hold one named Lease in its own namespace.
+        // nodeCIDRs: auto watches Nodes for their addresses.
+        var nodeRules: [JSON] = config.nodeCIDRsAuto
+            ? [.obj(["apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]])] : []
+        // Before raising a namespace's Pod Security level, its running Pods are read.
+        if config.podSecurity != .none { nodeRules.append(.obj(["apiGroups": [""], "resources": ["pods"], "verbs": ["list"]])) }
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
-            "rules": [
+            "rules": .array([
                 .obj(["apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch", "patch"]]),
                 .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
                       "verbs": ["get", "list", "watch", "create"]]),
@@ -245,7 +255,7 @@ public struct InstallBundle: Sendable {
                       "verbs": ["update", "patch", "delete"]]),
                 // Events for every change the provisioner makes (takeovers, Pod Security raises).
                 .obj(["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]]),
-            ],
+            ] + nodeRules),
         ])
         let clusterBinding: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(name, namespaced: false),
@@ -268,7 +278,7 @@ public struct InstallBundle: Sendable {
         let configMap: JSON = .obj(["apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata("\(name)-config"),
                                     "data": .obj(["config.yaml": .string(configYAML)])])
         let firewall: JSON = .obj(["apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata("\(name)-node-firewall"),
-                                   "data": .obj(["node-iptables.sh": .string(firewallScript)])])
+                                   "data": .obj(["node-iptables.sh": .string(firewallScript ?? "")])])
         // The kubelet probes the pod IP over HTTPS without verifying the certificate;
         // the named port resolves to the container's 8443.
         let probe: (String, Int, Int) -> JSON = { path, period, failures in
@@ -338,8 +348,9 @@ public struct InstallBundle: Sendable {
             "spec": config.replicas > 1 ? .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])])
                 : .obj(["maxUnavailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
         ])
-        var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall,
-                       deployment, service, pdb]
+        var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap]
+        if firewallScript != nil { objects.append(firewall) }
+        objects += [deployment, service, pdb]
         if !config.apiServerCIDRs.isEmpty {
             // Only the API servers may open connections to the webhook port. The
             // kubelet's probes come from the pod's own node, which common CNIs

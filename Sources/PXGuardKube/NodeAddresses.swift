@@ -1,0 +1,101 @@
+public import PXGuardCore
+public import PXGuardPlatform
+
+/// `nodeCIDRs: auto`: watches Nodes (list then watch, through `Informer`) and keeps,
+/// per node, only the blocks of `nodePrefixLength` around its `InternalIP` and
+/// `ExternalIP` addresses. When the merged set of blocks changes (a node in a new
+/// block, the last node of a block gone) it reports the new set; a node joining a
+/// block already guarded changes nothing and reports nothing.
+public final class NodeAddresses: Sendable {
+    struct State {
+        var byNode: [String: [CIDR]] = [:]
+        /// The merged blocks last reported; nil until the first complete list.
+        var merged: [CIDR]?
+        var prefix: Config.NodePrefixLength
+    }
+
+    let state: Locked<State>
+    let changed = Locked<(@Sendable ([CIDR]) -> Void)?>(nil)
+    let logger: Logger
+    /// The Node informer (`run` it on its own thread).
+    public let informer: Informer
+
+    public init(client: KubeClient, prefix: Config.NodePrefixLength, settings: Informer.Settings = .init(), logger: Logger) {
+        let state = Locked(State(prefix: prefix))
+        self.state = state
+        self.logger = logger
+        struct Weak { weak var nodes: NodeAddresses? }
+        let box = Locked(Weak())
+        informer = Informer(name: "nodes", client: client, path: "/api/v1/nodes", labelSelector: nil, settings: settings, logger: logger,
+                            onList: { items in box.withLock { $0.nodes }?.replace(items) },
+                            onEvent: { type, object in box.withLock { $0.nodes }?.apply(object, deleted: type == .deleted) },
+                            onHealth: { _, _ in })
+        box.withLock { $0.nodes = self }
+    }
+
+    /// Called with the merged blocks whenever they change (after the first list).
+    public func onChange(_ body: @escaping @Sendable ([CIDR]) -> Void) { changed.withLock { $0 = body } }
+
+    /// The merged blocks, or nil before the first Node list.
+    public var current: [CIDR]? { state.withLock { $0.merged } }
+
+    /// A configuration reload may change `nodePrefixLength`: the blocks are recomputed
+    /// at the next list (the informer's relist) and reported if they changed.
+    public func setPrefix(_ prefix: Config.NodePrefixLength) { state.withLock { $0.prefix = prefix } }
+
+    /// The blocks around a Node's InternalIP and ExternalIP addresses.
+    static func blocks(of node: JSON, prefix: Config.NodePrefixLength) -> [CIDR] {
+        let addresses = (node["status"]?["addresses"]?.arrayValue ?? []).compactMap { entry -> String? in
+            let type = entry["type"]?.stringValue
+            guard type == "InternalIP" || type == "ExternalIP" else { return nil }
+            return entry["address"]?.stringValue
+        }
+        return NodeBlocks.around(addresses, prefix: prefix)
+    }
+
+    func replace(_ items: [JSON]) {
+        let report = state.withLock { s -> [CIDR]? in
+            s.byNode = [:]
+            for item in items {
+                guard let name = item["metadata"]?["name"]?.stringValue else { continue }
+                s.byNode[name] = Self.blocks(of: item, prefix: s.prefix)
+            }
+            return publish(&s)
+        }
+        if let report { announce(report) }
+    }
+
+    func apply(_ object: JSON, deleted: Bool) {
+        guard let name = object["metadata"]?["name"]?.stringValue else { return }
+        let report = state.withLock { s -> [CIDR]? in
+            s.byNode[name] = deleted ? nil : Self.blocks(of: object, prefix: s.prefix)
+            // Events before the first complete list change nothing yet.
+            return s.merged == nil ? nil : publish(&s)
+        }
+        if let report { announce(report) }
+    }
+
+    /// The merged set, when it differs from the last one reported.
+    func publish(_ s: inout State) -> [CIDR]? {
+        let merged = NodeBlocks.merge(s.byNode.values.flatMap { $0 })
+        guard merged != s.merged else { return nil }
+        s.merged = merged
+        return merged
+    }
+
+    func announce(_ blocks: [CIDR]) {
+        logger.info("node blocks changed (nodeCIDRs: auto)", [("blocks", blocks.map(\.description).joined(separator: ","))])
+        changed.withLock { $0 }?(blocks)
+    }
+
+    /// Prometheus exposition: the blocks in force and the Node watch's events.
+    public var metricsText: String {
+        var out = "# HELP pxguard_node_blocks Node subnets found from the Nodes' addresses (nodeCIDRs: auto).\n"
+        out += "# TYPE pxguard_node_blocks gauge\npxguard_node_blocks \(current?.count ?? 0)\n"
+        out += "# HELP pxguard_nodes_listed 1 once the first list of Nodes is in.\n# TYPE pxguard_nodes_listed gauge\n"
+        return out + "pxguard_nodes_listed \(current == nil ? 0 : 1)\n"
+    }
+
+    public func run() { informer.run() }
+    public func stop() { informer.stop() }
+}
