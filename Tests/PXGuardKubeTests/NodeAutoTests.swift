@@ -110,9 +110,11 @@ struct NodeAutoTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let run = try start(api, config: "nodeCIDRs: [auto]\n", dir)
         defer { run.service.stop() }
-        #expect(eventually { (try? run.validate(Self.policyCreate("team-a", cidr: "10.5.0.9/32")).allowed) == false })
-        let answer = try run.validate(Self.policyCreate("team-a", cidr: "10.5.0.9/32"))
-        #expect(answer.message.contains("bypassPolicies") && !answer.message.contains("not known yet"), "judged with the policies' blocks")
+        // (For the first moments, before even the policy list is in, the answer is the retry denial.)
+        #expect(eventually {
+            guard let answer = try? run.validate(Self.policyCreate("team-a", cidr: "10.5.0.9/32")) else { return false }
+            return !answer.allowed && answer.message.contains("bypassPolicies") && !answer.message.contains("not known yet")
+        }, "judged with the policies' blocks before any Node is listed")
         // Then the Nodes arrive: their block replaces the one taken from the policies.
         #expect(eventually(30) { canonical(api, "team-a", expected(["10.6.0.0/24"])) })
 

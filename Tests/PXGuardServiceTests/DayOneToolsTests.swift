@@ -120,3 +120,28 @@ struct NodeAutoToolsTests {
         #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.5.0.11").code == 0)
     }
 }
+
+@Suite("The cert-manager overlay under a namespace override")
+struct OverlayNamespaceTests {
+    @Test("an overlay with `namespace:` over deploy/overlays/cert-manager renders (no guard policy of kube-system and default left to collide)",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/kubectl") || FileManager.default.isExecutableFile(atPath: "/usr/local/bin/kubectl")))
+    func namespaceOverride() throws {
+        let dir = try temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/mine", withIntermediateDirectories: true)
+        try """
+            apiVersion: kustomize.config.k8s.io/v1beta1
+            kind: Kustomization
+            namespace: guard-system
+            resources:
+              - ../deploy/overlays/cert-manager
+
+            """.write(toFile: dir + "/mine/kustomization.yaml", atomically: true, encoding: .utf8)
+        // kustomize takes directory resources by relative path only: the overlay beside a copy of deploy/.
+        _ = try shell("cp -r \(repositoryRoot())/deploy \(dir)/deploy")
+        let out = try shell("kubectl kustomize \(dir)/mine 2>&1; echo rc=$?")
+        #expect(out.hasSuffix("rc=0\n"), "\(out.suffix(400))")
+        #expect(!out.contains("ID conflict"))
+        #expect(out.contains("kind: Namespace\nmetadata:\n  labels:") || out.contains("name: guard-system"))
+        #expect(objects(out, kind: "NetworkPolicy").isEmpty, "the provisioner writes the guard policies, in the namespaces where they belong")
+    }
+}
