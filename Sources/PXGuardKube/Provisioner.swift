@@ -42,6 +42,12 @@ public final class Provisioner: Sendable {
     let pacer: WritePacer
     /// Woken only by `stop`, so that a paced write waits out its slot.
     let paceWaker = Waker()
+    /// Namespaces holding policies in the previous configuration's form, in arrival
+    /// order, for the rewrite lane (`rewriteLoop`): one thread rewrites them at
+    /// `provisioning.writesPerSecond`, so that the workers stay free for new
+    /// namespaces and repairs (R6 waits on those, not on rewrites).
+    let rewriteQueue = Locked<(order: [String], head: Int, queued: Set<String>)>(([], 0, []))
+    let rewriteWake = Waker()
 
     public let created = Atomic<Int>(0)
     public let repaired = Atomic<Int>(0)
@@ -142,6 +148,7 @@ public final class Provisioner: Sendable {
     public func run() {
         for informer in informers { spawnThread(name: "pxguard-watch") { informer.run() } }
         for _ in 0..<max(1, settings.workers) { spawnThread(name: "pxguard-provision") { [self] in work() } }
+        spawnThread(name: "pxguard-rewrite") { [self] in rewriteLoop() }
         var wasLeader = false
         var nextResync = 0.0
         while !stopped.load(ordering: .relaxed) {
@@ -164,6 +171,7 @@ public final class Provisioner: Sendable {
     public func stop() {
         stopped.store(true, ordering: .relaxed)
         paceWaker.signal()
+        rewriteWake.signal()
         for informer in informers { informer.stop() }
         wake.signal()
         tick.signal()
@@ -191,7 +199,12 @@ public final class Provisioner: Sendable {
 
     /// Reconciles one namespace; returns when to try again after a failure.
     func process(_ namespace: String, _ connection: KubeConnection) -> Double? {
-        let plan = view.plan(for: namespace)
+        var plan = view.plan(for: namespace)
+        // Rewrites go to their own paced lane (a dry run only reports them, at once).
+        if !plan.rewrite.isEmpty && !view.config.provisioning.dryRun {
+            queueRewrite(namespace)
+            plan.rewrite = []
+        }
         guard !plan.isEmpty else {
             queue.withLock { $0.succeeded(namespace) }
             return nil
@@ -272,9 +285,6 @@ public final class Provisioner: Sendable {
         for name in plan.repair + plan.rewrite {
             guard let spec = policies.canonicalSpec(name: name, namespace: namespace) else { continue }
             let rewrite = plan.rewrite.contains(name)
-            // Rewrites to a new configuration's form are paced (the old form still
-            // counts as in place for R6); a repair or a new namespace's policies are not.
-            if rewrite && !pacer.acquire(waker: paceWaker, stopped: { stopped.load(ordering: .relaxed) }) { return }
             // Replace the spec whole and drop owners (an owner a user deletes would
             // have the garbage collector delete the guard); labels, annotations
             // and everything else stay as they are.
@@ -298,6 +308,65 @@ public final class Provisioner: Sendable {
                 logger.info("guard policy repaired", [("namespace", namespace), ("name", name)])
                 events?.record(.networkPolicy(name, in: namespace), .warning, reason: "GuardPolicyRepaired",
                                message: "pxguard restored guard policy \(name) to its canonical spec (it was changed or owned)")
+            }
+        }
+    }
+
+    /// Hands a namespace to the rewrite lane (once while it waits there).
+    func queueRewrite(_ namespace: String) {
+        let added = rewriteQueue.withLock { q -> Bool in
+            guard q.queued.insert(namespace).inserted else { return false }
+            q.order.append(namespace)
+            return true
+        }
+        if added { rewriteWake.signal() }
+    }
+
+    /// Namespaces waiting in the rewrite lane.
+    var rewriteDepth: Int { rewriteQueue.withLock { $0.queued.count } }
+
+    /// The rewrite lane: takes the namespaces in order and rewrites their policies
+    /// one paced write at a time. A failed write sends the namespace to the back of
+    /// the lane (the pace bounds the retries).
+    func rewriteLoop() {
+        let connection = client.connection()
+        defer { connection.close() }
+        while !stopped.load(ordering: .relaxed) {
+            guard isLeader, view.hasListed else {
+                rewriteWake.wait(seconds: 0.1)
+                continue
+            }
+            let next = rewriteQueue.withLock { q -> String? in
+                guard q.head < q.order.count else { return nil }
+                let name = q.order[q.head]
+                q.head += 1
+                q.queued.remove(name)
+                if q.head > 1024 && q.head * 2 > q.order.count {
+                    q.order.removeFirst(q.head)
+                    q.head = 0
+                }
+                return name
+            }
+            guard let namespace = next else {
+                rewriteWake.wait(seconds: 0.5)
+                continue
+            }
+            for name in view.plan(for: namespace).rewrite {
+                guard pacer.acquire(waker: paceWaker, stopped: { stopped.load(ordering: .relaxed) }) else { return }
+                var one = ClusterView.Plan()
+                one.rewrite = [name]
+                do {
+                    try apply(one, to: namespace, connection)
+                } catch {
+                    if error.code == 404 { break }
+                    let count = failed.add(1, ordering: .relaxed).newValue
+                    if count % 100 == 1 {
+                        logger.warn("guard policy rewrite failed; retrying after the others",
+                                    [("namespace", namespace), ("name", name), ("error", error.description)])
+                    }
+                    queueRewrite(namespace)
+                    break
+                }
             }
         }
     }
@@ -448,6 +517,8 @@ public final class Provisioner: Sendable {
         out += "pxguard_provisioner_api_reachable \(reachable.load(ordering: .relaxed))\n"
         out += "# HELP pxguard_provisioner_paced_writes_total Rewrites that waited for a slot at provisioning.writesPerSecond.\n"
         out += "# TYPE pxguard_provisioner_paced_writes_total counter\npxguard_provisioner_paced_writes_total \(pacer.paced.load(ordering: .relaxed))\n"
+        out += "# HELP pxguard_provisioner_rewrite_queue_depth Namespaces waiting in the paced rewrite lane.\n"
+        out += "# TYPE pxguard_provisioner_rewrite_queue_depth gauge\npxguard_provisioner_rewrite_queue_depth \(rewriteDepth)\n"
         if let events { out += events.metricsText }
         out += "# HELP pxguard_watch_restarts_total Watches restarted after a failure.\n# TYPE pxguard_watch_restarts_total counter\n"
         for i in informers { out += "pxguard_watch_restarts_total{resource=\"\(i.name)\"} \(i.restarts.load(ordering: .relaxed))\n" }

@@ -147,6 +147,29 @@ struct DayOneTests {
         #expect(h.view.state.withLock { $0.previous } == nil)
     }
 
+    @Test("a new namespace does not wait behind a paced rewrite: the rewrite lane is its own, the workers stay free")
+    func newNamespaceDuringRewrite() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        let names = (0..<10).map { "old-\($0)" }
+        for ns in names { api.addNamespace(ns) }
+        var config = Config.default
+        config.provisioning.writesPerSecond = 1
+        let h = try Harness(api, config: config)
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { names.allSatisfy { canonical(api, $0) } })
+        var next = config
+        next.nodeCIDRs = [CIDR("10.77.0.0/16")!]
+        h.provisioner.reload(next)
+        // 20 rewrites at 1 per second: about 20 s of rewriting.
+        #expect(eventually { h.provisioner.rewritten.load(ordering: .relaxed) >= 1 })
+        api.addNamespace("fresh")
+        #expect(eventually(5) { canonical(api, "fresh", next) }, "created at once, in the new form")
+        #expect(h.view.counts.rewritesPending > 5, "while most of the rewrite is still ahead")
+        #expect(h.provisioner.metricsText.contains("pxguard_provisioner_rewrite_queue_depth"))
+    }
+
     @Test("R6 rule through the view: a namespace whose policies are in the previous form is in place; one without policies is not")
     func previousFormInView() throws {
         let view = ClusterView(config: .default, logger: .none)
