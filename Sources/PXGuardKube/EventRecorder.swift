@@ -16,6 +16,7 @@ public import Synchronization
 /// `record` never blocks on I/O: events go through a bounded queue to the sender
 /// (`run`, on its own thread); a full queue drops and counts.
 public final class EventRecorder: Sendable {
+    /// Correlation and sending limits; the defaults are client-go's.
     public struct Settings: Sendable {
         /// Events per object before the spam filter refuses (client-go: 25).
         public var burst = 25
@@ -23,6 +24,7 @@ public final class EventRecorder: Sendable {
         public var refillSeconds = 300.0
         /// Distinct messages per object and reason before they are combined (client-go: 10).
         public var aggregateAfter = 10
+        /// The window in which distinct messages are counted towards `aggregateAfter`.
         public var aggregateWindowSeconds = 600.0
         /// Correlation entries kept (client-go: 4096); the oldest go first.
         public var cacheSize = 4096
@@ -30,17 +32,23 @@ public final class EventRecorder: Sendable {
         public var queueCapacity = 1000
         /// Attempts per event on transient errors.
         public var attempts = 3
+        /// Wait before the first retry (it grows linearly with the attempt).
         public var retrySeconds = 0.5
+        /// client-go's defaults.
         public init() {}
     }
 
     /// The object an Event is about (`involvedObject`).
     public struct ObjectReference: Sendable, Hashable {
+        /// `v1`, `networking.k8s.io/v1`, ...
         public var apiVersion: String
+        /// `Namespace`, `NetworkPolicy`, ...
         public var kind: String
         /// Empty for cluster-scoped objects.
         public var namespace: String
+        /// The object's name.
         public var name: String
+        /// A reference to any object.
         public init(apiVersion: String, kind: String, namespace: String = "", name: String) {
             self.apiVersion = apiVersion
             self.kind = kind
@@ -125,6 +133,9 @@ public final class EventRecorder: Sendable {
 
     /// Records an Event about `object`; returns at once (the sender writes it).
     /// Returns false when the spam filter or the queue refused it.
+    /// - Parameters:
+    ///   - reason: CamelCase, as Kubernetes reasons are (`GuardPolicyTakeover`).
+    ///   - message: what happened and what to do, for `kubectl describe`.
     @discardableResult
     public func record(_ object: ObjectReference, _ type: EventType, reason: String, message: String) -> Bool {
         let t = now()

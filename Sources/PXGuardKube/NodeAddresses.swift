@@ -20,6 +20,7 @@ public final class NodeAddresses: Sendable {
     /// The Node informer (`run` it on its own thread).
     public let informer: Informer
 
+    /// A Node watch through `client`, blocks of `prefix` around each address.
     public init(client: KubeClient, prefix: Config.NodePrefixLength, settings: Informer.Settings = .init(), logger: Logger) {
         let state = Locked(State(prefix: prefix))
         self.state = state
@@ -96,6 +97,8 @@ public final class NodeAddresses: Sendable {
         return out + "pxguard_nodes_listed \(current == nil ? 0 : 1)\n"
     }
 
+    /// Lists and watches Nodes until `stop` (run it on its own thread).
     public func run() { informer.run() }
+    /// Ends `run` within the informer's poll interval.
     public func stop() { informer.stop() }
 }

@@ -115,6 +115,7 @@ public struct Config: Sendable, Equatable {
         public var allowAPI: String = GuardNames.allowAPIPolicy
         /// The value of the `pxguard.io/policies` annotation: both names, comma-separated.
         public var annotation: String { "\(block),\(allowAPI)" }
+        /// The SPEC's names.
         public init() {}
     }
 

@@ -57,8 +57,11 @@ public enum NodeBlocks {
 extension Config {
     /// `nodePrefixLength`: the block guarded around each node address, per family.
     public struct NodePrefixLength: Sendable, Equatable {
+        /// Prefix length of an IPv4 node block (8-32).
         public var ipv4 = 24
+        /// Prefix length of an IPv6 node block (32-128).
         public var ipv6 = 64
+        /// /24 and /64.
         public init() {}
     }
 
