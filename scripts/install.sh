@@ -38,10 +38,10 @@ kubectl=${KUBECTL:-kubectl}
 config_args=()
 [ -n "$config" ] && config_args=(--config "$config")
 
-# The server's namespace and service name, as the bundle renders them.
-key() { [ -n "$config" ] && sed -n "s/^$1:[[:space:]]*\"\{0,1\}\([^\"#[:space:]]*\).*/\1/p" "$config" | head -1; }
-namespace=$(key namespace || true); namespace=${namespace:-pxguard-system}
-service=$(key serviceName || true); service=${service:-pxguard}
+# The server's namespace and service name, read by pxguard's own config loader (quoted
+# values, flow mappings, anchors): the names the bundle renders, never a guess.
+names=$("$pxguard" render "${config_args[@]}" names) || exit 2
+read -r namespace service <<< "$names"
 
 "$pxguard" certs --out "$certs" --service "$service" --namespace "$namespace" >&2
 bundle=$("$pxguard" render all "${config_args[@]}" --ca-bundle "$certs/ca.crt")

@@ -18,7 +18,13 @@ public final class ClusterView: GuardView, Sendable {
         var labelled = true
         /// The list that last saw it (a relist drops what it did not see).
         var listed: UInt32 = 0
+        /// Canonical for the configuration before the last reload: while the
+        /// provisioner rewrites policies to the new form, these count as in place for
+        /// R6 (a configuration change never denies a pod by itself).
+        var previousCanonical = false
         var canonical: Bool { drift == nil && labelled }
+        /// In place for R6: canonical now, or canonical for the previous configuration.
+        var inPlace: Bool { (drift == nil || previousCanonical) && labelled }
     }
 
     /// What the provisioner needs of a namespace, nothing more.
@@ -32,6 +38,8 @@ public final class ClusterView: GuardView, Sendable {
         var unguardedSince: Double?
         /// The list that last saw it (a relist drops what it did not see).
         var listed: UInt32 = 0
+        /// `pxguard.io/previous-enforce` is present: the level before pxguard raised it is recorded.
+        var previousRecorded = false
     }
 
     struct Entry {
@@ -45,6 +53,11 @@ public final class ClusterView: GuardView, Sendable {
         var entries: [String: Entry] = [:]
         var config: Config
         var policies: GuardPolicies
+        /// The canonical policies of the configuration before the last reload, kept
+        /// while some namespace still holds policies in that form (see `Policy.previousCanonical`).
+        var previous: GuardPolicies?
+        /// Node subnets found in the allow-api policies of the list under way (`nodeCIDRs: auto`).
+        var listedNodeBlocks: [CIDR] = []
         /// Writes made and not yet seen on the watch, by "namespace/what": until
         /// then the provisioner does not repeat them (client-go's expectations).
         var expectations: [String: Double] = [:]
@@ -55,6 +68,10 @@ public final class ClusterView: GuardView, Sendable {
     }
 
     let state: Locked<State>
+    /// `nodeCIDRs: auto` before the first Node list: the node subnets the listed
+    /// guard policies were written for (their allow-api `ipBlock`s, united), handed
+    /// to whoever judges with them meanwhile.
+    let policyNodeBlocks = Locked<(blocks: [CIDR]?, report: (@Sendable ([CIDR]) -> Void)?)>((nil, nil))
     let synced = Atomic<Bool>(false)
     let logger: Logger
     /// Namespace-to-guarded latency: bucket counts, sum and count.
@@ -65,6 +82,7 @@ public final class ClusterView: GuardView, Sendable {
     public static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
 
     public init(config: Config, logger: Logger) {
+        PolicyProjection.watch(names: config.guardPolicyNames)
         state = Locked(State(config: config, policies: GuardPolicies(config: config)))
         self.logger = logger
     }
@@ -83,7 +101,7 @@ public final class ClusterView: GuardView, Sendable {
     public func namespaceHasCanonicalPolicies(_ namespace: String) -> Bool {
         state.withLock { s in
             guard let e = s.entries[namespace] else { return false }
-            return e.block?.canonical == true && e.allowAPI?.canonical == true
+            return e.block?.inPlace == true && e.allowAPI?.inPlace == true
         }
     }
 
@@ -128,9 +146,11 @@ public final class ClusterView: GuardView, Sendable {
         if deleted {
             e.namespace = nil
         } else {
-            var ns = Namespace(guardedLabel: object.guardedLabel, annotation: object.annotation, podSecurity: object.podSecurity,
-                               terminating: object.terminating, unguardedSince: e.namespace?.unguardedSince,
-                               listed: listed == 0 ? e.namespace?.listed ?? 0 : listed)
+            var ns = Namespace(guardedLabel: object.guardedLabel,
+                               annotation: object.policiesAnnotation == s.config.guardPolicyNames.annotation,
+                               podSecurity: object.podSecurity, terminating: object.terminating,
+                               unguardedSince: e.namespace?.unguardedSince,
+                               listed: listed == 0 ? e.namespace?.listed ?? 0 : listed, previousRecorded: object.previousRecorded)
             if ns.unguardedSince == nil && !guarded(e) { ns.unguardedSince = Self.now() }
             e.namespace = ns
         }
@@ -142,8 +162,13 @@ public final class ClusterView: GuardView, Sendable {
     /// here (every NetworkPolicy is watched, so that no label a tenant can set
     /// decides what the view sees). Returns the namespace to reconcile.
     func applyPolicy(_ object: PolicyProjection, deleted: Bool) -> String? {
-        guard let guardName = object.guardName, let namespace = object.namespace else { return nil }
-        let done: Double? = state.withLock { s in apply(object, guardName, namespace, deleted: deleted, listed: 0, &s) }
+        guard let name = object.guardName, let namespace = object.namespace else { return nil }
+        let done: Double?? = state.withLock { s -> Double?? in
+            // Names come from the configuration (`guardPolicyNames`).
+            guard name == s.policies.blockName || name == s.policies.allowAPIName else { return .none }
+            return .some(apply(object, name, namespace, deleted: deleted, listed: 0, &s))
+        }
+        guard let done else { return nil }
         if let done { observe(latency: done) }
         return namespace
     }
@@ -152,17 +177,20 @@ public final class ClusterView: GuardView, Sendable {
     func apply(_ object: PolicyProjection, _ name: String, _ namespace: String, deleted: Bool, listed: UInt32, _ s: inout State) -> Double? {
         var e = s.entries[namespace] ?? Entry()
         let wasGuarded = guarded(e)
-        let before = name == GuardNames.blockPolicy ? e.block : e.allowAPI
+        let before = name == s.policies.blockName ? e.block : e.allowAPI
         var policy: Policy?
         if !deleted {
-            let drift: JSON? = switch object.spec {
-            case .some(let spec): s.policies.isCanonical(spec: spec, name: name, namespace: namespace) ? nil : spec
-            case .none: PolicyProjection.unjudgedSpec
+            var previousCanonical = false
+            var drift: JSON? = PolicyProjection.unjudgedSpec
+            if let spec = object.spec {
+                let canonical = s.policies.isCanonical(spec: spec, name: name, namespace: namespace)
+                drift = canonical ? nil : spec
+                previousCanonical = !canonical && s.previous?.isCanonical(spec: spec, name: name, namespace: namespace) == true
             }
             policy = Policy(drift: drift, ownerReferences: object.ownerReferences, labelled: object.labelled,
-                            listed: listed == 0 ? before?.listed ?? 0 : listed)
+                            listed: listed == 0 ? before?.listed ?? 0 : listed, previousCanonical: previousCanonical)
         }
-        if name == GuardNames.blockPolicy { e.block = policy } else { e.allowAPI = policy }
+        if name == s.policies.blockName { e.block = policy } else { e.allowAPI = policy }
         s.expectations[namespace + "/" + name] = nil
         var latency: Double?
         if !wasGuarded && guarded(e), let since = e.namespace?.unguardedSince {
@@ -175,7 +203,7 @@ public final class ClusterView: GuardView, Sendable {
         return latency
     }
 
-    func guarded(_ e: Entry) -> Bool { e.block?.canonical == true && e.allowAPI?.canonical == true }
+    func guarded(_ e: Entry) -> Bool { e.block?.inPlace == true && e.allowAPI?.inPlace == true }
 
     /// A list of namespaces, page by page: each page is applied as it comes, and
     /// at the end what the list did not see is dropped (deleted while we were not
@@ -212,14 +240,22 @@ public final class ClusterView: GuardView, Sendable {
     func list(_ phase: ListPhase<PolicyProjection>) -> [String] {
         switch phase {
         case .begin:
-            state.withLock { s in s.listGeneration.policies = s.listGeneration.policies &+ 1 | 1 }
+            state.withLock { s in
+                s.listGeneration.policies = s.listGeneration.policies &+ 1 | 1
+                s.listedNodeBlocks = []
+            }
             return []
         case .page(let objects):
             var latencies: [Double] = []
             let touched: [String] = state.withLock { s in
                 let generation = s.listGeneration.policies
                 return objects.compactMap { object in
-                    guard let name = object.guardName, let namespace = object.namespace else { return nil }
+                    guard let name = object.guardName, let namespace = object.namespace,
+                        name == s.policies.blockName || name == s.policies.allowAPIName
+                    else { return nil }
+                    if s.config.nodeCIDRsAuto, name == s.policies.allowAPIName, let spec = object.spec {
+                        s.listedNodeBlocks += NodeBlocks.fromAllowAPI(spec: spec)
+                    }
                     if let l = apply(object, name, namespace, deleted: false, listed: generation, &s) { latencies.append(l) }
                     return namespace
                 }
@@ -227,6 +263,10 @@ public final class ClusterView: GuardView, Sendable {
             latencies.forEach(observe)
             return touched
         case .end:
+            notePolicyNodeBlocks(state.withLock { s in
+                defer { s.listedNodeBlocks = [] }
+                return s.listedNodeBlocks
+            })
             return state.withLock { s in
                 let generation = s.listGeneration.policies
                 var gone: [String] = []
@@ -241,6 +281,22 @@ public final class ClusterView: GuardView, Sendable {
                 return gone
             }
         }
+    }
+
+    /// Node subnets found in the listed allow-api policies, or nil when none was listed.
+    public var nodeBlocksFromPolicies: [CIDR]? { policyNodeBlocks.withLock { $0.blocks } }
+
+    /// Called with the node subnets found in each complete list of guard policies.
+    public func onPolicyNodeBlocks(_ body: @escaping @Sendable ([CIDR]) -> Void) { policyNodeBlocks.withLock { $0.report = body } }
+
+    func notePolicyNodeBlocks(_ found: [CIDR]) {
+        guard !found.isEmpty else { return }
+        let blocks = NodeBlocks.merge(found)
+        let report = policyNodeBlocks.withLock { p in
+            p.blocks = blocks
+            return p.report
+        }
+        report?(blocks)
     }
 
     func observe(latency seconds: Double) {
@@ -262,19 +318,27 @@ public final class ClusterView: GuardView, Sendable {
     /// is judged again. Returns the namespaces that now need work.
     public func reload(_ config: Config) -> [String] {
         let fresh = GuardPolicies(config: config)
+        PolicyProjection.watch(names: config.guardPolicyNames)
         return state.withLock { s in
             let old = s.policies
             s.config = config
             s.policies = fresh
+            // Renamed guard policies are other objects: the view forgets the old names'
+            // entries (the informer's next events bring the new names' in) and nothing
+            // counts as in place by the old form.
+            let renamed = old.blockName != fresh.blockName || old.allowAPIName != fresh.allowAPIName
+            s.previous = renamed ? nil : old
             for (namespace, var e) in s.entries {
-                func rejudge(_ p: Policy?, _ name: String) -> Policy? {
-                    guard var p else { return nil }
-                    let spec = p.drift ?? old.canonicalSpec(name: name, namespace: namespace) ?? .object([])
-                    p.drift = fresh.isCanonical(spec: spec, name: name, namespace: namespace) ? nil : spec
+                func rejudge(_ p: Policy?, _ name: String, _ oldName: String) -> Policy? {
+                    guard var p, !renamed else { return nil }
+                    let spec = p.drift ?? old.canonicalSpec(name: oldName, namespace: namespace) ?? .object([])
+                    let canonical = fresh.isCanonical(spec: spec, name: name, namespace: namespace)
+                    p.drift = canonical ? nil : spec
+                    p.previousCanonical = !canonical && old.isCanonical(spec: spec, name: oldName, namespace: namespace)
                     return p
                 }
-                e.block = rejudge(e.block, GuardNames.blockPolicy)
-                e.allowAPI = rejudge(e.allowAPI, GuardNames.allowAPIPolicy)
+                e.block = rejudge(e.block, fresh.blockName, old.blockName)
+                e.allowAPI = rejudge(e.allowAPI, fresh.allowAPIName, old.allowAPIName)
                 s.entries[namespace] = e
             }
             s.expectations.removeAll()
@@ -296,7 +360,15 @@ public final class ClusterView: GuardView, Sendable {
         /// Guard-named policies without pxguard's label: read, then rewritten
         /// canonical with the label (other labels and annotations kept).
         var adopt: [String] = []
-        var isEmpty: Bool { labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty && adopt.isEmpty }
+        /// Raising the Pod Security level: the level it had (empty when none), recorded
+        /// in `pxguard.io/previous-enforce` unless already there.
+        var previousEnforce: String?
+        /// Guard policies in the previous configuration's form, to rewrite to the
+        /// current one (the same write as a repair; paced and counted apart).
+        var rewrite: [String] = []
+        var isEmpty: Bool {
+            labels.isEmpty && !annotate && create.isEmpty && repair.isEmpty && adopt.isEmpty && rewrite.isEmpty
+        }
     }
 
     func plan(_ namespace: String, _ s: State, now: Double) -> Plan {
@@ -310,17 +382,26 @@ public final class ClusterView: GuardView, Sendable {
             if !ns.guardedLabel { plan.labels[GuardNames.guardedLabel] = "true" }
             plan.annotate = !ns.annotation
             let level = s.config.podSecurity
-            if level != .none && PodSecurityLevel.rank(ofLabel: ns.podSecurity) < PodSecurityLevel.rank(ofLabel: level.rawValue) {
+            // "podsecurity" pending: held back over running Pods it would reject (see Provisioner).
+            if level != .none && PodSecurityLevel.rank(ofLabel: ns.podSecurity) < PodSecurityLevel.rank(ofLabel: level.rawValue)
+                && !pending("podsecurity") {
                 plan.labels[Self.podSecurityLabel] = level.rawValue
+                // The first raise records what was there; a later one (podSecurity
+                // raised again) keeps the level the namespace had before pxguard.
+                if !ns.previousRecorded { plan.previousEnforce = ns.podSecurity ?? "" }
             }
         }
-        // A cluster-scoped guard replaces the per-namespace policies: labels only.
-        let provisionPolicies = !s.config.activeBackend.isClusterScoped
+        // A cluster-scoped guard replaces the per-namespace policies: labels only. With
+        // nodeCIDRs: auto and no node address known yet, a guard policy would block
+        // nothing: none is written until the first Node list (R6 waits meanwhile).
+        let provisionPolicies = !s.config.activeBackend.isClusterScoped && !s.config.nodeAddressesPending
         for name in names where provisionPolicies && !pending(name) {
-            let p = name == GuardNames.blockPolicy ? e.block : e.allowAPI
+            let p = name == s.policies.blockName ? e.block : e.allowAPI
             if let p {
                 if !p.labelled {
                     plan.adopt.append(name)
+                } else if p.previousCanonical && !p.ownerReferences {
+                    plan.rewrite.append(name)
                 } else if !p.canonical || p.ownerReferences {
                     plan.repair.append(name)
                 }
@@ -350,7 +431,16 @@ public final class ClusterView: GuardView, Sendable {
         state.withLock { s in
             let now = Self.now()
             s.expectations = s.expectations.filter { $0.value > now }
+            // The previous form stops counting once no policy holds it any more.
+            if s.previous != nil && Self.previousForm(s) == 0 { s.previous = nil }
             return s.entries.keys.filter { !plan($0, s, now: now).isEmpty }
+        }
+    }
+
+    /// Guard policies still in the previous configuration's form (being rewritten).
+    static func previousForm(_ s: State) -> Int {
+        s.entries.values.reduce(0) { n, e in
+            n + (e.block?.previousCanonical == true ? 1 : 0) + (e.allowAPI?.previousCanonical == true ? 1 : 0)
         }
     }
 
@@ -360,14 +450,18 @@ public final class ClusterView: GuardView, Sendable {
     public struct Counts: Sendable {
         public var namespaces = 0
         public var policies = 0
-        /// Guarded, live namespaces without both canonical policies.
+        /// Guarded, live namespaces without both policies in place (canonical, or
+        /// canonical for the previous configuration while rewrites proceed).
         public var unguarded = 0
+        /// Guard policies still in the previous configuration's form.
+        public var rewritesPending = 0
     }
 
     /// Counted under the lock, in one pass (metrics scrapes).
     public var counts: Counts {
         state.withLock { s in
             var c = Counts()
+            c.rewritesPending = Self.previousForm(s)
             for (name, e) in s.entries {
                 c.policies += (e.block == nil ? 0 : 1) + (e.allowAPI == nil ? 0 : 1)
                 guard let ns = e.namespace else { continue }
@@ -391,6 +485,8 @@ public final class ClusterView: GuardView, Sendable {
         out += "pxguard_view_objects{kind=\"namespace\"} \(c.namespaces)\npxguard_view_objects{kind=\"policy\"} \(c.policies)\n"
         out += "# HELP pxguard_view_synced 1 while the watched view is in sync (R6 applies).\n# TYPE pxguard_view_synced gauge\n"
         out += "pxguard_view_synced \(isSynced ? 1 : 0)\n"
+        out += "# HELP pxguard_provisioner_rewrites_pending Guard policies still in the previous configuration's form (count as in place for R6 while rewritten).\n"
+        out += "# TYPE pxguard_provisioner_rewrites_pending gauge\npxguard_provisioner_rewrites_pending \(c.rewritesPending)\n"
         let l = latency.withLock { $0 }
         out += "# HELP pxguard_namespace_guarded_seconds Time from a namespace being seen unguarded to both guard policies canonical.\n"
         out += "# TYPE pxguard_namespace_guarded_seconds histogram\n"
@@ -412,13 +508,17 @@ public struct NamespaceProjection: KubeProjection {
     public static let fields: [[String]] = [
         ["metadata", "labels", GuardNames.guardedLabel], ["metadata", "labels", ClusterView.podSecurityLabel],
         ["metadata", "annotations", GuardNames.policiesAnnotation], ["status", "phase"], ["metadata", "deletionTimestamp"],
+        ["metadata", "annotations", GuardNames.previousEnforceAnnotation],
     ]
     /// The namespace's name.
     public var name: String?
     var guardedLabel: Bool
-    var annotation: Bool
+    /// The `pxguard.io/policies` annotation (compared with the configured names by the view).
+    var policiesAnnotation: String?
     var podSecurity: String?
     var terminating: Bool
+    /// `pxguard.io/previous-enforce` is present (over the budget counts as present: never overwritten).
+    var previousRecorded: Bool
 
     /// Fields over the budget read as "not as pxguard wants it" (the provisioner
     /// writes them again), never as absent-and-fine.
@@ -426,9 +526,10 @@ public struct NamespaceProjection: KubeProjection {
         name = object.name
         let f = object.fields
         guardedLabel = f.string(0) == "true"
-        annotation = f.string(2) == GuardNames.policiesAnnotationValue
+        policiesAnnotation = f.overBudget[2] ? nil : f.string(2)
         podSecurity = f.overBudget[1] ? nil : f.string(1)
         terminating = f.string(3) == "Terminating" || f.raw[4] != nil || f.overBudget[4]
+        previousRecorded = f.raw[5] != nil || f.overBudget[5]
     }
 }
 
@@ -450,10 +551,19 @@ public struct PolicyProjection: KubeProjection {
     var ownerReferences: Bool
     var labelled: Bool
 
+    /// Every guard name a view in this process was configured with (the defaults, and
+    /// `guardPolicyNames`): the spec of a policy by any other name is skipped as it
+    /// streams past. Only grows; the view still judges by its own configuration.
+    static let watchedNames = Locked<Set<String>>([GuardNames.blockPolicy, GuardNames.allowAPIPolicy])
+
+    static func watch(names: Config.GuardPolicyNames) {
+        watchedNames.withLock { $0.formUnion([names.block, names.allowAPI]) }
+    }
+
     public init(_ object: KubeObject) {
         namespace = object.namespace
         let f = object.fields
-        guard let name = object.name, name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy else {
+        guard let name = object.name, Self.watchedNames.withLock({ $0.contains(name) }) else {
             guardName = nil
             ownerReferences = false
             labelled = false

@@ -48,10 +48,13 @@ public func certsCommand(out: String, service: String, namespace: String, days: 
 }
 
 /// `pxguard render`: the guard's artifacts as YAML (the iptables rules as a script).
+/// `note` receives what the output leaves out and why (the command line prints it on stderr).
 public func renderCommand(configPath: String?, caBundle: String?, nodes: String?, namespace: String, what: String,
-                          guardBackend: String? = nil) throws(CommandError) -> String
+                          guardBackend: String? = nil, note: (String) -> Void = { _ in })
+    throws(CommandError) -> String
 {
-    var config = try loadConfig(configPath)
+    // Without --config: the install bundle's configuration (nodeCIDRs: [auto]).
+    var config = configPath == nil ? Config.install : try loadConfig(configPath)
     if let guardBackend {
         guard let backend = GuardBackend(rawValue: guardBackend) else {
             throw CommandError("--guard-backend \"\(guardBackend)\": expected "
@@ -69,17 +72,28 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
     } catch {
         throw CommandError(error.description)
     }
+    // nodeCIDRs: auto takes the node subnets from --nodes: the blocks around them, as the server would.
+    if let nodeList { config = config.withNodeBlocks(NodeBlocks.around(nodeList, prefix: config.nodePrefixLength)) }
+    let unknown = config.nodeAddressesPending && ["policies", "iptables", "all"].contains(what)
+    if unknown {
+        note("nodeCIDRs is auto and no --nodes was given: the guard policies and the node firewall script are left out "
+             + "(they need node addresses; the server finds them from the Nodes and writes the policies). "
+             + "Give --nodes LIST to render them.")
+    }
     let bundle = InstallBundle(config: config, caBundlePEM: pem)
-    let firewall = NodeFirewall(config: config, nodes: nodeList).script
+    let firewall = unknown ? nil : NodeFirewall(config: config, nodes: nodeList).script
     switch what {
     case "policies": return YAMLEmitter.documents(bundle.policies(namespace: namespace))
-    case "iptables": return firewall
+    case "iptables": return firewall ?? NodeFirewall.unrendered
     case "webhooks": return YAMLEmitter.documents(bundle.webhooks)
+    // For scripts (install.sh): the server's namespace and service name as the config
+    // loader reads them (quotes, anchors, flow style), on one line. Both are DNS labels.
+    case "names": return "\(config.namespace) \(config.serviceName)\n"
     case "all":
         return YAMLEmitter.documents(bundle.all(namespace: namespace, configYAML: YAMLEmitter.emit(config.document),
                                                 firewallScript: firewall))
     default:
-        throw CommandError("unknown render target \"\(what)\"; expected policies, iptables, webhooks or all")
+        throw CommandError("unknown render target \"\(what)\"; expected policies, iptables, webhooks, all or names")
     }
 }
 
@@ -166,10 +180,24 @@ public struct CheckResult: Sendable {
 /// `pxguard check`: each object evaluated as a CREATE by the same rules. Inputs that
 /// cannot be read are reported and the rest still checked. Exit 2 when any input
 /// was bad, else 1 when anything was denied, else 0.
-public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text)
+public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text,
+                         nodes: String? = nil)
     throws(CommandError) -> CheckResult
 {
-    let policy = AdmissionPolicy(config: try loadConfig(configPath))
+    var config = try loadConfig(configPath)
+    if let nodes {
+        do {
+            let list = try NodeFirewall.parseNodes(nodes)
+            config = config.withNodeBlocks(NodeBlocks.around(list, prefix: config.nodePrefixLength))
+        } catch {
+            throw CommandError(error.description)
+        }
+    }
+    guard !config.nodeAddressesPending else {
+        throw CommandError("check: nodeCIDRs is auto and no node address is known offline: give --nodes LIST "
+                           + "(node addresses, e.g. from kubectl get nodes -o wide), or explicit CIDRs beside auto")
+    }
+    let policy = AdmissionPolicy(config: config)
     let entries = ManifestReader(recursive: recursive).read(files)
     var report = ""
     var errors: [String] = []

@@ -13,6 +13,10 @@ final class ProvisionerHandle: Sendable {
     let elector: LeaderElector?
     /// Self-managed certificates and managed registrations, when the config turns them on.
     let upkeep: ClusterUpkeep?
+    /// Events for what the provisioner changes (reused by the audit for its findings).
+    let events: EventRecorder?
+    /// `nodeCIDRs: auto`: the Node watch (nil otherwise, or without an API).
+    let nodes: NodeAddresses?
     let offReason: String?
     let logger: Logger
     /// The cluster-scoped guard's keeper (nil without an API).
@@ -21,7 +25,10 @@ final class ProvisionerHandle: Sendable {
     let backends: GuardBackendSelection
 
     init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger,
-         clusterGuard: ClusterGuard? = nil, backends: GuardBackendSelection) {
+         clusterGuard: ClusterGuard? = nil, backends: GuardBackendSelection, events: EventRecorder? = nil,
+         nodes: NodeAddresses? = nil) {
+        self.events = events
+        self.nodes = nodes
         self.provisioner = provisioner
         self.elector = elector
         self.upkeep = upkeep
@@ -68,15 +75,19 @@ final class ProvisionerHandle: Sendable {
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
         let backends = GuardBackendSelection(client: client, logger: logger)
         let config = backends.resolve(config)
+        let nodes = config.nodeCIDRsAuto ? NodeAddresses(client: client, prefix: config.nodePrefixLength, logger: logger) : nil
+        if let nodes { metrics.addSource { nodes.metricsText } }
         let view = ClusterView(config: config, logger: logger)
-        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
+        let events = EventRecorder(client: client, instance: identity, logger: logger)
+        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger,
+                                      events: events)
         let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
         if let upkeep { metrics.addSource { upkeep.metricsText } }
         let clusterGuard = ClusterGuard(client: client, config: config, elector: elector, settings: ClusterGuard.Settings(),
                                         logger: logger, view: view)
         metrics.addSource { provisioner.metricsText + clusterGuard.metricsText }
         return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger,
-                                 clusterGuard: clusterGuard, backends: backends)
+                                 clusterGuard: clusterGuard, backends: backends, events: events, nodes: nodes)
     }
 
     /// True when the Lease holder keeps the certificates Secret (self-managed, API configured).
@@ -113,14 +124,36 @@ final class ProvisionerHandle: Sendable {
         logger.info("provisioning on; R6 unguardedNamespace applies once the watched view is in sync",
                     [("identity", elector.identity)])
         spawnThread(name: "pxguard-lease") { elector.run() }
+        if let nodes { spawnThread(name: "pxguard-watch") { nodes.run() } }
+        if let events { spawnThread(name: "pxguard-events") { events.run() } }
+        if provisioner.view.config.provisioning.dryRun {
+            logger.warn("provisioning.dryRun: the provisioner reports what it would write and writes nothing; R6 still applies")
+        }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
         if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }
         if let clusterGuard { spawnThread(name: "pxguard-guard") { clusterGuard.run() } }
     }
 
+    /// What the rules and the provisioner judge by for a configuration file's
+    /// content: with `nodeCIDRs: auto`, the explicit CIDRs merged with the blocks
+    /// around the Nodes' addresses, or before the first Node list with the blocks
+    /// found in the existing guard policies (none: `nodeAddressesPending`).
+    func effective(_ file: Config) -> Config {
+        guard file.nodeCIDRsAuto else { return file }
+        return file.withNodeBlocks(nodes?.current ?? provisioner?.view.nodeBlocksFromPolicies ?? [])
+    }
+
+    /// Calls `body` when what `effective` answers may have changed: the node blocks
+    /// changed, or the first guard policy list gave blocks before any Node list.
+    func onNodeBlocksChange(_ body: @escaping @Sendable () -> Void) {
+        nodes?.onChange { _ in body() }
+        provisioner?.view.onPolicyNodeBlocks { [nodes] _ in if nodes?.current == nil { body() } }
+    }
+
     /// A configuration reload reaches the provisioner: new canonical specs, and
     /// existing guard policies rewritten to them.
     func reload(_ config: Config) {
+        nodes?.setPrefix(config.nodePrefixLength)
         // The view first: the cluster guard judges "NetworkPolicies in place" by it.
         provisioner?.reload(config)
         clusterGuard?.reload(config)
@@ -145,9 +178,11 @@ final class ProvisionerHandle: Sendable {
     }
 
     func stop() {
+        nodes?.stop()
         upkeep?.stop()
         clusterGuard?.stop()
         provisioner?.stop()
+        events?.stop()
     }
 }
 

@@ -83,6 +83,9 @@ public final class Service: Sendable {
     let provisioner: ProvisionerHandle
     /// The plain-HTTP listener for `/metrics` and `/healthz`, when configured.
     public let metricsListener: PlainHTTPListener?
+    /// The configuration file as last loaded; the rules judge by its `effective` form
+    /// (with `nodeCIDRs: auto`, the node blocks merged in).
+    let fileConfig: Locked<Config>
 
     var certFile: String { options.certDir + "/tls.crt" }
     var keyFile: String { options.certDir + "/tls.key" }
@@ -145,7 +148,12 @@ public final class Service: Sendable {
         serverConfiguration.workers = workers
         metrics.addSource { [provisioner] in provisioner.backends.metricsText }
         // Admission (R6) and the provisioner share one watched view of the cluster, and one guard backend.
-        policies = PolicyBox(AdmissionPolicy(config: provisioner.backends.applying(to: config), view: provisioner.view))
+        fileConfig = Locked(provisioner.backends.applying(to: config))
+        policies = PolicyBox(AdmissionPolicy(config: provisioner.effective(provisioner.backends.applying(to: config)),
+                                             view: provisioner.view))
+        if config.nodeCIDRsAuto && provisioner.nodes == nil {
+            logger.error("nodeCIDRs: auto needs the Kubernetes API (provisioning on) to find the nodes; until then NetworkPolicy and Service writes in guarded namespaces are refused with a retry message. List the node subnets explicitly to run without it")
+        }
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
@@ -172,6 +180,16 @@ public final class Service: Sendable {
         }
         if generated {
             logger.info("generated development certificates", [("dir", options.certDir)])
+        }
+        // nodeCIDRs: auto: a node in a new block (or the first list) reaches the rules
+        // and the provisioner as a configuration change would.
+        let (box, handle, log) = (policies, provisioner, logger)
+        let file = fileConfig
+        provisioner.onNodeBlocksChange {
+            let effective = handle.effective(file.withLock { $0 })
+            box.swap(AdmissionPolicy(config: effective, view: handle.view))
+            handle.reload(effective)
+            log.info("node subnets in force (nodeCIDRs: auto)", [("nodeCIDRs", effective.nodeCIDRs.map(\.description).joined(separator: ","))])
         }
         provisioner.begin()
         certFingerprint.withLock { $0 = fingerprint() }
@@ -305,7 +323,9 @@ public final class Service: Sendable {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
             // guardBackend auto: discovery again, so a CNI installed since is picked up.
-            let config = provisioner.backends.resolve(try loadConfig(options.configPath))
+            let file = provisioner.backends.resolve(try loadConfig(options.configPath))
+            fileConfig.withLock { $0 = file }
+            let config = provisioner.effective(file)
             policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
             provisioner.reload(config)
             metrics.reloads.add(1, ordering: .relaxed)

@@ -29,13 +29,35 @@ public struct ConfigLoader {
             let key = keyNode.scalar ?? ""
             switch key {
             case "nodeCIDRs":
-                config.nodeCIDRs = try list(value, key).map { (node) throws(YAMLError) -> CIDR in
-                    guard let c = try CIDR(string(node, key)) else {
-                        throw fail(node, "\(key): expected a CIDR such as 70.0.0.0/16 or fd00::/64, got \(quoted(node))")
+                let items = try list(value, key)
+                config.nodeCIDRsAuto = false
+                config.nodeCIDRs = []
+                for node in items {
+                    let text = try string(node, key)
+                    if text == "auto" {
+                        config.nodeCIDRsAuto = true
+                        continue
                     }
-                    return c
+                    guard let c = CIDR(text) else {
+                        throw fail(node, "\(key): expected a CIDR such as 70.0.0.0/16 or fd00::/64, or auto, got \(quoted(node))")
+                    }
+                    config.nodeCIDRs.append(c)
                 }
-                if config.nodeCIDRs.isEmpty { throw fail(value, "\(key): expected at least one node subnet") }
+                config.explicitNodeCIDRs = config.nodeCIDRs
+                if items.isEmpty { throw fail(value, "\(key): expected at least one node subnet, or auto") }
+            case "nodePrefixLength":
+                if case .mapping = value.value {
+                    for (k, v) in try mapping(value, key) {
+                        switch k.scalar ?? "" {
+                        case "ipv4": config.nodePrefixLength.ipv4 = try int(v, "nodePrefixLength.ipv4", 8...32)
+                        case "ipv6": config.nodePrefixLength.ipv6 = try int(v, "nodePrefixLength.ipv6", 32...128)
+                        default: throw fail(k, "nodePrefixLength: unknown key \(quoted(k)); expected ipv4 or ipv6")
+                        }
+                    }
+                } else {
+                    // One number is the IPv4 length (the common case); IPv6 keeps /64.
+                    config.nodePrefixLength.ipv4 = try int(value, key, 8...32)
+                }
             case "apiServerCIDRs":
                 config.apiServerCIDRs = try list(value, key).map { (node) throws(YAMLError) -> CIDR in
                     guard let c = try CIDR(string(node, key)) else {
@@ -80,8 +102,21 @@ public struct ConfigLoader {
                     switch k.scalar ?? "" {
                     case "enabled": config.provisioning.enabled = try bool(v, "provisioning.enabled")
                     case "resyncSeconds": config.provisioning.resyncSeconds = try int(v, "provisioning.resyncSeconds", 5...86_400)
-                    default: throw fail(k, "provisioning: unknown key \(quoted(k)); expected enabled or resyncSeconds")
+                    case "writesPerSecond": config.provisioning.writesPerSecond = try int(v, "provisioning.writesPerSecond", 1...10_000)
+                    case "dryRun": config.provisioning.dryRun = try bool(v, "provisioning.dryRun")
+                    default: throw fail(k, "provisioning: unknown key \(quoted(k)); expected enabled, resyncSeconds, writesPerSecond or dryRun")
                     }
+                }
+            case "guardPolicyNames":
+                for (k, v) in try mapping(value, key) {
+                    switch k.scalar ?? "" {
+                    case "block": config.guardPolicyNames.block = try name(v, "guardPolicyNames.block")
+                    case "allowAPI": config.guardPolicyNames.allowAPI = try name(v, "guardPolicyNames.allowAPI")
+                    default: throw fail(k, "guardPolicyNames: unknown key \(quoted(k)); expected block or allowAPI")
+                    }
+                }
+                if config.guardPolicyNames.block == config.guardPolicyNames.allowAPI {
+                    throw fail(value, "guardPolicyNames: block and allowAPI must differ; give each policy its own name")
                 }
             case "namespace": config.namespace = try name(value, key)
             case "serviceName": config.serviceName = try name(value, key)

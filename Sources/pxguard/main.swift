@@ -60,6 +60,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
               help: "Manifest file (multi-document YAML, JSON objects, lists) or directory (.yaml, .yml, .json files), or - for standard input."),
         .init("recursive", short: "R", value: nil, help: "Read the directories given with -f recursively."),
         .init("output", short: "o", value: "FORMAT", help: "text (default) or json."),
+        .init("nodes", value: "LIST", help: "With nodeCIDRs: auto, the node addresses to judge with (the blocks around them)."),
     ], positional: ("FILE", "More manifest files: -f a.yaml b.yaml works like -f a.yaml -f b.yaml."), positionalRepeats: true), { arguments in
         let files = arguments.strings("file") + arguments.positionals
         guard !files.isEmpty else { throw CommandError("check: give at least one manifest with -f FILE") }
@@ -68,7 +69,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
             throw CommandError("check: unknown output format \"\(format)\"; expected text or json")
         }
         let result = try checkCommand(configPath: arguments.string("config"), files: files,
-                                      recursive: arguments.flag("recursive"), output: output)
+                                      recursive: arguments.flag("recursive"), output: output, nodes: arguments.string("nodes"))
         print(result.report, terminator: "")
         for line in result.errors {
             let text = "pxguard: " + line + "\n"
@@ -100,14 +101,17 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
     (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
         configOption,
         .init("ca-bundle", value: "FILE", help: "PEM CA bundle to put in the webhooks' caBundle."),
-        .init("nodes", value: "LIST", help: "Node addresses and ranges for iptables, e.g. 70.0.98.11-70.0.98.14,70.0.98.20."),
+        .init("nodes", value: "LIST", help: "Node addresses and ranges, e.g. 70.0.98.11-70.0.98.14,70.0.98.20: the iptables sources, and with nodeCIDRs: auto the node blocks."),
         .init("namespace", value: "NS", help: "Namespace to render the namespaced guard policies for (default default)."),
         .init("guard-backend", value: "NAME", help: "networkpolicy, adminnetworkpolicy, calico, cilium or auto (default: the config's; auto renders networkpolicy offline)."),
-    ], positional: ("WHAT", "policies, iptables, webhooks or all (default all).")), { arguments in
+    ], positional: ("WHAT", "policies, iptables, webhooks, all, or names (the namespace and service name, for scripts) (default all).")), { arguments in
         print(try renderCommand(configPath: arguments.string("config"), caBundle: arguments.string("ca-bundle"),
                                 nodes: arguments.string("nodes"), namespace: arguments.string("namespace") ?? "default",
-                                what: arguments.positionals.first ?? "all", guardBackend: arguments.string("guard-backend")),
-              terminator: "")
+                                what: arguments.positionals.first ?? "all", guardBackend: arguments.string("guard-backend"),
+                                note: { text in
+                                    let line = "pxguard: " + text + "\n"
+                                    _ = line.withCString { write(2, $0, strlen($0)) }
+                                }), terminator: "")
     }),
     (CommandSpec("certs", abstract: "Write ca.crt, ca.key, tls.crt and tls.key (EC P-256) for the webhook service.", options: [
         .init("out", value: "DIR", help: "Output directory (default certs)."),

@@ -184,7 +184,10 @@ struct AuditJudgeTests {
         #expect(event.contains("repaired NetworkPolicy team-a/wide"))
         let repaired = try JSONPatchApplier.apply(try JSON(parsing: patch), to: policy)
         // No bypass left, and still everything off the nodes (else the seed block would widen it).
-        #expect(try auditRecord(repaired).findings.isEmpty)
+        // (The seed style's block allows IPv4 only; the ports style's also IPv6, which this IPv4 policy never allowed.)
+        var seed = Config.default
+        seed.policyStyle = .seed
+        #expect(try auditRecord(repaired, AuditJudge(config: seed)).findings.isEmpty)
         // Nothing to repair: no bypass, a guard policy, an exempt namespace.
         for object in [networkPolicy(name: "db", namespace: "team-a", spec: databaseOnly),
                        networkPolicy(name: "wide", namespace: "kube-system", spec: spec)] + guardPolicyObjects("team-a") {
@@ -269,7 +272,9 @@ struct GuardWideningTests {
 
     @Test("the note names what is opened; a cluster-scoped backend reports nothing")
     func message() throws {
-        let r = try auditRecord(networkPolicy(name: "db", namespace: "team-a", spec: databaseOnly))
+        var seed = Config.default
+        seed.policyStyle = .seed
+        let r = try auditRecord(networkPolicy(name: "db", namespace: "team-a", spec: databaseOnly), AuditJudge(config: seed))
         let note = try #require(r.findings.first { $0.check == .guardWidens })
         #expect(note.message.contains("team-a/db") && note.message.contains("0.0.0.0/2") && note.message.contains("TCP/1-5431"))
         let judge = AuditJudge(config: .default, reportsGuardWidening: false)

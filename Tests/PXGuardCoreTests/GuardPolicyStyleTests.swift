@@ -98,10 +98,10 @@ struct GuardPolicyStyleTests {
         return config
     }
 
-    @Test("seed style stays the default and renders the seed's block policy")
+    @Test("ports is the default; seed style stays available and renders the seed's block policy")
     func seedUnchanged() {
-        #expect(Config.default.policyStyle == .seed)
-        let spec = GuardPolicies(config: .default).namespaceBlockSpec
+        #expect(Config.default.policyStyle == .ports)
+        let spec = GuardPolicies(config: Self.config(.seed)).namespaceBlockSpec
         #expect(spec.serialized == #"{"podSelector":{},"policyTypes":["Egress"],"egress":[{"to":[{"ipBlock":{"cidr":"0.0.0.0/0","except":["70.0.0.0/16"]}}]}]}"#)
     }
 
@@ -116,7 +116,7 @@ struct GuardPolicyStyleTests {
 
     @Test("ports style: kube-system keeps its selector; allow-api is the seed's")
     func portsKubeSystem() {
-        let seed = GuardPolicies(config: .default)
+        let seed = GuardPolicies(config: Self.config(.seed))
         let ports = GuardPolicies(config: Self.config(.ports))
         #expect(ports.kubeSystemBlockSpec["podSelector"] == seed.kubeSystemBlockSpec["podSelector"])
         #expect(ports.kubeSystemBlockSpec["egress"] == ports.namespaceBlockSpec["egress"])
@@ -159,7 +159,7 @@ struct GuardPolicyStyleTests {
 
     @Test("seed style (oracle): the block policy cuts every path to the nodes")
     func seedBlocksAllNodePorts() {
-        let config = Config.default
+        let config = Self.config(.seed)
         let block = GuardPolicies(config: config).namespaceBlockSpec
         let d = EgressEvaluator.Destination(family: .v4, address: config.nodeCIDRs[0].range.lower, proto: .udp, port: 53)
         #expect(!EgressEvaluator().allows(block, d))
@@ -185,7 +185,7 @@ struct GuardPolicyStyleTests {
                    object: networkPolicy(name: GuardNames.blockPolicy, labels: managed, spec: spec))
         }
         #expect(try validate(create(policies.namespaceBlockSpec).bytes, policy).allowed)
-        let seedSpec = GuardPolicies(config: .default).namespaceBlockSpec
+        let seedSpec = GuardPolicies(config: Self.config(.seed)).namespaceBlockSpec
         #expect(try validate(create(seedSpec).bytes, policy).allowed == false)
     }
 

@@ -152,6 +152,29 @@ final class FakeKubeAPI: @unchecked Sendable {
         }
     }
 
+    /// Adds (or changes) a Node with these InternalIP addresses.
+    func addNode(_ name: String, addresses: [String]) {
+        mutate { s in
+            let key = "nodes//\(name)"
+            let old = s.objects[key]
+            let object = Self.stamp(.obj([
+                "apiVersion": "v1", "kind": "Node", "metadata": .obj(["name": .string(name)]),
+                "status": .obj(["addresses": .array([.obj(["type": "Hostname", "address": .string(name)])]
+                    + addresses.map { .obj(["type": "InternalIP", "address": .string($0)]) })]),
+            ]), &s)
+            s.objects[key] = object
+            Self.record(&s, old == nil ? "ADDED" : "MODIFIED", "nodes", object, old: old)
+        }
+    }
+
+    /// Deletes a Node.
+    func deleteNode(_ name: String) {
+        mutate { s in
+            guard let old = s.objects.removeValue(forKey: "nodes//\(name)") else { return }
+            Self.record(&s, "DELETED", "nodes", Self.stamp(old, &s))
+        }
+    }
+
     /// Deletes a namespace and everything in it, as the namespace controller ends up doing.
     func deleteNamespace(_ name: String) {
         mutate { s in
@@ -178,6 +201,10 @@ final class FakeKubeAPI: @unchecked Sendable {
     }
 
     func namespace(_ name: String) -> JSON? { state.withLock { $0.namespaces[name] } }
+    /// Every Event stored, in key order.
+    func events() -> [JSON] {
+        state.withLock { s in s.objects.filter { $0.key.hasPrefix("events/") }.sorted { $0.key < $1.key }.map(\.value) }
+    }
 
     /// Writes an object behind the provisioner's back (as an exempt admin would).
     func put(_ resource: String, _ namespace: String, _ name: String, _ object: JSON?) {
@@ -620,7 +647,8 @@ final class FakeKubeAPI: @unchecked Sendable {
     }
 
     func create(_ s: inout State, _ resource: String, _ namespace: String, _ body: JSON?) -> (Int, JSON) {
-        guard namespace.isEmpty || s.namespaces[namespace] != nil else {
+        // Events for cluster-scoped objects go to `default`, which a real cluster always has.
+        guard namespace.isEmpty || s.namespaces[namespace] != nil || (resource == "events" && namespace == "default") else {
             return (404, Self.status(404, "NotFound", "namespaces \"\(namespace)\" not found"))
         }
         guard let object = body, let name = object["metadata"]?["name"]?.stringValue else {

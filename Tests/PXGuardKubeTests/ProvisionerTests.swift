@@ -20,11 +20,12 @@ func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 struct Harness {
     let provisioner: Provisioner
     let elector: LeaderElector?
+    let events: EventRecorder?
     var view: ClusterView { provisioner.view }
 
     init(_ api: FakeKubeAPI, config: Config = .default, elector: Bool = false, identity: String = "replica-a",
          resync: Double = 300, pageSize: Int = 500, watchTimeout: Int = 300, workers: Int = 2,
-         objectBudget: Int = 1 << 20) throws {
+         objectBudget: Int = 1 << 20, logger: Logger = .none, events: Bool = false) throws {
         let client = try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile), timeout: 5)
         var timing = LeaderElector.Timing()
         timing.leaseDuration = 2
@@ -42,17 +43,22 @@ struct Harness {
         settings.informer.backoffBase = 0.05
         settings.informer.backoffCap = 0.5
         settings.informer.staleAfterSeconds = 1
-        provisioner = Provisioner(client: client, view: ClusterView(config: config, logger: .none), elector: self.elector,
-                                  settings: settings, logger: .none)
+        self.events = events ? EventRecorder(client: client, instance: identity, logger: logger) : nil
+        provisioner = Provisioner(client: client, view: ClusterView(config: config, logger: logger), elector: self.elector,
+                                  settings: settings, logger: logger, events: self.events)
     }
 
     func start() {
+        if let events { spawnThread(name: "t-events") { events.run() } }
         if let elector { spawnThread(name: "t-lease") { elector.run() } }
         let p = provisioner
         spawnThread(name: "t-prov") { p.run() }
     }
 
-    func stop() { provisioner.stop() }
+    func stop() {
+        provisioner.stop()
+        events?.stop()
+    }
 }
 
 func canonical(_ api: FakeKubeAPI, _ namespace: String, _ config: Config = .default) -> Bool {
@@ -88,7 +94,8 @@ struct ProvisionerTests {
                 == GuardNames.policiesAnnotationValue)
         #expect(eventually { h.view.namespaceHasCanonicalPolicies("team-a") })
         #expect(h.provisioner.resyncs.load(ordering: .relaxed) <= 1, "the watch did it, not a periodic resync")
-        #expect(!api.requests.contains { $0.hasPrefix("GET /api/v1/namespaces/team-a") }, "no per-namespace GET")
+        // (Its Pods are read once, before its Pod Security level is raised.)
+        #expect(!api.requests.contains { $0.hasPrefix("GET /api/v1/namespaces/team-a") && !$0.contains("/pods?") }, "no per-namespace GET")
     }
 
     @Test("a deleted, drifted or owned guard policy is repaired from the watch (owners dropped, other labels kept); exempt namespaces are never written")
@@ -349,7 +356,7 @@ struct ProvisionerTests {
             spec: api.policy("kube-system", GuardNames.blockPolicy)?["spec"] ?? .null, name: GuardNames.blockPolicy, namespace: "kube-system") })
         #expect(eventually { ["team-1", "team-2", "team-3"].allSatisfy(h.view.namespaceHasCanonicalPolicies) })
         // Switching the policy style is a reload like any other.
-        config.policyStyle = .ports
+        config.policyStyle = .seed
         h.provisioner.reload(config)
         #expect(eventually { ["team-1", "team-2", "team-3"].allSatisfy { canonical(api, $0, config) } })
         #expect(eventually { GuardPolicies(config: config).isCanonical(

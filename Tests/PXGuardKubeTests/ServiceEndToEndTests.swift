@@ -67,7 +67,12 @@ struct ServiceEndToEndTests {
                                          body: Array(namespaceReview.serialized.utf8))
         #expect(mutated.status == 200)
         usleep(300_000)
-        #expect(api.requests.filter { !$0.contains("watch=1") && !$0.contains("/leases") }.isEmpty)
+        // (Events for the provisioner's earlier writes may still be on their way, and the
+        // Lease holder's upkeep of certificates and registrations runs on its own clock.)
+        #expect(api.requests.filter {
+            !$0.contains("watch=1") && !$0.contains("/leases") && !$0.hasSuffix("/events") && !$0.contains("/secrets")
+                && !$0.contains("webhookconfigurations")
+        }.isEmpty)
 
         // The namespace appears; its pods wait until both policies are in place.
         api.inject((0..<4).map { _ in .init(status: 500, reason: "InternalError", retryAfter: nil, matching: "/namespaces/team-new") })

@@ -28,7 +28,8 @@ struct RenderBackendTests {
 
     @Test("auto renders the NetworkPolicies offline; an unknown name is refused with the choices")
     func autoAndBad() throws {
-        let out = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "policies", guardBackend: "auto")
+        let out = try renderCommand(configPath: nil, caBundle: nil, nodes: "70.0.98.11", namespace: "default", what: "policies",
+                                    guardBackend: "auto")
         #expect(out.contains("kind: NetworkPolicy"))
         #expect(throws: CommandError.self) {
             try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "policies", guardBackend: "antrea")

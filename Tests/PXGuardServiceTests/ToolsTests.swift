@@ -18,11 +18,21 @@ func repositoryFile(_ path: String) throws -> String {
 @Suite("render, certs, check, review")
 struct ToolsTests {
     @Test("render output matches the golden files", arguments: [
-        ("policies", nil, "policies.yaml"), ("iptables", "70.0.98.11-70.0.98.14", "iptables-seed.sh"), ("webhooks", nil, "webhooks.yaml"),
+        ("iptables", "70.0.98.11-70.0.98.14", "iptables-seed.sh"), ("webhooks", nil, "webhooks.yaml"),
     ] as [(String, String?, String)])
     func golden(_ what: String, _ nodes: String?, _ file: String) throws {
         let expected = try String(contentsOfFile: resource("Golden/" + file), encoding: .utf8)
         #expect(try renderCommand(configPath: nil, caBundle: nil, nodes: nodes, namespace: "default", what: what) == expected)
+    }
+
+    @Test("policyStyle: seed renders byte-identical to the seed-style golden (ports is the default now)")
+    func goldenSeed() throws {
+        let expected = try String(contentsOfFile: resource("Golden/policies-seed.yaml"), encoding: .utf8)
+        #expect(try renderCommand(configPath: resource("Golden/seed-config.yaml"), caBundle: nil, nodes: nil,
+                                  namespace: "default", what: "policies") == expected)
+        let defaults = try renderCommand(configPath: nil, caBundle: nil, nodes: "70.0.98.11", namespace: "default", what: "policies")
+        #expect(defaults != expected, "the default is ports")
+        #expect(defaults.contains("endPort: 9000") && !defaults.contains("port: 8099"))
     }
 
     @Test("render policies in ports style matches its golden file (dual-stack nodes, TCP and UDP protected)")

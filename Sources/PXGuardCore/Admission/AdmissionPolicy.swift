@@ -34,6 +34,9 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review, and a request no rule
     /// has a finding for allocates nothing.
     public func validate(_ request: AdmissionRequest) -> Verdict {
+        if config.nodeAddressesPending, let rule = NodeAddressesPending.rule(for: request, context) {
+            return verdict(rule: rule, message: NodeAddressesPending.message(rule), request: request)
+        }
         var found: Verdict?
         _ = check(hostNetwork, request, &found) || check(guardPolicy, request, &found) || check(clusterGuard, request, &found)
             || check(bypassPolicy, request, &found) || check(optOut, request, &found)

@@ -60,6 +60,8 @@ public enum RuleID: String, Sendable, CaseIterable, Hashable {
 /// The product configuration. Built-in defaults are the seed values; every field is
 /// valid by construction (the YAML loader validates before building one).
 public struct Config: Sendable, Equatable {
+    /// The node subnets the rules and the guard policies judge by: the explicit CIDRs,
+    /// plus with `auto` the blocks around the Nodes' addresses (`withNodeBlocks`).
     public var nodeCIDRs: [CIDR]
     public var protectedPorts: [PortRange]
     public var apiServerPort: Int
@@ -137,9 +139,41 @@ public struct Config: Sendable, Equatable {
         "lbipam.cilium.io/ips", "io.cilium/lb-ipam-ips",
     ]
 
+    // MARK: day one (issue 25): names that may collide, paced and previewable provisioning
+
+    /// The names the guard policies are created under (SPEC "Labels, annotations, names");
+    /// configurable for clusters whose own policies already use them.
+    public var guardPolicyNames = GuardPolicyNames()
+
+    /// `nodeCIDRs` holds the word `auto`: the server watches Nodes (see `NodeBlocks`).
+    public var nodeCIDRsAuto = false
+    /// The CIDRs the file lists beside `auto` (all of `nodeCIDRs` without it).
+    public var explicitNodeCIDRs: [CIDR] = [CIDR("70.0.0.0/16")!]
+    /// The block guarded around each node address with `auto`.
+    public var nodePrefixLength = NodePrefixLength()
+
+    /// Names of the two guard policies.
+    public struct GuardPolicyNames: Sendable, Equatable {
+        /// The block policy, in kube-system and in every guarded namespace.
+        public var block: String = GuardNames.blockPolicy
+        /// The allow-api policy, in every guarded namespace.
+        public var allowAPI: String = GuardNames.allowAPIPolicy
+        /// The value of the `pxguard.io/policies` annotation: both names, comma-separated.
+        public var annotation: String { "\(block),\(allowAPI)" }
+        /// The SPEC's names.
+        public init() {}
+    }
+
+    /// What the provisioner does and how fast.
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
         public var resyncSeconds: Int
+        /// Rewrites per second at most when a configuration change (or a node in a new
+        /// block) changes the canonical specs; repairs and new namespaces are not paced.
+        public var writesPerSecond: Int = 50
+        /// Report every write the provisioner would make (log lines, metrics) without
+        /// sending it: a preview for an existing cluster.
+        public var dryRun: Bool = false
         public init(enabled: Bool = true, resyncSeconds: Int = 300) {
             self.enabled = enabled
             self.resyncSeconds = resyncSeconds
@@ -188,7 +222,7 @@ public struct Config: Sendable, Equatable {
         exemptGroups: [],
         mode: .enforce,
         ruleModes: [:],
-        policyStyle: .seed,
+        policyStyle: .ports,
         podSecurity: .baseline,
         provisioning: Provisioning(),
         namespace: "pxguard-system",
@@ -214,7 +248,9 @@ extension Config {
         var rules: [JSON.Member] = []
         for rule in RuleID.allCases { if let m = ruleModes[rule] { rules.append(.init(rule.rawValue, .obj(["mode": .string(m.rawValue)]))) } }
         return .obj([
-            "nodeCIDRs": .array(nodeCIDRs.map { .string($0.description) }),
+            // The file's form: `auto` and the explicit CIDRs, never the discovered blocks.
+            "nodeCIDRs": .array((nodeCIDRsAuto ? [.string("auto")] : []) + explicitNodeCIDRs.map { .string($0.description) }),
+            "nodePrefixLength": .obj(["ipv4": .int(nodePrefixLength.ipv4), "ipv6": .int(nodePrefixLength.ipv6)]),
             "protectedPorts": .array(protectedPorts.map { .string($0.configNotation) }),
             "apiServerPort": .int(apiServerPort),
             "exemptNamespaces": .array(exemptNamespaces.map { .string($0) }),
@@ -226,7 +262,9 @@ extension Config {
             "podSecurity": .string(podSecurity.rawValue),
             "guardBackend": .string(guardBackend.rawValue),
             "guardPriority": .int(guardPriority),
-            "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds)]),
+            "provisioning": .obj(["enabled": .bool(provisioning.enabled), "resyncSeconds": .int(provisioning.resyncSeconds),
+                                  "writesPerSecond": .int(provisioning.writesPerSecond), "dryRun": .bool(provisioning.dryRun)]),
+            "guardPolicyNames": .obj(["block": .string(guardPolicyNames.block), "allowAPI": .string(guardPolicyNames.allowAPI)]),
             "namespace": .string(namespace),
             "serviceName": .string(serviceName),
             "serviceAccount": .string(serviceAccount),

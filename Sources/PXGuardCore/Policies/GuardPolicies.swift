@@ -8,6 +8,8 @@ public enum GuardNames {
     public static let guardedLabel = "pxguard.io/guarded"
     public static let policiesAnnotation = "pxguard.io/policies"
     public static let policiesAnnotationValue = "\(blockPolicy),\(allowAPIPolicy)"
+    /// The Pod Security enforce level a namespace had before pxguard raised it (empty: none).
+    public static let previousEnforceAnnotation = "pxguard.io/previous-enforce"
     public static let kubeSystem = "kube-system"
     static let namespaceController = "system:serviceaccount:kube-system:namespace-controller"
     static let garbageCollector = "system:serviceaccount:kube-system:generic-garbage-collector"
@@ -30,6 +32,10 @@ public struct GuardPolicies: Sendable {
     let normalizedNamespaceBlock: JSON
     let normalizedAllowAPI: JSON
     let exemptNamespaces: [String]
+    /// The block policy's name (`guardPolicyNames.block`).
+    public let blockName: String
+    /// The allow-api policy's name (`guardPolicyNames.allowAPI`).
+    public let allowAPIName: String
 
     /// Labels on kube-system pods that are system components and may keep egress.
     static let systemComponentSelectors: [(key: String, value: String)] = [
@@ -43,6 +49,8 @@ public struct GuardPolicies: Sendable {
 
     public init(config: Config) {
         exemptNamespaces = config.exemptNamespaces
+        blockName = config.guardPolicyNames.block
+        allowAPIName = config.guardPolicyNames.allowAPI
         let notSystem: [JSON] = Self.systemComponentSelectors.map { sel in
             .obj(["key": .string(sel.key), "operator": "NotIn", "values": [.string(sel.value)]])
         }
@@ -155,15 +163,15 @@ public struct GuardPolicies: Sendable {
     /// The guard policies that belong in `namespace` under this configuration: the
     /// block policy in kube-system, both in every guarded namespace, none elsewhere.
     public func names(for namespace: String) -> [String] {
-        if namespace == GuardNames.kubeSystem { return [GuardNames.blockPolicy] }
-        return exemptNamespaces.contains(namespace) ? [] : Self.names(in: namespace)
+        if namespace == GuardNames.kubeSystem { return [blockName] }
+        return exemptNamespaces.contains(namespace) ? [] : [blockName, allowAPIName]
     }
 
     /// True when `name` is a guard policy that belongs in `namespace`: the same
     /// answer as `names(for:)`, without building the list on the request path.
     func isGuardPolicy(name: String, namespace: String) -> Bool {
-        if namespace == GuardNames.kubeSystem { return name == GuardNames.blockPolicy }
-        guard name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy else { return false }
+        if namespace == GuardNames.kubeSystem { return name == blockName }
+        guard name == blockName || name == allowAPIName else { return false }
         return !exemptNamespaces.contains(namespace)
     }
 
@@ -171,24 +179,20 @@ public struct GuardPolicies: Sendable {
     /// not a guard policy there. Rendering asks for any namespace (`render policies
     /// --namespace`), so only the name and kube-system decide here.
     public func canonicalSpec(name: String, namespace: String) -> JSON? {
-        switch name {
-        case GuardNames.blockPolicy:
-            return namespace == GuardNames.kubeSystem ? kubeSystemBlockSpec : namespaceBlockSpec
-        case GuardNames.allowAPIPolicy where namespace != GuardNames.kubeSystem:
-            return allowAPISpec
-        default:
-            return nil
-        }
+        if name == blockName { return namespace == GuardNames.kubeSystem ? kubeSystemBlockSpec : namespaceBlockSpec }
+        if name == allowAPIName && namespace != GuardNames.kubeSystem { return allowAPISpec }
+        return nil
     }
 
     /// True when `spec` means the same as the canonical spec for that policy.
     public func isCanonical(spec: JSON, name: String, namespace: String) -> Bool {
         let canonical: JSON
-        switch name {
-        case GuardNames.blockPolicy:
+        if name == blockName {
             canonical = namespace == GuardNames.kubeSystem ? normalizedKubeSystemBlock : normalizedNamespaceBlock
-        case GuardNames.allowAPIPolicy where namespace != GuardNames.kubeSystem: canonical = normalizedAllowAPI
-        default: return false
+        } else if name == allowAPIName && namespace != GuardNames.kubeSystem {
+            canonical = normalizedAllowAPI
+        } else {
+            return false
         }
         return spec.normalized == canonical
     }

@@ -229,9 +229,11 @@ public struct InstallBundle: Sendable {
     public func policies(namespace: String) -> [JSON] {
         // A cluster-scoped backend's few objects replace every namespace's policies.
         if config.activeBackend.isClusterScoped { return ClusterGuardPolicies(config: config).objects }
+        // Without node addresses (`auto`, none known) a guard policy would block nothing.
+        if config.nodeAddressesPending { return [] }
         let guardPolicies = GuardPolicies(config: config)
         let kubeSystem = guardPolicies.names(for: GuardNames.kubeSystem).map { (GuardNames.kubeSystem, $0) }
-        let own = namespace == GuardNames.kubeSystem ? [] : GuardPolicies.names(in: namespace).map { (namespace, $0) }
+        let own = namespace == GuardNames.kubeSystem ? [] : [guardPolicies.blockName, guardPolicies.allowAPIName].map { (namespace, $0) }
         return (kubeSystem + own).compactMap { guardPolicies.policy(name: $1, namespace: $0) }
     }
 
@@ -255,7 +257,10 @@ public struct InstallBundle: Sendable {
     }
 
     /// Everything needed to install pxguard.
-    public func all(namespace: String, configYAML: String, firewallScript: String) -> [JSON] {
+    /// `firewallScript` nil (node addresses unknown: `nodeCIDRs: auto` without
+    /// `--nodes`) leaves the node firewall ConfigMap out; the guard policies are left
+    /// out then too (`policies` is empty), and the provisioner writes them.
+    public func all(namespace: String, configYAML: String, firewallScript: String?) -> [JSON] {
         let name = config.serviceName
         let ns: JSON = .obj(["apiVersion": "v1", "kind": "Namespace", "metadata": .obj([
             "name": .string(config.namespace),
@@ -282,9 +287,15 @@ public struct InstallBundle: Sendable {
             .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
                   "verbs": ["get", "list", "watch", "create"]]),
             .obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-                  "resourceNames": [.string(GuardNames.blockPolicy), .string(GuardNames.allowAPIPolicy)],
+                  "resourceNames": [.string(config.guardPolicyNames.block), .string(config.guardPolicyNames.allowAPI)],
                   "verbs": ["update", "patch", "delete"]]),
+            // Events for every change the provisioner makes (takeovers, Pod Security raises).
+            .obj(["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]]),
         ]
+        // nodeCIDRs: auto watches Nodes for their addresses.
+        if config.nodeCIDRsAuto { clusterRules.append(.obj(["apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]])) }
+        // Before raising a namespace's Pod Security level, its running Pods are read.
+        if config.podSecurity != .none { clusterRules.append(.obj(["apiGroups": [""], "resources": ["pods"], "verbs": ["list"]])) }
         clusterRules += managedRegistrationRules
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
@@ -311,7 +322,7 @@ public struct InstallBundle: Sendable {
         let configMap: JSON = .obj(["apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata("\(name)-config"),
                                     "data": .obj(["config.yaml": .string(configYAML)])])
         let firewall: JSON = .obj(["apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata("\(name)-node-firewall"),
-                                   "data": .obj(["node-iptables.sh": .string(firewallScript)])])
+                                   "data": .obj(["node-iptables.sh": .string(firewallScript ?? "")])])
         // The kubelet probes the pod IP over HTTPS without verifying the certificate;
         // the named port resolves to the container's 8443.
         let probe: (String, Int, Int) -> JSON = { path, period, failures in
@@ -380,10 +391,13 @@ public struct InstallBundle: Sendable {
         ])
         let pdb: JSON = .obj([
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(name),
-            "spec": .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
+            // With one replica, minAvailable: 1 would block every node drain: allow the one pod to move.
+            "spec": config.replicas > 1 ? .obj(["minAvailable": 1, "selector": .obj(["matchLabels": selectorLabels])])
+                : .obj(["maxUnavailable": 1, "selector": .obj(["matchLabels": selectorLabels])]),
         ])
-        var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap, firewall,
-                       deployment, service, pdb]
+        var objects = [ns, quota, serviceAccount, clusterRole, clusterBinding, role, roleBinding, configMap]
+        if firewallScript != nil { objects.append(firewall) }
+        objects += [deployment, service, pdb]
         if !config.apiServerCIDRs.isEmpty {
             // Only the API servers may open connections to the webhook port. The
             // kubelet's probes come from the pod's own node, which common CNIs

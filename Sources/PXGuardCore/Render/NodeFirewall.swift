@@ -31,6 +31,17 @@ public struct NodeFirewall: Sendable {
         return out
     }
 
+    /// What `render iptables` prints when the node addresses are unknown
+    /// (`nodeCIDRs: auto` without `--nodes`): a script that changes nothing and says why.
+    public static let unrendered = """
+        #!/bin/sh
+        # pxguard node firewall: not rendered. nodeCIDRs is auto, and the rules need the node addresses:
+        #   pxguard render iptables --nodes 10.0.1.11-10.0.1.14,10.0.2.0/24 > node-iptables.sh
+        echo "pxguard node firewall: render this script with --nodes (the node addresses); nothing was changed" >&2
+        exit 1
+
+        """
+
     public init(config: Config, nodes: [String]?) {
         ports = config.nodeFirewallPorts
         sources = nodes ?? config.nodeCIDRs.map(\.description)

@@ -22,7 +22,7 @@ struct NamespaceMutation: Sendable {
                 labels.append((Self.podSecurityLabel, config.podSecurity.rawValue))
             }
         }
-        let annotations = [(GuardNames.policiesAnnotation, GuardNames.policiesAnnotationValue)]
+        let annotations = [(GuardNames.policiesAnnotation, config.guardPolicyNames.annotation)]
         var ops: [JSON] = []
         guard let metadata else {
             ops.append(.obj(["op": "add", "path": "/metadata", "value": .obj([

@@ -23,7 +23,9 @@ struct OptOutRule: AdmissionRule {
         switch request.operation {
         case .create:
             if context.config.isGuarded(namespace: name) { return unguardedCreate(object, name: name, context.config) }
-            guard !request.groups.contains(Self.mastersGroup) else { return nil }
+            // pxguard's own namespace is left out, as its registration leaves it out
+            // (`claimableNames`): a reinstall must work, and `check` on the bundle agrees.
+            guard name != context.config.namespace, !request.groups.contains(Self.mastersGroup) else { return nil }
             return "pxguard: optOut: creating namespace \(name) is not allowed: its name is in exemptNamespaces, "
                 + "so nothing in it would be guarded. Only exempt users and groups and system:masters may create it "
                 + "(install the component that owns it with such an identity), or pick another name."

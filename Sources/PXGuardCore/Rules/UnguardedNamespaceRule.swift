@@ -26,7 +26,7 @@ struct UnguardedNamespaceRule: AdmissionRule {
         guard context.config.isGuarded(namespace: namespace), !view.namespaceHasCanonicalPolicies(namespace)
         else { return nil }
         return "pxguard: unguardedNamespace: namespace \(namespace) is being guarded: its NetworkPolicies "
-            + "\(GuardNames.blockPolicy) and \(GuardNames.allowAPIPolicy) are not in place yet. "
+            + "\(context.config.guardPolicyNames.block) and \(context.config.guardPolicyNames.allowAPI) are not in place yet. "
             + "Retry in a few seconds (controllers retry on their own)."
     }
 }

@@ -1,0 +1,49 @@
+import Testing
+@testable import PXGuardCore
+
+@Suite("nodeCIDRs: auto (blocks around node addresses)")
+struct NodeBlocksTests {
+    @Test("the block of nodePrefixLength around each address, merged: duplicates and blocks inside wider ones go")
+    func blocks() {
+        var prefix = Config.NodePrefixLength()
+        #expect(NodeBlocks.around(["10.0.3.7", "10.0.3.200", "10.0.4.1", "fd00:1::5", "node-a"], prefix: prefix).map(\.description)
+                == ["10.0.3.0/24", "10.0.4.0/24", "fd00:1::/64"])
+        #expect(NodeBlocks.merge([CIDR("10.0.3.0/24")!, CIDR("10.0.0.0/16")!]).map(\.description) == ["10.0.0.0/16"])
+        prefix.ipv4 = 20
+        #expect(NodeBlocks.around(["10.0.3.7", "10.0.14.1", "192.168.0.0/16"], prefix: prefix).map(\.description)
+                == ["10.0.0.0/20", "192.168.0.0/16"])
+    }
+
+    @Test("explicit CIDRs stay beside auto; before any address is known the config is pending")
+    func config() {
+        var c = Config.install
+        #expect(c.nodeAddressesPending)
+        #expect(!c.withNodeBlocks([CIDR("10.0.3.0/24")!]).nodeAddressesPending)
+        c.explicitNodeCIDRs = [CIDR("192.168.0.0/24")!]
+        c.nodeCIDRs = c.explicitNodeCIDRs
+        #expect(!c.nodeAddressesPending)
+        #expect(c.withNodeBlocks([CIDR("10.0.3.0/24")!]).nodeCIDRs.map(\.description) == ["10.0.3.0/24", "192.168.0.0/24"])
+        #expect(Config.default.withNodeBlocks([CIDR("10.0.3.0/24")!]) == Config.default, "without auto, blocks change nothing")
+        #expect(Config.install.document["nodeCIDRs"] == ["auto"])
+    }
+
+    @Test("the node subnets of an existing allow-api policy")
+    func fromPolicies() {
+        let spec = GuardPolicies(config: Config.install.withNodeBlocks([CIDR("10.9.0.0/24")!, CIDR("fd00::/64")!])).allowAPISpec
+        #expect(NodeBlocks.fromAllowAPI(spec: spec).map(\.description) == ["10.9.0.0/24", "fd00::/64"])
+    }
+
+    @Test("pending: NetworkPolicy and Service writes in guarded namespaces get a retry denial under the rule's name and mode; pods are judged as usual")
+    func pendingAdmission() throws {
+        let policy = AdmissionPolicy(config: .install)
+        let netpol = Review(group: "networking.k8s.io", kind: "NetworkPolicy", name: "x",
+                            object: networkPolicy(name: "x", spec: .obj(["podSelector": .object([])])))
+        let denied = try validate(netpol.bytes, policy)
+        #expect(!denied.allowed && (denied.message ?? "").contains("bypassPolicies") && (denied.message ?? "").contains("Retry in a few seconds"))
+        var warn = Config.install
+        warn.mode = .warn
+        #expect(try validate(netpol.bytes, AdmissionPolicy(config: warn)).allowed)
+        let known = AdmissionPolicy(config: Config.install.withNodeBlocks([CIDR("10.0.0.0/24")!]))
+        #expect(try validate(netpol.bytes, known).allowed)
+    }
+}
