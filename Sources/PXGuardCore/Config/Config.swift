@@ -91,6 +91,16 @@ public struct Config: Sendable, Equatable {
     /// port. Empty (off) by default: managed control planes call from outside the
     /// node subnets, at addresses only the provider knows.
     public var apiServerCIDRs: [CIDR] = []
+    /// The lowest level of log line written (`--log-level` overrides it).
+    public var logLevel: LogLevel = .info
+    /// Finding lines (denials, warnings, audits) logged per rule per second; the rest
+    /// are counted and the count rides on the next line of that rule. 0 logs none.
+    public var logFindingsPerSecond: Int = 10
+
+    /// Log levels, lowest first.
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case debug, info, warn, error
+    }
 
     public struct Provisioning: Sendable, Equatable {
         public var enabled: Bool
@@ -123,6 +133,12 @@ public struct Config: Sendable, Equatable {
         public var maxClientHelloBytes: Int = 16 << 10
         /// Request-buffer memory per event loop before large requests get 503.
         public var maxBufferedBytesPerWorker: Int = 256 << 20
+        /// Connections one client address may hold across all loops; past it, its own
+        /// oldest idle or slowest connection makes room, or the new one is refused.
+        public var maxConnectionsPerPeer: Int = 4_096
+        /// Least rate, after a 2 s grace, at which a request's head and body must
+        /// arrive (bytes per second since the request's first byte); 0 turns it off.
+        public var minRequestBytesPerSecond: Int = 1_024
         public init() {}
     }
 
@@ -197,7 +213,11 @@ extension Config {
                 "maxHandshakesPerWorker": .int(server.maxHandshakesPerWorker),
                 "maxClientHelloBytes": .int(server.maxClientHelloBytes),
                 "maxBufferedBytesPerWorker": .int(server.maxBufferedBytesPerWorker),
+                "maxConnectionsPerPeer": .int(server.maxConnectionsPerPeer),
+                "minRequestBytesPerSecond": .int(server.minRequestBytesPerSecond),
             ]),
+            "logLevel": .string(logLevel.rawValue),
+            "logFindingsPerSecond": .int(logFindingsPerSecond),
         ])
     }
 }
