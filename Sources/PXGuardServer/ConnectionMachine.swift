@@ -21,6 +21,11 @@ struct ConnectionMachine {
         var readsPerTurn = 16
         /// Pipelined answers are not parsed further while this much output waits.
         var outputHighWater = 64 * 1024
+        /// Least rate at which a request's head and body must arrive, counted from its
+        /// first byte after `progressGrace` (0: off). A peer holding a request open with
+        /// a byte now and then is cut long before the header and body timeouts.
+        var minBytesPerSecond = 0
+        var progressGrace: UInt64 = 2_000_000_000
 
         init(handshake: Double, header: Double, body: Double, idle: Double) {
             self.handshake = Self.nanos(handshake)
@@ -68,6 +73,8 @@ struct ConnectionMachine {
     /// Which deadline a state runs (each starts once; arriving bytes never push it back).
     enum Timer: Equatable {
         case handshake, idle, header, body, write, linger
+        /// The request arrives slower than `minBytesPerSecond`.
+        case progress
     }
 
     enum CloseReason: Equatable {
@@ -134,6 +141,11 @@ struct ConnectionMachine {
     let timeouts: Timeouts
     private var readsThisTurn = 0
     private var lastReadShort = false
+    /// When the request being read started (its first byte), and its bytes so far.
+    private(set) var requestStart: Instant = 0
+    private var requestBytes = 0
+    /// One immediate retry of `SSL_accept` when it asked for bytes while OpenSSL held some.
+    private var handshakeRetried = false
 
     init(now: Instant, timeouts: Timeouts) {
         self.timeouts = timeouts
@@ -151,6 +163,34 @@ struct ConnectionMachine {
         case .finishing, .writing: return .write
         case .lingering: return .linger
         case .closed: return nil
+        }
+    }
+
+    /// The earliest time something is due: the state's deadline or, while a request
+    /// is being read, the time by which its bytes fall below the minimum rate.
+    var nextDeadline: Instant {
+        guard timeouts.minBytesPerSecond > 0 else { return deadline }
+        switch state {
+        case .readingHead, .readingBody: return min(deadline, progressDeadline)
+        default: return deadline
+        }
+    }
+
+    /// When the bytes received so far stop covering the minimum rate.
+    private var progressDeadline: Instant {
+        requestStart &+ timeouts.progressGrace &+ UInt64(requestBytes) &* 1_000_000_000 / UInt64(timeouts.minBytesPerSecond)
+    }
+
+    /// How readily the connection is shed to make room, lowest first: holding nothing
+    /// (0, since it went idle), reading a request for longer than the progress grace
+    /// (1, since the request started: a slow head or body), or nil: a request arriving
+    /// at speed, or an answer being made or written, is never shed.
+    func sheddingRank(_ b: Buffers, now: Instant) -> (tier: Int, since: Instant)? {
+        if isIdle(b) { return (0, idleSince) }
+        switch state {
+        case .readingHead, .readingBody:
+            return b.output == 0 && now &- requestStart >= timeouts.progressGrace ? (1, requestStart) : nil
+        default: return nil
         }
     }
 
@@ -197,13 +237,22 @@ struct ConnectionMachine {
         }
     }
 
-    /// `SSL_accept` returned.
-    mutating func handshake(_ io: IO, now: Instant) -> Step {
+    /// `SSL_accept` returned. Bytes OpenSSL already holds never wake epoll: when it
+    /// asks for more while holding some (read ahead past a record), it is asked once
+    /// more at once; a second want-read means the held bytes are an unfinished record,
+    /// and only the socket can finish it.
+    mutating func handshake(_ io: IO, _ b: Buffers = Buffers(), now: Instant) -> Step {
         switch io {
         case .done:
             becomeIdle(now)
-            return read(Buffers())
-        case .wantRead: return .wait(.readable)
+            return read(b)
+        case .wantRead:
+            if b.tlsPending && !handshakeRetried {
+                handshakeRetried = true
+                return .handshake
+            }
+            handshakeRetried = false
+            return .wait(.readable)
         case .wantWrite: return .wait(.writable)
         case .closed, .failed: return close(.handshakeFailed)
         }
@@ -218,7 +267,10 @@ struct ConnectionMachine {
             if state == .idle {
                 state = .readingHead
                 deadline = now + timeouts.header
+                requestStart = now
+                requestBytes = 0
             }
+            requestBytes += count
             return .process
         case .wantRead: return .wait(.readable)
         case .wantWrite: return .wait(.writable)
@@ -251,8 +303,7 @@ struct ConnectionMachine {
             return .flush
         }
         if b.input > 0 {
-            state = .readingHead
-            deadline = now + timeouts.header
+            startPipelined(b, now: now)
             return b.output < timeouts.outputHighWater ? .process : .flush
         }
         becomeIdle(now)
@@ -290,8 +341,7 @@ struct ConnectionMachine {
                 return ending == .linger ? .startLinger : close(.answered)
             case .writing(then: .nextRequest):
                 if b.input > 0 {
-                    state = .readingHead
-                    deadline = now + timeouts.header
+                    startPipelined(b, now: now)
                 } else {
                     becomeIdle(now)
                 }
@@ -321,9 +371,15 @@ struct ConnectionMachine {
         }
     }
 
-    /// The loop's periodic check: a passed deadline closes the connection.
+    /// A deadline came (the loop's timer heap says so): a passed deadline closes the
+    /// connection; otherwise nil, and the loop schedules `nextDeadline`.
     mutating func tick(now: Instant) -> CloseReason? {
-        guard now >= deadline, let timer else { return nil }
+        guard let timer else { return nil }
+        if now < deadline {
+            guard timeouts.minBytesPerSecond > 0, now >= nextDeadline else { return nil }
+            state = .closed(.timedOut(.progress))
+            return .timedOut(.progress)
+        }
         let reason: CloseReason
         switch timer {
         case .idle: reason = .timedOut(.idle)
@@ -341,6 +397,14 @@ struct ConnectionMachine {
     }
 
     // MARK: helpers
+
+    /// The next request is already in the buffer (pipelined): its clocks start now.
+    private mutating func startPipelined(_ b: Buffers, now: Instant) {
+        state = .readingHead
+        deadline = now + timeouts.header
+        requestStart = now
+        requestBytes = b.input
+    }
 
     private mutating func becomeIdle(_ now: Instant) {
         state = .idle

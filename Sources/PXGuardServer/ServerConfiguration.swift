@@ -26,8 +26,27 @@ public struct ServerConfiguration: Sendable {
     /// request that would need more is answered 503 and closed, so many large
     /// bodies at once cannot exhaust memory.
     public var maxBufferedBytesPerWorker = 256 << 20
+    /// Connections one client address may hold across all loops (each loop holds its
+    /// share); past it, the address's own longest-idle or slowest connection makes room.
+    public var maxConnectionsPerPeer = 4_096
+    /// Least rate (bytes per second, after a 2 s grace from a request's first byte) at
+    /// which request heads and bodies must arrive; 0 turns the check off.
+    public var minRequestBytesPerSecond = 1_024
+    /// Seconds from a request's first byte before the minimum rate applies and before
+    /// a busy connection counts as slow for shedding (shorter in tests).
+    var progressGrace = 2.0
 
     public init(address: SocketAddress) { self.address = address }
+
+    /// The timeouts and per-connection limits each connection's state machine enforces,
+    /// derived here once: the loop passes them on, nothing copies them by hand.
+    var connectionTimeouts: ConnectionMachine.Timeouts {
+        var t = ConnectionMachine.Timeouts(handshake: handshakeTimeout, header: headerTimeout, body: bodyTimeout, idle: idleTimeout)
+        t.maxRequests = maxRequestsPerConnection
+        t.minBytesPerSecond = minRequestBytesPerSecond
+        t.progressGrace = ConnectionMachine.Timeouts.nanos(progressGrace)
+        return t
+    }
 }
 
 /// Transport counters of one event loop; the server sums them on demand.

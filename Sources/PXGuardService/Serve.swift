@@ -155,6 +155,8 @@ public final class Service: Sendable {
         serverConfiguration.maxConnections = config.server.maxConnections
         serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
         serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
+        serverConfiguration.maxConnectionsPerPeer = config.server.maxConnectionsPerPeer
+        serverConfiguration.minRequestBytesPerSecond = config.server.minRequestBytesPerSecond
         let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         serverConfiguration.workers = workers
         metrics = ServiceMetrics(workers: workers)
