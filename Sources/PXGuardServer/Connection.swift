@@ -72,7 +72,10 @@ final class Connection: DeadlineEntry {
     var nextDeadline: ConnectionMachine.Instant { machine.nextDeadline }
 
     /// How readily it is shed (see `ConnectionMachine.sheddingRank`).
-    func sheddingRank(now: UInt64) -> (tier: Int, since: UInt64)? { machine.sheddingRank(buffers, now: now) }
+    func sheddingRank(now: UInt64, fresh: Bool) -> (tier: Int, since: UInt64)? {
+        // Bytes held inside OpenSSL do not change the rank: no call into it per candidate.
+        machine.sheddingRank(ConnectionMachine.Buffers(input: input?.readable ?? 0, output: output?.readable ?? 0), now: now, fresh: fresh)
+    }
 
     /// The epoll data word of its registration.
     var tag: RegistrationTag { RegistrationTag(fd: fd, generation: generation) }

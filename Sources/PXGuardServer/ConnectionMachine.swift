@@ -182,14 +182,17 @@ struct ConnectionMachine {
     }
 
     /// How readily the connection is shed to make room, lowest first: holding nothing
-    /// (0, since it went idle), reading a request for longer than the progress grace
-    /// (1, since the request started: a slow head or body), or nil: a request arriving
-    /// at speed, or an answer being made or written, is never shed.
-    func sheddingRank(_ b: Buffers, now: Instant) -> (tier: Int, since: Instant)? {
+    /// (tier 0, since it went idle); reading a request for longer than the progress
+    /// grace (1, since the request started: a slow head or body); with `fresh`,
+    /// reading one at speed (2: only for a lighter peer when the heaviest has nothing
+    /// slower). An answer being made or written is never shed (nil).
+    func sheddingRank(_ b: Buffers, now: Instant, fresh: Bool = false) -> (tier: Int, since: Instant)? {
         if isIdle(b) { return (0, idleSince) }
         switch state {
         case .readingHead, .readingBody:
-            return b.output == 0 && now &- requestStart >= timeouts.progressGrace ? (1, requestStart) : nil
+            guard b.output == 0 else { return nil }
+            if now &- requestStart >= timeouts.progressGrace { return (1, requestStart) }
+            return fresh ? (2, requestStart) : nil
         default: return nil
         }
     }

@@ -299,9 +299,11 @@ final class EventLoop: @unchecked Sendable {
     }
 
     /// Takes a place for a connection from `address`. A peer at its share makes room
-    /// among its own connections or is refused; when the budget across loops is
-    /// spent, the peer holding the most connections here gives one up (its longest
-    /// idle, else its slowest request), unless it holds fewer than the newcomer.
+    /// among its own connections (idle, else slow) or is refused. When the budget across
+    /// loops is spent, max-min fairness: a peer holding fewer connections here than the
+    /// heaviest takes one of the heaviest's (its longest idle, else its slowest request,
+    /// else its oldest request in progress); the heaviest itself may only replace one of
+    /// its own idle connections, so it cannot churn through the slow ones others need.
     func admit(_ address: PeerAddress) -> Bool {
         let now = Clock.monotonic().nanoseconds
         if let peer = peers.peers[address], peer.count >= peerShare {
@@ -310,9 +312,11 @@ final class EventLoop: @unchecked Sendable {
         }
         if budget.take() { return true }
         let mine = peers.peers[address]?.count ?? 0
-        guard let heaviest = peers.heaviest, heaviest.count >= mine, let victim = PeerTable.victim(in: heaviest, now: now) else {
-            return false
-        }
+        guard let heaviest = peers.heaviest else { return false }
+        let lighter = heaviest.count > mine + 1 && heaviest.address != address
+        guard let victim = PeerTable.victim(in: lighter ? heaviest : (peers.peers[address] ?? heaviest), now: now,
+                                            maxTier: lighter ? 2 : 0)
+        else { return false }
         close(victim, victim.advance { $0.close(.shed) })
         return budget.take()
     }

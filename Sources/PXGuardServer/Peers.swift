@@ -46,6 +46,8 @@ struct PeerAddress: Hashable {
 final class Peer {
     let address: PeerAddress
     var connections: [Connection] = []
+    /// Where the next shedding sample starts.
+    var cursor = 0
 
     init(address: PeerAddress) { self.address = address }
 
@@ -92,19 +94,31 @@ struct PeerTable {
         return found
     }
 
-    /// The connection of `peer` to shed: its longest-idle connection (holding no
-    /// request), else the one slowly reading a request for longest (a slow body or
-    /// head), never one whose request arrives at speed or whose answer is under way.
-    static func victim(in peer: Peer, now: UInt64) -> Connection? {
+    /// Connections one shedding decision looks at, at most: a peer holding thousands
+    /// is sampled from a rotating cursor (as approximated LRU does), so an accept at a
+    /// full budget costs a bounded scan, not one over everything the peer holds.
+    static let sample = 64
+
+    /// The connection of `peer` to shed: among a sample, its longest-idle connection
+    /// (holding no request), else, up to `maxTier` (see `ConnectionMachine.sheddingRank`),
+    /// the one reading a request for longest; never one whose answer is under way.
+    /// When the sample holds none, a few more samples are tried before giving up.
+    static func victim(in peer: Peer, now: UInt64, maxTier: Int = 1) -> Connection? {
+        let total = peer.connections.count
+        guard total > 0 else { return nil }
         var best: Connection?
         var bestRank: (tier: Int, since: UInt64) = (Int.max, UInt64.max)
-        for c in peer.connections {
-            guard let rank = c.sheddingRank(now: now) else { continue }
+        var looked = 0
+        while looked < total && (best == nil ? looked < 4 * sample : looked < sample) {
+            let c = peer.connections[(peer.cursor + looked) % total]
+            looked += 1
+            guard let rank = c.sheddingRank(now: now, fresh: maxTier >= 2), rank.tier <= maxTier else { continue }
             if rank.tier < bestRank.tier || (rank.tier == bestRank.tier && rank.since < bestRank.since) {
                 best = c
                 bestRank = rank
             }
         }
+        peer.cursor = (peer.cursor + looked) % total
         return best
     }
 }

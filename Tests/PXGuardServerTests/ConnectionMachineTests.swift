@@ -371,6 +371,7 @@ struct TransportDesignTests {
         #expect(idle.sheddingRank(.init(), now: at(50))! == (0, at(3)))
         _ = idle.read(.done, count: 10, requested: 4096, now: at(50))
         #expect(idle.sheddingRank(.init(input: 10), now: at(51)) == nil, "reading for 1 s: at speed")
+        #expect(idle.sheddingRank(.init(input: 10), now: at(51), fresh: true)! == (2, at(50)), "last resort, for a lighter peer")
         #expect(idle.sheddingRank(.init(input: 10), now: at(52))! == (1, at(50)), "reading for 2 s: slow")
         #expect(idle.sheddingRank(.init(input: 10, output: 5), now: at(52)) == nil)
         var writing = open()

@@ -196,7 +196,7 @@ struct HostileLoadTests {
         #expect(try other.request("GET", "/still").bodyText == "get /still 0")
     }
 
-    @Test("budget full of one address's slow requests: a new client from another address and an idle keep-alive client are both served; the attacker's slowest is shed")
+    @Test("budget full of one address's slow requests: a new client from another address and an idle keep-alive client are both served; the attacker's slowest is shed, and its own new connection refused")
     func fairShedding() throws {
         let server = try EchoServer {
             $0.maxConnections = 4
@@ -217,12 +217,17 @@ struct HostileLoadTests {
         #expect(try newcomer.request("GET", "/new").bodyText == "get /new 0")
         #expect(attackers[0].waitForClose(), "the attacker's oldest slow request made room")
         #expect(server.server.statistics.shedConnections == 1)
-        // The attacker dials again with the budget full: it sheds its own, never the others.
-        let again = try server.tls()
-        try again.write(Self.slowRequest)
-        #expect(attackers[1].waitForClose())
+        // The attacker, still the heaviest, dials again with the budget full: it may only
+        // replace an idle connection of its own, and has none, so it is refused; nobody is shed.
+        #expect(throws: (any Error).self) {
+            let again = try server.tls()
+            try again.write(Self.slowRequest)
+            _ = try HTTPClientConnection(again).readResponse()
+        }
+        #expect(server.server.statistics.rejectedConnections == 1)
+        #expect(server.server.statistics.openConnections == 4, "the attacker's two remaining, the newcomer and the keep-alive client")
         #expect(try keepAlive.request("GET", "/second").bodyText == "get /second 0")
         #expect(try newcomer.request("GET", "/again").bodyText == "get /again 0")
-        #expect(server.server.statistics.shedConnections == 2)
+        #expect(server.server.statistics.shedConnections == 1)
     }
 }
