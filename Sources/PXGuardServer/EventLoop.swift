@@ -115,10 +115,12 @@ final class EventLoop: @unchecked Sendable {
         let capacity: Int32 = 256
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
         defer { events.deallocate() }
+        // The time read after the last turn's work serves this turn's wait: one clock read per turn.
+        var now = Clock.monotonic().nanoseconds
         while true {
             let n: Int32
             do {
-                n = try Sys.epollWait(epoll.raw, events, capacity, timeoutMillis: waitMillis(now: Clock.monotonic().nanoseconds))
+                n = try Sys.epollWait(epoll.raw, events, capacity, timeoutMillis: waitMillis(now: now))
             } catch {
                 logger.error("event loop stopped", [("loop", .integer(index)), ("error", .text("\(error)"))])
                 return
@@ -144,7 +146,7 @@ final class EventLoop: @unchecked Sendable {
                 resumable.removeAll(keepingCapacity: true)
                 for c in resumed where isCurrent(c) { resume(c) }
             }
-            let now = Clock.monotonic().nanoseconds
+            now = Clock.monotonic().nanoseconds
             if let until = acceptPausedUntil, now >= until, listener != nil {
                 acceptPausedUntil = nil
                 try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: UInt32(EPOLLIN.rawValue), tag: RegistrationTag.listener.raw)
@@ -176,15 +178,17 @@ final class EventLoop: @unchecked Sendable {
         return Int32(min((next - now + 999_999) / 1_000_000, 3_600_000))
     }
 
-    /// Closes the connections whose deadline has come; the others (scheduled early,
-    /// see `DeadlineHeap`) are scheduled again at their real deadline.
+    /// Closes the connections whose deadline has come, asks OpenSSL again for held
+    /// handshake bytes whose recheck came; the others (scheduled early, see
+    /// `DeadlineHeap`) are scheduled again at their real deadline.
     func expireDeadlines(_ now: UInt64) {
         while let c = timers.popDue(now: now) {
             guard isCurrent(c) else { continue }
-            if let reason = c.tick(now: now) {
-                close(c, .close(reason))
-            } else {
-                schedule(c)
+            switch c.advance({ $0.timerFired(now: now) ?? .wait(.readable) }) {
+            case .close(let reason): close(c, .close(reason))
+            case .handshake: drive(c, .handshake)
+            case .read: resume(c)
+            default: schedule(c)
             }
         }
     }
@@ -493,7 +497,8 @@ final class EventLoop: @unchecked Sendable {
             return c.advance { $0.read(.done, count: n, requested: requested, now: now) }
         case let other:
             let io = Self.io(other)
-            return c.advance { $0.read(io, count: 0, requested: requested, now: now) }
+            let b = c.buffers
+            return c.advance { $0.read(io, count: 0, requested: requested, b, now: now) }
         }
     }
 

@@ -13,8 +13,9 @@ public struct ServerConfiguration: Sendable {
     /// Requests served on one connection before it is closed (0: unlimited).
     public var maxRequestsPerConnection = 0
     public var maxConnectionsPerWorker = 10_000
-    /// Connections across all loops. When it is spent, a loop makes room by closing
-    /// its oldest idle connection (keep-alive, or no ClientHello yet), else refuses.
+    /// Connections across all loops. When it is spent, the address holding the most
+    /// connections on the loop gives one up (idle, else slow) to a lighter address;
+    /// the heaviest itself may only replace an idle one of its own (see `EventLoop.admit`).
     public var maxConnections = 8_192
     /// Connections per loop holding TLS state in an unfinished handshake; a new
     /// handshake beyond it evicts the oldest unfinished one.
@@ -72,7 +73,7 @@ public struct ServerStatistics: Sendable {
     public var rejectedConnections = 0
     /// Capacity of all request buffers, the figure `maxBufferedBytesPerWorker` bounds per loop.
     public var bufferedBytes = 0
-    /// Connections closed to make room under `maxConnections` or the handshake cap.
+    /// Connections closed to make room under `maxConnections`, a peer's share or the handshake cap.
     public var shedConnections = 0
     /// Connections holding TLS state in an unfinished handshake (capped per loop).
     public var handshakesInProgress = 0

@@ -355,14 +355,36 @@ struct TransportDesignTests {
         var m = M(now: 0, timeouts: Self.timeouts)
         _ = m.helloInspected(.proceed, now: 0)
         let held = M.Buffers(tlsPending: true)
-        #expect(m.handshake(.wantRead, held, now: 0) == .handshake, "bytes held: no event will come for them")
-        #expect(m.handshake(.wantRead, held, now: 0) == .wait(.readable), "still want-read: an unfinished record, the socket must finish it")
-        #expect(m.handshake(.wantRead, held, now: 0) == .handshake, "after a wait, held bytes are tried again once")
-        #expect(m.handshake(.wantRead, .init(), now: 0) == .wait(.readable))
+        for _ in 0..<M.handshakeRetryLimit {
+            #expect(m.handshake(.wantRead, held, now: at(1)) == .handshake, "bytes held: no event will come for them")
+        }
+        #expect(m.handshake(.wantRead, held, now: at(1)) == .wait(.readable), "still held: wait for the socket, and ask again soon")
+        #expect(m.nextDeadline == at(1) + M.handshakeRecheck)
+        #expect(m.timerFired(now: at(1) + M.handshakeRecheck - 1) == nil)
+        #expect(m.timerFired(now: at(1) + M.handshakeRecheck) == .handshake, "held bytes are asked for again without an event")
+        #expect(m.nextDeadline == at(10), "then only the handshake deadline")
+        #expect(m.handshake(.wantRead, .init(), now: at(2)) == .wait(.readable))
+        #expect(m.nextDeadline == at(2) + M.handshakeIdleRecheck, "a waiting handshake is asked again on a slower timer")
+        #expect(m.timerFired(now: at(10)) == .close(.timedOut(.handshake)))
         // Finished with application data already inside OpenSSL: read it now, not on a socket event.
         var d = M(now: 0, timeouts: Self.timeouts)
         _ = d.helloInspected(.proceed, now: 0)
         #expect(d.handshake(.done, held, now: 0) == .read)
+    }
+
+    @Test("reading: a want-read while OpenSSL holds bytes reads again at once a few times, then waits for the socket and reads again after the recheck")
+    func readPending() {
+        var m = open()
+        _ = m.read(.done, count: 100, requested: 4096, now: at(1))
+        let held = M.Buffers(input: 100, tlsPending: true)
+        for _ in 0..<M.handshakeRetryLimit {
+            #expect(m.read(.wantRead, count: 0, requested: 4096, held, now: at(1)) == .read)
+        }
+        #expect(m.read(.wantRead, count: 0, requested: 4096, held, now: at(1)) == .wait(.readable))
+        #expect(m.recheckAt == at(1) + M.handshakeRecheck)
+        #expect(m.timerFired(now: at(1) + M.handshakeRecheck) == .read)
+        #expect(m.read(.wantRead, count: 0, requested: 4096, .init(input: 100), now: at(2)) == .wait(.readable))
+        #expect(m.recheckAt == nil, "nothing held: only the socket can bring more")
     }
 
     @Test("shedding rank: idle first (oldest first), then a request slower than the grace; a fresh request or an answer under way never")

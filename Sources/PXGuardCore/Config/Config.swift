@@ -125,7 +125,7 @@ public struct Config: Sendable, Equatable {
         /// Event loops; 0 means one per core.
         public var workers: Int = 0
         public var maxConnectionsPerWorker: Int = 10_000
-        /// Connections across all loops; when spent, the oldest idle one is shed.
+        /// Connections across all loops; when spent, the heaviest address gives one up (idle, else slow).
         public var maxConnections: Int = 8_192
         /// Connections per loop holding TLS state in an unfinished handshake.
         public var maxHandshakesPerWorker: Int = 256
