@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 int pthread_setname_np(pthread_t thread, const char *name);
 int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+#include <time.h>
+int pthread_timedjoin_np(pthread_t thread, void **retval, const struct timespec *abstime);
 
 /* CPUs in this thread's affinity mask; 0 when unknown. sched_getaffinity and
    CPU_COUNT need _GNU_SOURCE, which would change glibc's struct definitions

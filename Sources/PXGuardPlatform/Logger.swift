@@ -1,4 +1,5 @@
 import PXGuardBytes
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,36 +22,51 @@ public struct Logger: Sendable {
     static let maxKeyBytes = 64
 
     let sink: @Sendable (String) -> Void
-    let minimum: Level
+    /// The lowest level written; shared by the copies of this logger, so that a
+    /// `logLevel` read from the configuration applies to every holder at once.
+    let threshold: LogThreshold
+    /// Repeated warnings: one line per message per interval, with a count of the rest.
+    let repeats: RepeatLimiter
+    /// The queue behind `sink`, when there is one (for its dropped-line count and `flush`).
+    public let queue: LogQueue?
 
     /// A logger that hands each finished line (ending in a newline) to `sink`.
-    public init(minimum: Level = .info, sink: @escaping @Sendable (String) -> Void) {
+    public init(minimum: Level = .info, repeatInterval: Double = 60, sink: @escaping @Sendable (String) -> Void) {
         self.sink = sink
-        self.minimum = minimum
+        threshold = LogThreshold(minimum)
+        repeats = RepeatLimiter(interval: repeatInterval)
+        queue = nil
     }
 
-    /// A logger that writes each line to `fd` with one `write(2)`, under a lock that
-    /// every such logger shares, so lines from concurrent threads never interleave
-    /// (a pipe only guarantees that for writes up to 4 KiB).
+    /// A logger that queues each line on `queue`, whose own thread writes it with one
+    /// `write(2)`: lines from concurrent threads never interleave, and a stalled reader
+    /// costs dropped lines, never a blocked caller.
+    public init(minimum: Level = .info, repeatInterval: Double = 60, queue: LogQueue) {
+        sink = { queue.enqueue($0) }
+        threshold = LogThreshold(minimum)
+        repeats = RepeatLimiter(interval: repeatInterval)
+        self.queue = queue
+    }
+
+    /// A logger writing to `fd` through a queue of its own (see `init(minimum:queue:)`).
     public static func writing(to fd: Int32, minimum: Level = .info) -> Logger {
-        Logger(minimum: minimum) { line in
-            var line = line
-            writeLock.withLock { written in
-                written &+= 1
-                line.withUTF8 { bytes in
-                    // A closed or full stderr must not take the server down: the line is lost.
-                    try? Syscall.writeAll(fd, UnsafeRawBufferPointer(bytes))
-                }
-            }
-        }
+        Logger(minimum: minimum, queue: LogQueue(fd: fd))
     }
 
-    /// Lines written through it. The count gives the lock a value with storage: ThreadSanitizer
-    /// reports the exclusive access to a zero-sized `Void` as a race between its holders.
-    private static let writeLock = Locked<Int>(0)
+    /// Logs to standard error, through the process's one stderr queue.
+    public static let stderr = Logger(queue: .standardError)
 
-    /// Logs to standard error.
-    public static let stderr = Logger.writing(to: 2)
+    /// The lowest level this logger (and its copies) writes.
+    public var minimum: Level { threshold.level }
+
+    /// Changes the lowest level written, for this logger and all its copies.
+    public func setMinimum(_ level: Level) { threshold.set(level) }
+
+    /// Lines lost because the queue was full (0 without a queue).
+    public var droppedLines: Int { queue?.droppedLines ?? 0 }
+
+    /// Waits up to `seconds` for queued lines to be written (before the process exits).
+    public func flush(seconds: Double = 2) { queue?.flush(seconds: seconds) }
 
     /// Discards everything.
     public static let none = Logger { _ in }
@@ -59,6 +75,7 @@ public struct Logger: Sendable {
     public func info(_ message: String, _ fields: [(String, String)] = []) { log(.info, message, fields) }
     public func warn(_ message: String, _ fields: [(String, String)] = []) { log(.warn, message, fields) }
     public func error(_ message: String, _ fields: [(String, String)] = []) { log(.error, message, fields) }
+    public func debug(_ message: String, _ fields: [(String, LogValue)]) { log(.debug, message, fields) }
     public func info(_ message: String, _ fields: [(String, LogValue)]) { log(.info, message, fields) }
     public func warn(_ message: String, _ fields: [(String, LogValue)]) { log(.warn, message, fields) }
     public func error(_ message: String, _ fields: [(String, LogValue)]) { log(.error, message, fields) }
@@ -71,9 +88,17 @@ public struct Logger: Sendable {
 
     /// Logs with typed fields: numbers are written as JSON numbers.
     public func log(_ level: Level, _ message: String, _ fields: [(String, LogValue)]) {
-        guard Self.order.firstIndex(of: level)! >= Self.order.firstIndex(of: minimum)! else { return }
+        guard level.rank >= threshold.rank else { return }
+        var fields = fields
+        if level == .warn {
+            guard let suppressed = repeats.admit(message, now: Clock.monotonic().nanoseconds) else { return }
+            if suppressed > 0 { fields.append(("repeated", .integer(suppressed))) }
+        }
         sink(String(decoding: Self.line(level, message, fields, timestamp: Self.timestamp()), as: UTF8.self))
     }
+
+    /// Whether a line at `level` would be written (to skip building costly fields).
+    public func enabled(_ level: Level) -> Bool { level.rank >= threshold.rank }
 
     /// The bytes of one log line, newline included, within `maxLineBytes`.
     static func line(_ level: Level, _ message: String, _ fields: [(String, LogValue)], timestamp: String) -> [UInt8] {
@@ -123,6 +148,27 @@ public struct Logger: Sendable {
 
     /// RFC 3339 UTC time with milliseconds.
     static func timestamp() -> String { Clock.rfc3339(Clock.wall(), fractionDigits: 3) }
+}
+
+extension Logger.Level {
+    /// Position in `debug < info < warn < error`.
+    var rank: Int {
+        switch self {
+        case .debug: return 0
+        case .info: return 1
+        case .warn: return 2
+        case .error: return 3
+        }
+    }
+}
+
+/// The lowest level a logger writes, changeable at run time (one relaxed atomic).
+final class LogThreshold: Sendable {
+    private let value: Atomic<Int>
+    init(_ level: Logger.Level) { value = Atomic(level.rank) }
+    var rank: Int { value.load(ordering: .relaxed) }
+    var level: Logger.Level { Logger.order[rank] }
+    func set(_ level: Logger.Level) { value.store(level.rank, ordering: .relaxed) }
 }
 
 /// A log field's value: text is a JSON string, a count or a port a JSON number, so

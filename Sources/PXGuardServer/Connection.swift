@@ -1,8 +1,10 @@
 /// What the event loop keeps for one connection: the owners of its descriptor and
 /// `SSL*`, its buffers (borrowed from the loop's pool only while a request is in
 /// flight), its parser, and the state machine that decides what happens next.
-final class Connection {
+final class Connection: DeadlineEntry {
     let fd: Int32
+    /// The loop's registration counter when accepted; with `fd` it makes the epoll tag.
+    let generation: UInt32
     /// Closes the descriptor when released (set to nil by `release`).
     private var socket: FileDescriptor?
     /// Created when the first record of a ClientHello has arrived, not at accept:
@@ -25,9 +27,18 @@ final class Connection {
     var slot = 0
     /// Counted among the loop's unfinished handshakes (TLS state allocated, not done).
     var holdsHandshakeSlot = false
+    /// Place in the loop's deadline heap (see `DeadlineEntry`).
+    var heapIndex = -1
+    var scheduled: UInt64 = 0
+    /// The client address it counts against, and its index in that peer's list.
+    var peer: Peer?
+    var peerSlot = 0
+    /// Listed for the loop's next buffer release (went idle holding buffers).
+    var awaitingRelease = false
 
-    init(socket: consuming FileDescriptor, machine: ConnectionMachine, limits: HTTPLimits) {
+    init(socket: consuming FileDescriptor, generation: UInt32 = 0, machine: ConnectionMachine, limits: HTTPLimits) {
         fd = socket.raw
+        self.generation = generation
         self.socket = .some(socket)
         self.machine = machine
         parser = HTTPRequestParser(limits: limits)
@@ -52,10 +63,22 @@ final class Connection {
         machine.isIdle(buffers)
     }
 
-    /// The periodic deadline check.
+    /// A scheduled deadline came: the close reason when really due, else nil.
     func tick(now: ConnectionMachine.Instant) -> ConnectionMachine.CloseReason? {
         machine.tick(now: now)
     }
+
+    /// The earliest time the machine has something due.
+    var nextDeadline: ConnectionMachine.Instant { machine.nextDeadline }
+
+    /// How readily it is shed (see `ConnectionMachine.sheddingRank`).
+    func sheddingRank(now: UInt64, fresh: Bool) -> (tier: Int, since: UInt64)? {
+        // Bytes held inside OpenSSL do not change the rank: no call into it per candidate.
+        machine.sheddingRank(ConnectionMachine.Buffers(input: input?.readable ?? 0, output: output?.readable ?? 0), now: now, fresh: fresh)
+    }
+
+    /// The epoll data word of its registration.
+    var tag: RegistrationTag { RegistrationTag(fd: fd, generation: generation) }
 
     /// Whether the answer keeps the connection open (see `ConnectionMachine.keepAlive`).
     func keepAlive(requested: Bool, draining: Bool) -> Bool {

@@ -44,7 +44,19 @@ final class EventLoop: @unchecked Sendable {
     /// exclusivity check around the handler call is turned off.
     @exclusivity(unchecked) var response = HTTPResponse()
     var drainDeadline: UInt64?
-    var lastSweep: UInt64 = 0
+    /// Every connection's next deadline; `epoll_wait` sleeps until the earliest.
+    var timers = DeadlineHeap<Connection>()
+    /// Connections grouped by client address, for the per-peer share and fair shedding.
+    var peers = PeerTable()
+    /// Connections one address may hold on this loop (its share of `maxConnectionsPerPeer`).
+    let peerShare: Int
+    /// The registration counter: each accepted connection gets the next one.
+    var generation: UInt32 = 0
+    /// Connections that went idle holding buffers: given back at the next housekeeping,
+    /// so a busy keep-alive connection does not cycle its buffers per request.
+    var idleHolding: [Connection] = []
+    /// When housekeeping (idle buffers, memory trim) runs next; nil: nothing to do.
+    var housekeepingAt: UInt64?
     /// Set while accepting is paused after running out of descriptors.
     var acceptPausedUntil: UInt64?
     /// Connections holding TLS state in an unfinished handshake (capped).
@@ -75,11 +87,9 @@ final class EventLoop: @unchecked Sendable {
         self.listener = .some(listener)
         self.configuration = configuration
         self.budget = budget
-        var timeouts = ConnectionMachine.Timeouts(
-            handshake: configuration.handshakeTimeout, header: configuration.headerTimeout,
-            body: configuration.bodyTimeout, idle: configuration.idleTimeout)
-        timeouts.maxRequests = configuration.maxRequestsPerConnection
-        self.timeouts = timeouts
+        timeouts = configuration.connectionTimeouts
+        let loops = max(1, configuration.workers)
+        peerShare = max(1, (configuration.maxConnectionsPerPeer + loops - 1) / loops)
         self.tlsBox = tls
         self.tlsGeneration = tls.generation.load(ordering: .acquiring)
         self.tlsContext = tls.value
@@ -89,8 +99,8 @@ final class EventLoop: @unchecked Sendable {
         outputPool = BufferPool(bufferSize: Self.outputBufferSize, keep: 64)
         epoll = FileDescriptor(try Sys.epollCreate())
         wake = FileDescriptor(try Sys.eventFD())
-        try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, listenFD, events: UInt32(EPOLLIN.rawValue))
-        try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, wake.raw, events: UInt32(EPOLLIN.rawValue))
+        try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, listenFD, events: UInt32(EPOLLIN.rawValue), tag: RegistrationTag.listener.raw)
+        try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, wake.raw, events: UInt32(EPOLLIN.rawValue), tag: RegistrationTag.wake.raw)
         response.body.reserveCapacity(4096)
     }
 
@@ -105,24 +115,25 @@ final class EventLoop: @unchecked Sendable {
         let capacity: Int32 = 256
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: Int(capacity))
         defer { events.deallocate() }
+        // The time read after the last turn's work serves this turn's wait: one clock read per turn.
+        var now = Clock.monotonic().nanoseconds
         while true {
-            let timeout: Int32 = !resumable.isEmpty ? 0 : acceptPausedUntil == nil ? 250 : 20
             let n: Int32
             do {
-                n = try Sys.epollWait(epoll.raw, events, capacity, timeoutMillis: timeout)
+                n = try Sys.epollWait(epoll.raw, events, capacity, timeoutMillis: waitMillis(now: now))
             } catch {
                 logger.error("event loop stopped", [("loop", .integer(index)), ("error", .text("\(error)"))])
                 return
             }
             for i in 0..<Int(n) {
-                let fd = events[i].data.fd
+                let tag = RegistrationTag(raw: events[i].data.u64)
                 let flags = events[i].events
-                if fd == listenFD && listener != nil {
-                    acceptConnections()
-                } else if fd == wake.raw {
+                if tag == .listener {
+                    if listener != nil { acceptConnections() }
+                } else if tag == .wake {
                     Sys.drainEventFD(wake.raw)
                     handleCommands()
-                } else if Int(fd) < table.count, let c = table[Int(fd)] {
+                } else if let c = connection(for: tag) {
                     if flags & UInt32(EPOLLERR.rawValue) != 0 {
                         close(c, c.advance { $0.close(.failed) })
                     } else {
@@ -135,15 +146,13 @@ final class EventLoop: @unchecked Sendable {
                 resumable.removeAll(keepingCapacity: true)
                 for c in resumed where isCurrent(c) { resume(c) }
             }
-            let now = Clock.monotonic().nanoseconds
+            now = Clock.monotonic().nanoseconds
             if let until = acceptPausedUntil, now >= until, listener != nil {
                 acceptPausedUntil = nil
-                try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: UInt32(EPOLLIN.rawValue))
+                try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: UInt32(EPOLLIN.rawValue), tag: RegistrationTag.listener.raw)
             }
-            if now - lastSweep >= 250_000_000 {
-                lastSweep = now
-                sweep(now)
-            }
+            expireDeadlines(now)
+            if let at = housekeepingAt, now >= at { housekeeping() }
             if let deadline = drainDeadline {
                 if active.isEmpty { return }
                 if now >= deadline {
@@ -152,6 +161,71 @@ final class EventLoop: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// How long `epoll_wait` may sleep: until the earliest timer, a paused accept's
+    /// end, the drain deadline or housekeeping; 0 when connections yielded; -1 (no
+    /// timeout) when nothing is due at all.
+    func waitMillis(now: UInt64) -> Int32 {
+        if !resumable.isEmpty { return 0 }
+        var next = timers.first?.scheduled ?? UInt64.max
+        if let until = acceptPausedUntil { next = min(next, until) }
+        if let deadline = drainDeadline { next = min(next, deadline) }
+        if let at = housekeepingAt { next = min(next, at) }
+        if next == UInt64.max { return -1 }
+        if next <= now { return 0 }
+        // Rounded up, so the loop never wakes just before a deadline and sleeps again.
+        return Int32(min((next - now + 999_999) / 1_000_000, 3_600_000))
+    }
+
+    /// Closes the connections whose deadline has come, asks OpenSSL again for held
+    /// handshake bytes whose recheck came; the others (scheduled early, see
+    /// `DeadlineHeap`) are scheduled again at their real deadline.
+    func expireDeadlines(_ now: UInt64) {
+        while let c = timers.popDue(now: now) {
+            guard isCurrent(c) else { continue }
+            switch c.advance({ $0.timerFired(now: now) ?? .wait(.readable) }) {
+            case .close(let reason): close(c, .close(reason))
+            case .handshake: drive(c, .handshake)
+            case .read: resume(c)
+            default: schedule(c)
+            }
+        }
+    }
+
+    /// Puts a connection's next deadline in the heap when it is not there or moved
+    /// earlier (a later one is found when the earlier entry comes up).
+    @inline(__always) func schedule(_ c: Connection) {
+        let deadline = c.nextDeadline
+        if c.heapIndex < 0 || deadline < c.scheduled { timers.schedule(c, at: deadline) }
+    }
+
+    /// Gives idle connections' buffers back and, after a burst of connections has
+    /// gone, hands the memory they used back to the system.
+    func housekeeping() {
+        housekeepingAt = nil
+        for c in idleHolding {
+            c.awaitingRelease = false
+            if isCurrent(c) { releaseIdleBuffers(c) }
+        }
+        idleHolding.removeAll(keepingCapacity: idleHolding.count <= 1024)
+        if closedSinceTrim >= 256 && active.count * 4 < closedSinceTrim {
+            closedSinceTrim = 0
+            inputPool.trim(to: 16)
+            outputPool.trim(to: 16)
+            releaseFreeMemory()
+        }
+    }
+
+    func scheduleHousekeeping(_ now: UInt64) {
+        if housekeepingAt == nil { housekeepingAt = now + 250_000_000 }
+    }
+
+    /// The connection an event is for, unless it was closed (and its number reused) since.
+    @inline(__always) func connection(for tag: RegistrationTag) -> Connection? {
+        let fd = Int(tag.fd)
+        guard fd >= 0, fd < table.count, let c = table[fd], c.generation == tag.generation else { return nil }
+        return c
     }
 
     func handleCommands() {
@@ -165,7 +239,7 @@ final class EventLoop: @unchecked Sendable {
                 guard drainDeadline == nil else { continue }
                 drainDeadline = deadline
                 if listener != nil {
-                    try? Sys.epollControl(epoll.raw, EPOLL_CTL_DEL, listenFD, events: 0)
+                    try? Sys.epollControl(epoll.raw, EPOLL_CTL_DEL, listenFD, events: 0, tag: 0)
                     listener = nil
                 }
                 // Idle keep-alive connections close now, so clients reconnect to
@@ -180,15 +254,16 @@ final class EventLoop: @unchecked Sendable {
     // MARK: accepting and closing
 
     func acceptConnections() {
+        var storage = sockaddr_storage()
         for _ in 0..<64 {
             let fd: Int32
             do {
-                switch try Sys.accept(listenFD) {
+                switch try Sys.accept(listenFD, peer: &storage) {
                 case .wouldBlock: return
                 case .exhausted:
                     // Stop polling the listener for 100 ms; the loop re-arms it.
                     logger.warn("out of file descriptors or memory; pausing accept", [("open", .integer(active.count))])
-                    try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: 0)
+                    try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, listenFD, events: 0, tag: RegistrationTag.listener.raw)
                     acceptPausedUntil = Clock.monotonic().nanoseconds + 100_000_000
                     return
                 case .processed(let accepted): fd = accepted
@@ -198,23 +273,27 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
             let socket = FileDescriptor(fd)
-            guard drainDeadline == nil, active.count < configuration.maxConnectionsPerWorker, admit() else {
+            let address = PeerAddress(storage)
+            guard drainDeadline == nil, active.count < configuration.maxConnectionsPerWorker, admit(address) else {
                 stats.rejected.add(1, ordering: .relaxed)
                 continue  // `socket` closes here
             }
             Socket.setNoDelay(fd)
             let now = Clock.monotonic().nanoseconds
-            let c = Connection(socket: socket, machine: ConnectionMachine(now: now, timeouts: timeouts),
+            generation = RegistrationTag.next(after: generation)
+            let c = Connection(socket: socket, generation: generation, machine: ConnectionMachine(now: now, timeouts: timeouts),
                                limits: configuration.limits)
             if Int(fd) >= table.count { table.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - table.count)) }
             table[Int(fd)] = c
+            peers.add(c, to: peers.peer(address))
             c.slot = active.count
             active.append(c)
             stats.accepted.add(1, ordering: .relaxed)
             stats.open.add(1, ordering: .relaxed)
             c.interest = Self.readableEvents
             do {
-                try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, fd, events: c.interest)
+                try Sys.epollControl(epoll.raw, EPOLL_CTL_ADD, fd, events: c.interest, tag: c.tag.raw)
+                schedule(c)
             } catch {
                 close(c, c.advance { $0.close(.failed) })
             }
@@ -223,12 +302,26 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Takes a place under the global connection budget, shedding this loop's
-    /// oldest idle connection when the budget is spent.
-    func admit() -> Bool {
+    /// Takes a place for a connection from `address`. A peer at its share makes room
+    /// among its own connections (idle, else slow) or is refused. When the budget across
+    /// loops is spent, max-min fairness: a peer holding fewer connections here than the
+    /// heaviest takes one of the heaviest's (its longest idle, else its slowest request,
+    /// else its oldest request in progress); the heaviest itself may only replace one of
+    /// its own idle connections, so it cannot churn through the slow ones others need.
+    func admit(_ address: PeerAddress) -> Bool {
+        let now = Clock.monotonic().nanoseconds
+        if let peer = peers.peers[address], peer.count >= peerShare {
+            guard let victim = PeerTable.victim(in: peer, now: now) else { return false }
+            close(victim, victim.advance { $0.close(.shed) })
+        }
         if budget.take() { return true }
-        guard let oldest = oldest(where: { $0.isIdle }) else { return false }
-        close(oldest, oldest.advance { $0.close(.shed) })
+        let mine = peers.peers[address]?.count ?? 0
+        guard let heaviest = peers.heaviest else { return false }
+        let lighter = heaviest.count > mine + 1 && heaviest.address != address
+        guard let victim = PeerTable.victim(in: lighter ? heaviest : (peers.peers[address] ?? heaviest), now: now,
+                                            maxTier: lighter ? 2 : 0)
+        else { return false }
+        close(victim, victim.advance { $0.close(.shed) })
         return budget.take()
     }
 
@@ -260,6 +353,8 @@ final class EventLoop: @unchecked Sendable {
             c.output = nil
             outputPool.give(output)
         }
+        timers.remove(c)
+        peers.remove(c)
         c.release()
         table[Int(c.fd)] = nil
         let last = active.removeLast()
@@ -270,33 +365,7 @@ final class EventLoop: @unchecked Sendable {
         stats.open.add(-1, ordering: .relaxed)
         budget.give()
         closedSinceTrim += 1
-    }
-
-    func sweep(_ now: UInt64) {
-        var expired: [(Connection, ConnectionMachine.CloseReason)] = []
-        for c in active {
-            if let reason = c.tick(now: now) {
-                expired.append((c, reason))
-            } else {
-                // Idle connections give their buffers back here rather than after every
-                // answer, so a busy keep-alive connection does not cycle them per request.
-                releaseIdleBuffers(c)
-            }
-        }
-        for (c, reason) in expired { close(c, .close(reason)) }
-        // A handshake waits for readiness events. Re-drive the unfinished ones at each
-        // sweep, so that bytes whose event was consumed mid-handshake cannot strand a
-        // connection until its handshake timeout (the record-path fuzzer found one).
-        // At most `maxHandshakesPerWorker` cheap SSL_accept calls per sweep.
-        for c in active where c.holdsHandshakeSlot { resume(c) }
-        // After a burst of connections has gone, hand the memory they used back
-        // to the system instead of keeping it in free lists.
-        if closedSinceTrim >= 256 && active.count * 4 < closedSinceTrim {
-            closedSinceTrim = 0
-            inputPool.trim(to: 16)
-            outputPool.trim(to: 16)
-            releaseFreeMemory()
-        }
+        if closedSinceTrim >= 256 && housekeepingAt == nil { scheduleHousekeeping(Clock.monotonic().nanoseconds) }
     }
 
     // MARK: performing steps
@@ -322,7 +391,8 @@ final class EventLoop: @unchecked Sendable {
                     continue
                 }
                 let io = Self.io(c.session?.accept() ?? .failed("no TLS state"))
-                step = c.advance { $0.handshake(io, now: now) }
+                let b = c.buffers
+                step = c.advance { $0.handshake(io, b, now: now) }
                 if c.holdsHandshakeSlot, case .idle = c.state {
                     c.holdsHandshakeSlot = false
                     handshakesInProgress -= 1
@@ -337,10 +407,12 @@ final class EventLoop: @unchecked Sendable {
                 step = c.advance { $0.flushed(io, b, now: now) }
             case .wait(let interest):
                 setInterest(c, interest)
+                waiting(c, now)
                 return
             case .yield:
                 setInterest(c, .readable)
                 resumable.append(c)
+                waiting(c, now)
                 return
             case .startLinger:
                 c.session?.shutdown()
@@ -353,6 +425,17 @@ final class EventLoop: @unchecked Sendable {
                 close(c, step)
                 return
             }
+        }
+    }
+
+    /// A connection stops for now: its next deadline goes in the heap, and an idle one
+    /// holding buffers is listed to give them back.
+    @inline(__always) func waiting(_ c: Connection, _ now: UInt64) {
+        schedule(c)
+        if !c.awaitingRelease, c.input != nil || c.output != nil, case .idle = c.state {
+            c.awaitingRelease = true
+            idleHolding.append(c)
+            scheduleHousekeeping(now)
         }
     }
 
@@ -414,7 +497,8 @@ final class EventLoop: @unchecked Sendable {
             return c.advance { $0.read(.done, count: n, requested: requested, now: now) }
         case let other:
             let io = Self.io(other)
-            return c.advance { $0.read(io, count: 0, requested: requested, now: now) }
+            let b = c.buffers
+            return c.advance { $0.read(io, count: 0, requested: requested, b, now: now) }
         }
     }
 
@@ -465,6 +549,6 @@ final class EventLoop: @unchecked Sendable {
         }
         guard c.interest != events else { return }
         c.interest = events
-        try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, c.fd, events: events)
+        try? Sys.epollControl(epoll.raw, EPOLL_CTL_MOD, c.fd, events: events, tag: c.tag.raw)
     }
 }

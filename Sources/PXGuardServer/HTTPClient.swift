@@ -12,10 +12,13 @@ public final class TLSClientConnection {
     public private(set) var isOpen = true
 
     /// Connects and completes the handshake within `timeout` seconds, verifying the
-    /// server's certificate for `serverName` (a DNS name or IP address).
-    public init(address: SocketAddress, context: TLSContext, serverName: String?, timeout: Double) throws {
+    /// server's certificate for `serverName` (a DNS name or IP address). `source`
+    /// binds the local address first (port 0 picks one).
+    public init(address: SocketAddress, context: TLSContext, serverName: String?, timeout: Double,
+                source: SocketAddress? = nil) throws {
         fd = try Sys.socket(address.family, Int32(SOCK_STREAM.rawValue))
         do {
+            if let source { try Sys.bind(fd, source) }
             try Sys.setTimeout(fd, SO_RCVTIMEO, seconds: timeout)
             try Sys.setTimeout(fd, SO_SNDTIMEO, seconds: timeout)
             try Sys.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)

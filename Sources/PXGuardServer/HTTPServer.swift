@@ -11,9 +11,8 @@ import Glibc
 public final class HTTPServer: Sendable {
     public let port: Int
     let loops: [EventLoop]
-    /// Loops that have exited; `wait` sleeps on `exited` until all have.
-    private let finished = Locked<Int>(0)
-    private let exited = Waker()
+    /// The loops' threads, joined by `wait`.
+    private let threads = Locked<[JoinableThread]>([])
     let logger: Logger
 
     /// Binds the listeners (so the port is known) without serving yet.
@@ -23,6 +22,7 @@ public final class HTTPServer: Sendable {
         Sys.raiseDescriptorLimit()
         var configuration = configuration
         let workers = configuration.workers > 0 ? configuration.workers : CPUBudget.available()
+        configuration.workers = workers
         let budget = ConnectionBudget(limit: configuration.maxConnections)
         var loops: [EventLoop] = []
         var boundPort = configuration.address.port
@@ -49,13 +49,8 @@ public final class HTTPServer: Sendable {
 
     /// Starts one thread per loop.
     public func start() {
-        for loop in loops {
-            spawnThread(name: "pxguard-loop-\(loop.index)") { [self] in
-                loop.run()
-                finished.withLock { $0 += 1 }
-                exited.signal()
-            }
-        }
+        let started = loops.map { loop in startThread(name: "pxguard-loop-\(loop.index)") { loop.run() } }
+        threads.withLock { $0 += started }
     }
 
     /// Stops accepting, closes idle connections at once, lets in-flight requests
@@ -65,9 +60,9 @@ public final class HTTPServer: Sendable {
         for loop in loops { loop.post(.drain(deadline: Clock.monotonic().nanoseconds + UInt64(grace * 1e9))) }
     }
 
-    /// Blocks until every loop has exited.
+    /// Blocks until every loop has exited (joins their threads).
     public func wait() {
-        while finished.withLock({ $0 }) < loops.count { exited.wait(seconds: 1) }
+        for thread in threads.withLock({ $0 }) { thread.join() }
     }
 
     public var statistics: ServerStatistics {

@@ -13,8 +13,9 @@ public struct ServerConfiguration: Sendable {
     /// Requests served on one connection before it is closed (0: unlimited).
     public var maxRequestsPerConnection = 0
     public var maxConnectionsPerWorker = 10_000
-    /// Connections across all loops. When it is spent, a loop makes room by closing
-    /// its oldest idle connection (keep-alive, or no ClientHello yet), else refuses.
+    /// Connections across all loops. When it is spent, the address holding the most
+    /// connections on the loop gives one up (idle, else slow) to a lighter address;
+    /// the heaviest itself may only replace an idle one of its own (see `EventLoop.admit`).
     public var maxConnections = 8_192
     /// Connections per loop holding TLS state in an unfinished handshake; a new
     /// handshake beyond it evicts the oldest unfinished one.
@@ -26,8 +27,27 @@ public struct ServerConfiguration: Sendable {
     /// request that would need more is answered 503 and closed, so many large
     /// bodies at once cannot exhaust memory.
     public var maxBufferedBytesPerWorker = 256 << 20
+    /// Connections one client address may hold across all loops (each loop holds its
+    /// share); past it, the address's own longest-idle or slowest connection makes room.
+    public var maxConnectionsPerPeer = 4_096
+    /// Least rate (bytes per second, after a 2 s grace from a request's first byte) at
+    /// which request heads and bodies must arrive; 0 turns the check off.
+    public var minRequestBytesPerSecond = 1_024
+    /// Seconds from a request's first byte before the minimum rate applies and before
+    /// a busy connection counts as slow for shedding (shorter in tests).
+    var progressGrace = 2.0
 
     public init(address: SocketAddress) { self.address = address }
+
+    /// The timeouts and per-connection limits each connection's state machine enforces,
+    /// derived here once: the loop passes them on, nothing copies them by hand.
+    var connectionTimeouts: ConnectionMachine.Timeouts {
+        var t = ConnectionMachine.Timeouts(handshake: handshakeTimeout, header: headerTimeout, body: bodyTimeout, idle: idleTimeout)
+        t.maxRequests = maxRequestsPerConnection
+        t.minBytesPerSecond = minRequestBytesPerSecond
+        t.progressGrace = ConnectionMachine.Timeouts.nanos(progressGrace)
+        return t
+    }
 }
 
 /// Transport counters of one event loop; the server sums them on demand.
@@ -53,7 +73,7 @@ public struct ServerStatistics: Sendable {
     public var rejectedConnections = 0
     /// Capacity of all request buffers, the figure `maxBufferedBytesPerWorker` bounds per loop.
     public var bufferedBytes = 0
-    /// Connections closed to make room under `maxConnections` or the handshake cap.
+    /// Connections closed to make room under `maxConnections`, a peer's share or the handshake cap.
     public var shedConnections = 0
     /// Connections holding TLS state in an unfinished handshake (capped per loop).
     public var handshakesInProgress = 0

@@ -49,9 +49,20 @@ enum Sys {
     }
 
     static func accept(_ fd: Int32) throws -> IOResult<Int32> {
+        var ignored = sockaddr_storage()
+        return try accept(fd, peer: &ignored)
+    }
+
+    /// Accepts a connection, filling `peer` with the client's address.
+    static func accept(_ fd: Int32, peer: inout sockaddr_storage) throws -> IOResult<Int32> {
         while true {
             do {
-                let r = try Syscall.check("accept") { accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) }
+                var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                let r = try withUnsafeMutablePointer(to: &peer) { storage in
+                    try storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                        try Syscall.check("accept") { accept4(fd, address, &length, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) }
+                    }
+                }
                 return .processed(r)
             } catch let error as IOError {
                 switch error.errnoCode {
@@ -99,10 +110,11 @@ enum Sys {
         try check("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
     }
 
-    static func epollControl(_ epfd: Int32, _ op: Int32, _ fd: Int32, events: UInt32) throws {
+    /// Adds, changes or removes `fd`'s registration; `tag` is what its events carry.
+    static func epollControl(_ epfd: Int32, _ op: Int32, _ fd: Int32, events: UInt32, tag: UInt64) throws {
         var event = epoll_event()
         event.events = events
-        event.data.fd = fd
+        event.data.u64 = tag
         try check("epoll_ctl") { epoll_ctl(epfd, op, fd, &event) }
     }
 

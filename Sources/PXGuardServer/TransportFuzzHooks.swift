@@ -114,7 +114,24 @@ public enum TransportFuzzHooks {
         var answered = 0
         for want in expected {
             guard let response = try? client.readResponse(method: "POST") else {
-                preconditionFailure("request \(answered + 1) of \(expected.count) was not answered (stranded records?)")
+                let t = rig.server.statistics
+                // Release builds drop a precondition's message: say it on stderr first, with
+                // each open connection's state as the loop last left it (read without a lock:
+                // a diagnostic only, the loop may be mid-turn).
+                var why = "request \(answered + 1) of \(expected.count) was not answered (stranded records?); "
+                why += "server: \(t.timeouts) timeouts, \(t.shedConnections) shed, \(t.openConnections) open;"
+                for loop in rig.server.loops {
+                    for c in loop.active {
+                        let state: String = "\(c.state)"
+                        let input: Int = c.input?.readable ?? -1
+                        let pending: Bool = c.session?.hasPending ?? false
+                        why += " [" + state + " in=\(input) interest=\(c.interest) pending=\(pending) heap=\(c.heapIndex)"
+                        why += " fd=\(c.fd) generation=\(c.generation)]"
+                    }
+                }
+                why += "\n"
+                _ = why.withCString { Glibc.write(2, $0, strlen($0)) }
+                preconditionFailure(why)
             }
             precondition(response.status == 200 && response.bodyText == want, "wanted \(want), got \(response.status) \(response.bodyText)")
             answered += 1

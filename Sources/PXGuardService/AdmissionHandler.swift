@@ -31,12 +31,15 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
     let readiness: Readiness
     let metrics: ServiceMetrics
     let logger: Logger
+    /// Findings logged per rule per second (the rest counted on the next line).
+    let findingLog: RateLimiter
     let slots: [Slot]
     /// Set once the server exists, for transport counters in `/metrics`.
     let transport = Locked<(@Sendable () -> ServerStatistics)?>(nil)
 
     public init(policies: PolicyBox, readiness: Readiness, metrics: ServiceMetrics, logger: Logger,
-                workers: Int) {
+                workers: Int, findingLog: RateLimiter = RateLimiter(keys: RuleID.allCases.count, perSecond: 10)) {
+        self.findingLog = findingLog
         self.policies = policies
         self.readiness = readiness
         self.metrics = metrics
@@ -143,7 +146,7 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
                 }
                 ReviewEncoder.encode(verdict, uid: review.uid, version: review.version, into: &response.body)
                 shard.countDecision(mutating: mutating, rule: verdict.rule, decision: verdict.decision)
-                if verdict.rule != nil { audit(verdict, review) }
+                if let rule = verdict.rule { audit(verdict, review, rule: rule, now: started.nanoseconds) }
             }
         } catch let error as AdmissionDecodeError {
             response.error(400, "invalid AdmissionReview: \(error.message)")
@@ -155,12 +158,19 @@ public final class AdmissionHandler: HTTPHandler, @unchecked Sendable {
         shard.observe(nanos: Int(Clock.monotonic().nanoseconds - started.nanoseconds))
     }
 
-    /// One log line per finding: denials, warnings, audits and break-glass use.
-    func audit(_ verdict: Verdict, _ review: AdmissionRequest) {
-        logger.info("admission finding", [
-            ("uid", review.uid), ("rule", verdict.rule?.rawValue ?? ""), ("decision", verdict.decision.rawValue),
-            ("operation", review.operation.rawValue), ("kind", review.kind), ("namespace", review.namespace),
-            ("name", review.name), ("user", review.username),
-        ])
+    /// One log line per finding (denials, warnings, audits and break-glass use), at most
+    /// `logFindingsPerSecond` per rule: a tenant sending denied requests chooses how
+    /// often it is denied, not how much is logged. The line after a suppressed run says
+    /// how many were left out.
+    func audit(_ verdict: Verdict, _ review: AdmissionRequest, rule: RuleID, now: UInt64) {
+        guard logger.enabled(.info) else { return }
+        guard case .log(let suppressed) = findingLog.admit(RuleID.allCases.firstIndex(of: rule) ?? 0, now: now) else { return }
+        var fields: [(String, LogValue)] = [
+            ("uid", .text(review.uid)), ("rule", .text(rule.rawValue)), ("decision", .text(verdict.decision.rawValue)),
+            ("operation", .text(review.operation.rawValue)), ("kind", .text(review.kind)), ("namespace", .text(review.namespace)),
+            ("name", .text(review.name)), ("user", .text(review.username)),
+        ]
+        if suppressed > 0 { fields.append(("suppressed", .integer(suppressed))) }
+        logger.info("admission finding", fields)
     }
 }

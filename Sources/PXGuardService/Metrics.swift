@@ -110,10 +110,10 @@ public final class ServiceMetrics: Sendable {
             out += gauge("pxguard_open_connections", "Open client connections.", t.openConnections)
             out += counter("pxguard_connections_accepted_total", "Accepted TCP connections.", t.acceptedConnections)
             out += counter("pxguard_tls_handshake_failures_total", "TLS handshakes that failed or were abandoned.", t.handshakeFailures)
-            out += counter("pxguard_connection_timeouts_total", "Connections cut by a handshake, header, body or write timeout.", t.timeouts)
+            out += counter("pxguard_connection_timeouts_total", "Connections cut by a handshake, header, body or write timeout, or a request slower than server.minRequestBytesPerSecond.", t.timeouts)
             out += counter("pxguard_http_protocol_errors_total", "Requests refused before the handler: parser errors (400, 413, 414, 431, 501, 505) and 503 when request buffers are full.", t.protocolErrors)
             out += counter("pxguard_connections_rejected_total", "Connections refused over the per-worker limit or while draining.", t.rejectedConnections)
-            out += counter("pxguard_connections_shed_total", "Connections closed to make room under server.maxConnections or the handshake cap (oldest idle first).", t.shedConnections)
+            out += counter("pxguard_connections_shed_total", "Connections closed to make room under server.maxConnections, a peer's share or the handshake cap (idle first, then slow requests; from the address holding the most).", t.shedConnections)
             out += gauge("pxguard_tls_handshakes_in_progress", "Connections holding TLS state in an unfinished handshake (capped per loop by server.maxHandshakesPerWorker).", t.handshakesInProgress)
             out += gauge("pxguard_request_buffer_bytes", "Memory held in request buffers, all loops (bounded per loop by server.maxBufferedBytesPerWorker).", t.bufferedBytes)
         }

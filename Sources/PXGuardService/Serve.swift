@@ -50,6 +50,8 @@ public struct ServeOptions: Sendable {
     var certPollSeconds = 1.0
     /// How long a first start waits for the self-managed certificates to be mounted.
     var certWaitSeconds = 300.0
+    /// The lowest log level written (`--log-level`); nil: the config's `logLevel`.
+    public var logLevel: Logger.Level?
     /// Create development certificates in `certDir` when it has none (`--dev-certs`).
     /// Off by default: in a cluster a missing secret mount must fail loudly, not
     /// serve a self-signed pair that the API server rejects.
@@ -58,6 +60,21 @@ public struct ServeOptions: Sendable {
     /// `server.metricsListen`. Empty: the config decides.
     public var metricsListen = ""
     public init() {}
+}
+
+/// Where a service is in its life. One state, so that no pair of flags can disagree;
+/// each transition is made under one lock (`Service.lifecycle`).
+enum Lifecycle: Equatable, Sendable {
+    /// Built; listeners bound, nothing served yet.
+    case initial
+    /// Serving; background threads running.
+    case running
+    /// SIGTERM seen: not ready, still serving while endpoints drop the pod.
+    case draining
+    /// Listeners closed, in-flight requests finishing, threads being joined.
+    case shuttingDown
+    /// Everything joined.
+    case stopped
 }
 
 /// A running server with its background workers; `serve` builds one and waits.
@@ -70,7 +87,15 @@ public final class Service: Sendable {
     let tls: TLSContextBox
     let options: ServeOptions
     let logger: Logger
-    let stopping = Locked<Bool>(false)
+    let lifecycle = Locked<Lifecycle>(.initial)
+    /// Wakes the background threads (reloads, certificate polling, the shutdown delay)
+    /// when the lifecycle moves, so none of them sleeps through a stop.
+    let lifecycleWaker = Waker()
+    let threads = Locked<[JoinableThread]>([])
+    /// The configuration in force, so a reload that changes nothing says nothing.
+    let currentConfig: Locked<Config>
+    /// Finding lines (denials, warnings, audits) per rule per second.
+    let findingLog: RateLimiter
     let certFingerprint = Locked<String>("")
     /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
     /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
@@ -97,6 +122,9 @@ public final class Service: Sendable {
         self.options = options
         self.logger = logger
         let config = try loadConfig(options.configPath)
+        logger.setMinimum(options.logLevel ?? Logger.Level(rawValue: config.logLevel.rawValue) ?? .info)
+        currentConfig = Locked(config)
+        findingLog = RateLimiter(keys: RuleID.allCases.count, perSecond: config.logFindingsPerSecond)
         let workers = config.server.workers > 0 ? config.server.workers : CPUBudget.available()
         metrics = ServiceMetrics(workers: workers)
         provisioner = try ProvisionerHandle.make(options: options, config: config, metrics: metrics, logger: logger)
@@ -145,6 +173,8 @@ public final class Service: Sendable {
         serverConfiguration.maxConnections = config.server.maxConnections
         serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
         serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
+        serverConfiguration.maxConnectionsPerPeer = config.server.maxConnectionsPerPeer
+        serverConfiguration.minRequestBytesPerSecond = config.server.minRequestBytesPerSecond
         serverConfiguration.workers = workers
         metrics.addSource { [provisioner] in provisioner.backends.metricsText }
         // Admission (R6) and the provisioner share one watched view of the cluster, and one guard backend.
@@ -154,7 +184,14 @@ public final class Service: Sendable {
         if config.nodeCIDRsAuto && provisioner.nodes == nil {
             logger.error("nodeCIDRs: auto needs the Kubernetes API (provisioning on) to find the nodes; until then NetworkPolicy and Service writes in guarded namespaces are refused with a retry message. List the node subnets explicitly to run without it")
         }
-        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers)
+        handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers,
+                                   findingLog: findingLog)
+        metrics.addSource { [logger, findingLog] in
+            "# HELP pxguard_log_lines_dropped_total Log lines dropped because the log queue was full (a slow or stalled stderr reader).\n"
+                + "# TYPE pxguard_log_lines_dropped_total counter\npxguard_log_lines_dropped_total \(logger.droppedLines)\n"
+                + "# HELP pxguard_log_findings_suppressed_total Finding lines not logged over logFindingsPerSecond (counted in pxguard_admission_decisions_total).\n"
+                + "# TYPE pxguard_log_findings_suppressed_total counter\npxguard_log_findings_suppressed_total \(findingLog.suppressedTotal)\n"
+        }
         do {
             server = try HTTPServer(configuration: serverConfiguration, tls: tls, handler: handler, logger: logger)
         } catch {
@@ -217,7 +254,7 @@ public final class Service: Sendable {
     /// Ready unless stopping or the installed certificate fails OpenSSL's date check
     /// (then every handshake would fail: better to leave the Service's endpoints).
     func updateReadiness() {
-        if stopping.withLock({ $0 }) {
+        if lifecycle.withLock({ $0 != .running && $0 != .initial }) {
             readiness.set(notReady: "shutting down")
             return
         }
@@ -231,14 +268,22 @@ public final class Service: Sendable {
 
     /// Serves until `stop` (or a signal, when `installSignalHandlers` ran).
     public func start() {
+        let starting = lifecycle.withLock { state -> Bool in
+            guard state == .initial else { return false }
+            state = .running
+            return true
+        }
+        guard starting else { return }
         server.start()
         metricsListener?.start()
         updateReadiness()
-        spawnThread(name: "pxguard-reload") { [self] in runReloads() }
-        spawnThread(name: "pxguard-certs") { [self] in
+        let reload = startThread(name: "pxguard-reload") { [self] in runReloads() }
+        let certs = startThread(name: "pxguard-certs") { [self] in
             var lastWarning = 0
-            while !stopping.withLock({ $0 }) {
-                usleep(UInt32(options.certPollSeconds * 1_000_000))
+            while true {
+                // Woken at once by stop; otherwise a poll of the files every certPollSeconds.
+                lifecycleWaker.wait(seconds: options.certPollSeconds)
+                guard isRunning else { return }
                 if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
                 if let path = options.configPath, (FileIO.fingerprint(path) ?? "") != configFingerprint.withLock({ $0 }) {
                     // The file changed (a ConfigMap's symlink swap): reload on the one
@@ -255,7 +300,11 @@ public final class Service: Sendable {
                 }
             }
         }
+        threads.withLock { $0 += [reload, certs] }
     }
+
+    /// True until SIGTERM (or `stop`): background work continues while it holds.
+    var isRunning: Bool { lifecycle.withLock { $0 == .running || $0 == .draining } }
 
     /// Asks the reload thread to re-read configuration and certificates; returns at
     /// once. Requests that arrive during a reload are served by one more reload.
@@ -264,16 +313,19 @@ public final class Service: Sendable {
         reloadWaker.signal()
     }
 
+    /// The reload thread: sleeps until a reload is asked for or the service stops.
     func runReloads() {
-        while !stopping.withLock({ $0 }) {
-            reloadWaker.wait(seconds: 1)
+        while true {
+            reloadWaker.wait(seconds: 3600)
             let requested = reloadRequested.withLock { r -> Bool in
                 defer { r = false }
                 return r
             }
-            guard requested, !stopping.withLock({ $0 }) else { continue }
+            guard isRunning else { return }
+            guard requested else { continue }
             reloadConfig()
-            reloadCertificates()
+            // A SIGHUP reloads the pair only when its files changed: no line, no count otherwise.
+            if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
         }
     }
 
@@ -322,8 +374,19 @@ public final class Service: Sendable {
     func reloadConfig() {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
+            let loaded = try loadConfig(options.configPath)
+            let previous = currentConfig.withLock { current -> Config in
+                defer { current = loaded }
+                return current
+            }
+            guard loaded != previous else {
+                logger.debug("configuration unchanged; nothing reloaded", [("file", options.configPath ?? "(built-in default)")])
+                return
+            }
+            if options.logLevel == nil { logger.setMinimum(Logger.Level(rawValue: loaded.logLevel.rawValue) ?? .info) }
+            findingLog.setRate(loaded.logFindingsPerSecond)
             // guardBackend auto: discovery again, so a CNI installed since is picked up.
-            let file = provisioner.backends.resolve(try loadConfig(options.configPath))
+            let file = provisioner.backends.resolve(loaded)
             fileConfig.withLock { $0 = file }
             let config = provisioner.effective(file)
             policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
@@ -339,11 +402,12 @@ public final class Service: Sendable {
     /// Graceful stop: not ready, stop accepting, finish in-flight requests, close
     /// idle connections, then return once everything is closed or the grace ends.
     public func stop() {
-        let already = stopping.withLock { s -> Bool in
-            defer { s = true }
-            return s
+        let wasRunning = lifecycle.withLock { state -> Bool in
+            guard state == .running || state == .initial else { return false }
+            state = .draining
+            return true
         }
-        guard !already else { return }
+        guard wasRunning else { return }
         updateReadiness()
         // The lease goes first (client-go's ReleaseOnCancel): another replica takes
         // the provisioner over while this one still answers reviews.
@@ -352,16 +416,30 @@ public final class Service: Sendable {
             // Reviews keep arriving until every API server has seen the endpoint go:
             // answer them, so that a rolling update drops none.
             logger.info("not ready; serving while endpoints drop this pod", [("delaySeconds", String(options.shutdownDelay))])
-            usleep(UInt32(min(options.shutdownDelay, 3600) * 1_000_000))
+            let end = Clock.monotonic().nanoseconds + UInt64(min(options.shutdownDelay, 3600) * 1e9)
+            var now = Clock.monotonic().nanoseconds
+            while now < end {
+                Waker().wait(seconds: Double(end - now) / 1e9)
+                now = Clock.monotonic().nanoseconds
+            }
         }
         released(2)
+        lifecycle.withLock { $0 = .shuttingDown }
         logger.info("shutting down", [("graceSeconds", String(options.shutdownGrace))])
         provisioner.stop()
+        lifecycleWaker.signal()
         reloadWaker.signal()
         server.shutdown(grace: options.shutdownGrace)
         server.wait()
         metricsListener?.stop()
+        // A reload stuck reading a file (a FIFO nobody writes) must not hold the exit:
+        // it is left behind after a moment, the loops are already joined.
+        for thread in threads.withLock({ $0 }) where !thread.join(seconds: 2) {
+            logger.warn("a background thread did not stop within 2 s (a reload stuck reading a file?); exiting without it")
+        }
+        lifecycle.withLock { $0 = .stopped }
         logger.info("stopped")
+        logger.flush(seconds: 2)
     }
 }
 

@@ -130,6 +130,8 @@ public struct ConfigLoader {
                 }
                 config.nodeFirewallPorts = r
             case "replicas": config.replicas = try int(value, key, 1...100)
+            case "logLevel": config.logLevel = try choice(value, key)
+            case "logFindingsPerSecond": config.logFindingsPerSecond = try int(value, key, 0...1_000_000)
             case "server":
                 for (k, v) in try mapping(value, key) {
                     let field = "server.\(k.scalar ?? "")"
@@ -144,6 +146,8 @@ public struct ConfigLoader {
                     case "maxConnectionsPerWorker": config.server.maxConnectionsPerWorker = try int(v, field, 1...1_000_000)
                     case "maxBufferedBytesPerWorker": config.server.maxBufferedBytesPerWorker = try int(v, field, (1 << 20)...(64 << 30))
                     case "maxConnections": config.server.maxConnections = try int(v, field, 1...1_000_000)
+                    case "maxConnectionsPerPeer": config.server.maxConnectionsPerPeer = try int(v, field, 1...1_000_000)
+                    case "minRequestBytesPerSecond": config.server.minRequestBytesPerSecond = try int(v, field, 0...(1 << 30))
                     case "maxHandshakesPerWorker": config.server.maxHandshakesPerWorker = try int(v, field, 1...100_000)
                     // TLS 1.3 ClientHellos with post-quantum key shares run to a few KiB; below 4 KiB real clients break.
                     case "maxClientHelloBytes": config.server.maxClientHelloBytes = try int(v, field, 4096...(128 << 10))

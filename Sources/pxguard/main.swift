@@ -23,6 +23,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         .init("kube-ca", value: "FILE", help: "CA bundle for the Kubernetes API."),
         .init("shutdown-delay", value: "SECONDS", help: "Seconds to keep serving, not ready, after SIGTERM before closing the listener (default 5)."),
         .init("shutdown-grace", value: "SECONDS", help: "Seconds to finish in-flight requests after SIGTERM (default 20)."),
+        .init("log-level", value: "LEVEL", help: "Lowest log level written: debug, info, warn or error (default: the config's logLevel, info)."),
     ]), { arguments in
         var options = ServeOptions()
         options.configPath = arguments.string("config")
@@ -41,6 +42,12 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         options.shutdownGrace = try arguments.number("shutdown-grace", default: 20.0)
         guard options.shutdownGrace.isFinite, options.shutdownGrace >= 0 else {
             throw CommandError("serve: --shutdown-grace must be a number of seconds, 0 or more")
+        }
+        if let level = arguments.string("log-level") {
+            guard let parsed = Logger.Level(rawValue: level) else {
+                throw CommandError("serve: --log-level must be debug, info, warn or error, got \"\(level)\"")
+            }
+            options.logLevel = parsed
         }
         blockServiceSignals()
         let service = try Service(options: options, logger: .stderr)

@@ -1,4 +1,7 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import PXGuardServer
 
@@ -270,5 +273,195 @@ struct BudgetAndPoolTests {
         #expect(pool.kept == 1)
         pool.trim(to: 0)
         #expect(pool.kept == 0)
+    }
+}
+
+/// The pieces the design review asked for, driven with a clock that is a number.
+@Suite("Transport design: progress rate, handshake bytes held by OpenSSL, shedding rank, timer heap, registration tags")
+struct TransportDesignTests {
+    typealias M = ConnectionMachine
+    static let second: UInt64 = 1_000_000_000
+    func at(_ seconds: UInt64, _ nanos: UInt64 = 0) -> UInt64 { seconds * Self.second + nanos }
+
+    static var timeouts: M.Timeouts {
+        var t = M.Timeouts(handshake: 10, header: 10, body: 30, idle: 90)
+        t.minBytesPerSecond = 1024
+        t.progressGrace = 2 * second
+        return t
+    }
+
+    func open(at t: UInt64 = 0) -> M {
+        var m = M(now: at(t), timeouts: Self.timeouts)
+        _ = m.resume(.init())
+        _ = m.helloInspected(.proceed, now: at(t))
+        _ = m.handshake(.done, now: at(t))
+        return m
+    }
+
+    @Test("a request that holds a head and one body byte is cut when its bytes fall below the minimum rate, long before the header and body timeouts")
+    func slowRequestCut() {
+        var m = open()
+        #expect(m.nextDeadline == at(90), "idle: only the idle timer")
+        // At 100 s: a 150-byte head and one byte of a 4 KiB body, then nothing.
+        #expect(m.read(.done, count: 151, requested: 4096, now: at(100)) == .process)
+        #expect(m.needMore(headComplete: true, .init(input: 151), now: at(100)) == .wait(.readable))
+        // 2 s grace plus 151 bytes at 1,024 B/s: due at 102.147 s.
+        let due = at(102) + 151 * Self.second / 1024
+        #expect(m.nextDeadline == due)
+        #expect(m.tick(now: due - 1) == nil)
+        #expect(m.tick(now: due) == .timedOut(.progress))
+        #expect(M.CloseReason.timedOut(.progress).isTimeout)
+    }
+
+    @Test("bytes arriving at the minimum rate or faster push the progress deadline on; the header timer still holds")
+    func steadyRequestKept() {
+        var m = open()
+        _ = m.read(.done, count: 100, requested: 4096, now: at(0))
+        _ = m.needMore(headComplete: false, .init(input: 100), now: at(0))
+        var t: UInt64 = 0
+        for _ in 0..<8 {
+            t += 1
+            #expect(m.tick(now: at(t)) == nil, "on time at \(t) s")
+            _ = m.resume(.init(input: 100))
+            _ = m.read(.done, count: 2048, requested: 4096, now: at(t))
+        }
+        #expect(m.nextDeadline == at(10), "the progress deadline is past the header deadline, which now rules")
+        #expect(m.tick(now: at(10)) == .timedOut(.header))
+    }
+
+    @Test("the rate is off at 0: only the header and body timers apply")
+    func rateOff() {
+        var t = Self.timeouts
+        t.minBytesPerSecond = 0
+        var m = M(now: 0, timeouts: t)
+        _ = m.helloInspected(.proceed, now: 0)
+        _ = m.handshake(.done, now: 0)
+        _ = m.read(.done, count: 1, requested: 4096, now: at(1))
+        #expect(m.nextDeadline == at(11))
+        #expect(m.tick(now: at(10)) == nil)
+    }
+
+    @Test("a pipelined request left in the buffer starts its own rate clock when the answer before it is queued")
+    func pipelinedClock() {
+        var m = open()
+        _ = m.read(.done, count: 300, requested: 4096, now: at(5))
+        #expect(m.answered(keepAlive: true, .init(input: 120), now: at(6)) == .process)
+        #expect(m.requestStart == at(6))
+        #expect(m.nextDeadline == at(8) + 120 * Self.second / 1024)
+    }
+
+    @Test("handshake: a want-read while OpenSSL holds bytes asks SSL_accept once more at once, then waits for the socket")
+    func handshakePending() {
+        var m = M(now: 0, timeouts: Self.timeouts)
+        _ = m.helloInspected(.proceed, now: 0)
+        let held = M.Buffers(tlsPending: true)
+        for _ in 0..<M.handshakeRetryLimit {
+            #expect(m.handshake(.wantRead, held, now: at(1)) == .handshake, "bytes held: no event will come for them")
+        }
+        #expect(m.handshake(.wantRead, held, now: at(1)) == .wait(.readable), "still held: wait for the socket, and ask again soon")
+        #expect(m.nextDeadline == at(1) + M.handshakeRecheck)
+        #expect(m.timerFired(now: at(1) + M.handshakeRecheck - 1) == nil)
+        #expect(m.timerFired(now: at(1) + M.handshakeRecheck) == .handshake, "held bytes are asked for again without an event")
+        #expect(m.nextDeadline == at(10), "then only the handshake deadline")
+        #expect(m.handshake(.wantRead, .init(), now: at(2)) == .wait(.readable))
+        #expect(m.nextDeadline == at(2) + M.handshakeIdleRecheck, "a waiting handshake is asked again on a slower timer")
+        #expect(m.timerFired(now: at(10)) == .close(.timedOut(.handshake)))
+        // Finished with application data already inside OpenSSL: read it now, not on a socket event.
+        var d = M(now: 0, timeouts: Self.timeouts)
+        _ = d.helloInspected(.proceed, now: 0)
+        #expect(d.handshake(.done, held, now: 0) == .read)
+    }
+
+    @Test("reading: a want-read while OpenSSL holds bytes reads again at once a few times, then waits for the socket and reads again after the recheck")
+    func readPending() {
+        var m = open()
+        _ = m.read(.done, count: 100, requested: 4096, now: at(1))
+        let held = M.Buffers(input: 100, tlsPending: true)
+        for _ in 0..<M.handshakeRetryLimit {
+            #expect(m.read(.wantRead, count: 0, requested: 4096, held, now: at(1)) == .read)
+        }
+        #expect(m.read(.wantRead, count: 0, requested: 4096, held, now: at(1)) == .wait(.readable))
+        #expect(m.recheckAt == at(1) + M.handshakeRecheck)
+        #expect(m.timerFired(now: at(1) + M.handshakeRecheck) == .read)
+        #expect(m.read(.wantRead, count: 0, requested: 4096, .init(input: 100), now: at(2)) == .wait(.readable))
+        #expect(m.recheckAt == nil, "nothing held: only the socket can bring more")
+    }
+
+    @Test("shedding rank: idle first (oldest first), then a request slower than the grace; a fresh request or an answer under way never")
+    func shedding() {
+        var idle = open(at: 3)
+        #expect(idle.sheddingRank(.init(), now: at(50))! == (0, at(3)))
+        _ = idle.read(.done, count: 10, requested: 4096, now: at(50))
+        #expect(idle.sheddingRank(.init(input: 10), now: at(51)) == nil, "reading for 1 s: at speed")
+        #expect(idle.sheddingRank(.init(input: 10), now: at(51), fresh: true)! == (2, at(50)), "last resort, for a lighter peer")
+        #expect(idle.sheddingRank(.init(input: 10), now: at(52))! == (1, at(50)), "reading for 2 s: slow")
+        #expect(idle.sheddingRank(.init(input: 10, output: 5), now: at(52)) == nil)
+        var writing = open()
+        _ = writing.read(.done, count: 10, requested: 4096, now: at(1))
+        _ = writing.answered(keepAlive: true, .init(output: 100), now: at(1))
+        _ = writing.flushed(.wantWrite, .init(output: 100), now: at(1))
+        #expect(writing.sheddingRank(.init(output: 100), now: at(60)) == nil)
+    }
+
+    final class Item: DeadlineEntry {
+        var heapIndex = -1
+        var scheduled: UInt64 = 0
+        let id: Int
+        init(_ id: Int) { self.id = id }
+    }
+
+    @Test("the deadline heap gives entries back in time order through schedules, moves and removals (checked against a sorted list)")
+    func heap() {
+        var generator = SystemRandomNumberGenerator()
+        var heap = DeadlineHeap<Item>()
+        let items = (0..<500).map(Item.init)
+        var expected: [Int: UInt64] = [:]
+        for _ in 0..<5_000 {
+            let item = items[Int.random(in: 0..<items.count, using: &generator)]
+            switch Int.random(in: 0..<3, using: &generator) {
+            case 0, 1:
+                let time = UInt64.random(in: 0..<10_000, using: &generator)
+                heap.schedule(item, at: time)
+                expected[item.id] = time
+            default:
+                heap.remove(item)
+                expected[item.id] = nil
+            }
+        }
+        #expect(heap.count == expected.count)
+        var popped: [UInt64] = []
+        while let item = heap.popDue(now: UInt64.max) {
+            #expect(expected[item.id] == item.scheduled)
+            #expect(item.heapIndex == -1)
+            popped.append(item.scheduled)
+        }
+        #expect(popped == expected.values.sorted())
+        let late = Item(0)
+        heap.schedule(late, at: 50)
+        #expect(heap.popDue(now: 49) == nil)
+        #expect(heap.popDue(now: 50) === late)
+    }
+
+    @Test("registration tags: the descriptor and the counter round-trip; a counter never takes the fixed tags' value")
+    func tags() {
+        let tag = RegistrationTag(fd: 1234, generation: 77)
+        #expect(tag.fd == 1234 && tag.generation == 77)
+        #expect(RegistrationTag(fd: 1234, generation: 78) != tag, "the same descriptor number, a newer connection: another tag")
+        #expect(RegistrationTag.next(after: UInt32.max - 1) == 0)
+        #expect(RegistrationTag(fd: Int32.max, generation: UInt32.max - 1) != .listener)
+        #expect(RegistrationTag(fd: -1, generation: 0).fd == -1)
+    }
+
+    @Test("peer addresses: IPv4 is kept as IPv4-mapped IPv6, so 127.0.0.1 and 127.0.0.2 are different peers")
+    func peerAddresses() {
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { raw in
+            var v4 = sockaddr_in()
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_addr.s_addr = inet_addr("127.0.0.2")
+            raw.storeBytes(of: v4, as: sockaddr_in.self)
+        }
+        #expect(PeerAddress(storage) == PeerAddress(ipv4: 127, 0, 0, 2))
+        #expect(PeerAddress(storage) != PeerAddress(ipv4: 127, 0, 0, 1))
     }
 }

@@ -44,6 +44,29 @@ final class EchoServer: @unchecked Sendable {
     }
 
     func client() throws -> HTTPClientConnection { HTTPClientConnection(try tls()) }
+
+    /// A TLS connection from another loopback address (127.0.0.2 and up): another peer.
+    func tls(from source: String) throws -> TLSClientConnection {
+        try TLSClientConnection(address: SocketAddress(parsing: "127.0.0.1:\(port)"),
+                                context: TLSContext.client(caFile: caFile), serverName: "127.0.0.1", timeout: 5,
+                                source: SocketAddress(parsing: source + ":0"))
+    }
+}
+
+extension TLSClientConnection {
+    /// Reads until the server closes or the receive timeout passes; true when it closed.
+    func waitForClose() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            do {
+                if try buffer.withUnsafeMutableBufferPointer({ try read(into: $0.baseAddress!, count: $0.count) }) == 0 { return true }
+            } catch let error as HTTPClientError {
+                return !error.isTimeout
+            } catch {
+                return true
+            }
+        }
+    }
 }
 
 extension TLSClientConnection {

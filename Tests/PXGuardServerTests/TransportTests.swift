@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import PXGuardServer
 
@@ -158,5 +161,73 @@ struct HostileLoadTests {
         #expect(server.server.statistics.rejectedConnections == 1)
         try client.send(Array("defghij".utf8))
         #expect(try client.readResponse().bodyText == "post /slow 10")
+    }
+
+    /// A request head announcing a 4 KiB body, and one byte of it: the attack's request.
+    static let slowRequest = Array("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\nb".utf8)
+
+    @Test("a request whose bytes fall below server.minRequestBytesPerSecond is cut long before the header and body timeouts")
+    func minimumRate() throws {
+        let server = try EchoServer {
+            $0.minRequestBytesPerSecond = 1024
+            $0.progressGrace = 0.2
+            $0.headerTimeout = 60
+            $0.bodyTimeout = 60
+        }
+        let slow = try server.tls()
+        try slow.write(Self.slowRequest)
+        #expect(slow.waitForClose(), "cut at about 0.26 s, not after 120 s")
+        #expect(server.server.statistics.timeouts == 1)
+        let client = try server.client()
+        #expect(try client.request("POST", "/fast", body: [UInt8](repeating: 0x61, count: 4096)).bodyText == "post /fast 4096")
+    }
+
+    @Test("per-peer share: one address at server.maxConnectionsPerPeer makes room among its own connections; another address is untouched")
+    func perPeerShare() throws {
+        let server = try EchoServer { $0.maxConnectionsPerPeer = 3 }
+        let other = HTTPClientConnection(try server.tls(from: "127.0.0.2"))
+        _ = try other.request("GET", "/other")
+        let sockets = try (0..<3).map { _ in try PlainSocket(port: server.port) }
+        #expect(eventually { server.server.statistics.openConnections == 4 })
+        let fourth = try PlainSocket(port: server.port)
+        #expect(sockets[0].waitForClose(), "its own oldest idle connection made room")
+        #expect(sockets[1].isOpen && sockets[2].isOpen && fourth.isOpen)
+        #expect(server.server.statistics.shedConnections == 1)
+        #expect(try other.request("GET", "/still").bodyText == "get /still 0")
+    }
+
+    @Test("budget full of one address's slow requests: a new client from another address and an idle keep-alive client are both served; the attacker's slowest is shed, and its own new connection refused")
+    func fairShedding() throws {
+        let server = try EchoServer {
+            $0.maxConnections = 4
+            $0.minRequestBytesPerSecond = 0  // only shedding makes room here
+            $0.progressGrace = 0.2
+        }
+        let keepAlive = HTTPClientConnection(try server.tls(from: "127.0.0.3"))
+        #expect(try keepAlive.request("GET", "/first").bodyText == "get /first 0")
+        var attackers: [TLSClientConnection] = []
+        for _ in 0..<3 {
+            let a = try server.tls()
+            try a.write(Self.slowRequest)
+            attackers.append(a)
+        }
+        #expect(eventually { server.server.statistics.openConnections == 4 })
+        usleep(300_000)  // past the grace: the attacker's requests now count as slow
+        let newcomer = HTTPClientConnection(try server.tls(from: "127.0.0.2"))
+        #expect(try newcomer.request("GET", "/new").bodyText == "get /new 0")
+        #expect(attackers[0].waitForClose(), "the attacker's oldest slow request made room")
+        #expect(server.server.statistics.shedConnections == 1)
+        // The attacker, still the heaviest, dials again with the budget full: it may only
+        // replace an idle connection of its own, and has none, so it is refused; nobody is shed.
+        #expect(throws: (any Error).self) {
+            let again = try server.tls()
+            try again.write(Self.slowRequest)
+            _ = try HTTPClientConnection(again).readResponse()
+        }
+        #expect(server.server.statistics.rejectedConnections == 1)
+        #expect(server.server.statistics.openConnections == 4, "the attacker's two remaining, the newcomer and the keep-alive client")
+        #expect(try keepAlive.request("GET", "/second").bodyText == "get /second 0")
+        #expect(try newcomer.request("GET", "/again").bodyText == "get /again 0")
+        #expect(server.server.statistics.shedConnections == 1)
     }
 }

@@ -28,7 +28,7 @@ final class TestServer: @unchecked Sendable {
     var caFile: String { dir + "/certs/ca.crt" }
 
     /// `server` entries override the short test timeouts below; `config` adds other top-level keys.
-    init(config: String = "", server: [String: String] = [:],
+    init(config: String = "", server: [String: String] = [:], logger: Logger? = nil,
          options configure: (inout ServeOptions) -> Void = { _ in }) throws {
         dir = try temporaryDirectory()
         let configPath = dir + "/config.yaml"
@@ -45,7 +45,7 @@ final class TestServer: @unchecked Sendable {
         options.shutdownGrace = 5
         options.certPollSeconds = 0.2
         configure(&options)
-        service = try Service(options: options, logger: logs.logger)
+        service = try Service(options: options, logger: logger ?? logs.logger)
         service.start()
     }
 

@@ -100,6 +100,16 @@ public struct Config: Sendable, Equatable {
     public var manageWebhooks = true
     /// Self-managed certificates: lifetimes and renewal margins.
     public var certificates = Certificates()
+    /// The lowest level of log line written (`--log-level` overrides it).
+    public var logLevel: LogLevel = .info
+    /// Finding lines (denials, warnings, audits) logged per rule per second; the rest
+    /// are counted and the count rides on the next line of that rule. 0 logs none.
+    public var logFindingsPerSecond: Int = 10
+
+    /// Log levels, lowest first.
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case debug, info, warn, error
+    }
 
     /// The CA and serving pair the Lease holder keeps in the Secret `<serviceName>-tls`
     /// when no one else (cert-manager) manages it. All times in seconds.
@@ -194,7 +204,7 @@ public struct Config: Sendable, Equatable {
         /// Event loops; 0 means one per core.
         public var workers: Int = 0
         public var maxConnectionsPerWorker: Int = 10_000
-        /// Connections across all loops; when spent, the oldest idle one is shed.
+        /// Connections across all loops; when spent, the heaviest address gives one up (idle, else slow).
         public var maxConnections: Int = 8_192
         /// Connections per loop holding TLS state in an unfinished handshake.
         public var maxHandshakesPerWorker: Int = 256
@@ -205,6 +215,12 @@ public struct Config: Sendable, Equatable {
         /// `HOST:PORT` of a plain-HTTP listener serving only `/metrics` and `/healthz`
         /// (for scrapers without the webhook's CA); empty: none.
         public var metricsListen = ""
+        /// Connections one client address may hold across all loops; past it, its own
+        /// oldest idle or slowest connection makes room, or the new one is refused.
+        public var maxConnectionsPerPeer: Int = 4_096
+        /// Least rate, after a 2 s grace, at which a request's head and body must
+        /// arrive (bytes per second since the request's first byte); 0 turns it off.
+        public var minRequestBytesPerSecond: Int = 1_024
         public init() {}
     }
 
@@ -298,7 +314,11 @@ extension Config {
                 "maxClientHelloBytes": .int(server.maxClientHelloBytes),
                 "maxBufferedBytesPerWorker": .int(server.maxBufferedBytesPerWorker),
                 "metricsListen": server.metricsListen.isEmpty ? nil : .string(server.metricsListen),
+                "maxConnectionsPerPeer": .int(server.maxConnectionsPerPeer),
+                "minRequestBytesPerSecond": .int(server.minRequestBytesPerSecond),
             ]),
+            "logLevel": .string(logLevel.rawValue),
+            "logFindingsPerSecond": .int(logFindingsPerSecond),
         ])
     }
 }
