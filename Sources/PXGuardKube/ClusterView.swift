@@ -412,6 +412,8 @@ public struct NamespaceProjection: KubeProjection {
     /// The namespace's name.
     public var name: String?
     var guardedLabel: Bool
+    /// The `pxguard.io/guarded` label's value as written (the audit quotes it).
+    var guardedValue: String?
     var annotation: Bool
     var podSecurity: String?
     var terminating: Bool
@@ -422,6 +424,7 @@ public struct NamespaceProjection: KubeProjection {
         name = object.name
         let f = object.fields
         guardedLabel = f.string(0) == "true"
+        guardedValue = f.overBudget[0] ? "(over the per-object budget)" : f.string(0)
         annotation = f.string(2) == GuardNames.policiesAnnotationValue
         podSecurity = f.overBudget[1] ? nil : f.string(1)
         terminating = f.string(3) == "Terminating" || f.raw[4] != nil || f.overBudget[4]
@@ -445,6 +448,8 @@ public struct PolicyProjection: KubeProjection {
     var spec: JSON?
     var ownerReferences: Bool
     var labelled: Bool
+    /// The audit's record of this policy (any name), when the audit taps the watch.
+    var audit: AuditRecord?
 
     public init(_ object: KubeObject) {
         namespace = object.namespace

@@ -47,7 +47,11 @@ public final class Provisioner: Sendable {
     public let requests = Atomic<Int>(0)
     let reachable = Atomic<Int>(1)
 
-    public init(client: KubeClient, view: ClusterView, elector: LeaderElector?, settings: Settings, logger: Logger) {
+    /// - Parameter audit: when the audit is on, it is fed from these same Namespace and
+    ///   NetworkPolicy watches (each policy judged as it streams past), so that no
+    ///   second watch of either is opened.
+    public init(client: KubeClient, view: ClusterView, elector: LeaderElector?, settings: Settings, logger: Logger,
+                audit: ClusterAudit? = nil) {
         self.client = client
         self.view = view
         self.elector = elector
@@ -68,8 +72,14 @@ public final class Provisioner: Sendable {
         informers = [
             Informer<NamespaceProjection>(name: "namespaces", client: client, path: KubePath.namespaces,
                      settings: informerSettings, logger: logger,
-                     onList: { phase in view.list(phase).forEach(enqueue) },
-                     onEvent: { type, object in enqueue(view.applyNamespace(object, deleted: type == .deleted)) },
+                     onList: { phase in
+                         view.list(phase).forEach(enqueue)
+                         audit?.list(namespaces: phase)
+                     },
+                     onEvent: { type, object in
+                         enqueue(view.applyNamespace(object, deleted: type == .deleted))
+                         audit?.apply(namespace: object, deleted: type == .deleted)
+                     },
                      onHealth: { listed, healthy in view.setHealth(.namespaces, listed: listed, healthy: healthy) },
                      onReachable: reach),
             // Every NetworkPolicy, unselected: a label selector would let any tenant who
@@ -77,8 +87,20 @@ public final class Provisioner: Sendable {
             // Only the guard names are kept; the others cost a skip as they stream past.
             Informer<PolicyProjection>(name: "networkpolicies", client: client, path: KubePath.allNetworkPolicies,
                      settings: informerSettings, logger: logger,
-                     onList: { phase in view.list(phase).forEach(enqueue) },
-                     onEvent: { type, object in enqueue(view.applyPolicy(object, deleted: type == .deleted)) },
+                     fields: PolicyProjection.fields + (audit == nil ? [] : ClusterAudit.policyExtraFields),
+                     transform: { object in
+                         var p = PolicyProjection(object)
+                         p.audit = audit?.judgePolicy(object)
+                         return p
+                     },
+                     onList: { phase in
+                         view.list(phase).forEach(enqueue)
+                         audit?.list(policies: phase)
+                     },
+                     onEvent: { type, object in
+                         enqueue(view.applyPolicy(object, deleted: type == .deleted))
+                         audit?.apply(policy: object, deleted: type == .deleted)
+                     },
                      onHealth: { listed, healthy in view.setHealth(.policies, listed: listed, healthy: healthy) },
                      onReachable: reach),
         ]
@@ -149,6 +171,10 @@ public final class Provisioner: Sendable {
     /// delay), so another replica writes within its next retry period. The
     /// informers keep running: admission's R6 still reads the view meanwhile.
     public func releaseLease() { elector?.release() }
+
+    /// Lists Namespaces and NetworkPolicies again (the audit judges every policy anew
+    /// after a configuration reload).
+    public func relist() { for informer in informers { informer.relist() } }
 
     /// Stops the informers, workers, timer and lease.
     public func stop() {

@@ -15,8 +15,14 @@ final class ProvisionerHandle: Sendable {
     let upkeep: ClusterUpkeep?
     let offReason: String?
     let logger: Logger
+    /// The audit's verdicts (every replica) and its writer (Lease holder), when on.
+    let audit: ClusterAudit?
+    let auditWriter: AuditWriter?
 
-    init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger) {
+    init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger,
+         audit: ClusterAudit? = nil, auditWriter: AuditWriter? = nil) {
+        self.audit = audit
+        self.auditWriter = auditWriter
         self.provisioner = provisioner
         self.elector = elector
         self.upkeep = upkeep
@@ -58,11 +64,15 @@ final class ProvisionerHandle: Sendable {
         var settings = Provisioner.Settings()
         settings.resyncSeconds = Double(config.provisioning.resyncSeconds)
         let view = ClusterView(config: config, logger: logger)
-        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger)
+        let audit = config.audit.enabled ? ClusterAudit(client: client, config: config, logger: logger) : nil
+        let auditWriter = audit.map { AuditWriter(client: client, audit: $0, elector: elector, logger: logger) }
+        let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger, audit: audit)
         metrics.addSource { provisioner.metricsText }
+        if let audit, let auditWriter { metrics.addSource { audit.metricsText + auditWriter.metricsText } }
         let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
         if let upkeep { metrics.addSource { upkeep.metricsText } }
-        return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger)
+        return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger,
+                                 audit: audit, auditWriter: auditWriter)
     }
 
     /// True when the Lease holder keeps the certificates Secret (self-managed, API configured).
@@ -101,6 +111,14 @@ final class ProvisionerHandle: Sendable {
         spawnThread(name: "pxguard-lease") { elector.run() }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
         if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }
+        if let audit, let auditWriter {
+            logger.info("audit on: verdicts kept from watches; the Lease holder writes reports and Events",
+                        [("repairBypassPolicies", audit.config.audit.repairBypassPolicies ? "true" : "false")])
+            audit.start()
+            spawnThread(name: "pxguard-audit") { auditWriter.run() }
+        } else {
+            logger.info("audit off (audit.enabled: false)")
+        }
     }
 
     /// A configuration reload reaches the provisioner: new canonical specs, and
@@ -108,6 +126,19 @@ final class ProvisionerHandle: Sendable {
     func reload(_ config: Config) {
         provisioner?.reload(config)
         upkeep?.reload(config)
+        if let audit {
+            // Records keep no object to judge again: the audited kinds are listed anew.
+            if !config.audit.enabled { logger.info("audit.enabled changed; takes effect at the next restart") }
+            let before = audit.config
+            audit.reload(config)
+            var a = before, b = config
+            a.audit.repairBypassPolicies = false
+            b.audit.repairBypassPolicies = false
+            if a != b {
+                provisioner?.relist()
+                audit.relistOwnOnly()
+            }
+        }
     }
 
     /// Releases the lease on a thread of its own (a slow API must not hold up the
@@ -128,6 +159,8 @@ final class ProvisionerHandle: Sendable {
     }
 
     func stop() {
+        auditWriter?.stop()
+        audit?.stop()
         upkeep?.stop()
         provisioner?.stop()
     }

@@ -40,4 +40,29 @@ struct DayTwoRBACTests {
         config.certificates.selfManaged = false
         #expect(Self.grants(Self.rules(config, kind: "Role"), "secrets").isEmpty)
     }
+
+    @Test("audit: list and watch of pods, services, endpoints, endpointslices; create/patch events; report objects; patch on networkpolicies only with repair; nothing when off")
+    func audit() {
+        var config = Config.default
+        let rules = Self.rules(config, kind: "ClusterRole")
+        for resource in ["pods", "services", "endpoints", "endpointslices"] {
+            #expect(Self.grants(rules, resource).map { $0["verbs"] } == [["list", "watch"]], "\(resource)")
+        }
+        #expect(Self.grants(rules, "events").map { $0["verbs"] } == [["create", "patch"]])
+        #expect(Self.grants(rules, "policyreports").first?["apiGroups"] == ["wgpolicyk8s.io"])
+        #expect(Self.grants(rules, "reports").first?["apiGroups"] == ["openreports.io"])
+        // Without repair, patch on NetworkPolicies stays limited to the two guard names.
+        #expect(Self.grants(rules, "networkpolicies").allSatisfy {
+            $0["resourceNames"] != nil || !($0["verbs"]?.arrayValue ?? []).contains("patch")
+        })
+        config.audit.repairBypassPolicies = true
+        #expect(Self.grants(Self.rules(config, kind: "ClusterRole"), "networkpolicies").contains {
+            $0["resourceNames"] == nil && $0["verbs"] == ["patch"]
+        })
+        config.audit.enabled = false
+        let off = Self.rules(config, kind: "ClusterRole")
+        for resource in ["pods", "services", "endpoints", "endpointslices", "events", "policyreports", "reports"] {
+            #expect(Self.grants(off, resource).isEmpty, "\(resource)")
+        }
+    }
 }

@@ -230,6 +230,29 @@ public struct InstallBundle: Sendable {
                       "verbs": ["get", "update"]])]
     }
 
+    /// The audit (`audit.enabled`): list and watch what it judges (Pods only with
+    /// host network, by field selector, but RBAC cannot say so), create Events and
+    /// patch them (aggregation), find which report CRD is served (discovery needs no
+    /// RBAC), and write its report objects in either format (whichever is served).
+    /// `audit.repairBypassPolicies` adds get and patch on every NetworkPolicy (the
+    /// repair rewrites tenants' bypass policies); nothing else is ever changed.
+    var auditRules: [JSON] {
+        guard config.audit.enabled else { return [] }
+        var rules: [JSON] = [
+            .obj(["apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["list", "watch"]]),
+            .obj(["apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]]),
+            .obj(["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]]),
+        ]
+        for format in AuditReportFormat.allCases {
+            rules.append(.obj(["apiGroups": [.string(format.group)], "resources": [.string(format.resource)],
+                               "verbs": ["get", "list", "create", "update", "delete"]]))
+        }
+        if config.audit.repairBypassPolicies {
+            rules.append(.obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["patch"]]))
+        }
+        return rules
+    }
+
     /// Everything needed to install pxguard.
     public func all(namespace: String, configYAML: String, firewallScript: String) -> [JSON] {
         let name = config.serviceName
@@ -262,6 +285,7 @@ public struct InstallBundle: Sendable {
                   "verbs": ["update", "patch", "delete"]]),
         ]
         clusterRules += managedRegistrationRules
+        clusterRules += auditRules
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
             "rules": .array(clusterRules),
