@@ -69,6 +69,7 @@ public final class AuditWriter: Sendable {
         defer { connection.close() }
         let events = AuditEvents()
         var memory: Memory?
+        var attempts = 0
         while !isStopped {
             guard isLeader, audit.isSynced else {
                 memory = nil
@@ -88,12 +89,29 @@ public final class AuditWriter: Sendable {
             }
             let changed = audit.takeChanged(all: fresh)
             let config = audit.config
+            var failed: [String] = []
             for (namespace, verdict) in changed where !isStopped {
-                write(namespace, verdict, &memory!, connection, events)
+                if !write(namespace, verdict, &memory!, connection, events) { failed.append(namespace) }
                 if config.audit.repairBypassPolicies, let verdict { repair(verdict, &memory!, connection, events) }
             }
             self.events.store(events.created + events.aggregated, ordering: .relaxed)
+            if !failed.isEmpty {
+                // Retried after a pause (the API is failing: do not spin on it).
+                attempts += 1
+                audit.markChanged(failed)
+                sleepUnlessStopped(Retry.backoff(attempt: attempts, base: 0.5, cap: 30))
+            } else {
+                attempts = 0
+            }
             if changed.isEmpty { audit.changedSignal.wait(seconds: 0.25) }
+        }
+    }
+
+    func sleepUnlessStopped(_ seconds: Double) {
+        var left = seconds
+        while left > 0 && !isStopped {
+            usleep(UInt32(min(left, 0.05) * 1_000_000))
+            left -= 0.05
         }
     }
 
@@ -137,9 +155,12 @@ public final class AuditWriter: Sendable {
         }
     }
 
-    /// One namespace's verdict: its report object and its Events.
+    /// One namespace's verdict: its report object and its Events. False when the
+    /// report could not be written (retried).
+    @discardableResult
     func write(_ namespace: String, _ verdict: AuditVerdict?, _ memory: inout Memory, _ connection: KubeConnection,
-               _ events: AuditEvents) {
+               _ events: AuditEvents) -> Bool {
+        var ok = true
         let exposed = verdict?.exposed == true
         if let format = memory.format {
             do {
@@ -165,8 +186,16 @@ public final class AuditWriter: Sendable {
                     reportsDeleted.add(1, ordering: .relaxed)
                 }
             } catch {
-                logger.warn("audit: writing the report failed; retried on the next change",
-                            [("namespace", .text(namespace)), ("error", .text(error.description))])
+                ok = false
+                if error.code != 404 && error.code != 403 {
+                    logger.warn("audit: writing the report failed; retrying with backoff",
+                                [("namespace", .text(namespace)), ("error", .text(error.description))])
+                } else {
+                    // A namespace gone meanwhile (404), or RBAC without the report resource (403): not retried.
+                    ok = true
+                    logger.warn("audit: the report could not be written; check the namespace and the RBAC on "
+                        + "\(memory.format?.resource ?? "reports")", [("namespace", .text(namespace)), ("error", .text(error.description))])
+                }
             }
         }
         // One Event per exposing finding on its object, when it first appears
@@ -180,6 +209,7 @@ public final class AuditWriter: Sendable {
             events.warn(object, reason: Self.exposedReason, message: finding.message, connection: connection)
         }
         memory.evented[namespace] = now.isEmpty ? nil : now
+        return ok
     }
 
     /// `audit.repairBypassPolicies`: each bypass policy the verdict names is read

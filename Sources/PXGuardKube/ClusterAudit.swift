@@ -347,6 +347,12 @@ public final class ClusterAudit: Sendable {
         }
     }
 
+    /// Marks namespaces to be taken again (a write that failed is retried).
+    func markChanged(_ namespaces: [String]) {
+        guard !namespaces.isEmpty else { return }
+        state.withLock { s in s.changed.formUnion(namespaces) }
+    }
+
     /// The audit's gauges: the summary, whether it is in sync, objects judged.
     public var metricsText: String {
         var out = summary.prometheusText

@@ -321,7 +321,9 @@ public final class Informer<P: Sendable>: AnyInformer {
                     // The server ended the watch (timeoutSeconds): resume from the last version.
                     // One that ends at once with nothing new (a proxy cutting it) is paced
                     // like a failure, so that it cannot spin (client-go's "very short watch").
-                    if next == resourceVersion && Clock.monotonic().seconds - started < 1 {
+                    if relistWanted.load(ordering: .relaxed) {
+                        // Ended on purpose for a relist (configuration reload): no pacing.
+                    } else if next == resourceVersion && Clock.monotonic().seconds - started < 1 {
                         sleep(Self.backoff(attempt: failures, base: settings.backoffBase, cap: settings.backoffCap))
                         failures += 1
                     } else {

@@ -172,9 +172,10 @@ public final class Provisioner: Sendable {
     /// informers keep running: admission's R6 still reads the view meanwhile.
     public func releaseLease() { elector?.release() }
 
-    /// Lists Namespaces and NetworkPolicies again (the audit judges every policy anew
-    /// after a configuration reload).
-    public func relist() { for informer in informers { informer.relist() } }
+    /// Lists NetworkPolicies again (the audit judges every policy anew after a
+    /// configuration reload; a Namespace's audit state does not depend on the config).
+    /// The view stays in sync meanwhile: a list replaces entries page by page.
+    public func relistPolicies() { for informer in informers where informer.name == "networkpolicies" { informer.relist() } }
 
     /// Stops the informers, workers, timer and lease.
     public func stop() {

@@ -135,7 +135,7 @@ final class ProvisionerHandle: Sendable {
             a.audit.repairBypassPolicies = false
             b.audit.repairBypassPolicies = false
             if a != b {
-                provisioner?.relist()
+                provisioner?.relistPolicies()
                 audit.relistOwnOnly()
             }
         }

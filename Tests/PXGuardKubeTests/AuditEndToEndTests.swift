@@ -247,17 +247,40 @@ struct AuditEndToEndTests {
         #expect(report("team-b") == nil && report("portworx") == nil)
         #expect(api.objects("policyreports", in: "portworx").isEmpty)
 
-        // A hole appears behind admission's back: reported within 5 s.
+        // A hole appears behind admission's back: reported within 5 s (the first write
+        // of its report fails with a 500 and is retried).
+        api.inject([.init(status: 500, reason: "InternalError", retryAfter: nil, matching: "/namespaces/team-b/policyreports")])
         api.put("pods", "team-b", "hostpod", AuditFixtures.pod("team-b", "hostpod", hostNetwork: true))
         let appeared = Date()
         #expect(eventually(5) { Self.findings(report("team-b")) == ["hostNetwork/hostpod"] })
         #expect(Date().timeIntervalSince(appeared) <= 5)
+        #expect(api.requests.filter { $0.contains("/namespaces/team-b/policyreports") }.count >= 2)
         // It disappears (the pod finishes): the report is removed.
         api.put("pods", "team-b", "hostpod", AuditFixtures.pod("team-b", "hostpod", hostNetwork: true, phase: "Succeeded"))
         #expect(eventually(5) { report("team-b") == nil })
         // The Service hole goes too: team-a's report is removed.
         api.put("services", "team-a", "nodeip", nil)
         #expect(eventually(5) { report("team-a") == nil })
+        #expect(eventually { (try? run.metrics())?.contains("pxguard_audit_exposed_namespaces 0\n") == true })
+    }
+
+    @Test("only openreports.io served: a Report; a config reload judges every object again (new node subnets close the Service's hole)")
+    func openReportsAndReload() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.serveAPI("openreports.io/v1alpha1", resources: ["reports"])
+        for ns in ["pxguard-system", "kube-system", "team-a"] { api.addNamespace(ns) }
+        api.put("services", "team-a", "nodeip", AuditFixtures.service("team-a", "nodeip", externalIPs: ["70.0.3.4"]))
+        let run = try Self.start(api, config: "provisioning: {enabled: true, resyncSeconds: 300}\n")
+        defer { run.stop() }
+        func report() -> JSON? { api.object("reports", "team-a", AuditVerdict.reportName) }
+        #expect(eventually(15) { Self.findings(report()) == ["externalIPs/nodeip"] })
+        #expect(report()?["kind"] == "Report" && report()?["apiVersion"] == "openreports.io/v1alpha1")
+        #expect(api.objects("policyreports", in: "team-a").isEmpty)
+        // 70.0.3.4 is no node address once the nodes are 10.9.0.0/16: the reload relists and the report goes.
+        try "nodeCIDRs: [\"10.9.0.0/16\"]\nprovisioning: {enabled: true, resyncSeconds: 300}\n"
+            .write(toFile: run.dir + "/config.yaml", atomically: true, encoding: .utf8)
+        #expect(eventually(15) { report() == nil })
         #expect(eventually { (try? run.metrics())?.contains("pxguard_audit_exposed_namespaces 0\n") == true })
     }
 
