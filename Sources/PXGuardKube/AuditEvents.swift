@@ -54,7 +54,7 @@ final class AuditEvents {
     }
 
     static func take(_ b: inout Bucket, burst: Double, perSecond: Double, now: Double) -> Bool {
-        b.tokens = min(burst, b.tokens + (now - b.at) * perSecond)
+        b.tokens = min(burst, b.tokens + max(0, now - b.at) * perSecond)
         b.at = now
         guard b.tokens >= 1 else { return false }
         b.tokens -= 1

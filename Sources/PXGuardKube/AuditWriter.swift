@@ -33,6 +33,9 @@ public final class AuditWriter: Sendable {
     static let exposedReason = "PortworxAPIExposed"
     static let repairedReason = "PortworxAPIBypassRepaired"
 
+    /// - Parameters:
+    ///   - elector: the provisioner's Lease; nil writes unconditionally (tests, single replica).
+    ///   - discoverySeconds: how often served report CRDs are looked up again while none is.
     public init(client: KubeClient, audit: ClusterAudit, elector: LeaderElector?, logger: Logger, discoverySeconds: Double = 300) {
         self.client = client
         self.audit = audit

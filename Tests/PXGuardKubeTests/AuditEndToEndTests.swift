@@ -297,3 +297,61 @@ struct AuditEndToEndTests {
         #expect(!api.requests.contains { $0.contains("/api/v1/pods") || $0.contains("/api/v1/services") || $0.contains("/events") })
     }
 }
+
+@Suite("Audit Events: aggregation and rate limit, against the in-test API")
+struct AuditEventsTests {
+    static func connection(_ api: FakeKubeAPI) throws -> KubeConnection {
+        try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile), timeout: 5).connection()
+    }
+
+    @Test("the same Event again within the aggregation window bumps count on the existing Event instead of creating one")
+    func aggregates() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("team-a")
+        let connection = try Self.connection(api)
+        defer { connection.close() }
+        let events = AuditEvents()
+        let pod = AuditObject(kind: .pod, namespace: "team-a", name: "hostpod", uid: "u-1")
+        #expect(events.warn(pod, reason: "PortworxAPIExposed", message: "m1", connection: connection, now: 1000))
+        #expect(events.warn(pod, reason: "PortworxAPIExposed", message: "m1", connection: connection, now: 1010))
+        let names = api.objects("events", in: "team-a")
+        #expect(names.count == 1)
+        let event = try #require(api.object("events", "team-a", names[0]))
+        #expect(event["count"] == 2 && event["type"] == "Warning" && event["involvedObject"]?["uid"] == "u-1")
+        // Another message, or the same one after the window, is a new Event.
+        #expect(events.warn(pod, reason: "PortworxAPIExposed", message: "m2", connection: connection, now: 1020))
+        #expect(events.warn(pod, reason: "PortworxAPIExposed", message: "m1", connection: connection, now: 1010 + 601))
+        #expect(api.objects("events", in: "team-a").count == 3)
+        #expect(events.created == 3 && events.aggregated == 1)
+    }
+
+    @Test("per object: a burst, then one per refill period; a flood over many objects is capped by the global bucket")
+    func rateLimited() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("team-a")
+        let connection = try Self.connection(api)
+        defer { connection.close() }
+        var settings = AuditEvents.Settings()
+        settings.burst = 3
+        settings.refillSeconds = 300
+        settings.globalBurst = 5
+        settings.globalPerSecond = 1
+        let events = AuditEvents(settings: settings)
+        let pod = AuditObject(kind: .pod, namespace: "team-a", name: "hostpod", uid: "u-1")
+        let sent = (0..<6).map { i in events.warn(pod, reason: "R", message: "m\(i)", connection: connection, now: 100_000) }
+        #expect(sent == [true, true, true, false, false, false])
+        // One more token after a refill period (the global bucket refilled too).
+        #expect(events.warn(pod, reason: "R", message: "later", connection: connection, now: 100_300))
+        #expect(!events.warn(pod, reason: "R", message: "later2", connection: connection, now: 100_301))
+        // Many objects at once: the global bucket (5, refilled 1/s) caps them.
+        let flood = (0..<20).filter { i in
+            events.warn(AuditObject(kind: .service, namespace: "team-a", name: "s\(i)"), reason: "R", message: "x",
+                        connection: connection, now: 200_000)
+        }
+        #expect(flood.count == 5)
+        #expect(events.dropped == 3 + 1 + 15)
+        #expect(api.objects("events", in: "team-a").count == 4 + 5)
+    }
+}
