@@ -298,9 +298,10 @@ public final class ClusterAudit: Sendable {
                 for (name, var space) in s.spaces where space.state != nil && space.stateListed != generation {
                     space.state = nil
                     s.spaces[name] = space
-                    recompute(name, &s)
                 }
+                // Namespaces listed: what holds objects but no Namespace is gone (no verdict).
                 s.listed.insert(nil)
+                for (name, space) in s.spaces where space.state == nil { recompute(name, &s) }
             }
         }
         changedSignal.signal()
@@ -309,8 +310,10 @@ public final class ClusterAudit: Sendable {
     /// Recomputes one namespace's verdict; keeps the summary and the changed set.
     func recompute(_ namespace: String, _ s: inout State) {
         guard var space = s.spaces[namespace] else { return }
-        // A namespace that is gone and holds nothing has no verdict.
-        let next: AuditVerdict? = space.isEmpty ? nil
+        // A namespace that is gone has no verdict: once Namespaces are listed, objects
+        // without their Namespace are the remains of a deletion (their DELETED events follow).
+        let gone = space.isEmpty || (space.state == nil && s.listed.contains(nil))
+        let next: AuditVerdict? = gone ? nil
             : Audit.verdict(namespace: namespace, state: space.state, records: space.records.values.lazy.map(\.record),
                             config: s.config)
         if next == space.verdict {

@@ -217,6 +217,24 @@ struct AuditEndToEndTests {
         let count = Self.events(api, "team-a").count
         usleep(500_000)
         #expect(Self.events(api, "team-a").count == count)
+        // The Namespace is deleted, its objects not yet (the namespace controller removes them
+        // afterwards): no verdict is left for it (not "exposed, Namespace not seen").
+        let guarded = try #require(Self.gauge(try run.metrics(), "pxguard_audit_guarded_namespaces"))
+        api.mutate { s in
+            let object = FakeKubeAPI.stamp(s.namespaces["team-a"]!, &s)
+            s.namespaces["team-a"] = nil
+            FakeKubeAPI.record(&s, "DELETED", "namespaces", object)
+        }
+        #expect(eventually {
+            (try? run.metrics()).map {
+                Self.gauge($0, "pxguard_audit_exposed_namespaces") == 0 && Self.gauge($0, "pxguard_audit_guarded_namespaces") == guarded - 1
+                    && $0.contains("pxguard_audit_findings{rule=\"unjudged\"} 0\n")
+            } ?? false
+        })
+    }
+
+    static func gauge(_ text: String, _ name: String) -> Int? {
+        text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Int($0.split(separator: " ")[1]) }
     }
 
     @Test("with the PolicyReport CRD: a report per exposed namespace, a hole appearing is reported within 5 s and the report goes once it disappears; repair on rewrites the bypass policy")
