@@ -5,8 +5,9 @@ public import PXGuardCore
 public import PXGuardPlatform
 public import Synchronization
 
-/// What an audit informer keeps of one object: its identity and its record (the
-/// verdict on it and a digest), judged as it streamed past. Never the object.
+/// What an audit informer hands on for one object: its identity and its record (the
+/// verdict on it and a digest), judged as it streamed past. Never the object. Only
+/// records with a finding (or a guard policy's state) are kept.
 public struct AuditItem: Sendable {
     /// `metadata.namespace`.
     public var namespace: String?
@@ -197,7 +198,7 @@ public final class ClusterAudit: Sendable {
         state.withLock { s in
             var space = s.spaces[namespace] ?? Space()
             let key = Key(kind: kind, name: name)
-            if deleted {
+            if deleted || !item.record.matters {
                 guard space.records.removeValue(forKey: key) != nil else { return }
             } else {
                 if let kept = space.records[key], kept.record == item.record { return }
@@ -222,6 +223,11 @@ public final class ClusterAudit: Sendable {
                 for item in items {
                     guard let namespace = item.namespace, let name = item.name else { continue }
                     let key = Key(kind: kind, name: name)
+                    guard item.record.matters else {
+                        // Nothing the verdict reads: not kept (one that was is dropped).
+                        if s.spaces[namespace]?.records.removeValue(forKey: key) != nil { touched.insert(namespace) }
+                        continue
+                    }
                     var space = s.spaces[namespace] ?? Space()
                     if space.records[key]?.record != item.record { touched.insert(namespace) }
                     space.records[key] = Kept(record: item.record, listed: generation)
@@ -393,6 +399,13 @@ public final class ClusterAudit: Sendable {
         for informer in informers { informer.stop() }
         changedSignal.signal()
     }
+}
+
+extension AuditRecord {
+    /// False for an object with no finding that is no guard policy: the verdict does
+    /// not read it, so nothing of it is kept (most objects of a cluster). Its next
+    /// event is judged afresh; a DELETED event for it changes nothing.
+    var matters: Bool { !findings.isEmpty || guardPolicy != nil }
 }
 
 extension NamespaceProjection {

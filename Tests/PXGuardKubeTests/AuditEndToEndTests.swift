@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import PXGuardCore
 @testable import PXGuardKube
@@ -213,6 +214,14 @@ struct AuditEndToEndTests {
         // Pods without host network are never listed or watched.
         let podRequests = api.requests.filter { $0.contains("/api/v1/pods") }
         #expect(!podRequests.isEmpty && podRequests.allSatisfy { $0.contains("fieldSelector=spec.hostNetwork%3Dtrue") })
+        // Kept per object: records with findings and guard policies only (the pod-network Pod,
+        // the Endpoints and the EndpointSlice were judged and dropped).
+        let kept = try #require(run.service.provisioner.audit).state.withLock { s in
+            s.spaces["team-a"].map { Set($0.records.keys.map { "\($0.kind.rawValue)/\($0.name)" }) } ?? []
+        }
+        #expect(kept == ["Pod/hostpod", "NetworkPolicy/open", "Service/nodeip", "NetworkPolicy/" + GuardNames.blockPolicy,
+                         "NetworkPolicy/" + GuardNames.allowAPIPolicy])
+        #expect(try #require(run.service.provisioner.audit).judged.load(ordering: .relaxed) >= 12)
         // Steady state: no Event is repeated.
         let count = Self.events(api, "team-a").count
         usleep(500_000)
