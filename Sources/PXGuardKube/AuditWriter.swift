@@ -85,12 +85,19 @@ public final class AuditWriter: Sendable {
                 memory = Memory()
                 fresh = true
             }
+            var walkAll = fresh
             if memory!.nextDiscovery <= now {
+                let before = memory!.format
                 discover(&memory!, connection)
                 memory!.nextDiscovery = now + (memory!.format == nil ? discoverySeconds : 3600)
-                if memory!.format != nil && fresh { cleanStale(&memory!, connection) }
+                // A report CRD found (at start, or installed since): every exposed namespace
+                // gets its report now, not at its next change.
+                if let format = memory!.format, fresh || format != before {
+                    cleanStale(&memory!, connection)
+                    walkAll = true
+                }
             }
-            let changed = audit.takeChanged(all: fresh)
+            let changed = audit.takeChanged(all: walkAll)
             let config = audit.config
             var failed: [String] = []
             for (namespace, verdict) in changed where !isStopped {

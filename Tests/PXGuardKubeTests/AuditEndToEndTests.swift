@@ -382,3 +382,34 @@ struct AuditEventsTests {
         #expect(api.objects("events", in: "team-a").count == 4 + 5)
     }
 }
+
+@Suite("Audit writer: a report CRD installed after start", .serialized)
+struct AuditWriterDiscoveryTests {
+    @Test("no CRD at start: no report; once the CRD is served, the exposed namespace gets its report at the next lookup, without any change to it")
+    func crdInstalledLater() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        for ns in ["pxguard-system", "kube-system", "team-a"] { api.addNamespace(ns) }
+        api.put("services", "team-a", "nodeip", AuditFixtures.service("team-a", "nodeip", externalIPs: ["70.0.3.4"]))
+        let client = try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile), timeout: 5)
+        let audit = ClusterAudit(client: client, config: .default, logger: .none)
+        let provisioner = Provisioner(client: client, view: ClusterView(config: .default, logger: .none), elector: nil,
+                                      settings: Provisioner.Settings(), logger: .none, audit: audit)
+        let writer = AuditWriter(client: client, audit: audit, elector: nil, logger: .none, discoverySeconds: 0.3)
+        let done = Atomic<Int>(0)
+        spawnThread(name: "test-provision") { provisioner.run(); done.add(1, ordering: .relaxed) }
+        audit.start()
+        spawnThread(name: "test-audit") { writer.run(); done.add(1, ordering: .relaxed) }
+        defer {
+            writer.stop()
+            audit.stop()
+            provisioner.stop()
+            _ = eventually { done.load(ordering: .relaxed) == 2 }
+        }
+        #expect(eventually { audit.isSynced && audit.verdict("team-a")?.findings.map(\.check) == [.externalIPs] })
+        usleep(500_000)
+        #expect(api.objects("policyreports", in: "team-a").isEmpty)
+        api.serveAPI("wgpolicyk8s.io/v1alpha2", resources: ["policyreports"])
+        #expect(eventually(5) { api.object("policyreports", "team-a", AuditVerdict.reportName) != nil })
+    }
+}

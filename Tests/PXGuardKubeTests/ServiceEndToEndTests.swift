@@ -54,6 +54,9 @@ struct ServiceEndToEndTests {
             return (response?["allowed"] == true, response?["status"]?["message"]?.stringValue ?? "")
         }
         #expect(eventually { canonical(api, "team-old") })
+        // The Lease holder's first upkeep round (Secret, then both registrations) is done
+        // before the log is cleared: its next round is 30 s away.
+        #expect(eventually { api.requests.contains { $0.contains("/mutatingwebhookconfigurations/pxguard") } })
 
         // /mutate answers and writes nothing.
         api.clearLog()
