@@ -515,6 +515,8 @@ public struct NamespaceProjection: KubeProjection {
     var guardedLabel: Bool
     /// The `pxguard.io/policies` annotation (compared with the configured names by the view).
     var policiesAnnotation: String?
+    /// The `pxguard.io/guarded` label's value as written (the audit quotes it).
+    var guardedValue: String?
     var podSecurity: String?
     var terminating: Bool
     /// `pxguard.io/previous-enforce` is present (over the budget counts as present: never overwritten).
@@ -527,6 +529,7 @@ public struct NamespaceProjection: KubeProjection {
         let f = object.fields
         guardedLabel = f.string(0) == "true"
         policiesAnnotation = f.overBudget[2] ? nil : f.string(2)
+        guardedValue = f.overBudget[0] ? "(over the per-object budget)" : f.string(0)
         podSecurity = f.overBudget[1] ? nil : f.string(1)
         terminating = f.string(3) == "Terminating" || f.raw[4] != nil || f.overBudget[4]
         previousRecorded = f.raw[5] != nil || f.overBudget[5]
@@ -550,6 +553,8 @@ public struct PolicyProjection: KubeProjection {
     var spec: JSON?
     var ownerReferences: Bool
     var labelled: Bool
+    /// The audit's record of this policy (any name), when the audit taps the watch.
+    var audit: AuditRecord?
 
     /// Every guard name a view in this process was configured with (the defaults, and
     /// `guardPolicyNames`): the spec of a policy by any other name is skipped as it

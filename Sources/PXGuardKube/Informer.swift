@@ -59,7 +59,7 @@ public protocol KubeProjection: Sendable {
 /// What the informer hands on from a list: pages arrive one at a time between
 /// `begin` and `end`, so no list is ever held whole. A list cut short sends no
 /// `end` (whatever was not seen must not read as deleted).
-public enum ListPhase<P: KubeProjection>: Sendable {
+public enum ListPhase<P: Sendable>: Sendable {
     case begin
     case page([P])
     case end
@@ -94,6 +94,8 @@ public protocol AnyInformer: Sendable {
     func run()
     /// Ends `run` within about one poll period.
     func stop()
+    /// Ends the current watch and lists again from scratch.
+    func relist()
 }
 
 /// List-then-watch of one resource, the way client-go's reflector does it: a
@@ -104,7 +106,7 @@ public protocol AnyInformer: Sendable {
 /// Each page and event is decoded straight from the stream into `P`: memory is
 /// set by what `P` keeps, never by what the objects carry, and no list has a
 /// size limit a tenant could reach.
-public final class Informer<P: KubeProjection>: AnyInformer {
+public final class Informer<P: Sendable>: AnyInformer {
     public typealias Settings = InformerSettings
 
     /// The watch event types handed on (bookmarks and errors are handled here).
@@ -124,18 +126,26 @@ public final class Informer<P: KubeProjection>: AnyInformer {
     let onHealth: @Sendable (_ listed: Bool?, _ healthy: Bool) -> Void
     let onReachable: @Sendable (Bool) -> Void
     let stopped = Atomic<Bool>(false)
+    /// Set by `relist`: the watch ends and a fresh list follows.
+    let relistWanted = Atomic<Bool>(false)
+    /// An item's paths: identity first, then the projection's.
+    let itemPaths: JSONPaths
+    /// A watch event's paths: its type, the object's paths, and a Status's fields.
+    let eventPaths: JSONPaths
+    /// Builds what is kept of one object as it streams past.
+    let transform: @Sendable (KubeObject) -> P
     /// What this informer has done, for metrics and tests.
     public let counters = InformerCounters()
 
-    /// An item's paths: identity first, then the projection's.
-    static var itemPaths: JSONPaths {
-        JSONPaths([["metadata", "name"], ["metadata", "namespace"], ["metadata", "resourceVersion"]] + P.fields)
+    /// An item's paths: identity first, then `fields`.
+    static func itemPaths(_ fields: [[String]]) -> JSONPaths {
+        JSONPaths([["metadata", "name"], ["metadata", "namespace"], ["metadata", "resourceVersion"]] + fields)
     }
 
     /// A watch event's paths: its type, the object's paths, and a Status's fields.
-    static var eventPaths: JSONPaths {
+    static func eventPaths(_ items: JSONPaths) -> JSONPaths {
         JSONPaths([["type"], ["object", "code"], ["object", "reason"], ["object", "message"]]
-            + itemPaths.paths.map { ["object"] + $0 })
+            + items.paths.map { ["object"] + $0 })
     }
 
     static var listPaths: JSONPaths { JSONPaths([["metadata", "continue"], ["metadata", "resourceVersion"]]) }
@@ -150,10 +160,18 @@ public final class Informer<P: KubeProjection>: AnyInformer {
     ///   - onEvent: one watch event.
     ///   - onHealth: a list completed (`listed`) and whether the resource is being
     ///     followed (`healthy` false once failing for `staleAfterSeconds`).
+    ///   - fields: member paths kept of each object (besides name, namespace and
+    ///     resourceVersion), within the per-object budget.
+    ///   - transform: what is kept of one object, built as it streams past (e.g. the
+    ///     audit's verdict on it): the captured fields are dropped right after.
     public init(name: String, client: KubeClient, path: String, fieldSelector: String? = nil, settings: Settings, logger: Logger,
+                fields: [[String]], transform: @escaping @Sendable (KubeObject) -> P,
                 onList: @escaping @Sendable (ListPhase<P>) -> Void, onEvent: @escaping @Sendable (EventType, P) -> Void,
                 onHealth: @escaping @Sendable (_ listed: Bool?, _ healthy: Bool) -> Void,
                 onReachable: @escaping @Sendable (Bool) -> Void = { _ in }) {
+        itemPaths = Self.itemPaths(fields)
+        eventPaths = Self.eventPaths(itemPaths)
+        self.transform = transform
         self.onReachable = onReachable
         self.name = name
         self.client = client
@@ -167,6 +185,10 @@ public final class Informer<P: KubeProjection>: AnyInformer {
     }
 
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
+
+    /// Ends the current watch and lists again from scratch (a configuration
+    /// reload that changes how objects are judged).
+    public func relist() { relistWanted.store(true, ordering: .relaxed) }
 
     /// Ends `run` within about `pollSeconds`.
     public func stop() { stopped.store(true, ordering: .relaxed) }
@@ -195,7 +217,7 @@ public final class Informer<P: KubeProjection>: AnyInformer {
     func list(_ connection: KubeConnection) throws(KubeError) -> String {
         var token: String?
         var resourceVersion = ""
-        let itemPaths = Self.itemPaths, listPaths = Self.listPaths
+        let itemPaths = itemPaths, listPaths = Self.listPaths
         let budget = settings.objectBudget
         onList(.begin)
         repeat {
@@ -206,7 +228,7 @@ public final class Informer<P: KubeProjection>: AnyInformer {
                 try reader.list(listPaths, arrayKey: "items", element: itemPaths, budget: budget) { capture in
                     let object = Self.object(capture)
                     if object.isOverBudget { noteOverBudget(object) }
-                    page.append(P(object))
+                    page.append(transform(object))
                 }
             }
             onList(.page(page))
@@ -262,14 +284,14 @@ public final class Informer<P: KubeProjection>: AnyInformer {
                 guard let kind = EventType(rawValue: type) else { return }
                 if object.isOverBudget { self.noteOverBudget(object) }
                 self.counters.events.add(1, ordering: .relaxed)
-                self.onEvent(kind, P(object))
+                self.onEvent(kind, self.transform(object))
             }
             if let rv = object.resourceVersion { last = rv }
         }
         do {
-            try connection.watch(target, paths: Self.eventPaths, budget: settings.objectBudget, pollSeconds: settings.pollSeconds,
+            try connection.watch(target, paths: eventPaths, budget: settings.objectBudget, pollSeconds: settings.pollSeconds,
                                  idleSeconds: Double(settings.watchTimeoutSeconds) + 30,
-                                 shouldStop: { self.isStopped || gone || failure != nil }, onOpen: opened, onEvent: handle)
+                                 shouldStop: { self.isStopped || gone || failure != nil || self.relistWanted.load(ordering: .relaxed) }, onOpen: opened, onEvent: handle)
         } catch {
             if error.code == 410 { return .gone }
             throw error
@@ -286,6 +308,7 @@ public final class Informer<P: KubeProjection>: AnyInformer {
         var failures = 0
         var failingSince: Double?
         while !isStopped {
+            if relistWanted.exchange(false, ordering: .relaxed) { resourceVersion = nil }
             do {
                 if resourceVersion == nil {
                     resourceVersion = try list(connection)
@@ -298,7 +321,9 @@ public final class Informer<P: KubeProjection>: AnyInformer {
                     // The server ended the watch (timeoutSeconds): resume from the last version.
                     // One that ends at once with nothing new (a proxy cutting it) is paced
                     // like a failure, so that it cannot spin (client-go's "very short watch").
-                    if next == resourceVersion && Clock.monotonic().seconds - started < 1 {
+                    if relistWanted.load(ordering: .relaxed) {
+                        // Ended on purpose for a relist (configuration reload): no pacing.
+                    } else if next == resourceVersion && Clock.monotonic().seconds - started < 1 {
                         sleep(Self.backoff(attempt: failures, base: settings.backoffBase, cap: settings.backoffCap))
                         failures += 1
                     } else {
@@ -331,6 +356,19 @@ public final class Informer<P: KubeProjection>: AnyInformer {
             }
         }
         connection.close()
+    }
+}
+
+extension Informer where P: KubeProjection {
+    /// An informer that keeps `P` of each object (its `fields`, decoded by its `init`).
+    public convenience init(name: String, client: KubeClient, path: String, fieldSelector: String? = nil, settings: Settings,
+                            logger: Logger, onList: @escaping @Sendable (ListPhase<P>) -> Void,
+                            onEvent: @escaping @Sendable (EventType, P) -> Void,
+                            onHealth: @escaping @Sendable (_ listed: Bool?, _ healthy: Bool) -> Void,
+                            onReachable: @escaping @Sendable (Bool) -> Void = { _ in }) {
+        self.init(name: name, client: client, path: path, fieldSelector: fieldSelector, settings: settings, logger: logger,
+                  fields: P.fields, transform: { P($0) }, onList: onList, onEvent: onEvent, onHealth: onHealth,
+                  onReachable: onReachable)
     }
 }
 

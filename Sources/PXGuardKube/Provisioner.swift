@@ -66,8 +66,11 @@ public final class Provisioner: Sendable {
     public let requests = Atomic<Int>(0)
     let reachable = Atomic<Int>(1)
 
+    /// - Parameter audit: when the audit is on, it is fed from these same Namespace and
+    ///   NetworkPolicy watches (each policy judged as it streams past), so that no
+    ///   second watch of either is opened.
     public init(client: KubeClient, view: ClusterView, elector: LeaderElector?, settings: Settings, logger: Logger,
-                events: EventRecorder? = nil) {
+                events: EventRecorder? = nil, audit: ClusterAudit? = nil) {
         self.events = events
         pacer = WritePacer(rate: view.config.provisioning.writesPerSecond)
         self.client = client
@@ -90,8 +93,14 @@ public final class Provisioner: Sendable {
         informers = [
             Informer<NamespaceProjection>(name: "namespaces", client: client, path: KubePath.namespaces,
                      settings: informerSettings, logger: logger,
-                     onList: { phase in view.list(phase).forEach(enqueue) },
-                     onEvent: { type, object in enqueue(view.applyNamespace(object, deleted: type == .deleted)) },
+                     onList: { phase in
+                         view.list(phase).forEach(enqueue)
+                         audit?.list(namespaces: phase)
+                     },
+                     onEvent: { type, object in
+                         enqueue(view.applyNamespace(object, deleted: type == .deleted))
+                         audit?.apply(namespace: object, deleted: type == .deleted)
+                     },
                      onHealth: { listed, healthy in view.setHealth(.namespaces, listed: listed, healthy: healthy) },
                      onReachable: reach),
             // Every NetworkPolicy, unselected: a label selector would let any tenant who
@@ -99,8 +108,20 @@ public final class Provisioner: Sendable {
             // Only the guard names are kept; the others cost a skip as they stream past.
             Informer<PolicyProjection>(name: "networkpolicies", client: client, path: KubePath.allNetworkPolicies,
                      settings: informerSettings, logger: logger,
-                     onList: { phase in view.list(phase).forEach(enqueue) },
-                     onEvent: { type, object in enqueue(view.applyPolicy(object, deleted: type == .deleted)) },
+                     fields: PolicyProjection.fields + (audit == nil ? [] : ClusterAudit.policyExtraFields),
+                     transform: { object in
+                         var p = PolicyProjection(object)
+                         p.audit = audit?.judgePolicy(object)
+                         return p
+                     },
+                     onList: { phase in
+                         view.list(phase).forEach(enqueue)
+                         audit?.list(policies: phase)
+                     },
+                     onEvent: { type, object in
+                         enqueue(view.applyPolicy(object, deleted: type == .deleted))
+                         audit?.apply(policy: object, deleted: type == .deleted)
+                     },
                      onHealth: { listed, healthy in view.setHealth(.policies, listed: listed, healthy: healthy) },
                      onReachable: reach),
         ]
@@ -173,6 +194,11 @@ public final class Provisioner: Sendable {
     /// delay), so another replica writes within its next retry period. The
     /// informers keep running: admission's R6 still reads the view meanwhile.
     public func releaseLease() { elector?.release() }
+
+    /// Lists NetworkPolicies again (the audit judges every policy anew after a
+    /// configuration reload; a Namespace's audit state does not depend on the config).
+    /// The view stays in sync meanwhile: a list replaces entries page by page.
+    public func relistPolicies() { for informer in informers where informer.name == "networkpolicies" { informer.relist() } }
 
     /// Stops the informers, workers, timer and lease.
     public func stop() {

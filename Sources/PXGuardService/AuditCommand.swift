@@ -28,7 +28,7 @@ public struct AuditResult: Sendable {
 /// guarded namespace is exposed, else 0.
 public func auditCommand(configPath: String?, file: String, output: AuditOutput = .text) throws(CommandError) -> AuditResult {
     let config = try loadConfig(configPath)
-    let judge = AuditJudge(config: config)
+    let judge = AuditJudge(config: config, reportsGuardWidening: config.activeBackend == .networkpolicy)
     var errors: [String] = []
     var namespaces: [AuditNamespace] = []
     var records: [AuditRecord] = []

@@ -23,12 +23,17 @@ final class ProvisionerHandle: Sendable {
     let clusterGuard: ClusterGuard?
     /// Discovery of `auto` and of the network plugin (see ClusterGuard.swift).
     let backends: GuardBackendSelection
+    /// The audit's verdicts (every replica) and its writer (Lease holder), when on.
+    let audit: ClusterAudit?
+    let auditWriter: AuditWriter?
 
     init(provisioner: Provisioner?, elector: LeaderElector?, upkeep: ClusterUpkeep? = nil, offReason: String?, logger: Logger,
          clusterGuard: ClusterGuard? = nil, backends: GuardBackendSelection, events: EventRecorder? = nil,
-         nodes: NodeAddresses? = nil) {
+         nodes: NodeAddresses? = nil, audit: ClusterAudit? = nil, auditWriter: AuditWriter? = nil) {
         self.events = events
         self.nodes = nodes
+        self.audit = audit
+        self.auditWriter = auditWriter
         self.provisioner = provisioner
         self.elector = elector
         self.upkeep = upkeep
@@ -79,15 +84,19 @@ final class ProvisionerHandle: Sendable {
         if let nodes { metrics.addSource { nodes.metricsText } }
         let view = ClusterView(config: config, logger: logger)
         let events = EventRecorder(client: client, instance: identity, logger: logger)
+        let audit = config.audit.enabled ? ClusterAudit(client: client, config: config, logger: logger) : nil
+        let auditWriter = audit.map { AuditWriter(client: client, audit: $0, elector: elector, logger: logger) }
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger,
-                                      events: events)
+                                      events: events, audit: audit)
+        if let audit, let auditWriter { metrics.addSource { audit.metricsText + auditWriter.metricsText } }
         let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
         if let upkeep { metrics.addSource { upkeep.metricsText } }
         let clusterGuard = ClusterGuard(client: client, config: config, elector: elector, settings: ClusterGuard.Settings(),
                                         logger: logger, view: view)
         metrics.addSource { provisioner.metricsText + clusterGuard.metricsText }
         return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger,
-                                 clusterGuard: clusterGuard, backends: backends, events: events, nodes: nodes)
+                                 clusterGuard: clusterGuard, backends: backends, events: events, nodes: nodes,
+                                 audit: audit, auditWriter: auditWriter)
     }
 
     /// True when the Lease holder keeps the certificates Secret (self-managed, API configured).
@@ -132,6 +141,14 @@ final class ProvisionerHandle: Sendable {
         spawnThread(name: "pxguard-provision") { provisioner.run() }
         if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }
         if let clusterGuard { spawnThread(name: "pxguard-guard") { clusterGuard.run() } }
+        if let audit, let auditWriter {
+            logger.info("audit on: verdicts kept from watches; the Lease holder writes reports and Events",
+                        [("repairBypassPolicies", audit.config.audit.repairBypassPolicies ? "true" : "false")])
+            audit.start()
+            spawnThread(name: "pxguard-audit") { auditWriter.run() }
+        } else {
+            logger.info("audit off (audit.enabled: false)")
+        }
     }
 
     /// What the rules and the provisioner judge by for a configuration file's
@@ -158,6 +175,19 @@ final class ProvisionerHandle: Sendable {
         provisioner?.reload(config)
         clusterGuard?.reload(config)
         upkeep?.reload(config)
+        if let audit {
+            // Records keep no object to judge again: the audited kinds are listed anew.
+            if !config.audit.enabled { logger.info("audit.enabled changed; takes effect at the next restart") }
+            let before = audit.config
+            audit.reload(config)
+            var a = before, b = config
+            a.audit.repairBypassPolicies = false
+            b.audit.repairBypassPolicies = false
+            if a != b {
+                provisioner?.relistPolicies()
+                audit.relistOwnOnly()
+            }
+        }
     }
 
     /// Releases the lease on a thread of its own (a slow API must not hold up the
@@ -179,6 +209,8 @@ final class ProvisionerHandle: Sendable {
 
     func stop() {
         nodes?.stop()
+        auditWriter?.stop()
+        audit?.stop()
         upkeep?.stop()
         clusterGuard?.stop()
         provisioner?.stop()

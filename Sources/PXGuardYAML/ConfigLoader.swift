@@ -118,6 +118,14 @@ public struct ConfigLoader {
                 if config.guardPolicyNames.block == config.guardPolicyNames.allowAPI {
                     throw fail(value, "guardPolicyNames: block and allowAPI must differ; give each policy its own name")
                 }
+            case "audit":
+                for (k, v) in try mapping(value, key) {
+                    switch k.scalar ?? "" {
+                    case "enabled": config.audit.enabled = try bool(v, "audit.enabled")
+                    case "repairBypassPolicies": config.audit.repairBypassPolicies = try bool(v, "audit.repairBypassPolicies")
+                    default: throw fail(k, "audit: unknown key \(quoted(k)); expected enabled or repairBypassPolicies")
+                    }
+                }
             case "namespace": config.namespace = try name(value, key)
             case "serviceName": config.serviceName = try name(value, key)
             case "serviceAccount":

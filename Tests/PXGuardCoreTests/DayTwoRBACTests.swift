@@ -40,4 +40,35 @@ struct DayTwoRBACTests {
         config.certificates.selfManaged = false
         #expect(Self.grants(Self.rules(config, kind: "Role"), "secrets").isEmpty)
     }
+
+    @Test("audit: list and watch of pods, services, endpoints, endpointslices; create/patch events; report objects; patch on networkpolicies only with repair; nothing when off")
+    func audit() {
+        var config = Config.default
+        let rules = Self.rules(config, kind: "ClusterRole")
+        for resource in ["pods", "services", "endpoints", "endpointslices"] {
+            #expect(Self.grants(rules, resource).map { $0["verbs"] } == [["list", "watch"]], "\(resource)")
+        }
+        #expect(Self.grants(rules, "events").map { $0["verbs"] } == [["create", "patch"]])
+        #expect(Self.grants(rules, "policyreports").first?["apiGroups"] == ["wgpolicyk8s.io"])
+        #expect(Self.grants(rules, "reports").first?["apiGroups"] == ["openreports.io"])
+        // Without repair, patch on NetworkPolicies stays limited to the two guard names.
+        #expect(Self.grants(rules, "networkpolicies").allSatisfy {
+            $0["resourceNames"] != nil || !($0["verbs"]?.arrayValue ?? []).contains("patch")
+        })
+        config.audit.repairBypassPolicies = true
+        #expect(Self.grants(Self.rules(config, kind: "ClusterRole"), "networkpolicies").contains {
+            $0["resourceNames"] == nil && $0["verbs"] == ["patch"]
+        })
+        config.audit.enabled = false
+        let off = Self.rules(config, kind: "ClusterRole")
+        for resource in ["services", "endpoints", "endpointslices", "policyreports", "reports"] {
+            #expect(Self.grants(off, resource).isEmpty, "\(resource)")
+        }
+        // What the provisioner needs without the audit: its own Events, and a list of a
+        // namespace's Pods before raising its Pod Security level (none with podSecurity: none).
+        #expect(Self.grants(off, "events").map { $0["verbs"] } == [["create", "patch"]])
+        #expect(Self.grants(off, "pods").map { $0["verbs"] } == [["list"]])
+        config.podSecurity = .none
+        #expect(Self.grants(Self.rules(config, kind: "ClusterRole"), "pods").isEmpty)
+    }
 }

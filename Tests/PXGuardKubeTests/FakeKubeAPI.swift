@@ -63,6 +63,13 @@ final class FakeKubeAPI: @unchecked Sendable {
     }
 
     let state = Locked(State())
+    /// Served API group versions beyond the built-ins ("group/version" -> resources),
+    /// answered by discovery (`GET /apis/GROUP/VERSION`): custom resources such as
+    /// report CRDs, served only once a test installs them.
+    let served = Locked<[String: [String]]>([:])
+
+    /// Serves `resources` under `/apis/GROUP/VERSION` (a CRD installed).
+    func serveAPI(_ groupVersion: String, resources: [String]) { served.withLock { $0[groupVersion] = resources } }
     let changed = NSCondition()
     let dir: String
     let context: TLSContext
@@ -581,6 +588,20 @@ final class FakeKubeAPI: @unchecked Sendable {
                       "preferredVersion": .obj(["groupVersion": .string("\(g.0)/\(g.1[0])"), "version": .string(g.1[0])])])
             })]))
         }
+        if parts.count == 3 && parts[0] == "apis" && method == "GET" {
+            guard let resources = served.withLock({ $0[parts[1] + "/" + parts[2]] }) else {
+                return (404, Self.status(404, "NotFound", "the server could not find the requested resource"))
+            }
+            return (200, .obj(["kind": "APIResourceList", "groupVersion": .string(parts[1] + "/" + parts[2]),
+                               "resources": .array(resources.map { .obj(["name": .string($0), "namespaced": true]) })]))
+        }
+        if parts.count >= 4 && parts[0] == "apis", served.withLock({ s in s.keys.contains(parts[1] + "/" + parts[2]) }) == false,
+            !s.servedGroupVersions.contains(parts[1] + "/" + parts[2]),
+            !["networking.k8s.io", "coordination.k8s.io", "discovery.k8s.io", "admissionregistration.k8s.io",
+              // The cluster-scoped guard backends' groups (ClusterGuardTests write them without discovery).
+              "policy.networking.k8s.io", "crd.projectcalico.org", "projectcalico.org", "cilium.io"].contains(parts[1]) {
+            return (404, Self.status(404, "NotFound", "the server could not find the requested resource"))
+        }
         if let (resource, namespace) = Self.collection(parts) {
             switch method {
             case "GET": return list(s, request, resource, namespace)
@@ -697,6 +718,7 @@ final class FakeKubeAPI: @unchecked Sendable {
                     case "add": return node.setting(key, op["value"] ?? .null)
                     case "replace": return exists ? node.setting(key, op["value"] ?? .null) : nil
                     case "remove": return exists ? .object(members.filter { $0.key != key }) : nil
+                    case "test": return node[key] == op["value"] ? node : nil
                     default: return nil
                     }
                 }

@@ -28,7 +28,7 @@ struct InformerHardeningTests {
         let conn = try connection(api)
         var names: [String] = []
         do {
-            try conn.watch("/api/v1/namespaces?watch=1", paths: Informer<NamespaceProjection>.eventPaths, budget: 1 << 20,
+            try conn.watch("/api/v1/namespaces?watch=1", paths: Informer<NamespaceProjection>.eventPaths(Informer<NamespaceProjection>.itemPaths(NamespaceProjection.fields)), budget: 1 << 20,
                            pollSeconds: 0.2, idleSeconds: 10, shouldStop: { false }) { event in
                 names.append(event.string(4) ?? "?")
             }

@@ -40,8 +40,10 @@ struct AuditCommandTests {
         let namespaces = try #require(doc["namespaces"]?.arrayValue)
         let teamA = try #require(namespaces.first { $0["namespace"]?.stringValue == "team-a" })
         #expect(teamA["verdict"]?.stringValue == "exposed")
-        #expect(teamA["findings"]?.arrayValue?.map { $0["rule"]!.stringValue! } == ["hostNetwork", "bypassPolicies", "externalIPs"])
-        #expect(teamA["findings"]?.arrayValue?.map { $0["name"]!.stringValue! } == ["node-agent", "open-portworx", "hijack"])
+        #expect(teamA["findings"]?.arrayValue?.map { $0["rule"]!.stringValue! }
+                == ["hostNetwork", "bypassPolicies", "externalIPs", "endpoints", "endpoints"])
+        #expect(teamA["findings"]?.arrayValue?.map { $0["name"]!.stringValue! }
+                == ["node-agent", "open-portworx", "hijack", "handmade", "handmade-slice"])
         let teamB = try #require(namespaces.first { $0["namespace"]?.stringValue == "team-b" })
         #expect(teamB["verdict"]?.stringValue == "protected")
         #expect(teamB["notes"]?.arrayValue?.first?["rule"]?.stringValue == "guardWidens")

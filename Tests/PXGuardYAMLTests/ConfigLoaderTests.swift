@@ -366,3 +366,24 @@ struct LoadBalancerConfigTests {
         #expect(throws: YAMLError.self) { try ConfigLoader(file: "c.yaml").load(Array("rules: {endpoints: {mode: repair}}\n".utf8)) }
     }
 }
+
+@Suite("Config: audit keys")
+struct AuditConfigTests {
+    @Test("audit defaults to on without repair; both keys read, round trip through the rendered ConfigMap; unknown key and non-boolean refused")
+    func auditKeys() throws {
+        let defaults = try DayTwoConfigTests.load("")
+        #expect(defaults.audit.enabled && !defaults.audit.repairBypassPolicies)
+        let config = try DayTwoConfigTests.load("audit: {enabled: false, repairBypassPolicies: true}\n")
+        #expect(!config.audit.enabled && config.audit.repairBypassPolicies)
+        #expect(try DayTwoConfigTests.load(YAMLEmitter.emit(config.document)) == config)
+        for (text, expected) in [("audit: {repair: true}", "expected enabled or repairBypassPolicies"),
+                                 ("audit: {enabled: yes please}", "expected true or false")] {
+            do {
+                _ = try DayTwoConfigTests.load(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.description.contains(expected) && error.description.hasPrefix("c.yaml:1:"), "\(error.description)")
+            }
+        }
+    }
+}

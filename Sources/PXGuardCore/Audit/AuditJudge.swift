@@ -16,6 +16,7 @@ public struct AuditJudge: Sendable {
     let hostNetwork = HostNetworkRule()
     let bypass: BypassPolicyRule
     let externalIPs: ExternalIPsRule
+    let endpoints: EndpointsRule
     /// Nil when the guard backend is not `networkpolicy` (nothing is widened).
     let widening: GuardWidening?
     let bypassRepair: BypassRepair
@@ -27,6 +28,7 @@ public struct AuditJudge: Sendable {
         context = RuleContext(config: config)
         bypass = BypassPolicyRule(config: config)
         externalIPs = ExternalIPsRule(config: config)
+        endpoints = EndpointsRule(config: config)
         widening = reportsGuardWidening ? GuardWidening(config: config) : nil
         bypassRepair = BypassRepair(config: config)
     }
@@ -192,15 +194,9 @@ public struct AuditJudge: Sendable {
         record.findings += endpointFindings(object, record)
     }
 
-    /// R8 HOOK: rule R8 (endpoints) lands in another branch. When `EndpointsRule`
-    /// exists, this becomes
-    /// `endpoints.evaluate(creation(of: object, record), context).map { [AuditFinding(check: .endpoints, message: $0)] } ?? []`
-    /// (a CREATE by a non-exempt user who is not an endpoint controller), with
-    /// `let endpoints = EndpointsRule(config: config)` beside the other rules.
-    /// Until then Endpoints and EndpointSlices are kept (identity and digest) with
-    /// no findings.
+    /// R8: the CREATE a non-exempt user who is not an endpoint controller would send.
     func endpointFindings(_ object: JSONValue, _ record: AuditRecord) -> [AuditFinding] {
-        []
+        endpoints.evaluate(creation(of: object, record), context).map { [AuditFinding(check: .endpoints, message: $0)] } ?? []
     }
 }
 

@@ -111,6 +111,22 @@ public struct Config: Sendable, Equatable {
         case debug, info, warn, error
     }
 
+    /// The audit of what already exists (SPEC "Audit: what already exists").
+    public var audit = Audit()
+
+    /// `audit:` in the config file. On by default: it runs wherever the watches run
+    /// (a Kubernetes API configured and provisioning on) and writes only reports
+    /// and Events; repair, the one change to tenants' objects, is opt-in.
+    public struct Audit: Sendable, Equatable {
+        /// Every replica keeps a verdict per guarded namespace; the Lease holder
+        /// writes reports and Events. Off: no audit informers, no audit RBAC.
+        public var enabled = true
+        /// The Lease holder rewrites existing bypass policies as R4's repair mode would.
+        public var repairBypassPolicies = false
+        /// The defaults: on, no repair.
+        public init() {}
+    }
+
     /// The CA and serving pair the Lease holder keeps in the Secret `<serviceName>-tls`
     /// when no one else (cert-manager) manages it. All times in seconds.
     public struct Certificates: Sendable, Equatable {
@@ -287,6 +303,7 @@ extension Config {
             "nodeFirewallPorts": .string(nodeFirewallPorts.configNotation),
             "apiServerCIDRs": apiServerCIDRs.isEmpty ? nil : .array(apiServerCIDRs.map { .string($0.description) }),
             "manageWebhooks": .bool(manageWebhooks),
+            "audit": .obj(["enabled": .bool(audit.enabled), "repairBypassPolicies": .bool(audit.repairBypassPolicies)]),
             "certificates": .obj([
                 "selfManaged": .bool(certificates.selfManaged),
                 "caValiditySeconds": .int(certificates.caValiditySeconds),

@@ -256,6 +256,29 @@ public struct InstallBundle: Sendable {
                       "verbs": ["get", "update"]])]
     }
 
+    /// The audit (`audit.enabled`): list and watch what it judges (Pods only with
+    /// host network, by field selector, but RBAC cannot say so), create Events and
+    /// patch them (aggregation), find which report CRD is served (discovery needs no
+    /// RBAC), and write its report objects in either format (whichever is served).
+    /// `audit.repairBypassPolicies` adds get and patch on every NetworkPolicy (the
+    /// repair rewrites tenants' bypass policies); nothing else is ever changed.
+    var auditRules: [JSON] {
+        guard config.audit.enabled else { return [] }
+        var rules: [JSON] = [
+            .obj(["apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["list", "watch"]]),
+            .obj(["apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]]),
+        ]
+        // Events (the audit's findings) are granted with the provisioner's own Events, always.
+        for format in AuditReportFormat.allCases {
+            rules.append(.obj(["apiGroups": [.string(format.group)], "resources": [.string(format.resource)],
+                               "verbs": ["get", "list", "create", "update", "delete"]]))
+        }
+        if config.audit.repairBypassPolicies {
+            rules.append(.obj(["apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["patch"]]))
+        }
+        return rules
+    }
+
     /// Everything needed to install pxguard.
     /// `firewallScript` nil (node addresses unknown: `nodeCIDRs: auto` without
     /// `--nodes`) leaves the node firewall ConfigMap out; the guard policies are left
@@ -295,8 +318,12 @@ public struct InstallBundle: Sendable {
         // nodeCIDRs: auto watches Nodes for their addresses.
         if config.nodeCIDRsAuto { clusterRules.append(.obj(["apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]])) }
         // Before raising a namespace's Pod Security level, its running Pods are read.
-        if config.podSecurity != .none { clusterRules.append(.obj(["apiGroups": [""], "resources": ["pods"], "verbs": ["list"]])) }
+        // (The audit's list and watch of Pods covers it when the audit is on.)
+        if config.podSecurity != .none && !config.audit.enabled {
+            clusterRules.append(.obj(["apiGroups": [""], "resources": ["pods"], "verbs": ["list"]]))
+        }
         clusterRules += managedRegistrationRules
+        clusterRules += auditRules
         let clusterRole: JSON = .obj([
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, namespaced: false),
             "rules": .array(clusterRules + clusterGuardPermissions),
