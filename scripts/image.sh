@@ -52,6 +52,12 @@ revision=$(git rev-parse HEAD 2>/dev/null || true)
 # Where the source lives and pxguard's own license (an SPDX expression): set them for a
 # release; the source defaults to the git remote, the license to LicenseRef-pxguard.
 source_url=${PXGUARD_SOURCE:-$(git remote get-url origin 2>/dev/null || true)}
+# Only a URL is a source location (a clone of a local path has a path as its remote):
+# anything else is left out rather than written into the SBOM as an invalid location.
+case "$source_url" in
+  https://*|http://*|git+https://*|git+ssh://*|ssh://*) ;;
+  *) source_url="" ;;
+esac
 license=${PXGUARD_LICENSE:-LicenseRef-pxguard}
 swift_version=$($SWIFT --version 2>/dev/null | sed -n 's/.*Swift version \([0-9][0-9.]*\).*/\1/p' | head -1)
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
@@ -69,7 +75,7 @@ annotations=(--annotation "org.opencontainers.image.title=pxguard"
 if [ -n "$source_url" ]; then
   annotations+=(--annotation "org.opencontainers.image.source=$source_url")
 else
-  echo "image: no git remote: set PXGUARD_SOURCE for the org.opencontainers.image.source annotation" >&2
+  echo "image: no source URL (the git remote is not a URL): set PXGUARD_SOURCE for the org.opencontainers.image.source annotation" >&2
 fi
 python3 scripts/oci-image.py --root "$root" --name pxguard --tag "$version" \
   --entrypoint /usr/bin/pxguard --cmd=--help --user 65532:65532 \

@@ -117,7 +117,7 @@ public final class ClusterAudit: Sendable {
         case .service: return common + [["spec"], ["metadata", "annotations"]]
         case .endpoints: return common + [["subsets"]]
         case .endpointSlice: return common + [["addressType"], ["endpoints"], ["ports"]]
-        case .networkPolicy: return common + [["spec"], ["metadata", "labels", GuardNames.managedByKey]]
+        case .networkPolicy: return common + [["spec"], ["metadata", "labels", GuardNames.managedByKey], ["metadata", "ownerReferences"]]
         }
     }
 
@@ -171,7 +171,10 @@ public final class ClusterAudit: Sendable {
             // when shared, 1 and 2 (after the uid) in `fields(.networkPolicy)`.
             let spec = offset == 0 ? raw(1) : f.raw[0]
             let label = offset == 0 ? raw(2) : f.raw[2]
+            // Owners: PolicyProjection's field 1 when shared, the last of `fields(.networkPolicy)` otherwise.
+            let owners = offset == 0 ? raw(3) : f.raw[1]
             if let label { out += Array(",\"labels\":{\(JSON.string(GuardNames.managedByKey).serialized):".utf8) + label + [0x7D] }
+            member("ownerReferences", owners)
             out += Array("}".utf8)
             member("spec", spec)
         }

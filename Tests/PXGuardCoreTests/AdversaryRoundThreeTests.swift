@@ -164,6 +164,31 @@ struct ServicePortsTests {
              new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
                           annotations: .obj(["lbipam.cilium.io/ips": "192.0.2.10, 70.0.1.1"])), allowed: false,
              message: "70.0.1.1"),
+        // The review of 2026-12-07: MetalLB and Cilium trim with Go's strings.TrimSpace (every
+        // Unicode space, a YAML block scalar's newline among them).
+        Case(label: "MetalLB annotation from a YAML block scalar (trailing newline)",
+             new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
+                          annotations: .obj(["metallb.universe.tf/loadBalancerIPs": "70.0.1.2\n"])), allowed: false, message: "70.0.1.2"),
+        Case(label: "Cilium annotation, newline after the comma",
+             new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
+                          annotations: .obj(["lbipam.cilium.io/ips": "1.2.3.4,\n70.0.1.2"])), allowed: false, message: "70.0.1.2"),
+        Case(label: "annotation with CR, VT, FF, NEL and NBSP around the address",
+             new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
+                          annotations: .obj(["metallb.io/loadBalancerIPs": "\r\u{0B}\u{0C}\u{85}\u{A0}70.0.1.2\u{A0}"])), allowed: false),
+        Case(label: "a JSON-array annotation (Calico LB IPAM's form, when configured)",
+             new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
+                          annotations: .obj(["metallb.io/loadBalancerIPs": "[\"192.0.2.1\", \"70.0.1.2\"]"])), allowed: false,
+             message: "70.0.1.2"),
+        Case(label: "healthCheckNodePort 9001 (kube-proxy binds it on every node)",
+             new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)]).setting("spec",
+                 service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)])["spec"]!.setting("externalTrafficPolicy", "Local")
+                     .setting("healthCheckNodePort", 9001)), allowed: false, message: "healthCheckNodePort"),
+        Case(label: "an UPDATE keeping healthCheckNodePort 9001 from before pxguard",
+             old: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)]).setting("spec",
+                 service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)])["spec"]!.setting("healthCheckNodePort", 9001)),
+             new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)]).setting("spec",
+                 service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)])["spec"]!.setting("healthCheckNodePort", 9001)),
+             allowed: true),
         Case(label: "kube-vip annotation outside the node subnets", new: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
              annotations: .obj(["kube-vip.io/loadbalancerIPs": "192.0.2.10"])), allowed: true),
         Case(label: "an UPDATE keeping an annotated node address", old: service(type: "LoadBalancer", ports: [port(80, nodePort: 31000)],
@@ -339,6 +364,9 @@ struct AddressFormTests {
         ("::ffff:70.0.98.11", true), ("::ffff:4600:620b", true), ("0:0:0:0:0:ffff:70.0.98.11", true), ("::ffff:10.0.0.1", false),
         ("fd00:70::11", true), ("FD00:0070:0000:0000:0000:0000:0000:0011", true), ("fd00:70:0:1::11", false),
         ("::70.0.98.11", false), ("70.0.98", false), ("70.0.98.256", false), ("", false), ("node-1", false),
+        // The review of 2026-12-07: ParseIPSloppy strips leading zeros after a colon too.
+        ("::ffff:070.0.98.11", true), ("::FFFF:070.000.098.011", true), ("fd00:70::070.0.0.5", true), ("fd00:70::0.0.0.05", true),
+        ("::ffff:010.0.0.1", false),
     ]
 
     static let config: Config = {

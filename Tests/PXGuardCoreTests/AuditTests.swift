@@ -132,6 +132,12 @@ struct AuditJudgeTests {
                                     labels: .obj([GuardNames.managedByKey: "pxguard"]), spec: openToNodes)
         #expect(try auditRecord(drifted).guardPolicy == .drifted)
         #expect(try auditRecord(guardPolicyObjects("team-a", labelled: false)[0]).guardPolicy == .unlabelled)
+        // An owner (the review of 2026-12-07): deleting it has the garbage collector, whose
+        // DELETE is always allowed, remove the guard policy: not in place.
+        var owned = guardPolicyObjects("team-a")[0]
+        owned = owned.setting("metadata", owned["metadata"]!.setting("ownerReferences", [.obj([
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "mine", "uid": "0d0d0d0d-0000-4000-8000-000000000001"])]))
+        #expect(try auditRecord(owned).guardPolicy == .drifted)
         // A guard name where no guard policy belongs is any other policy.
         let elsewhere = networkPolicy(name: GuardNames.allowAPIPolicy, namespace: "kube-system", spec: openToNodes)
         #expect(try auditRecord(elsewhere).guardPolicy == nil)

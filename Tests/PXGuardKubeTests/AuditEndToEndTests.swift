@@ -114,6 +114,22 @@ struct AuditStreamJudgeTests {
         let shared = ClusterAudit.record(.networkPolicy, Informer<PolicyProjection>.object(capture),
                                          offset: PolicyProjection.fields.count, judge: judge, budget: 1 << 20)
         #expect(shared == (try Self.whole(AuditFixtures.policy("team-a", "open"), .networkPolicy, judge: judge)))
+        // A guard policy with an owner is not in place, whichever capture judged it.
+        var owned = GuardPolicies(config: .default).policy(name: GuardNames.blockPolicy, namespace: "team-a")!
+        owned = owned.setting("metadata", owned["metadata"]!.setting("uid", "u-owned").setting("ownerReferences", [.obj([
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "mine", "uid": "0d0d0d0d-0000-4000-8000-000000000001"])]))
+        let ownedStreamed = try Self.streamed(owned, .networkPolicy, judge: judge)
+        #expect(ownedStreamed.guardPolicy == .drifted)
+        #expect(ownedStreamed == (try Self.whole(owned, .networkPolicy, judge: judge)))
+        var ownedBytes: [UInt8]? = Array(owned.serialized.utf8)
+        var ownedReader = JSONStreamReader {
+            defer { ownedBytes = nil }
+            return ownedBytes.map { $0[...] }
+        }
+        let ownedCapture = try ownedReader.next(Informer<PolicyProjection>.itemPaths(PolicyProjection.fields + ClusterAudit.policyExtraFields),
+                                                budget: 1 << 20)
+        #expect(ClusterAudit.record(.networkPolicy, Informer<PolicyProjection>.object(ownedCapture),
+                                    offset: PolicyProjection.fields.count, judge: judge, budget: 1 << 20).guardPolicy == .drifted)
     }
 
     @Test("an object whose judged fields are over the per-object budget is an unjudged finding, never skipped")

@@ -114,9 +114,11 @@ public struct AuditJudge: Sendable {
     func judgeNetworkPolicy(_ object: JSONValue, _ metadata: JSONValue?, _ record: inout AuditRecord) {
         let spec = object["spec"]
         let managedBy = metadata?["labels"]?[dynamic: GuardNames.managedByKey]
+        let owners = metadata?["ownerReferences"]
         var digest = FNV1a()
         digest.add(managedBy)
         digest.add(spec)
+        digest.add(owners)
         record.digest = digest.value
         guard let spec, spec.kind == .object else {
             unjudged(&record, "it has no spec object")
@@ -127,6 +129,14 @@ public struct AuditJudge: Sendable {
             guard let canonical = context.policies.normalizedCanonical(name: record.name, namespace: record.namespace),
                 spec.equalsNormalized(canonical)
             else {
+                record.guardPolicy = .drifted
+                return
+            }
+            // An owner makes the guard policy the garbage collector's to delete (its DELETE is
+            // always allowed): not in place, as R3 and the provisioner's repair see it.
+            var owned = false
+            owners?.forEachElement { _, _ in owned = true }
+            if owned {
                 record.guardPolicy = .drifted
                 return
             }

@@ -50,13 +50,12 @@ struct ExternalIPsRule: AdmissionRule {
         }
         for name in names {
             guard let text = annotations[dynamic: name]?.string else { continue }
-            for part in text.split(separator: ",") {
-                let written = part.trimmingSpaces
+            for written in Self.annotationAddresses(text) {
                 guard let address = Self.parseAddress(written), nodes.contains(address.lower, family: address.family)
                 else { continue }
                 if request.operation == .update,
                     let old = request.oldObject?.path("metadata", "annotations")?[dynamic: name]?.string,
-                    old.split(separator: ",").contains(where: { Self.parseAddress($0.trimmingSpaces) == address })
+                    Self.annotationAddresses(old).contains(where: { Self.parseAddress($0) == address })
                 {
                     continue
                 }
@@ -66,13 +65,36 @@ struct ExternalIPsRule: AdmissionRule {
         return nil
     }
 
+    /// The addresses of a load-balancer annotation as the load balancers read them:
+    /// comma-separated, each trimmed as Go's `strings.TrimSpace` trims (every Unicode
+    /// space: a YAML block scalar's trailing newline must not hide an address), and
+    /// Calico LB IPAM's JSON-array form (`["a", "b"]`) read as the same list.
+    static func annotationAddresses(_ text: String) -> [Substring] {
+        var list = Substring(text).trimmingSpaces
+        if list.first == "[" && list.last == "]" { list = list.dropFirst().dropLast() }
+        return list.split(separator: ",").map { part in
+            var item = part.trimmingSpaces
+            if item.count >= 2 && item.first == "\"" && item.last == "\"" { item = item.dropFirst().dropLast().trimmingSpaces }
+            return item
+        }
+    }
+
     /// A `nodePort` inside a protected range of its protocol (whatever the cluster's
     /// node-port range: where it covers the port, kube-proxy takes it on every node),
     /// and with `loadBalancerUsesNodeIPs`, a LoadBalancer Service's `port` in one
     /// (the load balancer opens it on the nodes' own addresses). What the old object
     /// already held is allowed.
     func offendingPort(_ spec: JSONValue, _ request: AdmissionRequest, _ config: Config) -> String? {
-        let (typeValue, ports, _) = spec.members("type", "ports")
+        let (typeValue, ports, healthCheck) = spec.members("type", "ports", "healthCheckNodePort")
+        // kube-proxy serves the health check over TCP on every node.
+        if let n = healthCheck?.int, let range = config.protectedPorts.first(where: { $0.proto == .tcp && $0.lower <= n && n <= $0.upper }),
+            !(request.operation == .update && request.oldObject?.path("spec", "healthCheckNodePort")?.int == n)
+        {
+            return "pxguard: externalIPs: Service \(request.namespace)/\(request.objectName) asks for healthCheckNodePort "
+                + "\(n) (spec.healthCheckNodePort), inside the protected range \(range.description): kube-proxy binds that "
+                + "port on every node, where the Portworx API listens. Remove spec.healthCheckNodePort (the API server "
+                + "picks a free one) or choose a port outside \(range.description)."
+        }
         guard let ports, ports.kind == .array else { return nil }
         let onNodes = config.loadBalancerUsesNodeIPs && typeValue?.stringEquals("LoadBalancer") == true
         // Candidates first; the old object is read only when there is one.
@@ -250,8 +272,9 @@ struct ExternalIPsRule: AdmissionRule {
                 octet = 0; digits = 0; dots &+= 1
             } else {
                 // Not dotted decimal: IPv6 (hex digits, colons), or nothing.
-                guard b.contains(UInt8(ascii: ":")), !b.contains(UInt8(ascii: "/")),
-                    let parsed = CIDR.parseV6(rawBytes: b), let c = parsed
+                guard b.contains(UInt8(ascii: ":")), !b.contains(UInt8(ascii: "/")) else { return nil }
+                let sloppy = withoutLeadingZerosInEmbeddedIPv4(b)
+                guard let parsed = sloppy.withUnsafeBufferPointer({ CIDR.parseV6(rawBytes: $0) }), let c = parsed
                 else { return nil }
                 return IPRangeSet.effective(c.range)
             }
@@ -262,12 +285,30 @@ struct ExternalIPsRule: AdmissionRule {
     }
 }
 
+extension ExternalIPsRule {
+    /// IPv6 text with the leading zeros of an embedded dotted quad removed, as
+    /// Kubernetes' `ParseIPSloppy` does before parsing (`::ffff:070.0.1.2` is
+    /// `::ffff:70.0.1.2` to kube-proxy, as `070.0.1.2` is 70.0.1.2).
+    static func withoutLeadingZerosInEmbeddedIPv4(_ b: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        guard let colon = b.lastIndex(of: UInt8(ascii: ":")), b[colon...].contains(UInt8(ascii: ".")) else { return Array(b) }
+        var out = Array(b[...colon])
+        for (i, octet) in b[(colon + 1)...].split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ".")) }
+            var digits = octet[...]
+            while digits.count > 1 && digits.first == UInt8(ascii: "0") { digits = digits.dropFirst() }
+            out += digits
+        }
+        return out
+    }
+}
+
 extension Substring {
-    /// Without leading and trailing spaces and tabs (annotation lists are written `a, b`).
+    /// Without leading and trailing white space as Go's `strings.TrimSpace` sees it
+    /// (Unicode White_Space: tab, newline, VT, FF, CR, space, NEL, NBSP and the rest).
     var trimmingSpaces: Substring {
         var s = self
-        while let c = s.first, c == " " || c == "\t" { s = s.dropFirst() }
-        while let c = s.last, c == " " || c == "\t" { s = s.dropLast() }
+        while let c = s.first, c.isWhitespace { s = s.dropFirst() }
+        while let c = s.last, c.isWhitespace { s = s.dropLast() }
         return s
     }
 }
