@@ -31,26 +31,10 @@ struct GuardBackendEndToEndTests {
         for ns in ["pxguard-system", "kube-system", "team-a"] { api.addNamespace(ns) }
         api.put("daemonsets", "kube-system", "cilium", .obj(["metadata": .obj(["name": "cilium"])]))
         let dir = NSTemporaryDirectory() + "pxguard-backend-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let configPath = dir + "/config.yaml"
-        try "guardBackend: auto\n".write(toFile: configPath, atomically: true, encoding: .utf8)
-        var options = ServeOptions()
-        options.configPath = configPath
-        options.certDir = dir + "/certs"
-        options.listen = "127.0.0.1:0"
-        options.kubeAPI = api.url
-        options.kubeTokenFile = api.tokenFile
-        options.kubeCA = api.caFile
-        options.certPollSeconds = 0.2
-        options.shutdownGrace = 1
-        options.devCerts = true
-        let service = try Service(options: options, logger: .none)
-        service.start()
+        let (service, client) = try startService(api, config: "guardBackend: auto\n", dir: dir)
         defer { service.stop() }
-        let client = HTTPClientConnection(try TLSClientConnection(
-            address: SocketAddress(parsing: "127.0.0.1:\(service.server.port)"),
-            context: TLSContext.client(caFile: dir + "/certs/ca.crt"), serverName: "127.0.0.1", timeout: 5))
         func validate(_ body: [UInt8]) throws -> Bool {
             let answer = try client.request("POST", "/validate", headers: [("Content-Type", "application/json")], body: body)
             return try JSON(parsing: answer.body)["response"]?["allowed"] == true

@@ -27,26 +27,10 @@ struct ServiceEndToEndTests {
         defer { api.shutdown() }
         for ns in ["pxguard-system", "kube-system", "team-old"] { api.addNamespace(ns) }
         let dir = NSTemporaryDirectory() + "pxguard-e2e-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let configPath = dir + "/config.yaml"
-        try "provisioning: {enabled: true, resyncSeconds: 300}\n".write(toFile: configPath, atomically: true, encoding: .utf8)
-        var options = ServeOptions()
-        options.configPath = configPath
-        options.certDir = dir + "/certs"
-        options.listen = "127.0.0.1:0"
-        options.kubeAPI = api.url
-        options.kubeTokenFile = api.tokenFile
-        options.kubeCA = api.caFile
-        options.certPollSeconds = 0.2
-        options.shutdownGrace = 1
-        options.devCerts = true
-        let service = try Service(options: options, logger: .none)
-        service.start()
+        let (service, client) = try startService(api, config: "provisioning: {enabled: true, resyncSeconds: 300}\n", dir: dir)
         defer { service.stop() }
-        let client = HTTPClientConnection(try TLSClientConnection(
-            address: SocketAddress(parsing: "127.0.0.1:\(service.server.port)"),
-            context: TLSContext.client(caFile: dir + "/certs/ca.crt"), serverName: "127.0.0.1", timeout: 5))
         func allowed(_ namespace: String) throws -> (Bool, String) {
             let answer = try client.request("POST", "/validate", headers: [("Content-Type", "application/json")],
                                             body: Self.podCreate(namespace))
