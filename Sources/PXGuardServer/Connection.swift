@@ -70,6 +70,8 @@ final class Connection: DeadlineEntry {
 
     /// The earliest time the machine has something due.
     var nextDeadline: ConnectionMachine.Instant { machine.nextDeadline }
+    /// The machine has armed a recheck for bytes OpenSSL holds (the loop's timer asks again).
+    var awaitsRecheck: Bool { machine.recheckAt != nil }
 
     /// How readily it is shed (see `ConnectionMachine.sheddingRank`).
     func sheddingRank(now: UInt64, fresh: Bool) -> (tier: Int, since: UInt64)? {

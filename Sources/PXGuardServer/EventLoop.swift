@@ -407,6 +407,13 @@ final class EventLoop: @unchecked Sendable {
                 step = c.advance { $0.flushed(io, b, now: now) }
             case .wait(let interest):
                 setInterest(c, interest)
+                // Bytes OpenSSL already holds never wake epoll: a wait for readability
+                // while it holds some, with no recheck armed (a write that asked for a
+                // read, say), resumes on the loop's next turn instead of sleeping
+                // (fuzz-tls-records: a pipelined request stranded in readingBody).
+                if interest == .readable, !c.awaitsRecheck, c.session?.hasPending == true {
+                    resumable.append(c)
+                }
                 waiting(c, now)
                 return
             case .yield:
