@@ -15,12 +15,14 @@ public final class AuditWriter: Sendable {
     let audit: ClusterAudit
     let elector: LeaderElector?
     let logger: Logger
+    /// The service's Event recorder (shared with the provisioner: one correlation, one rate limit).
+    let recorder: EventRecorder?
     let stopped = Atomic<Bool>(false)
     /// Report objects written and deleted, Events, repairs (metrics, tests).
     public let reportsWritten = Atomic<Int>(0)
     /// Report objects deleted (namespace protected again, or stale).
     public let reportsDeleted = Atomic<Int>(0)
-    /// Warning Events created or aggregated.
+    /// Warning Events handed to the recorder (not refused by its rate limit).
     public let events = Atomic<Int>(0)
     /// Bypass policies rewritten.
     public let repairs = Atomic<Int>(0)
@@ -35,12 +37,15 @@ public final class AuditWriter: Sendable {
 
     /// - Parameters:
     ///   - elector: the provisioner's Lease; nil writes unconditionally (tests, single replica).
+    ///   - events: where Warning Events go; nil sends none.
     ///   - discoverySeconds: how often served report CRDs are looked up again while none is.
-    public init(client: KubeClient, audit: ClusterAudit, elector: LeaderElector?, logger: Logger, discoverySeconds: Double = 300) {
+    public init(client: KubeClient, audit: ClusterAudit, elector: LeaderElector?, logger: Logger, events: EventRecorder?,
+                discoverySeconds: Double = 300) {
         self.client = client
         self.audit = audit
         self.elector = elector
         self.logger = logger
+        self.recorder = events
         self.discoverySeconds = discoverySeconds
     }
 
@@ -70,7 +75,6 @@ public final class AuditWriter: Sendable {
     public func run() {
         let connection = client.connection()
         defer { connection.close() }
-        let events = AuditEvents()
         var memory: Memory?
         var attempts = 0
         while !isStopped {
@@ -101,10 +105,9 @@ public final class AuditWriter: Sendable {
             let config = audit.config
             var failed: [String] = []
             for (namespace, verdict) in changed where !isStopped {
-                if !write(namespace, verdict, &memory!, connection, events) { failed.append(namespace) }
-                if config.audit.repairBypassPolicies, let verdict { repair(verdict, &memory!, connection, events) }
+                if !write(namespace, verdict, &memory!, connection) { failed.append(namespace) }
+                if config.audit.repairBypassPolicies, let verdict { repair(verdict, &memory!, connection) }
             }
-            self.events.store(events.created + events.aggregated, ordering: .relaxed)
             if !failed.isEmpty {
                 // Retried after a pause (the API is failing: do not spin on it).
                 attempts += 1
@@ -168,8 +171,7 @@ public final class AuditWriter: Sendable {
     /// One namespace's verdict: its report object and its Events. False when the
     /// report could not be written (retried).
     @discardableResult
-    func write(_ namespace: String, _ verdict: AuditVerdict?, _ memory: inout Memory, _ connection: KubeConnection,
-               _ events: AuditEvents) -> Bool {
+    func write(_ namespace: String, _ verdict: AuditVerdict?, _ memory: inout Memory, _ connection: KubeConnection) -> Bool {
         var ok = true
         let exposed = verdict?.exposed == true
         if let format = memory.format {
@@ -216,16 +218,23 @@ public final class AuditWriter: Sendable {
             let key = "\(object.kind.rawValue)/\(object.name)/\(finding.check.rawValue)"
             now.insert(key)
             if memory.evented[namespace]?.contains(key) == true { continue }
-            events.warn(object, reason: Self.exposedReason, message: finding.message, connection: connection)
+            warn(object, reason: Self.exposedReason, message: finding.message)
         }
         memory.evented[namespace] = now.isEmpty ? nil : now
         return ok
     }
 
+    /// A Warning Event on `object` (correlated and rate-limited by the recorder).
+    func warn(_ object: AuditObject, reason: String, message: String) {
+        let reference = EventRecorder.ObjectReference(apiVersion: object.kind.apiVersion, kind: object.kind.rawValue,
+                                                      namespace: object.namespace, name: object.name, uid: object.uid)
+        if recorder?.record(reference, .warning, reason: reason, message: message) == true { events.add(1, ordering: .relaxed) }
+    }
+
     /// `audit.repairBypassPolicies`: each bypass policy the verdict names is read
     /// and rewritten as R4's repair mode would, guarded by a `test` of its
     /// resourceVersion (a concurrent change wins; the watch brings it back here).
-    func repair(_ verdict: AuditVerdict, _ memory: inout Memory, _ connection: KubeConnection, _ events: AuditEvents) {
+    func repair(_ verdict: AuditVerdict, _ memory: inout Memory, _ connection: KubeConnection) {
         let judge = AuditJudge(config: audit.config)
         for finding in verdict.findings where finding.check == .bypassPolicies {
             guard let object = finding.object, object.kind == .networkPolicy, object.name != ".", object.name != ".." else { continue }
@@ -242,14 +251,14 @@ public final class AuditWriter: Sendable {
                 case nil:
                     continue
                 case .tooLarge(let event):
-                    events.warn(object, reason: Self.repairedReason, message: event, connection: connection)
+                    warn(object, reason: Self.repairedReason, message: event)
                 case .patch(let jsonPatch, let event):
                     guard case .array(let ops)? = try? JSON(parsing: jsonPatch) else { continue }
                     let test: JSON = .obj(["op": "test", "path": "/metadata/resourceVersion", "value": .string(rv)])
                     try connection.call("PATCH", path, body: .array([test] + ops), contentType: "application/json-patch+json")
                     repairs.add(1, ordering: .relaxed)
                     logger.info("audit: bypass policy repaired", [("namespace", .text(object.namespace)), ("name", .text(object.name))])
-                    events.warn(object, reason: Self.repairedReason, message: event, connection: connection)
+                    warn(object, reason: Self.repairedReason, message: event)
                 }
             } catch {
                 logger.warn("audit: repairing a bypass policy failed; retried when it changes",

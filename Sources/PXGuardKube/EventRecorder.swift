@@ -26,6 +26,11 @@ public final class EventRecorder: Sendable {
         public var aggregateAfter = 10
         /// The window in which distinct messages are counted towards `aggregateAfter`.
         public var aggregateWindowSeconds = 600.0
+        /// Events for all objects together before the global bucket refuses (so that a
+        /// cluster full of audit findings cannot flood the API server).
+        public var globalBurst = 100
+        /// The global bucket's refill, events per second.
+        public var globalPerSecond = 10.0
         /// Correlation entries kept (client-go: 4096); the oldest go first.
         public var cacheSize = 4096
         /// Events waiting for the sender at most.
@@ -48,12 +53,15 @@ public final class EventRecorder: Sendable {
         public var namespace: String
         /// The object's name.
         public var name: String
+        /// The object's uid, when known (the audit knows it; it tells a recreated object apart).
+        public var uid: String
         /// A reference to any object.
-        public init(apiVersion: String, kind: String, namespace: String = "", name: String) {
+        public init(apiVersion: String, kind: String, namespace: String = "", name: String, uid: String = "") {
             self.apiVersion = apiVersion
             self.kind = kind
             self.namespace = namespace
             self.name = name
+            self.uid = uid
         }
 
         /// A Namespace.
@@ -66,7 +74,7 @@ public final class EventRecorder: Sendable {
         /// Where its Events live: its own namespace, `default` for cluster-scoped
         /// objects (as client-go puts them).
         var eventNamespace: String { namespace.isEmpty ? "default" : namespace }
-        var key: String { "\(apiVersion)/\(kind)/\(namespace)/\(name)" }
+        var key: String { "\(apiVersion)/\(kind)/\(namespace)/\(name)/\(uid)" }
     }
 
     /// `type` of an Event.
@@ -86,14 +94,30 @@ public final class EventRecorder: Sendable {
         var last: Double
     }
 
+    /// A token bucket.
+    struct Bucket {
+        var tokens: Double
+        var at: Double
+
+        /// Refills by `perSecond` since the last take (up to `burst`) and takes one token if there is one.
+        mutating func take(burst: Int, perSecond: Double, now: Double) -> Bool {
+            tokens = min(Double(burst), tokens + max(0, now - at) * perSecond)
+            at = now
+            guard tokens >= 1 else { return false }
+            tokens -= 1
+            return true
+        }
+    }
+
     struct Correlation {
         /// Sent Events by object, type, reason and message.
         var sent: [String: (name: String, count: Int, first: Double)] = [:]
         var sentOrder: [String] = []
         /// Distinct messages per object, type and reason, and when the window began.
         var similar: [String: (messages: Set<String>, since: Double)] = [:]
-        /// Spam filter buckets per object.
-        var buckets: [String: (tokens: Double, at: Double)] = [:]
+        /// Spam filter buckets per object, and one for all objects.
+        var buckets: [String: Bucket] = [:]
+        var global: Bucket?
         var queue: [Outgoing] = []
         var serial = 0
     }
@@ -140,17 +164,16 @@ public final class EventRecorder: Sendable {
     public func record(_ object: ObjectReference, _ type: EventType, reason: String, message: String) -> Bool {
         let t = now()
         let queued = state.withLock { s -> Bool in
-            // Spam filter first, as client-go's correlator: per object, whatever the reason.
-            var bucket = s.buckets[object.key] ?? (Double(settings.burst), t)
-            bucket.tokens = min(Double(settings.burst), bucket.tokens + (t - bucket.at) / settings.refillSeconds)
-            bucket.at = t
-            guard bucket.tokens >= 1 else {
-                s.buckets[object.key] = bucket
-                return false
-            }
-            bucket.tokens -= 1
+            // Spam filter first, as client-go's correlator: per object, whatever the reason;
+            // then the bucket for all objects.
+            var bucket = s.buckets[object.key] ?? Bucket(tokens: Double(settings.burst), at: t)
+            var global = s.global ?? Bucket(tokens: Double(settings.globalBurst), at: t)
+            let allowed = bucket.take(burst: settings.burst, perSecond: 1 / settings.refillSeconds, now: t)
+                && global.take(burst: settings.globalBurst, perSecond: settings.globalPerSecond, now: t)
             s.buckets[object.key] = bucket
+            s.global = global
             if s.buckets.count > settings.cacheSize { s.buckets = s.buckets.filter { $0.key == object.key } }
+            guard allowed else { return false }
 
             // Aggregation: many distinct messages for one cause become one Event.
             let similarKey = "\(object.key)|\(type.rawValue)|\(reason)"
@@ -230,6 +253,7 @@ public final class EventRecorder: Sendable {
         let involved: JSON = .obj([
             "apiVersion": .string(e.object.apiVersion), "kind": .string(e.object.kind),
             "namespace": e.object.namespace.isEmpty ? nil : .string(e.object.namespace), "name": .string(e.object.name),
+            "uid": e.object.uid.isEmpty ? nil : .string(e.object.uid),
         ])
         return .obj([
             "apiVersion": "v1", "kind": "Event",

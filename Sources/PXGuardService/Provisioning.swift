@@ -85,7 +85,7 @@ final class ProvisionerHandle: Sendable {
         let view = ClusterView(config: config, logger: logger)
         let events = EventRecorder(client: client, instance: identity, logger: logger)
         let audit = config.audit.enabled ? ClusterAudit(client: client, config: config, logger: logger) : nil
-        let auditWriter = audit.map { AuditWriter(client: client, audit: $0, elector: elector, logger: logger) }
+        let auditWriter = audit.map { AuditWriter(client: client, audit: $0, elector: elector, logger: logger, events: events) }
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger,
                                       events: events, audit: audit)
         if let audit, let auditWriter { metrics.addSource { audit.metricsText + auditWriter.metricsText } }

@@ -236,8 +236,9 @@ struct EventRecorderTests {
         spawnThread(name: "t-events") { r.run() }
         defer { r.stop() }
         for _ in 0..<3 { r.record(.namespace("team-a"), .normal, reason: "GuardLabelled", message: "pxguard set pxguard.io/guarded=true") }
-        #expect(eventually { api.events().first?["count"]?.intValue == 3 })
-        #expect(api.events().count == 1)
+        // The counters move after the API answered: wait for them, not for the stored count.
+        #expect(eventually { r.aggregated.load(ordering: .relaxed) == 2 })
+        #expect(api.events().count == 1 && api.events().first?["count"]?.intValue == 3)
         let e = api.events()[0]
         #expect(e["metadata"]?["namespace"]?.stringValue == "default")
         #expect(e["source"]?["component"]?.stringValue == "pxguard")
@@ -283,6 +284,36 @@ struct EventRecorderTests {
         #expect(r.record(noisy, .warning, reason: "later", message: "m"), "one token back after refillSeconds")
         #expect(!r.record(noisy, .warning, reason: "later2", message: "m"))
         #expect(r.queueDepth == 7)
+    }
+
+    @Test("many objects at once are capped by the global bucket; an object's uid is on its Event and sets it apart")
+    func globalBucket() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("team-a")
+        var settings = EventRecorder.Settings()
+        settings.globalBurst = 5
+        settings.globalPerSecond = 1
+        let clock = Locked<Double>(1000)
+        let r = try recorder(api, settings, clock: clock)
+        spawnThread(name: "t-events") { r.run() }
+        defer { r.stop() }
+        let flood = (0..<20).filter { i in
+            r.record(EventRecorder.ObjectReference(apiVersion: "v1", kind: "Service", namespace: "team-a", name: "s\(i)"),
+                     .warning, reason: "PortworxAPIExposed", message: "x")
+        }
+        #expect(flood.count == 5)
+        #expect(r.dropped.load(ordering: .relaxed) == 15)
+        clock.withLock { $0 += 2 }
+        let pod = EventRecorder.ObjectReference(apiVersion: "v1", kind: "Pod", namespace: "team-a", name: "hostpod", uid: "u-1")
+        #expect(r.record(pod, .warning, reason: "PortworxAPIExposed", message: "m"), "two tokens back after 2 s")
+        var recreated = pod
+        recreated.uid = "u-2"
+        #expect(r.record(recreated, .warning, reason: "PortworxAPIExposed", message: "m"), "a recreated object is another object")
+        #expect(!r.record(pod, .warning, reason: "PortworxAPIExposed", message: "m"), "the global bucket is empty again")
+        #expect(eventually { r.created.load(ordering: .relaxed) == 7 })
+        let uids = Set(api.events().compactMap { $0["involvedObject"]?["uid"]?.stringValue })
+        #expect(uids == ["u-1", "u-2"])
     }
 }
 
