@@ -16,9 +16,6 @@ final class Connection: DeadlineEntry {
     /// Changed only through `advance` on the loop's thread, one event at a time,
     /// so the runtime exclusivity check (a call per event) is turned off.
     @exclusivity(unchecked) private var machine: ConnectionMachine
-    /// Mutated in place across the parse call on the loop's thread only; the
-    /// runtime exclusivity check would cost two calls per request.
-    @exclusivity(unchecked) var parser: HTTPRequestParser
     var input: ByteBuffer?
     var output: ByteBuffer?
     /// The epoll events registered for the descriptor.
@@ -36,12 +33,11 @@ final class Connection: DeadlineEntry {
     /// Listed for the loop's next buffer release (went idle holding buffers).
     var awaitingRelease = false
 
-    init(socket: consuming FileDescriptor, generation: UInt32 = 0, machine: ConnectionMachine, limits: HTTPLimits) {
+    init(socket: consuming FileDescriptor, generation: UInt32 = 0, machine: ConnectionMachine) {
         fd = socket.raw
         self.generation = generation
         self.socket = .some(socket)
         self.machine = machine
-        parser = HTTPRequestParser(limits: limits)
     }
 
     /// Takes ownership of the connection's TLS state.
@@ -54,6 +50,16 @@ final class Connection: DeadlineEntry {
     @inline(__always) func advance(_ event: (inout ConnectionMachine) -> ConnectionMachine.Step) -> ConnectionMachine.Step {
         event(&machine)
     }
+
+    /// Parses the request at the start of `input` (see `ConnectionMachine.parse`).
+    @inline(__always) func parse(_ input: ByteBuffer) throws(HTTPParseError) -> HTTPRequestParser.Outcome {
+        try machine.parse(input.readPointer, input.readable)
+    }
+
+    /// Bytes of the current request once its head is parsed (see `HTTPRequestParser.expectedBytes`).
+    var expectedBytes: Int? { machine.parser.expectedBytes }
+    /// The decoded body of a chunked request, valid until the answer.
+    var chunkBody: ByteBuffer { machine.parser.chunkBody }
 
     var state: ConnectionMachine.State { machine.state }
     var idleSince: ConnectionMachine.Instant { machine.idleSince }

@@ -134,6 +134,10 @@ struct ConnectionMachine {
     }
 
     private(set) var state = State.awaitingHello
+    /// The request being read. Its state is part of the machine's: `needMore` reads
+    /// whether the head is complete from it (the body's budget starts then), and an
+    /// answer resets it, so the loop never carries one's state over to the other.
+    private(set) var parser: HTTPRequestParser
     private(set) var deadline: Instant
     /// When the connection entered its current idle state (for shedding the oldest idle first).
     private(set) var idleSince: Instant
@@ -159,8 +163,9 @@ struct ConnectionMachine {
     /// (cause not yet found); at most `maxHandshakesPerWorker` cheap calls per interval.
     static let handshakeIdleRecheck: UInt64 = 250_000_000
 
-    init(now: Instant, timeouts: Timeouts) {
+    init(now: Instant, timeouts: Timeouts, limits: HTTPLimits = HTTPLimits()) {
         self.timeouts = timeouts
+        parser = HTTPRequestParser(limits: limits)
         deadline = now + timeouts.handshake
         idleSince = now
     }
@@ -321,9 +326,15 @@ struct ConnectionMachine {
         }
     }
 
-    /// The parser needs more bytes; `headComplete` once the head is parsed.
-    mutating func needMore(headComplete: Bool, _ b: Buffers, now: Instant) -> Step {
-        if headComplete && state == .readingHead {
+    /// Parses the request at `p`, of which `n` bytes are in the input buffer.
+    @inline(__always)
+    mutating func parse(_ p: UnsafePointer<UInt8>, _ n: Int) throws(HTTPParseError) -> HTTPRequestParser.Outcome {
+        try parser.parse(p, n)
+    }
+
+    /// The parser needs more bytes.
+    mutating func needMore(_ b: Buffers, now: Instant) -> Step {
+        if state == .readingHead && parser.headComplete {
             // The body gets its own budget once, on top of what is left of the head's.
             state = .readingBody
             deadline += timeouts.body
@@ -340,6 +351,7 @@ struct ConnectionMachine {
     /// An answer was queued; `keepAlive` as `keepAlive(requested:draining:)` decided.
     mutating func answered(keepAlive: Bool, _ b: Buffers, now: Instant) -> Step {
         served += 1
+        parser.reset()
         guard keepAlive else {
             state = .finishing(.close)
             return .flush

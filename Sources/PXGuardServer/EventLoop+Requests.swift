@@ -1,3 +1,4 @@
+import PXGuardBytes
 import PXGuardPlatform
 import Synchronization
 
@@ -18,13 +19,12 @@ extension EventLoop {
     /// Parses the next request in the input buffer and answers it when complete.
     func process(_ c: Connection, _ now: UInt64) -> Step {
         guard let input = c.input, input.readable > 0 else {
-            let headComplete = c.parser.headComplete
             let b = c.buffers
-            return c.advance { $0.needMore(headComplete: headComplete, b, now: now) }
+            return c.advance { $0.needMore(b, now: now) }
         }
         let outcome: HTTPRequestParser.Outcome
         do {
-            outcome = try c.parser.parse(input.readPointer, input.readable)
+            outcome = try c.parse(input)
         } catch {
             stats.protocolErrors.add(1, ordering: .relaxed)
             response.reset()
@@ -34,10 +34,10 @@ extension EventLoop {
         }
         switch outcome {
         case .needMore:
-            if let total = c.parser.expectedBytes, total > input.capacity - input.readIndex {
+            if let total = c.expectedBytes, total > input.capacity - input.readIndex {
                 // Size the buffer for this request once its length is known: a
                 // doubling buffer would hold up to twice the body.
-                if bufferedBytes - input.capacity + total > configuration.maxBufferedBytesPerWorker {
+                if bufferedBytes - input.capacity + total > configuration.limits.maxBufferedBytesPerWorker {
                     return refuseOverBudget(c)
                 }
                 let exact = ByteBuffer(capacity: total)
@@ -46,9 +46,8 @@ extension EventLoop {
                 c.input = exact
                 inputPool.give(input)
             }
-            let headComplete = c.parser.headComplete
             let b = c.buffers
-            return c.advance { $0.needMore(headComplete: headComplete, b, now: now) }
+            return c.advance { $0.needMore(b, now: now) }
         case .sendContinue:
             output(c).append("HTTP/1.1 100 Continue\r\n\r\n")
             return c.advance { $0.continueQueued() }
@@ -57,7 +56,8 @@ extension EventLoop {
             let head = complete.head
             let body: UnsafeRawBufferPointer
             if complete.bodyIsChunked {
-                body = UnsafeRawBufferPointer(start: c.parser.chunkBody.readPointer, count: c.parser.chunkBody.readable)
+                let chunked = c.chunkBody
+                body = UnsafeRawBufferPointer(start: chunked.readPointer, count: chunked.readable)
             } else {
                 body = UnsafeRawBufferPointer(start: base + head.headLength, count: head.contentLength ?? 0)
             }
@@ -76,7 +76,6 @@ extension EventLoop {
                 // Give back what a large body needed; idle connections stay small.
                 giveInput(c, input)
             }
-            c.parser.reset()
             writeResponse(c, keepAlive: keepAlive, head: head.method == .head)
             let b = c.buffers
             return c.advance { $0.answered(keepAlive: keepAlive, b, now: now) }

@@ -24,6 +24,7 @@ final class EventLoop: @unchecked Sendable {
     private let listenFD: Int32
     let configuration: ServerConfiguration
     let timeouts: ConnectionMachine.Timeouts
+    let httpLimits: HTTPLimits
     let tlsBox: TLSContextBox
     var tlsContext: TLSContext
     var tlsGeneration: Int
@@ -88,8 +89,9 @@ final class EventLoop: @unchecked Sendable {
         self.configuration = configuration
         self.budget = budget
         timeouts = configuration.connectionTimeouts
-        let loops = max(1, configuration.workers)
-        peerShare = max(1, (configuration.maxConnectionsPerPeer + loops - 1) / loops)
+        httpLimits = configuration.httpLimits
+        let loops = max(1, configuration.limits.workers)
+        peerShare = max(1, (configuration.limits.maxConnectionsPerPeer + loops - 1) / loops)
         self.tlsBox = tls
         self.tlsGeneration = tls.generation.load(ordering: .acquiring)
         self.tlsContext = tls.value
@@ -274,15 +276,15 @@ final class EventLoop: @unchecked Sendable {
             }
             let socket = FileDescriptor(fd)
             let address = PeerAddress(storage)
-            guard drainDeadline == nil, active.count < configuration.maxConnectionsPerWorker, admit(address) else {
+            guard drainDeadline == nil, active.count < configuration.limits.maxConnectionsPerWorker, admit(address) else {
                 stats.rejected.add(1, ordering: .relaxed)
                 continue  // `socket` closes here
             }
             Socket.setNoDelay(fd)
             let now = Clock.monotonic().nanoseconds
             generation = RegistrationTag.next(after: generation)
-            let c = Connection(socket: socket, generation: generation, machine: ConnectionMachine(now: now, timeouts: timeouts),
-                               limits: configuration.limits)
+            let c = Connection(socket: socket, generation: generation,
+                               machine: ConnectionMachine(now: now, timeouts: timeouts, limits: httpLimits))
             if Int(fd) >= table.count { table.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - table.count)) }
             table[Int(fd)] = c
             peers.add(c, to: peers.peer(address))
@@ -383,7 +385,7 @@ final class EventLoop: @unchecked Sendable {
         while true {
             switch step {
             case .inspectHello:
-                let inspection = Socket.inspectHello(c.fd, maxHelloBytes: configuration.maxClientHelloBytes)
+                let inspection = Socket.inspectHello(c.fd, maxHelloBytes: configuration.limits.maxClientHelloBytes)
                 step = c.advance { $0.helloInspected(inspection, now: now) }
             case .handshake:
                 if c.session == nil && !startTLS(c) {
@@ -450,7 +452,7 @@ final class EventLoop: @unchecked Sendable {
     /// arrive, within the cap on connections in the handshake (the oldest
     /// unfinished handshake makes room: a real client finishes in milliseconds).
     func startTLS(_ c: Connection) -> Bool {
-        if handshakesInProgress >= configuration.maxHandshakesPerWorker,
+        if handshakesInProgress >= configuration.limits.maxHandshakesPerWorker,
             let oldest = oldest(where: { $0.holdsHandshakeSlot && $0 !== c })
         {
             close(oldest, oldest.advance { $0.close(.shed) })
@@ -488,11 +490,11 @@ final class EventLoop: @unchecked Sendable {
         }
         // A request of known length reads no further than its end (its buffer was
         // sized for it); otherwise room for 4 KiB more.
-        let wanted = c.parser.expectedBytes.map { min(4096, max(1, $0 - input.readable)) } ?? 4096
+        let wanted = c.expectedBytes.map { min(4096, max(1, $0 - input.readable)) } ?? 4096
         // Buffers up to 64 KiB always grow; beyond that, only within the loop's budget
         // (a growing buffer doubles, so the growth is its current capacity).
         if input.capacity - input.readable < wanted && input.capacity >= 64 * 1024
-            && bufferedBytes + input.capacity > configuration.maxBufferedBytesPerWorker
+            && bufferedBytes + input.capacity > configuration.limits.maxBufferedBytesPerWorker
         {
             return refuseOverBudget(c)
         }

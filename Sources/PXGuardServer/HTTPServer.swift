@@ -21,9 +21,9 @@ public final class HTTPServer: Sendable {
         signal(SIGPIPE, SIG_IGN)
         Sys.raiseDescriptorLimit()
         var configuration = configuration
-        let workers = configuration.workers > 0 ? configuration.workers : CPUBudget.available()
-        configuration.workers = workers
-        let budget = ConnectionBudget(limit: configuration.maxConnections)
+        let workers = configuration.limits.workers > 0 ? configuration.limits.workers : CPUBudget.available()
+        configuration.limits.workers = workers
+        let budget = ConnectionBudget(limit: configuration.limits.maxConnections)
         var loops: [EventLoop] = []
         var boundPort = configuration.address.port
         for index in 0..<workers {

@@ -1,50 +1,35 @@
+public import PXGuardBytes
 import PXGuardPlatform
 import Synchronization
 
-/// Timeouts and limits of the transport.
+/// Where the server listens and the limits it enforces.
 public struct ServerConfiguration: Sendable {
     public var address: SocketAddress
-    public var workers = 0
-    public var limits = HTTPLimits()
-    public var handshakeTimeout = 10.0
-    public var headerTimeout = 10.0
-    public var bodyTimeout = 30.0
-    public var idleTimeout = 90.0
-    /// Requests served on one connection before it is closed (0: unlimited).
-    public var maxRequestsPerConnection = 0
-    public var maxConnectionsPerWorker = 10_000
-    /// Connections across all loops. When it is spent, the address holding the most
-    /// connections on the loop gives one up (idle, else slow) to a lighter address;
-    /// the heaviest itself may only replace an idle one of its own (see `EventLoop.admit`).
-    public var maxConnections = 8_192
-    /// Connections per loop holding TLS state in an unfinished handshake; a new
-    /// handshake beyond it evicts the oldest unfinished one.
-    public var maxHandshakesPerWorker = 256
-    /// Largest ClientHello a peer may announce; checked on the record header before
-    /// OpenSSL allocates a buffer for the message (its own cap is 128 KiB).
-    public var maxClientHelloBytes = 16 * 1024
-    /// Memory one loop may hold in request buffers across its connections. A
-    /// request that would need more is answered 503 and closed, so many large
-    /// bodies at once cannot exhaust memory.
-    public var maxBufferedBytesPerWorker = 256 << 20
-    /// Connections one client address may hold across all loops (each loop holds its
-    /// share); past it, the address's own longest-idle or slowest connection makes room.
-    public var maxConnectionsPerPeer = 4_096
-    /// Least rate (bytes per second, after a 2 s grace from a request's first byte) at
-    /// which request heads and bodies must arrive; 0 turns the check off.
-    public var minRequestBytesPerSecond = 1_024
+    /// Timeouts and limits, as the config file's `server:` section gives them.
+    public var limits: TransportLimits
     /// Seconds from a request's first byte before the minimum rate applies and before
     /// a busy connection counts as slow for shedding (shorter in tests).
     var progressGrace = 2.0
 
-    public init(address: SocketAddress) { self.address = address }
+    public init(address: SocketAddress, limits: TransportLimits = TransportLimits()) {
+        self.address = address
+        self.limits = limits
+    }
+
+    /// The request parser's limits (the body's from `limits`, the head's fixed).
+    var httpLimits: HTTPLimits {
+        var http = HTTPLimits()
+        http.maxBodyBytes = limits.maxBodyBytes
+        return http
+    }
 
     /// The timeouts and per-connection limits each connection's state machine enforces,
     /// derived here once: the loop passes them on, nothing copies them by hand.
     var connectionTimeouts: ConnectionMachine.Timeouts {
-        var t = ConnectionMachine.Timeouts(handshake: handshakeTimeout, header: headerTimeout, body: bodyTimeout, idle: idleTimeout)
-        t.maxRequests = maxRequestsPerConnection
-        t.minBytesPerSecond = minRequestBytesPerSecond
+        var t = ConnectionMachine.Timeouts(handshake: limits.handshakeTimeoutSeconds, header: limits.headerTimeoutSeconds,
+                                           body: limits.bodyTimeoutSeconds, idle: limits.idleTimeoutSeconds)
+        t.maxRequests = limits.maxRequestsPerConnection
+        t.minBytesPerSecond = limits.minRequestBytesPerSecond
         t.progressGrace = ConnectionMachine.Timeouts.nanos(progressGrace)
         return t
     }

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import PXGuardBytes
 import PXGuardPlatform
 import Glibc
 #endif
@@ -164,7 +165,7 @@ final class RecordRig: Sendable {
         let dir = String(cString: made)
         try CertificateFactory.write(to: dir, service: "fuzz", namespace: "default")
         var configuration = ServerConfiguration(address: try SocketAddress(parsing: "127.0.0.1:0"))
-        configuration.workers = 1
+        configuration.limits.workers = 1
         let tls = TLSContextBox(try TLSContext.server(certificateFile: dir + "/tls.crt", keyFile: dir + "/tls.key"))
         server = try HTTPServer(configuration: configuration, tls: tls, handler: Echo(), logger: .none)
         server.start()

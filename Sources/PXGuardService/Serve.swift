@@ -1,3 +1,4 @@
+import PXGuardBytes
 import PXGuardCore
 public import PXGuardPlatform
 public import PXGuardServer
@@ -161,21 +162,8 @@ public final class Service: Sendable {
         }
         tls = TLSContextBox(context)
         readiness = Readiness()
-        var serverConfiguration = ServerConfiguration(address: address)
-        serverConfiguration.limits.maxBodyBytes = config.server.maxBodyBytes
-        serverConfiguration.idleTimeout = Double(config.server.idleTimeoutSeconds)
-        serverConfiguration.handshakeTimeout = Double(config.server.handshakeTimeoutSeconds)
-        serverConfiguration.headerTimeout = Double(config.server.headerTimeoutSeconds)
-        serverConfiguration.bodyTimeout = Double(config.server.bodyTimeoutSeconds)
-        serverConfiguration.maxRequestsPerConnection = config.server.maxRequestsPerConnection
-        serverConfiguration.maxConnectionsPerWorker = config.server.maxConnectionsPerWorker
-        serverConfiguration.maxBufferedBytesPerWorker = config.server.maxBufferedBytesPerWorker
-        serverConfiguration.maxConnections = config.server.maxConnections
-        serverConfiguration.maxHandshakesPerWorker = config.server.maxHandshakesPerWorker
-        serverConfiguration.maxClientHelloBytes = config.server.maxClientHelloBytes
-        serverConfiguration.maxConnectionsPerPeer = config.server.maxConnectionsPerPeer
-        serverConfiguration.minRequestBytesPerSecond = config.server.minRequestBytesPerSecond
-        serverConfiguration.workers = workers
+        var serverConfiguration = ServerConfiguration(address: address, limits: config.server)
+        serverConfiguration.limits.workers = workers
         metrics.addSource { [provisioner] in provisioner.backends.metricsText }
         // Admission (R6) and the provisioner share one watched view of the cluster, and one guard backend.
         fileConfig = Locked(provisioner.backends.applying(to: config))
@@ -199,7 +187,7 @@ public final class Service: Sendable {
         }
         let server = self.server
         handler.attach { server.statistics }
-        let metricsAddress = options.metricsListen.isEmpty ? config.server.metricsListen : options.metricsListen
+        let metricsAddress = options.metricsListen.isEmpty ? config.metricsListen : options.metricsListen
         if metricsAddress.isEmpty {
             metricsListener = nil
         } else {

@@ -1,3 +1,4 @@
+import PXGuardBytes
 public import PXGuardCore
 
 /// Decodes the YAML configuration file into a `Config`, refusing unknown keys,
@@ -146,10 +147,10 @@ public struct ConfigLoader {
                     switch k.scalar ?? "" {
                     case "maxBodyBytes": config.server.maxBodyBytes = try int(v, field, 1024...(256 << 20))
                     case "maxRequestsPerConnection": config.server.maxRequestsPerConnection = try int(v, field, 0...10_000_000)
-                    case "idleTimeoutSeconds": config.server.idleTimeoutSeconds = try int(v, field, 1...3600)
-                    case "handshakeTimeoutSeconds": config.server.handshakeTimeoutSeconds = try int(v, field, 1...300)
-                    case "headerTimeoutSeconds": config.server.headerTimeoutSeconds = try int(v, field, 1...300)
-                    case "bodyTimeoutSeconds": config.server.bodyTimeoutSeconds = try int(v, field, 1...300)
+                    case "idleTimeoutSeconds": config.server.idleTimeoutSeconds = Double(try int(v, field, 1...3600))
+                    case "handshakeTimeoutSeconds": config.server.handshakeTimeoutSeconds = Double(try int(v, field, 1...300))
+                    case "headerTimeoutSeconds": config.server.headerTimeoutSeconds = Double(try int(v, field, 1...300))
+                    case "bodyTimeoutSeconds": config.server.bodyTimeoutSeconds = Double(try int(v, field, 1...300))
                     case "workers": config.server.workers = try int(v, field, 0...256)
                     case "maxConnectionsPerWorker": config.server.maxConnectionsPerWorker = try int(v, field, 1...1_000_000)
                     case "maxBufferedBytesPerWorker": config.server.maxBufferedBytesPerWorker = try int(v, field, (1 << 20)...(64 << 30))
@@ -164,7 +165,7 @@ public struct ConfigLoader {
                         guard text.isEmpty || Self.isHostPort(text) else {
                             throw fail(v, "\(field): expected HOST:PORT such as 0.0.0.0:9090 or [::]:9090 (or \"\" for none), got \(quoted(v))")
                         }
-                        config.server.metricsListen = text
+                        config.metricsListen = text
                     default:
                         throw fail(k, "server: unknown key \(quoted(k)); expected \(Self.alternatives(Self.serverKeys))")
                     }

@@ -76,11 +76,11 @@ struct ConnectionMachineTests {
         var m = open()
         #expect(m.read(.done, count: 10, requested: 4096, now: at(20)) == .process)
         #expect(m.state == .readingHead)
-        #expect(m.needMore(headComplete: false, .init(input: 10), now: at(20)) == .wait(.readable))
+        #expect(m.needMore(.init(input: 10), now: at(20)) == .wait(.readable))
         // A trickle: one byte a second keeps arriving; the deadline stays at 25 s.
         for t in 21...24 {
             #expect(m.resume(.init(input: 10)) == .process)
-            #expect(m.needMore(headComplete: false, .init(input: 10), now: at(UInt64(t))) == .read)
+            #expect(m.needMore(.init(input: 10), now: at(UInt64(t))) == .read)
             #expect(m.read(.done, count: 1, requested: 4096, now: at(UInt64(t))) == .process)
         }
         #expect(m.tick(now: at(24, 999_999_999)) == nil)
@@ -93,23 +93,30 @@ struct ConnectionMachineTests {
     func bodyTimer() {
         var m = open()
         _ = m.read(.done, count: 100, requested: 4096, now: at(1))
-        #expect(m.needMore(headComplete: true, .init(input: 100), now: at(2)) == .wait(.readable))
+        m.parse("POST /validate HTTP/1.1\r\n")
+        #expect(m.needMore(.init(input: 100), now: at(1)) == .wait(.readable))
+        #expect(m.state == .readingHead, "a partial head: still the header timer")
+        m.parse(M.postHead(contentLength: 4096))
+        #expect(m.parser.headComplete)
+        #expect(m.needMore(.init(input: 100), now: at(2)) == .wait(.readable))
         #expect(m.state == .readingBody)
         #expect(m.timer == .body)
         // More body bytes do not grant it again.
         _ = m.read(.done, count: 100, requested: 4096, now: at(3))
-        _ = m.needMore(headComplete: true, .init(input: 200), now: at(3))
+        _ = m.needMore(.init(input: 200), now: at(3))
         #expect(m.tick(now: at(35, 999_999_999)) == nil)  // 1 + 5 (head) + 30 (body)
         #expect(m.tick(now: at(36)) == .timedOut(.body))
     }
 
-    @Test("keep-alive answer: back to idle with a fresh idle timer, output flushed first")
+    @Test("keep-alive answer: back to idle with a fresh idle timer and a fresh parser, output flushed first")
     func keepAlive() {
         var m = open()
         _ = m.read(.done, count: 50, requested: 4096, now: at(1))
+        m.parse(M.postHead(contentLength: 0))
         #expect(m.keepAlive(requested: true, draining: false))
         #expect(m.answered(keepAlive: true, .init(output: 200), now: at(2)) == .flush)
         #expect(m.state == .idle)
+        #expect(!m.parser.headComplete && !m.parser.inRequest, "the answer resets the parser for the next request")
         #expect(m.served == 1)
         #expect(m.flushed(.done, .init(), now: at(2)) == .wait(.readable))
         #expect(m.idleSince == at(2))
@@ -204,18 +211,18 @@ struct ConnectionMachineTests {
         #expect(m.resume(.init()) == .read)
         for _ in 0..<15 {
             #expect(m.read(.done, count: 4096, requested: 4096, now: 0) == .process)
-            #expect(m.needMore(headComplete: false, .init(input: 1, tlsPending: true), now: 0) == .read)
+            #expect(m.needMore(.init(input: 1, tlsPending: true), now: 0) == .read)
         }
         _ = m.read(.done, count: 4096, requested: 4096, now: 0)
-        #expect(m.needMore(headComplete: false, .init(input: 1, tlsPending: true), now: 0) == .yield)
+        #expect(m.needMore(.init(input: 1, tlsPending: true), now: 0) == .yield)
         #expect(m.resume(.init(input: 1, tlsPending: true)) == .process)
         // After a short read with nothing inside OpenSSL the socket is drained: wait.
         #expect(m.read(.done, count: 10, requested: 4096, now: 0) == .process)
-        #expect(m.needMore(headComplete: false, .init(input: 11), now: 0) == .wait(.readable))
+        #expect(m.needMore(.init(input: 11), now: 0) == .wait(.readable))
         // A short read while OpenSSL still holds records keeps reading.
         #expect(m.resume(.init(input: 11)) == .process)
         #expect(m.read(.done, count: 10, requested: 4096, now: 0) == .process)
-        #expect(m.needMore(headComplete: false, .init(input: 21, tlsPending: true), now: 0) == .read)
+        #expect(m.needMore(.init(input: 21, tlsPending: true), now: 0) == .read)
     }
 
     @Test("peer close and failures while reading or writing close the connection")
@@ -304,7 +311,9 @@ struct TransportDesignTests {
         #expect(m.nextDeadline == at(90), "idle: only the idle timer")
         // At 100 s: a 150-byte head and one byte of a 4 KiB body, then nothing.
         #expect(m.read(.done, count: 151, requested: 4096, now: at(100)) == .process)
-        #expect(m.needMore(headComplete: true, .init(input: 151), now: at(100)) == .wait(.readable))
+        m.parse(M.postHead(contentLength: 4096) + "x")
+        #expect(m.parser.headComplete)
+        #expect(m.needMore(.init(input: 151), now: at(100)) == .wait(.readable))
         // 2 s grace plus 151 bytes at 1,024 B/s: due at 102.147 s.
         let due = at(102) + 151 * Self.second / 1024
         #expect(m.nextDeadline == due)
@@ -317,7 +326,7 @@ struct TransportDesignTests {
     func steadyRequestKept() {
         var m = open()
         _ = m.read(.done, count: 100, requested: 4096, now: at(0))
-        _ = m.needMore(headComplete: false, .init(input: 100), now: at(0))
+        _ = m.needMore(.init(input: 100), now: at(0))
         var t: UInt64 = 0
         for _ in 0..<8 {
             t += 1
@@ -463,5 +472,19 @@ struct TransportDesignTests {
         }
         #expect(PeerAddress(storage) == PeerAddress(ipv4: 127, 0, 0, 2))
         #expect(PeerAddress(storage) != PeerAddress(ipv4: 127, 0, 0, 1))
+    }
+}
+
+extension ConnectionMachine {
+    /// Feeds `text` as the whole request so far to the machine's own parser.
+    @discardableResult
+    mutating func parse(_ text: String) -> HTTPRequestParser.Outcome? {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBufferPointer { try? parse($0.baseAddress!, $0.count) }
+    }
+
+    /// A head announcing a body of `length` bytes.
+    static func postHead(contentLength length: Int) -> String {
+        "POST /validate HTTP/1.1\r\nHost: pxguard\r\nContent-Length: \(length)\r\n\r\n"
     }
 }

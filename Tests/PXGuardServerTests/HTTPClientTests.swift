@@ -1,3 +1,4 @@
+import PXGuardBytes
 import Foundation
 import Testing
 @testable import PXGuardPlatform
@@ -100,7 +101,7 @@ struct HTTPClientTLSTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try CertificateFactory.write(to: dir, service: "api", namespace: "test")
         var configuration = ServerConfiguration(address: try SocketAddress(parsing: "127.0.0.1:0"))
-        configuration.workers = 1
+        configuration.limits.workers = 1
         let tls = TLSContextBox(try TLSContext.server(certificateFile: dir + "/tls.crt", keyFile: dir + "/tls.key"))
         let server = try HTTPServer(configuration: configuration, tls: tls, handler: BrokenFramingHandler(), logger: .none)
         server.start()

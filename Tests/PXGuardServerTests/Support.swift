@@ -1,3 +1,4 @@
+import PXGuardBytes
 import Foundation
 import Testing
 import COpenSSL
@@ -25,7 +26,7 @@ final class EchoServer: @unchecked Sendable {
         dir = NSTemporaryDirectory() + "pxguard-server-test-" + UUID().uuidString
         try CertificateFactory.write(to: dir, service: "echo", namespace: "default")
         var configuration = ServerConfiguration(address: try SocketAddress(parsing: "127.0.0.1:0"))
-        configuration.workers = workers
+        configuration.limits.workers = workers
         configure(&configuration)
         let tls = TLSContextBox(try TLSContext.server(certificateFile: dir + "/tls.crt", keyFile: dir + "/tls.key"))
         server = try HTTPServer(configuration: configuration, tls: tls, handler: EchoHandler(), logger: .none)

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import PXGuardBytes
 import Glibc
 #endif
 import Testing
@@ -60,7 +61,7 @@ struct HostileLoadTests {
 
     @Test("a ClientHello that stops inside its first record holds no TLS state, and is cut at the handshake timeout")
     func partialHello() throws {
-        let server = try EchoServer { $0.handshakeTimeout = 0.3 }
+        let server = try EchoServer { $0.limits.handshakeTimeoutSeconds = 0.3 }
         let attacker = try PlainSocket(port: server.port)
         attacker.send(partialClientHello())
         #expect(eventually { server.server.statistics.openConnections == 1 })
@@ -71,7 +72,7 @@ struct HostileLoadTests {
 
     @Test("a ClientHello whose first record is complete starts TLS; stalled there, it holds a handshake slot until its timeout")
     func stalledHandshake() throws {
-        let server = try EchoServer { $0.handshakeTimeout = 0.3 }
+        let server = try EchoServer { $0.limits.handshakeTimeoutSeconds = 0.3 }
         let attacker = try PlainSocket(port: server.port)
         attacker.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
@@ -116,7 +117,7 @@ struct HostileLoadTests {
 
     @Test("unfinished handshakes beyond the cap evict the oldest; a real client still completes")
     func handshakeCap() throws {
-        let server = try EchoServer { $0.maxHandshakesPerWorker = 2 }
+        let server = try EchoServer { $0.limits.maxHandshakesPerWorker = 2 }
         let first = try PlainSocket(port: server.port)
         first.send(fragmentedClientHello())
         #expect(eventually { server.server.statistics.handshakesInProgress == 1 })
@@ -134,7 +135,7 @@ struct HostileLoadTests {
 
     @Test("the connection budget is global: when spent, the oldest idle connection is shed for a new one")
     func connectionBudget() throws {
-        let server = try EchoServer { $0.maxConnections = 3 }
+        let server = try EchoServer { $0.limits.maxConnections = 3 }
         let oldest = try PlainSocket(port: server.port)
         #expect(eventually { server.server.statistics.openConnections == 1 })
         let client = try server.client()
@@ -152,7 +153,7 @@ struct HostileLoadTests {
 
     @Test("when the budget is spent and nothing is idle, the new connection is refused, not an old one")
     func budgetBusy() throws {
-        let server = try EchoServer { $0.maxConnections = 1 }
+        let server = try EchoServer { $0.limits.maxConnections = 1 }
         let busy = try server.tls()
         try busy.write(Array("POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".utf8))
         let client = HTTPClientConnection(busy)
@@ -169,10 +170,10 @@ struct HostileLoadTests {
     @Test("a request whose bytes fall below server.minRequestBytesPerSecond is cut long before the header and body timeouts")
     func minimumRate() throws {
         let server = try EchoServer {
-            $0.minRequestBytesPerSecond = 1024
+            $0.limits.minRequestBytesPerSecond = 1024
             $0.progressGrace = 0.2
-            $0.headerTimeout = 60
-            $0.bodyTimeout = 60
+            $0.limits.headerTimeoutSeconds = 60
+            $0.limits.bodyTimeoutSeconds = 60
         }
         let slow = try server.tls()
         try slow.write(Self.slowRequest)
@@ -184,7 +185,7 @@ struct HostileLoadTests {
 
     @Test("per-peer share: one address at server.maxConnectionsPerPeer makes room among its own connections; another address is untouched")
     func perPeerShare() throws {
-        let server = try EchoServer { $0.maxConnectionsPerPeer = 3 }
+        let server = try EchoServer { $0.limits.maxConnectionsPerPeer = 3 }
         let other = HTTPClientConnection(try server.tls(from: "127.0.0.2"))
         _ = try other.request("GET", "/other")
         let sockets = try (0..<3).map { _ in try PlainSocket(port: server.port) }
@@ -199,8 +200,8 @@ struct HostileLoadTests {
     @Test("budget full of one address's slow requests: a new client from another address and an idle keep-alive client are both served; the attacker's slowest is shed, and its own new connection refused")
     func fairShedding() throws {
         let server = try EchoServer {
-            $0.maxConnections = 4
-            $0.minRequestBytesPerSecond = 0  // only shedding makes room here
+            $0.limits.maxConnections = 4
+            $0.limits.minRequestBytesPerSecond = 0  // only shedding makes room here
             $0.progressGrace = 0.2
         }
         let keepAlive = HTTPClientConnection(try server.tls(from: "127.0.0.3"))

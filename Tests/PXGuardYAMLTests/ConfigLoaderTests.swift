@@ -1,3 +1,4 @@
+import PXGuardBytes
 import Foundation
 import Testing
 @testable import PXGuardCore
@@ -306,7 +307,7 @@ struct DayTwoConfigTests {
         #expect(config.certificates.selfManaged)
         #expect(config.certificates.validitySeconds == 90 * 86_400 && config.certificates.renewBeforeSeconds == 30 * 86_400)
         #expect(config.certificates.caValiditySeconds == 3650 * 86_400)
-        #expect(config.server.metricsListen.isEmpty)
+        #expect(config.metricsListen.isEmpty)
     }
 
     @Test("short lifetimes for drills and tests, metricsListen, manageWebhooks: false")
@@ -318,7 +319,7 @@ struct DayTwoConfigTests {
             """)
         #expect(!config.manageWebhooks)
         #expect(config.certificates.validitySeconds == 40 && config.certificates.rolloutSeconds == 10)
-        #expect(config.server.metricsListen == "0.0.0.0:9090")
+        #expect(config.metricsListen == "0.0.0.0:9090")
         // Round trip through the rendered ConfigMap.
         let again = try Self.load(YAMLEmitter.emit(config.document))
         #expect(again == config)

@@ -1,3 +1,5 @@
+public import PXGuardBytes
+
 /// How a rule's violations are handled.
 public enum Mode: String, Sendable, CaseIterable {
     /// Deny the request.
@@ -86,7 +88,12 @@ public struct Config: Sendable, Equatable {
     /// Container image used by `render all`.
     public var image: String
     public var replicas: Int
-    public var server: ServerLimits
+    /// Transport limits and timeouts (`server:` in the config file).
+    public var server: TransportLimits
+    /// `HOST:PORT` of a plain-HTTP listener serving only `/metrics` and `/healthz`
+    /// (for scrapers without the webhook's CA); empty: none. `server.metricsListen`
+    /// in the config file.
+    public var metricsListen = ""
     /// Ports the node firewall (`render iptables`) closes to everyone but the nodes.
     public var nodeFirewallPorts: PortRange
     /// Addresses the API servers call the webhook from. When set, `render all` adds an
@@ -206,40 +213,6 @@ public struct Config: Sendable, Equatable {
         }
     }
 
-    /// Transport limits, exposed in the config file under `server:`.
-    public struct ServerLimits: Sendable, Equatable {
-        public var maxBodyBytes: Int = 8 << 20
-        /// Requests served on one connection before it is closed (0: unlimited), so
-        /// that API servers reconnect and spread over replicas.
-        public var maxRequestsPerConnection: Int = 0
-        /// Seconds a keep-alive connection may stay idle.
-        public var idleTimeoutSeconds: Int = 90
-        public var handshakeTimeoutSeconds: Int = 10
-        public var headerTimeoutSeconds: Int = 10
-        public var bodyTimeoutSeconds: Int = 30
-        /// Event loops; 0 means one per core.
-        public var workers: Int = 0
-        public var maxConnectionsPerWorker: Int = 10_000
-        /// Connections across all loops; when spent, the heaviest address gives one up (idle, else slow).
-        public var maxConnections: Int = 8_192
-        /// Connections per loop holding TLS state in an unfinished handshake.
-        public var maxHandshakesPerWorker: Int = 256
-        /// Largest ClientHello a peer may announce (checked before OpenSSL allocates).
-        public var maxClientHelloBytes: Int = 16 << 10
-        /// Request-buffer memory per event loop before large requests get 503.
-        public var maxBufferedBytesPerWorker: Int = 256 << 20
-        /// `HOST:PORT` of a plain-HTTP listener serving only `/metrics` and `/healthz`
-        /// (for scrapers without the webhook's CA); empty: none.
-        public var metricsListen = ""
-        /// Connections one client address may hold across all loops; past it, its own
-        /// oldest idle or slowest connection makes room, or the new one is refused.
-        public var maxConnectionsPerPeer: Int = 4_096
-        /// Least rate, after a 2 s grace, at which a request's head and body must
-        /// arrive (bytes per second since the request's first byte); 0 turns it off.
-        public var minRequestBytesPerSecond: Int = 1_024
-        public init() {}
-    }
-
     static let defaultExemptNamespaces = [
         "kube-system", "kube-public", "kube-node-lease", "pxguard-system", "portworx",
     ]
@@ -262,7 +235,7 @@ public struct Config: Sendable, Equatable {
         serviceAccount: "system:serviceaccount:pxguard-system:pxguard",
         image: BuildInfo.image,
         replicas: 2,
-        server: ServerLimits(),
+        server: TransportLimits(),
         nodeFirewallPorts: PortRange("9000-9022")!
     )
 
@@ -320,17 +293,17 @@ extension Config {
             "server": .obj([
                 "maxBodyBytes": .int(server.maxBodyBytes),
                 "maxRequestsPerConnection": .int(server.maxRequestsPerConnection),
-                "idleTimeoutSeconds": .int(server.idleTimeoutSeconds),
-                "handshakeTimeoutSeconds": .int(server.handshakeTimeoutSeconds),
-                "headerTimeoutSeconds": .int(server.headerTimeoutSeconds),
-                "bodyTimeoutSeconds": .int(server.bodyTimeoutSeconds),
+                "idleTimeoutSeconds": .int(Int(server.idleTimeoutSeconds)),
+                "handshakeTimeoutSeconds": .int(Int(server.handshakeTimeoutSeconds)),
+                "headerTimeoutSeconds": .int(Int(server.headerTimeoutSeconds)),
+                "bodyTimeoutSeconds": .int(Int(server.bodyTimeoutSeconds)),
                 "workers": .int(server.workers),
                 "maxConnectionsPerWorker": .int(server.maxConnectionsPerWorker),
                 "maxConnections": .int(server.maxConnections),
                 "maxHandshakesPerWorker": .int(server.maxHandshakesPerWorker),
                 "maxClientHelloBytes": .int(server.maxClientHelloBytes),
                 "maxBufferedBytesPerWorker": .int(server.maxBufferedBytesPerWorker),
-                "metricsListen": server.metricsListen.isEmpty ? nil : .string(server.metricsListen),
+                "metricsListen": metricsListen.isEmpty ? nil : .string(metricsListen),
                 "maxConnectionsPerPeer": .int(server.maxConnectionsPerPeer),
                 "minRequestBytesPerSecond": .int(server.minRequestBytesPerSecond),
             ]),
