@@ -73,7 +73,8 @@ final class ProvisionerHandle: Sendable {
         } catch {
             throw CommandError(error.description)
         }
-        let identity = Environment.variable("POD_NAME") ?? "\(Environment.hostName())-\(UInt32.random(in: 0...UInt32.max))"
+        let identity = options.identity ?? Environment.variable("POD_NAME")
+            ?? "\(Environment.hostName())-\(UInt32.random(in: 0...UInt32.max))"
         let elector = LeaderElector(client: client, namespace: config.namespace, identity: identity,
                                     timing: LeaderElector.Timing(), logger: logger)
         var settings = Provisioner.Settings()

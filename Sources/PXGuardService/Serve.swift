@@ -49,6 +49,9 @@ public struct ServeOptions: Sendable {
     public var shutdownDelay = 0.0
     /// How often the certificate files are checked for a swap.
     var certPollSeconds = 1.0
+    /// The replica's name in the Lease and in Events; nil: `POD_NAME`, else the host
+    /// name and a random suffix. (Tests running several replicas in one process set it.)
+    var identity: String?
     /// How long a first start waits for the self-managed certificates to be mounted.
     var certWaitSeconds = 300.0
     /// The lowest log level written (`--log-level`); nil: the config's `logLevel`.

@@ -278,7 +278,8 @@ struct AuditEndToEndTests {
         let judge = AuditJudge(config: .default)
         let record = try JSONDocument.parse(Array(repaired.serialized.utf8)) { judge.judge($0, as: .networkPolicy) }
         #expect(!record.findings.contains { $0.check == .bypassPolicies })
-        #expect(Self.events(api, "team-a").contains { $0["reason"] == "PortworxAPIBypassRepaired" && $0["involvedObject"]?["name"] == "open" })
+        // (The Event goes through the recorder's queue: it may land after the report.)
+        #expect(eventually { Self.events(api, "team-a").contains { $0["reason"] == "PortworxAPIBypassRepaired" && $0["involvedObject"]?["name"] == "open" } })
         #expect(report("team-a")?["kind"] == "PolicyReport")
         #expect(report("team-a")?["metadata"]?["labels"]?[GuardNames.managedByKey] == "pxguard")
         #expect(api.objects("reports", in: "team-a").isEmpty, "PolicyReport wins; never both")

@@ -86,7 +86,7 @@ struct CertificateRotationLoadTests {
         let configPath = root + "/config.yaml"
         // Lifetimes of seconds; four times longer under a sanitizer (scripts/sanitize.sh), whose
         // slowdown otherwise lets a pair expire before its renewal is served.
-        let k = ProcessInfo.processInfo.environment["PXGUARD_SANITIZER"] == nil ? 1 : 4
+        let k = Int(slowdown)
         try """
             certificates: {caValiditySeconds: \(24 * k), caRenewBeforeSeconds: \(12 * k), validitySeconds: \(8 * k), renewBeforeSeconds: \(4 * k), rolloutSeconds: \(2 * k)}
             provisioning: {enabled: true, resyncSeconds: 300}
@@ -114,12 +114,11 @@ struct CertificateRotationLoadTests {
             options.kubeCA = api.caFile
             options.certPollSeconds = 0.1
             options.shutdownGrace = 1
-            setenv("POD_NAME", "replica-\(i)", 1)
+            options.identity = "replica-\(i)"
             let service = try Service(options: options, logger: .none)
             service.start()
             services.append(service)
         }
-        unsetenv("POD_NAME")
         defer {
             for service in services { service.stop() }
             projector.stop()

@@ -105,7 +105,8 @@ struct ClusterGuardTests {
         // Other labels survive the repair.
         #expect(Self.stored(api, resource, name)?["metadata"]?["labels"]?["team"] == "platform")
         #expect(keeper.created.load(ordering: .relaxed) >= objects.count + 1)
-        #expect(keeper.repaired.load(ordering: .relaxed) >= 1)
+        // (Counted after the API answered, so after the object is stored: wait for it.)
+        #expect(eventually { keeper.repaired.load(ordering: .relaxed) >= 1 })
     }
 
     /// Request-log positions: every write of the new guard comes before the first

@@ -6,9 +6,14 @@ import Testing
 @testable import PXGuardPlatform
 @testable import PXGuardServer
 
-/// Polls `condition` until it holds or `seconds` pass.
+/// How much slower than a plain build the tests run: 4 under a sanitizer (TSan and
+/// ASan slow everything down several times), else 1. Waits and time bounds scale by it;
+/// a figure measured under a sanitizer is not the product's.
+let slowdown: Double = ProcessInfo.processInfo.environment["PXGUARD_SANITIZER"] == nil ? 1 : 4
+
+/// Polls `condition` until it holds or `seconds` (times `slowdown`) pass.
 func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
+    let deadline = Date().addingTimeInterval(seconds * slowdown)
     while Date() < deadline {
         if condition() { return true }
         usleep(20_000)
@@ -197,7 +202,8 @@ struct ProvisionerTests {
         // Every NetworkPolicy, never selected by a label a tenant can set.
         #expect(log.contains { $0.hasPrefix("GET /apis/networking.k8s.io/v1/networkpolicies?limit=3") })
         #expect(!log.contains { $0.contains("labelSelector") })
-        #expect(log.contains { $0.contains("watch=1&resourceVersion=") && $0.contains("allowWatchBookmarks=true&timeoutSeconds=1") })
+        // (Each informer opens its watch after its list, beside the workers' writes.)
+        #expect(eventually { api.requests.contains { $0.contains("watch=1&resourceVersion=") && $0.contains("allowWatchBookmarks=true&timeoutSeconds=1") } })
         // Watches end after timeoutSeconds and resume without a fresh list; bookmarks arrive.
         let lists = h.provisioner.informers.map { $0.counters.lists.load(ordering: .relaxed) }
         #expect(eventually(6) { h.provisioner.informers.allSatisfy { $0.counters.watches.load(ordering: .relaxed) >= 3 } })
@@ -272,12 +278,14 @@ struct ProvisionerTests {
         // appears and a policy vanishes: only a fresh list can tell.
         api.addNamespace("team-1")
         #expect(eventually { canonical(api, "team-1") })
-        api.inject([.init(status: 500, reason: "InternalError", retryAfter: nil, matching: "watch=1"),
-                    .init(status: 500, reason: "InternalError", retryAfter: nil, matching: "watch=1")])
+        // The watches stay down (faults enough for any backoff) until the history is
+        // compacted, so no informer resumes from its old resourceVersion in between.
+        api.inject(Array(repeating: .init(status: 500, reason: "InternalError", retryAfter: nil, matching: "watch=1"), count: 1000))
         api.dropWatches()
         api.addNamespace("team-2")
         api.put("networkpolicies", "team-1", GuardNames.allowAPIPolicy, nil)
         api.compact()
+        api.state.withLock { $0.faults.removeAll() }
         #expect(eventually { canonical(api, "team-2") && canonical(api, "team-1") })
         #expect(h.provisioner.informers.allSatisfy { $0.counters.relists.load(ordering: .relaxed) >= 1 })
         #expect(h.provisioner.metricsText.contains("pxguard_watch_relists_total{resource=\"namespaces\"} "))
@@ -462,7 +470,8 @@ struct ProvisionerTests {
         #expect(eventually { (try? podCreate("team-r6").allowed) == true })
         #expect(canonical(api, "team-r6"))
         #expect(h.provisioner.metricsText.contains("pxguard_unguarded_namespaces 0"))
-        #expect(h.provisioner.metricsText.contains("pxguard_namespace_guarded_seconds_count 1"))
+        // (Observed after the view marks the namespace guarded, outside its lock.)
+        #expect(eventually { h.provisioner.metricsText.contains("pxguard_namespace_guarded_seconds_count 1") })
     }
 
     @Test("a watch that cannot be resumed for staleAfterSeconds puts the view out of sync (R6 stops applying) until it is back")

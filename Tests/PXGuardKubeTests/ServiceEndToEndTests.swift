@@ -41,6 +41,9 @@ struct ServiceEndToEndTests {
         // The Lease holder's first upkeep round (Secret, then both registrations) is done
         // before the log is cleared: its next round is 30 s away.
         #expect(eventually { api.requests.contains { $0.contains("/mutatingwebhookconfigurations/pxguard") } })
+        // kube-system's block policy (another worker) and the audit's first lists are in too.
+        #expect(eventually { api.objects("networkpolicies", in: "kube-system") == [GuardNames.blockPolicy] })
+        #expect(eventually { (try? client.request("GET", "/metrics").bodyText.contains("\npxguard_audit_synced 1\n")) == true })
 
         // /mutate answers and writes nothing.
         api.clearLog()

@@ -11,6 +11,12 @@ final class LogCapture: Sendable {
     let lines = Locked<[String]>([])
     var logger: Logger { Logger { [self] line in lines.withLock { $0.append(line) } } }
     func contains(_ text: String) -> Bool { lines.withLock { $0.contains { $0.contains(text) } } }
+    /// Waits (bounded) for a line the server writes after the effect a test waited for.
+    func eventuallyContains(_ text: String, seconds: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline && !contains(text) { usleep(20_000) }
+        return contains(text)
+    }
 }
 
 func temporaryDirectory() throws -> String {
