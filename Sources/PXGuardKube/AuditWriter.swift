@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-public import PXGuardCore
+import PXGuardCore
 public import PXGuardPlatform
 public import Synchronization
 

@@ -1,4 +1,4 @@
-public import PXGuardCore
+import PXGuardCore
 public import PXGuardPlatform
 public import Synchronization
 

@@ -217,6 +217,9 @@ struct TLSSession {
     /// without touching the socket.
     var hasPending: Bool { SSL_has_pending(ssl) == 1 }
 
+    /// OpenSSL's name for where the handshake stands (diagnostics).
+    var stateDescription: String { String(cString: SSL_state_string_long(ssl)) }
+
     /// Sends close_notify without waiting for the peer's.
     func shutdown() {
         ERR_clear_error()

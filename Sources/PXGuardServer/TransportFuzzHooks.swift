@@ -120,14 +120,19 @@ public enum TransportFuzzHooks {
                 // each open connection's state as the loop last left it (read without a lock:
                 // a diagnostic only, the loop may be mid-turn).
                 var why = "request \(answered + 1) of \(expected.count) was not answered (stranded records?); "
+                why += "client: ssl=\(connection.session.stateDescription) version=\(connection.tlsVersion); "
                 why += "server: \(t.timeouts) timeouts, \(t.shedConnections) shed, \(t.openConnections) open;"
                 for loop in rig.server.loops {
                     for c in loop.active {
                         let state: String = "\(c.state)"
                         let input: Int = c.input?.readable ?? -1
                         let pending: Bool = c.session?.hasPending ?? false
+                        // Bytes in the kernel's receive queue, peeked (never taken).
+                        var peek = [UInt8](repeating: 0, count: 1 << 16)
+                        let queued = recv(c.fd, &peek, peek.count, Int32(MSG_PEEK | MSG_DONTWAIT))
                         why += " [" + state + " in=\(input) interest=\(c.interest) pending=\(pending) heap=\(c.heapIndex)"
-                        why += " fd=\(c.fd) generation=\(c.generation)]"
+                        why += " fd=\(c.fd) generation=\(c.generation) kernelQueued=\(queued)"
+                        why += " ssl=\(c.session?.stateDescription ?? "none") recheck=\(c.awaitsRecheck)]"
                     }
                 }
                 why += "\n"
