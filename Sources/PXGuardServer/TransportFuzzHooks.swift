@@ -1,6 +1,7 @@
-#if canImport(Glibc)
+import CLinux
 import PXGuardBytes
 import PXGuardPlatform
+#if canImport(Glibc)
 import Glibc
 #endif
 

@@ -1,5 +1,5 @@
-#if canImport(Glibc)
 import PXGuardBytes
+#if canImport(Glibc)
 import Glibc
 #endif
 import Testing
