@@ -19,7 +19,7 @@ for t in "${targets[@]}"; do
   echo "== fuzz-$t for ${seconds}s"
   # Swift's own crash backtracer off: libFuzzer and ASan report the crash, and a
   # backtracer left holding the pipe would hang the run. `timeout` bounds it anyway.
-  SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 timeout -k 5 $((seconds + 60)) .build/release/fuzz-$t "$work" -max_total_time="$seconds" -max_len=65536 -timeout=5 -rss_limit_mb=2048 \
+  SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 timeout -k 5 $((seconds + 60)) .build/release/fuzz-$t "$work" -max_total_time="$seconds" -max_len=65536 -timeout=25 -rss_limit_mb=2048 \
     -artifact_prefix="$PWD/crash-$t-" -print_final_stats=1 -detect_leaks=0 2>&1 | grep -E 'Done|stat::number_of_executed_units|ERROR|SUMMARY|crash-' || true
   ls crash-$t-* >/dev/null 2>&1 && { echo "fuzz-$t found a crash: $(ls crash-$t-*)" >&2; exit 1; }
   rm -rf "$work"

@@ -158,10 +158,6 @@ struct ConnectionMachine {
     /// Immediate retries before the machine waits, and how long it waits then.
     static let handshakeRetryLimit = 4
     static let handshakeRecheck: UInt64 = 50_000_000
-    /// A waiting handshake is asked again this often even without held bytes: the
-    /// record-path fuzzer still strands a first request about once in 5,000 runs without it
-    /// (cause not yet found); at most `maxHandshakesPerWorker` cheap calls per interval.
-    static let handshakeIdleRecheck: UInt64 = 250_000_000
 
     init(now: Instant, timeouts: Timeouts, limits: HTTPLimits = HTTPLimits()) {
         self.timeouts = timeouts
@@ -272,7 +268,7 @@ struct ConnectionMachine {
         case .wantRead:
             guard b.tlsPending else {
                 handshakeRetries = 0
-                recheckAt = now + Self.handshakeIdleRecheck
+                recheckAt = nil
                 return .wait(.readable)
             }
             if handshakeRetries < Self.handshakeRetryLimit {
@@ -283,7 +279,7 @@ struct ConnectionMachine {
             recheckAt = now + Self.handshakeRecheck
             return .wait(.readable)
         case .wantWrite:
-            recheckAt = now + Self.handshakeIdleRecheck
+            recheckAt = nil
             return .wait(.writable)
         case .closed, .failed: return close(.handshakeFailed)
         }

@@ -1,6 +1,7 @@
 import CLinux
 import PXGuardBytes
 import PXGuardPlatform
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -116,27 +117,21 @@ public enum TransportFuzzHooks {
         var answered = 0
         for want in expected {
             guard let response = try? client.readResponse(method: "POST") else {
+                // Release builds drop a precondition's message: say it on stderr first. What
+                // told the cases apart so far: each open connection as the loop last left it
+                // (read without a lock: a diagnostic only), when the server last answered, and
+                // both ends' TCP queues (tx:rx) as the kernel holds them.
                 let t = rig.server.statistics
-                // Release builds drop a precondition's message: say it on stderr first, with
-                // each open connection's state as the loop last left it (read without a lock:
-                // a diagnostic only, the loop may be mid-turn).
+                let answeredAgo = (Clock.monotonic().nanoseconds &- RecordRig.lastHandled.load(ordering: .relaxed)) / 1_000_000
                 var why = "request \(answered + 1) of \(expected.count) was not answered (stranded records?); "
-                why += "client: ssl=\(connection.session.stateDescription) version=\(connection.tlsVersion); "
-                why += "server: \(t.timeouts) timeouts, \(t.shedConnections) shed, \(t.openConnections) open;"
+                why += "server: \(t.timeouts) timeouts, \(t.shedConnections) shed, \(t.openConnections) open, last answer \(answeredAgo) ms ago;"
                 for loop in rig.server.loops {
                     for c in loop.active {
-                        let state: String = "\(c.state)"
-                        let input: Int = c.input?.readable ?? -1
-                        let pending: Bool = c.session?.hasPending ?? false
-                        // Bytes in the kernel's receive queue, peeked (never taken).
-                        var peek = [UInt8](repeating: 0, count: 1 << 16)
-                        let queued = recv(c.fd, &peek, peek.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-                        why += " [" + state + " in=\(input) interest=\(c.interest) pending=\(pending) heap=\(c.heapIndex)"
-                        why += " fd=\(c.fd) generation=\(c.generation) kernelQueued=\(queued)"
-                        why += " ssl=\(c.session?.stateDescription ?? "none") recheck=\(c.awaitsRecheck)]"
+                        why += " [\(c.state) in=\(c.input?.readable ?? -1) interest=\(c.interest) pending=\(c.session?.hasPending ?? false)"
+                        why += " recheck=\(c.awaitsRecheck) ssl=\(c.session?.stateDescription ?? "none")]"
                     }
                 }
-                why += "\n"
+                why += " tcp{\(RecordRig.queues(port: rig.server.port))}\n"
                 _ = why.withCString { Glibc.write(2, $0, strlen($0)) }
                 preconditionFailure(why)
             }
@@ -150,8 +145,31 @@ public enum TransportFuzzHooks {
 
 /// The server the record-path fuzzer talks to: started once per process.
 final class RecordRig: Sendable {
+    /// When the handler last answered (a strand's report says whether the server
+    /// answered, late or not at all).
+    static let lastHandled = Atomic<UInt64>(0)
+
+    /// The established connections to `port` as /proc/net/tcp lists them: local>remote
+    /// and tx_queue:rx_queue (bytes not yet acknowledged : bytes not yet read).
+    static func queues(port: Int) -> String {
+        let hex = String(port, radix: 16, uppercase: true)
+        let suffix = ":" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+        var lines: [String] = []
+        guard let file = fopen("/proc/net/tcp", "r") else { return "" }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 512)
+        while fgets(&line, 512, file) != nil {
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let columns = text.split(separator: " ")
+            guard columns.count > 4, columns[3] == "01", columns[1].hasSuffix(suffix) || columns[2].hasSuffix(suffix) else { continue }
+            lines.append("\(columns[1])>\(columns[2]) q=\(columns[4])")
+        }
+        return lines.joined(separator: "; ")
+    }
+
     struct Echo: HTTPHandler {
         func handle(_ request: HTTPRequest, _ response: inout HTTPResponse) {
+            RecordRig.lastHandled.store(Clock.monotonic().nanoseconds, ordering: .relaxed)
             response.contentType = "text/plain"
             response.body.append(contentsOf: "\(request.method) \(request.path) \(request.body.count)".utf8)
         }
@@ -183,7 +201,11 @@ final class RecordRig: Sendable {
     }
 
     func connect() -> TLSClientConnection? {
-        try? TLSClientConnection(address: address, context: client, serverName: "127.0.0.1", timeout: 3)
+        // 10 s per read: a client that writes every request before reading any answer can
+        // fill both receive windows with tiny segments, and TCP's zero-window probes back off
+        // (0.2, 0.4, 0.8, 1.6 s...); answers then come seconds late. A stranded server never
+        // answers, so this still catches one (see docs/DESIGN.md, "Bytes OpenSSL has read").
+        try? TLSClientConnection(address: address, context: client, serverName: "127.0.0.1", timeout: 10)
     }
 
     static func cork(_ fd: Int32, _ on: Bool) {
