@@ -116,6 +116,17 @@ public enum TransportFuzzHooks {
         let client = HTTPClientConnection(connection)
         var answered = 0
         for want in expected {
+            // Wait for the answer in 50 ms slices rather than one long blocking read: on the
+            // CI VMs a loopback segment this thread sent can sit until its CPU takes an
+            // interrupt, and a thread asleep in one long read gives it none (the strand
+            // reports: answers went out just before the client's own timeout fired).
+            var waiting = pollfd(fd: connection.fd, events: Int16(POLLIN), revents: 0)
+            var slices = 0
+            while client.reader.buffer.count <= client.reader.position, !connection.session.hasPending,
+                poll(&waiting, 1, 50) == 0, slices < 200
+            {
+                slices += 1
+            }
             guard let response = try? client.readResponse(method: "POST") else {
                 // Release builds drop a precondition's message: say it on stderr first. What
                 // told the cases apart so far: each open connection as the loop last left it
