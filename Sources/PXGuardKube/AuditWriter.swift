@@ -15,8 +15,16 @@ public final class AuditWriter: Sendable {
     let audit: ClusterAudit
     let elector: LeaderElector?
     let logger: Logger
-    /// The service's Event recorder (shared with the provisioner: one correlation, one rate limit).
+    /// The service's Event recorder (shared with the provisioner: one correlation cache,
+    /// one spam filter per object).
     let recorder: EventRecorder?
+    /// The audit's own bucket over all objects (burst, then per second): a cluster full of
+    /// findings must neither flood the API server nor fill the recorder's queue that the
+    /// provisioner's Events share.
+    let eventBudget: (burst: Int, perSecond: Double)
+    let eventTokens: Locked<EventRecorder.Bucket>
+    /// Audit Events the bucket refused.
+    public let eventsDropped = Atomic<Int>(0)
     let stopped = Atomic<Bool>(false)
     /// Report objects written and deleted, Events, repairs (metrics, tests).
     public let reportsWritten = Atomic<Int>(0)
@@ -39,8 +47,11 @@ public final class AuditWriter: Sendable {
     ///   - elector: the provisioner's Lease; nil writes unconditionally (tests, single replica).
     ///   - events: where Warning Events go; nil sends none.
     ///   - discoverySeconds: how often served report CRDs are looked up again while none is.
+    ///   - eventBudget: audit Events across all objects: a burst, then so many a second.
     public init(client: KubeClient, audit: ClusterAudit, elector: LeaderElector?, logger: Logger, events: EventRecorder?,
-                discoverySeconds: Double = 300) {
+                eventBudget: (burst: Int, perSecond: Double) = (100, 10), discoverySeconds: Double = 300) {
+        self.eventBudget = eventBudget
+        eventTokens = Locked(EventRecorder.Bucket(tokens: Double(eventBudget.burst), at: Clock.monotonic().seconds))
         self.client = client
         self.audit = audit
         self.elector = elector
@@ -228,7 +239,13 @@ public final class AuditWriter: Sendable {
     func warn(_ object: AuditObject, reason: String, message: String) {
         let reference = EventRecorder.ObjectReference(apiVersion: object.kind.apiVersion, kind: object.kind.rawValue,
                                                       namespace: object.namespace, name: object.name, uid: object.uid)
-        if recorder?.record(reference, .warning, reason: reason, message: message) == true { events.add(1, ordering: .relaxed) }
+        guard let recorder else { return }
+        let now = Clock.monotonic().seconds
+        guard eventTokens.withLock({ $0.take(burst: eventBudget.burst, perSecond: eventBudget.perSecond, now: now) }) else {
+            eventsDropped.add(1, ordering: .relaxed)
+            return
+        }
+        if recorder.record(reference, .warning, reason: reason, message: message) { events.add(1, ordering: .relaxed) }
     }
 
     /// `audit.repairBypassPolicies`: each bypass policy the verdict names is read
@@ -269,12 +286,15 @@ public final class AuditWriter: Sendable {
 
     /// The writer's counters.
     public var metricsText: String {
-        var out = "# HELP pxguard_audit_writes_total Audit writes by the Lease holder, by what was written.\n"
+        var out = "# HELP pxguard_audit_writes_total Audit writes by the Lease holder, by what was written (event: Warning Events handed to the Event recorder, which correlates and sends them; see pxguard_events_total).\n"
         out += "# TYPE pxguard_audit_writes_total counter\n"
         out += "pxguard_audit_writes_total{what=\"report\"} \(reportsWritten.load(ordering: .relaxed))\n"
         out += "pxguard_audit_writes_total{what=\"reportDeleted\"} \(reportsDeleted.load(ordering: .relaxed))\n"
         out += "pxguard_audit_writes_total{what=\"event\"} \(events.load(ordering: .relaxed))\n"
         out += "pxguard_audit_writes_total{what=\"repair\"} \(repairs.load(ordering: .relaxed))\n"
+        out += "# HELP pxguard_audit_events_dropped_total Audit Events refused by the audit's bucket over all objects (100, then 10 a second).\n"
+        out += "# TYPE pxguard_audit_events_dropped_total counter\n"
+        out += "pxguard_audit_events_dropped_total \(eventsDropped.load(ordering: .relaxed))\n"
         let served = format.withLock { $0 }
         out += "# HELP pxguard_audit_report_crd 1 when a report CRD is served and used (label: its apiVersion).\n"
         out += "# TYPE pxguard_audit_report_crd gauge\n"

@@ -26,11 +26,6 @@ public final class EventRecorder: Sendable {
         public var aggregateAfter = 10
         /// The window in which distinct messages are counted towards `aggregateAfter`.
         public var aggregateWindowSeconds = 600.0
-        /// Events for all objects together before the global bucket refuses (so that a
-        /// cluster full of audit findings cannot flood the API server).
-        public var globalBurst = 100
-        /// The global bucket's refill, events per second.
-        public var globalPerSecond = 10.0
         /// Correlation entries kept (client-go: 4096); the oldest go first.
         public var cacheSize = 4096
         /// Events waiting for the sender at most.
@@ -115,9 +110,8 @@ public final class EventRecorder: Sendable {
         var sentOrder: [String] = []
         /// Distinct messages per object, type and reason, and when the window began.
         var similar: [String: (messages: Set<String>, since: Double)] = [:]
-        /// Spam filter buckets per object, and one for all objects.
+        /// Spam filter buckets per object.
         var buckets: [String: Bucket] = [:]
-        var global: Bucket?
         var queue: [Outgoing] = []
         var serial = 0
     }
@@ -127,6 +121,10 @@ public final class EventRecorder: Sendable {
     let instance: String
     let settings: Settings
     let logger: Logger
+    /// Event names are `<object>.<hash of this and a serial>`: the pod name survives a
+    /// container restart and the serial starts again, so a random part keeps a restarted
+    /// process from reusing a name within an Event's hour (a 409 would lose the Event).
+    let nameSalt: String
     let state = Locked(Correlation())
     let wake = Waker()
     let stopped = Atomic<Bool>(false)
@@ -150,6 +148,7 @@ public final class EventRecorder: Sendable {
         self.client = client
         self.component = component
         self.instance = instance
+        nameSalt = instance + "/" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         self.settings = settings
         self.logger = logger
         self.now = now
@@ -164,14 +163,10 @@ public final class EventRecorder: Sendable {
     public func record(_ object: ObjectReference, _ type: EventType, reason: String, message: String) -> Bool {
         let t = now()
         let queued = state.withLock { s -> Bool in
-            // Spam filter first, as client-go's correlator: per object, whatever the reason;
-            // then the bucket for all objects.
+            // Spam filter first, as client-go's correlator: per object, whatever the reason.
             var bucket = s.buckets[object.key] ?? Bucket(tokens: Double(settings.burst), at: t)
-            var global = s.global ?? Bucket(tokens: Double(settings.globalBurst), at: t)
             let allowed = bucket.take(burst: settings.burst, perSecond: 1 / settings.refillSeconds, now: t)
-                && global.take(burst: settings.globalBurst, perSecond: settings.globalPerSecond, now: t)
             s.buckets[object.key] = bucket
-            s.global = global
             if s.buckets.count > settings.cacheSize { s.buckets = s.buckets.filter { $0.key == object.key } }
             guard allowed else { return false }
 
@@ -197,7 +192,7 @@ public final class EventRecorder: Sendable {
                 item.first = seen.first
             } else {
                 s.serial += 1
-                item.name = Self.eventName(object.name, serial: s.serial, salt: instance)
+                item.name = Self.eventName(object.name, serial: s.serial, salt: nameSalt)
                 s.sent[dedupKey] = (item.name, 1, t)
                 s.sentOrder.append(dedupKey)
                 if s.sentOrder.count > settings.cacheSize {

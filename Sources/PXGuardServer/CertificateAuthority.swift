@@ -115,7 +115,10 @@ public enum CertificateAuthority {
         defer { X509_free(cert) }
         guard let key = try? privateKey(keyPEM) else { return false }
         defer { EVP_PKEY_free(key) }
+        // A mismatch leaves an error on this thread's queue; a TLS call made later on the
+        // same thread would read it as its own (see `TLSSession`).
         ERR_clear_error()
+        defer { ERR_clear_error() }
         return X509_check_private_key(cert, key) == 1
     }
 
@@ -127,6 +130,7 @@ public enum CertificateAuthority {
         defer { X509_free(ca) }
         guard let key = X509_get0_pubkey(ca) else { return false }
         ERR_clear_error()
+        defer { ERR_clear_error() }
         return X509_verify(leaf, key) == 1
     }
 

@@ -45,6 +45,7 @@ public final class TLSClientConnection {
     public func write(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
+            ERR_clear_error()  // see TLSSession.init
             let result = bytes.withUnsafeBufferPointer { session.write(from: $0.baseAddress! + offset, count: $0.count - offset) }
             switch result {
             case .done(let n): offset += n
@@ -55,6 +56,7 @@ public final class TLSClientConnection {
 
     /// Reads up to `count` bytes; 0 means the peer closed.
     public func read(into buffer: UnsafeMutablePointer<UInt8>, count: Int) throws -> Int {
+        ERR_clear_error()  // see TLSSession.init
         switch session.read(into: buffer, count: count) {
         case .done(let n): return n
         case .closed: return 0

@@ -166,10 +166,12 @@ struct TLSSession {
     let ssl: OpaquePointer
 
     init(context: TLSContext, fd: Int32, serverName: String? = nil) throws {
-        // SSL_get_error needs this thread's error queue empty before each operation.
-        // It is emptied here, once per session, and every failing operation drains it
-        // (`result`), so the operations themselves do not clear it first: in OpenSSL 3
-        // that is a thread-local lookup of about 250 instructions, three times a request.
+        // SSL_get_error needs this thread's error queue empty before each operation. On
+        // the event loops it is emptied here, once per session, and when a handshake
+        // completes; every failing operation drains it (`result`); so the server's reads
+        // and writes do not clear it first (in OpenSSL 3 a thread-local lookup of about
+        // 250 instructions, three times a request). The client's calls still clear first
+        // (`TLSClientConnection`): their threads also parse certificates.
         ERR_clear_error()
         guard let ssl = SSL_new(context.ctx) else { throw TLSError("SSL_new") }
         self.ssl = ssl
@@ -201,10 +203,13 @@ struct TLSSession {
     }
 
     func accept() -> TLSResult {
-        return result(SSL_accept(ssl))
+        let outcome = result(SSL_accept(ssl))
+        if case .done = outcome { ERR_clear_error() }
+        return outcome
     }
 
     func connect() -> TLSResult {
+        ERR_clear_error()
         return result(SSL_connect(ssl))
     }
 

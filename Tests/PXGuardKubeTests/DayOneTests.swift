@@ -286,34 +286,45 @@ struct EventRecorderTests {
         #expect(r.queueDepth == 7)
     }
 
-    @Test("many objects at once are capped by the global bucket; an object's uid is on its Event and sets it apart")
-    func globalBucket() throws {
+    @Test("an object's uid is on its Event and sets a recreated object apart")
+    func uid() throws {
         let api = try FakeKubeAPI()
         defer { api.shutdown() }
         api.addNamespace("team-a")
         var settings = EventRecorder.Settings()
-        settings.globalBurst = 5
-        settings.globalPerSecond = 1
-        let clock = Locked<Double>(1000)
-        let r = try recorder(api, settings, clock: clock)
+        settings.burst = 1
+        let r = try recorder(api, settings)
         spawnThread(name: "t-events") { r.run() }
         defer { r.stop() }
-        let flood = (0..<20).filter { i in
-            r.record(EventRecorder.ObjectReference(apiVersion: "v1", kind: "Service", namespace: "team-a", name: "s\(i)"),
-                     .warning, reason: "PortworxAPIExposed", message: "x")
-        }
-        #expect(flood.count == 5)
-        #expect(r.dropped.load(ordering: .relaxed) == 15)
-        clock.withLock { $0 += 2 }
         let pod = EventRecorder.ObjectReference(apiVersion: "v1", kind: "Pod", namespace: "team-a", name: "hostpod", uid: "u-1")
-        #expect(r.record(pod, .warning, reason: "PortworxAPIExposed", message: "m"), "two tokens back after 2 s")
+        #expect(r.record(pod, .warning, reason: "PortworxAPIExposed", message: "m"))
+        #expect(!r.record(pod, .warning, reason: "PortworxAPIExposed", message: "m2"), "its one token is spent")
         var recreated = pod
         recreated.uid = "u-2"
         #expect(r.record(recreated, .warning, reason: "PortworxAPIExposed", message: "m"), "a recreated object is another object")
-        #expect(!r.record(pod, .warning, reason: "PortworxAPIExposed", message: "m"), "the global bucket is empty again")
-        #expect(eventually { r.created.load(ordering: .relaxed) == 7 })
+        #expect(eventually { r.created.load(ordering: .relaxed) == 2 })
         let uids = Set(api.events().compactMap { $0["involvedObject"]?["uid"]?.stringValue })
         #expect(uids == ["u-1", "u-2"])
+    }
+
+    @Test("the audit's Events over all objects are capped by its own bucket; the provisioner's Events are not")
+    func auditBucket() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("team-a")
+        let r = try recorder(api)
+        let client = try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile), timeout: 5)
+        let writer = AuditWriter(client: client, audit: ClusterAudit(client: client, config: .default, logger: .none), elector: nil,
+                                 logger: .none, events: r, eventBudget: (burst: 5, perSecond: 0.001))
+        for i in 0..<20 {
+            writer.warn(AuditObject(kind: .service, namespace: "team-a", name: "s\(i)"), reason: "PortworxAPIExposed", message: "x")
+        }
+        #expect(writer.events.load(ordering: .relaxed) == 5 && writer.eventsDropped.load(ordering: .relaxed) == 15)
+        // The provisioner's Events go through the same recorder, untouched by the audit's bucket.
+        let taken = (0..<20).filter { r.record(.namespace("ns-\($0)"), .normal, reason: "GuardLabelled", message: "m") }
+        #expect(taken.count == 20)
+        #expect(r.queueDepth == 25)
+        #expect(writer.metricsText.contains("pxguard_audit_events_dropped_total 15\n"))
     }
 }
 

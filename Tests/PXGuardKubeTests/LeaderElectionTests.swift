@@ -145,7 +145,7 @@ struct LeaderElectionTests {
         }
         // Released at once, while the old leader still serves through its 5 s delay.
         // (The follower's next round is 2 s away at most, with 20% jitter.)
-        #expect(eventually(3) { Self.holder(api) != nil && Self.holder(api) != first.provisioner.elector?.identity })
+        #expect(eventually(5) { Self.holder(api) != nil && Self.holder(api) != first.provisioner.elector?.identity })
         api.addNamespace("team-after-sigterm")
         #expect(eventually(5) { canonical(api, "team-after-sigterm") })
         #expect(Date().timeIntervalSince(stopping) < 5 * slowdown, "the new leader wrote \(Date().timeIntervalSince(stopping)) s after SIGTERM")
