@@ -104,6 +104,12 @@ struct ClusterGuardRuleTests {
         let plain = other.setting("metadata", other["metadata"]!.setting("labels", .null))
         #expect(try validate(Self.review("CREATE", plain, old: nil).bytes, policy).allowed)
         #expect(try validate(Self.review("DELETE", nil, old: plain).bytes, policy).allowed)
+        // A labelled one from before, being deleted: its finalizer may still be removed.
+        let deleting = other.setting("metadata", other["metadata"]!.setting("deletionTimestamp", "2026-12-07T07:00:00Z")
+            .setting("finalizers", ["example.com/cleanup"]))
+        let released = deleting.setting("metadata", deleting["metadata"]!.setting("finalizers", .null))
+        #expect(try validate(Self.review("UPDATE", released, old: deleting).bytes, policy).allowed)
+        #expect(!(try validate(Self.review("UPDATE", deleting.setting("metadata", other["metadata"]!), old: other).bytes, policy).allowed))
     }
 
     /// A view that is in sync and knows no guard policies anywhere.

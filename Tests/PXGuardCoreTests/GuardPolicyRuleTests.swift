@@ -132,7 +132,7 @@ struct GuardPolicyWeakenTests {
 
     /// A guard policy as the API server sends it: server-set metadata included.
     static func stored(_ name: String = GuardNames.allowAPIPolicy, namespace: String = "team-a", spec: JSON? = nil,
-                       owners: JSON? = nil, labels: JSON? = nil) -> JSON {
+                       owners: JSON? = nil, labels: JSON? = nil, deleting: Bool = false, finalizers: [String] = []) -> JSON {
         .obj([
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": .obj([
@@ -140,6 +140,8 @@ struct GuardPolicyWeakenTests {
                 "uid": "0f0f0f0f-3333-4444-8555-666677778888", "resourceVersion": "4242", "generation": 1,
                 "labels": labels ?? .obj([GuardNames.managedByKey: "pxguard"]),
                 "ownerReferences": owners,
+                "deletionTimestamp": deleting ? "2026-12-07T07:00:00Z" : nil,
+                "finalizers": finalizers.isEmpty ? nil : .array(finalizers.map { .string($0) }),
             ]),
             "spec": spec ?? policies.canonicalSpec(name: name, namespace: namespace)!,
         ])
@@ -197,6 +199,14 @@ struct GuardPolicyWeakenTests {
         Case(label: "UPDATE keeping the reserved label on a tenant's policy", name: "mine", old: stored("mine", spec: harmless),
              new: stored("mine", spec: harmless, labels: .obj([GuardNames.managedByKey: "pxguard", "a": "b"])), allowed: false,
              message: "updating NetworkPolicy team-a/mine with the label"),
+        // A labelled policy from before pxguard, being deleted: its finalizer's controller must
+        // be able to finish (a denied UPDATE would leave it, and its namespace, terminating).
+        Case(label: "UPDATE removing the finalizer of a labelled tenant policy being deleted", name: "mine",
+             old: stored("mine", spec: harmless, deleting: true, finalizers: ["example.com/cleanup"]),
+             new: stored("mine", spec: harmless, deleting: true), allowed: true),
+        Case(label: "UPDATE adding a finalizer to a labelled tenant policy not being deleted", name: "mine",
+             old: stored("mine", spec: harmless), new: stored("mine", spec: harmless, finalizers: ["example.com/cleanup"]),
+             allowed: false, message: "the label is reserved"),
         Case(label: "UPDATE removing the reserved label from a tenant's policy", name: "mine",
              old: stored("mine", spec: harmless), new: stored("mine", spec: harmless, labels: .obj(["a": "b"])), allowed: true),
         Case(label: "another value of managed-by is the tenant's own", operation: "CREATE", name: "mine", old: nil,

@@ -58,10 +58,14 @@ struct GuardPolicyRule: AdmissionRule {
     /// may carry it (a tenant's hundreds of labelled policies would swell the list
     /// until the view never syncs). The server's own account is exempt, as from all
     /// of R3.
+    /// An object already being deleted may still be updated (its finalizers' controllers
+    /// remove them that way): a labelled policy from before pxguard must not stay, with
+    /// its namespace, terminating. R4 still judges what such an update allows.
     func reservedLabel(_ request: AdmissionRequest, _ subject: String, _ context: RuleContext) -> String? {
         guard request.operation == .create || request.operation == .update,
             let label = request.object?.path("metadata", "labels")?[dynamic: GuardNames.managedByKey],
-            label.stringEquals("pxguard")
+            label.stringEquals("pxguard"),
+            !request.isBeingDeleted
         else { return nil }
         let action = request.operation == .create ? "creating" : "updating"
         let names = context.config.exemptNamespaces.contains(request.namespace) && request.namespace != GuardNames.kubeSystem
@@ -72,5 +76,14 @@ struct GuardPolicyRule: AdmissionRule {
         return "pxguard: guardPolicies: \(action) \(subject) with the label \(GuardNames.managedByKey)="
             + "\(GuardNames.managedByValue) is not allowed: the label is reserved for pxguard's guard policies (\(names)), "
             + "which pxguard writes itself. Remove the label or use another value."
+    }
+}
+
+extension AdmissionRequest {
+    /// True for an UPDATE of an object whose deletion has begun (`metadata.deletionTimestamp`
+    /// set in the stored object): only its finalizers' controllers are still at work on it.
+    var isBeingDeleted: Bool {
+        guard let stamp = oldObject?.path("metadata", "deletionTimestamp") else { return false }
+        return !stamp.isNull
     }
 }
