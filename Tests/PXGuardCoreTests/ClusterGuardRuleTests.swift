@@ -110,6 +110,10 @@ struct ClusterGuardRuleTests {
         let released = deleting.setting("metadata", deleting["metadata"]!.setting("finalizers", .null))
         #expect(try validate(Self.review("UPDATE", released, old: deleting).bytes, policy).allowed)
         #expect(!(try validate(Self.review("UPDATE", deleting.setting("metadata", other["metadata"]!), old: other).bytes, policy).allowed))
+        // Adding the label to an object whose deletion has begun is still refused.
+        let plainDeleting = plain.setting("metadata", plain["metadata"]!.setting("deletionTimestamp", "2026-12-07T07:00:00Z")
+            .setting("finalizers", ["example.com/hold"]))
+        #expect(!(try validate(Self.review("UPDATE", deleting, old: plainDeleting).bytes, policy).allowed))
     }
 
     /// A view that is in sync and knows no guard policies anywhere.

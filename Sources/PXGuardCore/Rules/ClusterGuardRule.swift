@@ -17,9 +17,10 @@ struct ClusterGuardRule: AdmissionRule {
         let labels = request.object?["metadata"]?["labels"]
         let labelled = labels?[dynamic: GuardNames.managedByKey]?.string == GuardNames.managedByValue
         guard guardObjects.isGuardObject(group: request.group, kind: request.kind, name: name) else {
-            // An object already being deleted may still be updated, so that its finalizers'
+            // A labelled object already being deleted may still be updated, so that its finalizers'
             // controllers can remove them (as for NetworkPolicies, R3's reserved label).
-            guard labelled, request.operation == .create || request.operation == .update, !request.isBeingDeleted else { return nil }
+            guard labelled, request.operation == .create || request.operation == .update, !request.isDeletingLabelledObject
+            else { return nil }
             return "pxguard: guardPolicies: \(request.operation == .create ? "creating" : "changing") \(subject) with the label "
                 + "\(GuardNames.managedByKey)=\(GuardNames.managedByValue) is not allowed: that label marks pxguard's own "
                 + "guard objects. Remove the label."

@@ -58,14 +58,15 @@ struct GuardPolicyRule: AdmissionRule {
     /// may carry it (a tenant's hundreds of labelled policies would swell the list
     /// until the view never syncs). The server's own account is exempt, as from all
     /// of R3.
-    /// An object already being deleted may still be updated (its finalizers' controllers
-    /// remove them that way): a labelled policy from before pxguard must not stay, with
-    /// its namespace, terminating. R4 still judges what such an update allows.
+    /// An object already labelled and being deleted may still be updated (its finalizers'
+    /// controllers remove them that way): a labelled policy from before pxguard must not
+    /// stay, with its namespace, terminating. Adding the label stays refused. R4 still
+    /// judges what such an update allows.
     func reservedLabel(_ request: AdmissionRequest, _ subject: String, _ context: RuleContext) -> String? {
         guard request.operation == .create || request.operation == .update,
             let label = request.object?.path("metadata", "labels")?[dynamic: GuardNames.managedByKey],
             label.stringEquals("pxguard"),
-            !request.isBeingDeleted
+            !request.isDeletingLabelledObject
         else { return nil }
         let action = request.operation == .create ? "creating" : "updating"
         let names = context.config.exemptNamespaces.contains(request.namespace) && request.namespace != GuardNames.kubeSystem
@@ -81,9 +82,10 @@ struct GuardPolicyRule: AdmissionRule {
 
 extension AdmissionRequest {
     /// True for an UPDATE of an object whose deletion has begun (`metadata.deletionTimestamp`
-    /// set in the stored object): only its finalizers' controllers are still at work on it.
-    var isBeingDeleted: Bool {
-        guard let stamp = oldObject?.path("metadata", "deletionTimestamp") else { return false }
-        return !stamp.isNull
+    /// set in the stored object: only its finalizers' controllers are still at work on it)
+    /// and that already carries the reserved label: it may finish, nobody may add the label.
+    var isDeletingLabelledObject: Bool {
+        guard let old = oldObject, let stamp = old.path("metadata", "deletionTimestamp"), !stamp.isNull else { return false }
+        return old.path("metadata", "labels")?[dynamic: GuardNames.managedByKey]?.stringEquals("pxguard") == true
     }
 }
