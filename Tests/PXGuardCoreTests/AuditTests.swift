@@ -361,12 +361,26 @@ struct AuditVerdictTests {
              checks: [.unjudged]),
         Case(label: "the guard widening a tenant policy does not expose",
              objects: [networkPolicy(name: "db", namespace: "team-a", spec: databaseOnly)], checks: []),
+        // A cluster-scoped backend provisions nothing per namespace (SPEC "Guard backends"):
+        // no guard policy is missing, and the other rules judge as before.
+        Case(label: "adminnetworkpolicy: no guard policies is the backend's way", policies: [], config: clusterScoped(.adminnetworkpolicy),
+             checks: []),
+        Case(label: "cilium: no guard policies is the backend's way", policies: [], config: clusterScoped(.cilium), checks: []),
+        Case(label: "calico: a bypass policy still exposes (R4 stays as defense in depth)", policies: [],
+             objects: [networkPolicy(name: "open", namespace: "team-a", spec: openToNodes)], config: clusterScoped(.calico),
+             checks: [.bypassPolicies]),
         Case(label: "one finding per object and rule, every object",
              objects: [runningPod("team-a", name: "a", hostNetwork: true), runningPod("team-a", name: "b", hostNetwork: true),
                        networkPolicy(name: "open", namespace: "team-a", spec: openToNodes),
                        service("team-a", externalIPs: ["70.0.1.1", "70.0.1.2"], loadBalancerIP: "70.0.0.3")],
              checks: [.hostNetwork, .hostNetwork, .bypassPolicies, .externalIPs]),
     ]
+
+    static func clusterScoped(_ backend: GuardBackend) -> Config {
+        var c = Config.default
+        c.guardBackend = backend
+        return c
+    }
 
     @Test("each hole makes the namespace exposed, with one finding per object and rule", arguments: cases)
     func table(_ c: Case) throws {

@@ -30,7 +30,8 @@ public struct AuditVerdict: Sendable, Hashable {
 public enum Audit {
     /// The verdict for `namespace`, or nil when it is exempt (not judged).
     ///
-    /// Protected when both guard policies are in place, canonical and labelled, the
+    /// Protected when both guard policies are in place, canonical and labelled (with the
+    /// `networkpolicy` backend: a cluster-scoped one has none per namespace), the
     /// `pxguard.io/guarded` label is `"true"`, the Pod Security enforce level is at
     /// least `podSecurity`, and no record has an exposing finding. `state` nil means
     /// the Namespace object was not seen: its labels cannot be judged, which is a
@@ -49,8 +50,12 @@ public enum Audit {
                 if finding.check.exposes { findings.append(f) } else { notes.append(f) }
             }
         }
-        for name in GuardPolicies.names(in: namespace) {
-            findings += guardPolicyFindings(name: name, namespace: namespace, record: guardPolicies[name])
+        // A cluster-scoped backend has no guard policy per namespace; its objects are the
+        // cluster guard's (`pxguard_cluster_guard_in_place`).
+        if !config.activeBackend.isClusterScoped {
+            for name in GuardPolicies.names(in: namespace) {
+                findings += guardPolicyFindings(name: name, namespace: namespace, record: guardPolicies[name])
+            }
         }
         findings += namespaceFindings(namespace: namespace, state: state, config: config)
         return AuditVerdict(namespace: namespace, findings: ordered(findings), notes: ordered(notes))
