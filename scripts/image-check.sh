@@ -41,12 +41,15 @@ echo "image-check: the Docker manifest (docker load) names pxguard:$version"
 tar -tzf <(skopeo copy -q "oci-archive:$archive" "dir:$store/dir" >/dev/null && cat "$store/dir/$(python3 -c "import json,sys; print(json.load(open('$store/dir/manifest.json'))['layers'][0]['digest'].split(':')[1])")") \
   | grep -E '(^|/)(sh|bash|dash|busybox)$' && { echo "image-check: the image holds a shell" >&2; exit 1; }
 echo "image-check: no shell in the image"
-# What scanners read: the manifest's OCI annotations, the dpkg status entries of the
+# What scanners read: the manifest's OCI annotations, /etc/os-release and
+# /etc/debian_version (the OS: ID=debian and the release's VERSION_ID, the one the
+# packages' +debNN versions and the SBOM's purls name), the dpkg status entries of the
 # bundled Debian packages (status.d, as distroless), and the SBOM inside, equal to the
 # one beside the archive and valid for spdx-tools.
 layer="$store/dir/$(python3 -c "import json; print(json.load(open('$store/dir/manifest.json'))['layers'][0]['digest'].split(':')[1])")"
 mkdir -p "$store/layer"
-tar -xzf "$layer" -C "$store/layer" var/lib/dpkg/status.d usr/share/doc/pxguard/sbom.spdx.json
+tar -xzf "$layer" -C "$store/layer" etc/os-release etc/debian_version var/lib/dpkg/status.d usr/share/doc/pxguard/sbom.spdx.json \
+  || { echo "image-check: the image lacks /etc/os-release, /etc/debian_version, status.d or the SBOM" >&2; exit 1; }
 python3 - "$store/dir/manifest.json" "$store/layer" "$IMAGE_DIR/pxguard-$version.spdx.json" "$version" <<'PY'
 import json, os, re, sys
 manifest, layer, sbom_beside, version = sys.argv[1:5]
@@ -54,12 +57,25 @@ annotations = json.load(open(manifest))["annotations"]
 for key in ["version", "revision", "licenses", "created"]:
     assert f"org.opencontainers.image.{key}" in annotations, f"manifest lacks org.opencontainers.image.{key}"
 assert annotations["org.opencontainers.image.version"] == version
+release = {}
+for line in open(os.path.join(layer, "etc/os-release")):
+    key, sep, value = line.strip().partition("=")
+    if sep:
+        release[key] = value.strip("\"'")
+assert release.get("ID") == "debian", f"/etc/os-release names ID={release.get('ID')}, not debian"
+version_id = release.get("VERSION_ID", "")
+assert re.fullmatch(r"[0-9]+", version_id), f"/etc/os-release has no numeric VERSION_ID: {version_id!r}"
+debian_version = open(os.path.join(layer, "etc/debian_version")).read().strip()
+assert debian_version.split(".")[0] == version_id, f"/etc/debian_version {debian_version} is not Debian {version_id}"
 status = os.path.join(layer, "var/lib/dpkg/status.d")
 entries = {name: open(os.path.join(status, name)).read() for name in os.listdir(status)}
 for package in ["libc6", "libssl3", "libyaml-0-2"]:
     entry = entries.get(package, "")
     assert re.search(rf"^Package: {re.escape(package)}$", entry, re.M) and re.search(r"^Version: \S+", entry, re.M) \
         and re.search(r"^Status: install ok installed$", entry, re.M), f"no dpkg status entry for {package}"
+for name, entry in entries.items():
+    for number in re.findall(r"^Version: \S*[+~]deb([0-9]+)u", entry, re.M):
+        assert number == version_id, f"{name} is from Debian {number}, /etc/os-release says VERSION_ID={version_id}"
 inside = open(os.path.join(layer, "usr/share/doc/pxguard/sbom.spdx.json")).read()
 assert inside == open(sbom_beside).read(), "the SBOM inside the image differs from the one beside the archive"
 from spdx_tools.spdx.parser.parse_anything import parse_file
@@ -69,7 +85,9 @@ assert not problems, [p.validation_message for p in problems]
 document = json.loads(inside)
 names = {p["name"] for p in document["packages"]}
 assert {"pxguard", "swift-runtime", "libc6", "libssl3", "libyaml-0-2"} <= names, names
-print(f"image-check: annotations {sorted(k.split('.')[-1] for k in annotations)}; dpkg status.d: {sorted(entries)}; SBOM valid (spdx-tools), {len(names)} packages")
+purls = [r["referenceLocator"] for p in document["packages"] for r in p.get("externalRefs", []) if r["referenceLocator"].startswith("pkg:deb/")]
+assert purls and all(p.endswith(f"&distro=debian-{version_id}") for p in purls), purls
+print(f"image-check: /etc/os-release ID=debian VERSION_ID={version_id} (debian_version {debian_version}); annotations {sorted(k.split('.')[-1] for k in annotations)}; dpkg status.d: {sorted(entries)}; SBOM valid (spdx-tools), {len(names)} packages")
 PY
 # kind load image-archive runs `ctr -n k8s.io images import --all-platforms --digests
 # --snapshotter ...` on each node: the same against a containerd of our own (unix socket

@@ -4,6 +4,10 @@
 - /var/lib/dpkg/status.d/NAME: the dpkg status entry of every Debian package a bundled
   file came from (found with `dpkg -S`), as distroless images ship them (Trivy, Grype and
   Syft read this directory), with /usr/share/doc/NAME/copyright beside it.
+- /etc/os-release (distroless-style: ID=debian and the VERSION_ID of the Debian release
+  the libraries come from, read from the build machine's os-release and checked against
+  the packages' +debNN versions) and /etc/debian_version, so that scanners detect the OS
+  (Trivy's Debian detection reads debian_version; Syft and Grype read os-release).
 - An SPDX 2.3 JSON SBOM describing pxguard, the Debian packages (purl pkg:deb/debian/...)
   and the Swift runtime linked statically into the binary, written to --sbom and into the
   image at /usr/share/doc/pxguard/sbom.spdx.json. It is validated with spdx-tools (the SPDX
@@ -58,6 +62,62 @@ def field(entry, name):
     return match.group(1).strip() if match else None
 
 
+def os_release(path):
+    """The KEY=value pairs of an os-release file, quotes removed."""
+    pairs = {}
+    with open(path) as f:
+        for line in f:
+            key, sep, value = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                pairs[key] = value.strip().strip("\"'")
+    return pairs
+
+
+def debian_release(versions):
+    """The build machine's os-release, which must be a Debian release whose number the
+    bundled packages' versions agree with (`2.36-9+deb12u4`, `3.0.15-1~deb12u1`)."""
+    path = next((p for p in ["/etc/os-release", "/usr/lib/os-release"] if os.path.exists(p)), None)
+    if path is None:
+        sys.exit("image-metadata: the build machine has no os-release; cannot say which Debian release the libraries come from")
+    release = os_release(path)
+    if release.get("ID") != "debian" or not re.fullmatch(r"[0-9]+", release.get("VERSION_ID", "")):
+        sys.exit(f"image-metadata: {path} names ID={release.get('ID')} VERSION_ID={release.get('VERSION_ID')}; "
+                 "the image describes its libraries as packages of a numbered Debian release: build on Debian stable")
+    for package, version in sorted(versions.items()):
+        for number in re.findall(r"[+~]deb([0-9]+)u", version):
+            if number != release["VERSION_ID"]:
+                sys.exit(f"image-metadata: {package} {version} is from Debian {number}, but {path} says "
+                         f"VERSION_ID={release['VERSION_ID']}")
+    return release
+
+
+def write_os_release(root, release):
+    """/etc/os-release as distroless writes it (the Debian release, its own PRETTY_NAME),
+    and /etc/debian_version copied from the build machine."""
+    version_id = release["VERSION_ID"]
+    codename = release.get("VERSION_CODENAME", "")
+    lines = [
+        f'PRETTY_NAME="pxguard (Debian GNU/Linux {version_id}{f" ({codename})" if codename else ""} libraries)"',
+        'NAME="Debian GNU/Linux"',
+        "ID=debian",
+        f'VERSION_ID="{version_id}"',
+        f'VERSION="{release.get("VERSION", version_id)}"',
+    ]
+    if codename:
+        lines.append(f"VERSION_CODENAME={codename}")
+    lines += [f'{key}="{release[key]}"' for key in ["HOME_URL", "SUPPORT_URL", "BUG_REPORT_URL"] if key in release]
+    os.makedirs(os.path.join(root, "etc"), exist_ok=True)
+    with open(os.path.join(root, "etc/os-release"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.chmod(os.path.join(root, "etc/os-release"), 0o644)
+    if os.path.exists("/etc/debian_version"):
+        shutil.copyfile("/etc/debian_version", os.path.join(root, "etc/debian_version"))
+        os.chmod(os.path.join(root, "etc/debian_version"), 0o644)
+    else:
+        with open(os.path.join(root, "etc/debian_version"), "w") as f:
+            f.write(version_id + "\n")
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -88,6 +148,11 @@ def main():
                 sys.exit(f"image-metadata: no Debian package owns {inside}; cannot describe it")
             packages.setdefault(package, []).append(inside)
 
+    entries = {package: status_entry(package) for package in packages}
+    release = debian_release({package: field(entry, "Version") or "" for package, entry in entries.items()})
+    write_os_release(root, release)
+    distro = f"debian-{release['VERSION_ID']}"
+
     status_dir = os.path.join(root, "var/lib/dpkg/status.d")
     os.makedirs(status_dir, exist_ok=True)
     spdx_packages = []
@@ -95,7 +160,7 @@ def main():
     licenses = [args.license, SWIFT_LICENSE]
     pxguard_id = "SPDXRef-Package-pxguard"
     for package in sorted(packages):
-        entry = status_entry(package)
+        entry = entries[package]
         name = field(entry, "Package")
         version = field(entry, "Version")
         arch = field(entry, "Architecture")
@@ -124,7 +189,7 @@ def main():
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
-                "referenceLocator": f"pkg:deb/debian/{name}@{version}?arch={arch}&distro=debian-12",
+                "referenceLocator": f"pkg:deb/debian/{name}@{version}?arch={arch}&distro={distro}",
             }],
         })
         relationships.append({"spdxElementId": pxguard_id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": spdx_id})

@@ -4,8 +4,10 @@
 # runtime linked statically), the C libraries `ldd` lists for it (OpenSSL, libyaml,
 # libc, libstdc++, the dynamic loader), /etc/passwd and /etc/group naming user 65532,
 # and nothing else (no shell). Tagged with `pxguard --version`, never latest.
-# Scanners can see into it: dpkg status entries for the bundled Debian packages
-# (/var/lib/dpkg/status.d, as distroless), their copyright files, an SPDX SBOM inside
+# Scanners can see into it: /etc/os-release and /etc/debian_version naming the Debian
+# release the libraries come from (the build machine's, as distroless writes them), dpkg
+# status entries for the bundled Debian packages (/var/lib/dpkg/status.d, as
+# distroless), their copyright files, an SPDX SBOM inside
 # (/usr/share/doc/pxguard/sbom.spdx.json) and beside the archive, and OCI annotations
 # (version, revision, source, licenses) on the manifest, also as config labels.
 #
@@ -61,7 +63,7 @@ esac
 license=${PXGUARD_LICENSE:-LicenseRef-pxguard}
 swift_version=$($SWIFT --version 2>/dev/null | sed -n 's/.*Swift version \([0-9][0-9.]*\).*/\1/p' | head -1)
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
-# dpkg status entries and copyright files for the bundled Debian packages, and the SBOM
+# os-release, dpkg status entries and copyright files for the bundled Debian packages, and the SBOM
 # (validated with spdx-tools from PyPI), beside the archive and inside the image.
 python3 -c 'import spdx_tools' 2>/dev/null || python3 -m pip install -q --root-user-action=ignore spdx-tools >/dev/null 2>&1 \
   || { echo "image: cannot install spdx-tools from PyPI (validates the SBOM)" >&2; exit 1; }
