@@ -45,18 +45,17 @@ public enum ClusterDiscovery {
     }
 
     /// The backend `auto` stands for in this cluster, and the plugin assessment; on an
-    /// unreachable API, `networkpolicy` and "cannot tell".
-    public static func resolve(_ client: KubeClient, logger: Logger) -> (backend: GuardBackend, cni: CNIAssessment) {
+    /// unreachable API, the error (the caller decides what stands meanwhile).
+    public static func resolve(_ client: KubeClient) -> Result<(backend: GuardBackend, cni: CNIAssessment), KubeError> {
         let connection = client.connection()
         defer { connection.close() }
         do {
             let served = try servedGroupVersions(connection)
             let groups = Set(served.map { String($0.split(separator: "/")[0]) })
-            return (GuardBackend.resolve(servedGroupVersions: served), CNIAssessment(groups: groups, daemonSets: pluginDaemonSets(connection)))
+            return .success((GuardBackend.resolve(servedGroupVersions: served),
+                             CNIAssessment(groups: groups, daemonSets: pluginDaemonSets(connection))))
         } catch {
-            logger.warn("API discovery failed; guardBackend auto falls back to networkpolicy until the next reload",
-                        [("error", error.description)])
-            return (.networkpolicy, CNIAssessment(groups: [], daemonSets: nil))
+            return .failure(error)
         }
     }
 }

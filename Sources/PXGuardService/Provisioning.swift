@@ -223,10 +223,17 @@ final class ProvisionerHandle: Sendable {
 /// (discovery at start and on every reload), else `networkpolicy`; without an API,
 /// `networkpolicy`. Also judges the network plugin (the seed's limitation 4). The
 /// choice is logged when it changes and exported as metrics.
+///
+/// A discovery that fails keeps the backend in effect (`networkpolicy` before the first
+/// answer) and is tried again every `retrySeconds` (`discoveryDue`) until one answers:
+/// one API hiccup at a pod's start must not leave it on the wrong guard until a reload.
 final class GuardBackendSelection: Sendable {
     let client: KubeClient?
     let logger: Logger
     let current = Locked<(backend: GuardBackend, cni: CNIAssessment?)>((.networkpolicy, nil))
+    /// When discovery is to be tried again (monotonic seconds); nil while none failed.
+    let retryAt = Locked<Double?>(nil)
+    let retrySeconds = 5.0
 
     init(client: KubeClient?, logger: Logger) {
         self.client = client
@@ -250,9 +257,26 @@ final class GuardBackendSelection: Sendable {
         var resolved = config
         var cni: CNIAssessment?
         if let client {
-            let found = ClusterDiscovery.resolve(client, logger: logger)
-            cni = found.cni
-            if config.guardBackend == .auto { resolved.guardBackend = found.backend }
+            switch ClusterDiscovery.resolve(client) {
+            case .success(let found):
+                cni = found.cni
+                if config.guardBackend == .auto { resolved.guardBackend = found.backend }
+                retryAt.withLock { $0 = nil }
+            case .failure(let error):
+                let kept = current.withLock { $0.backend }
+                if config.guardBackend == .auto { resolved.guardBackend = kept }
+                let first = retryAt.withLock { at -> Bool in
+                    defer { at = Clock.monotonic().seconds + retrySeconds }
+                    return at == nil
+                }
+                let fields = [("error", error.description), ("backend", resolved.guardBackend.rawValue),
+                              ("retrySeconds", String(Int(retrySeconds)))]
+                if first {
+                    logger.warn("API discovery failed; the guard backend in effect stays until discovery answers", fields)
+                } else {
+                    logger.debug("API discovery failed again", fields)
+                }
+            }
         } else if config.guardBackend == .auto {
             resolved.guardBackend = .networkpolicy
         }
@@ -268,6 +292,9 @@ final class GuardBackendSelection: Sendable {
         }
         return resolved
     }
+
+    /// True when a discovery failed and its retry is due.
+    var discoveryDue: Bool { retryAt.withLock { $0 } .map { Clock.monotonic().seconds >= $0 } ?? false }
 
     /// `pxguard_guard_backend{backend}` and `pxguard_cni_enforcement{verdict}`.
     var metricsText: String {

@@ -104,6 +104,8 @@ public final class Service: Sendable {
     /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
     /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
     let reloadRequested = Locked<Bool>(false)
+    /// Set with `reloadRequested` when the guard backend's discovery is to be tried again.
+    let rediscoverRequested = Locked<Bool>(false)
     /// The files of the last pair refused for its dates, so a refusal is logged once.
     let refusedFingerprint = Locked<String>("")
     let reloadWaker = Waker()
@@ -282,6 +284,7 @@ public final class Service: Sendable {
                     configFingerprint.withLock { $0 = FileIO.fingerprint(path) ?? "" }
                     requestReload()
                 }
+                if provisioner.backends.discoveryDue { requestReload(rediscover: true) }
                 let now = time(nil)
                 if now - lastWarning > 86_400 {
                     lastWarning = now
@@ -297,9 +300,12 @@ public final class Service: Sendable {
     /// True until SIGTERM (or `stop`): background work continues while it holds.
     var isRunning: Bool { lifecycle.withLock { $0 == .running || $0 == .draining } }
 
-    /// Asks the reload thread to re-read configuration and certificates; returns at
-    /// once. Requests that arrive during a reload are served by one more reload.
-    func requestReload() {
+    /// Asks the reload thread to re-read configuration and certificates (and with
+    /// `rediscover`, to ask the API for the guard backend again even if the file is
+    /// unchanged); returns at once. Requests that arrive during a reload are served by
+    /// one more reload.
+    func requestReload(rediscover: Bool = false) {
+        if rediscover { rediscoverRequested.withLock { $0 = true } }
         reloadRequested.withLock { $0 = true }
         reloadWaker.signal()
     }
@@ -314,7 +320,7 @@ public final class Service: Sendable {
             }
             guard isRunning else { return }
             guard requested else { continue }
-            reloadConfig()
+            reloadConfig(rediscover: rediscoverRequested.withLock { r in defer { r = false }; return r })
             // A SIGHUP reloads the pair only when its files changed: no line, no count otherwise.
             if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
         }
@@ -361,8 +367,9 @@ public final class Service: Sendable {
     }
 
     /// Re-reads the configuration file; on failure the old configuration stays.
-    /// A new configuration reaches the rules and the provisioner at once.
-    func reloadConfig() {
+    /// A new configuration reaches the rules and the provisioner at once; so does a
+    /// guard backend that a retried discovery (`rediscover`) found changed.
+    func reloadConfig(rediscover: Bool = false) {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
             let loaded = try loadConfig(options.configPath)
@@ -370,7 +377,7 @@ public final class Service: Sendable {
                 defer { current = loaded }
                 return current
             }
-            guard loaded != previous else {
+            guard loaded != previous || rediscover else {
                 logger.debug("configuration unchanged; nothing reloaded", [("file", options.configPath ?? "(built-in default)")])
                 return
             }
@@ -378,7 +385,11 @@ public final class Service: Sendable {
             findingLog.setRate(loaded.logFindingsPerSecond)
             // guardBackend auto: discovery again, so a CNI installed since is picked up.
             let file = provisioner.backends.resolve(loaded)
-            fileConfig.withLock { $0 = file }
+            let same = fileConfig.withLock { current -> Bool in
+                defer { current = file }
+                return current == file
+            }
+            if same && loaded == previous { return }  // a retried discovery that changed nothing
             let config = provisioner.effective(file)
             policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
             provisioner.reload(config)

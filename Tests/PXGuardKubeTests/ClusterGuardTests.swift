@@ -53,7 +53,7 @@ struct ClusterGuardTests {
         defer { api.shutdown() }
         api.state.withLock { $0.servedGroupVersions = ["apps/v1", "cilium.io/v2", "projectcalico.org/v3"] }
         api.addNamespace("kube-system")
-        let found = ClusterDiscovery.resolve(try Self.client(api), logger: .none)
+        let found = try ClusterDiscovery.resolve(try Self.client(api)).get()
         #expect(found.backend == .calico)
         #expect(found.cni.verdict == .enforcing)
         let bare = try FakeKubeAPI()
@@ -61,7 +61,7 @@ struct ClusterGuardTests {
         bare.state.withLock { $0.servedGroupVersions = ["apps/v1", "networking.k8s.io/v1"] }
         bare.addNamespace("kube-flannel")
         bare.put("daemonsets", "kube-flannel", "kube-flannel-ds", .obj(["metadata": .obj(["name": "kube-flannel-ds"])]))
-        let flannel = ClusterDiscovery.resolve(try Self.client(bare), logger: .none)
+        let flannel = try ClusterDiscovery.resolve(try Self.client(bare)).get()
         #expect(flannel.backend == .networkpolicy)
         #expect(flannel.cni.verdict == .notEnforcing)
         #expect(flannel.cni.message.contains("flannel"))
@@ -75,8 +75,8 @@ struct ClusterGuardTests {
         defer { api.shutdown() }
         api.state.withLock { $0.servedGroupVersions = ["apps/v1"] }
         api.inject((0..<ClusterDiscovery.pluginDaemonSets.count).map { _ in .init(status: 403, reason: "Forbidden", retryAfter: nil, matching: "/daemonsets/") })
-        #expect(ClusterDiscovery.resolve(try Self.client(api), logger: .none).cni.verdict == .unknown)
-        #expect(ClusterDiscovery.resolve(try Self.client(api), logger: .none).cni.verdict == .unknown)
+        #expect(try ClusterDiscovery.resolve(try Self.client(api)).get().cni.verdict == .unknown)
+        #expect(try ClusterDiscovery.resolve(try Self.client(api)).get().cni.verdict == .unknown)
     }
 
     @Test("each backend's objects are created, and recreated or repaired after a delete, an edit or an owner",

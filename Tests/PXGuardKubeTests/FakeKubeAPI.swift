@@ -21,6 +21,12 @@ final class FakeKubeAPI: @unchecked Sendable {
         let retryAfter: Int?
         /// Only requests whose target contains this (nil: any request).
         var matching: String? = nil
+        /// Only requests whose target is exactly this (nil: any request).
+        var exactly: String? = nil
+
+        func matches(_ target: String) -> Bool {
+            (matching.map(target.contains) ?? true) && (exactly.map { $0 == target } ?? true)
+        }
     }
 
     struct Event {
@@ -380,7 +386,7 @@ final class FakeKubeAPI: @unchecked Sendable {
             s.log.append("\(request.method) \(request.target)")
             let token = request.headers["authorization"]?.replacingOccurrences(of: "Bearer ", with: "")
             guard let token, s.tokens.contains(token) else { return (false, nil, 0) }
-            if let i = s.faults.firstIndex(where: { $0.matching.map(request.target.contains) ?? true }) {
+            if let i = s.faults.firstIndex(where: { $0.matches(request.target) }) {
                 return (true, s.faults.remove(at: i), 0)
             }
             return (true, nil, s.delay)

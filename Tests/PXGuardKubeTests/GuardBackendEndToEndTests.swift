@@ -72,4 +72,23 @@ struct GuardBackendEndToEndTests {
         let after = try client.request("GET", "/metrics").bodyText
         #expect(after.contains("pxguard_guard_backend{backend=\"networkpolicy\"} 1"))
     }
+
+    @Test("auto with discovery failing at start: tried again until it answers, then the served backend is used without a reload")
+    func discoveryRetried() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.state.withLock { $0.servedGroupVersions = ["apps/v1", "networking.k8s.io/v1", "cilium.io/v2"] }
+        for ns in ["pxguard-system", "kube-system", "team-a"] { api.addNamespace(ns) }
+        api.inject([.init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, exactly: "/apis"),
+                    .init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, exactly: "/apis")])
+        let dir = NSTemporaryDirectory() + "pxguard-backend-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (service, client) = try startService(api, config: "guardBackend: auto\n", dir: dir)
+        defer { service.stop() }
+        let cilium = GuardBackend.cilium.resources[0]
+        #expect(eventually(30) { api.state.withLock { $0.objects["\(cilium.plural)//\(GuardNames.clusterBlock)"] } != nil })
+        let metrics = try client.request("GET", "/metrics").bodyText
+        #expect(metrics.contains("pxguard_guard_backend{backend=\"cilium\"} 1"))
+        #expect(api.requests.filter { $0 == "GET /apis" }.count >= 3)
+    }
 }
