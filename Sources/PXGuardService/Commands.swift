@@ -177,13 +177,10 @@ public struct CheckResult: Sendable {
     public let code: Int32
 }
 
-/// `pxguard check`: each object evaluated as a CREATE by the same rules. Inputs that
-/// cannot be read are reported and the rest still checked. Exit 2 when any input
-/// was bad, else 1 when anything was denied, else 0.
-public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text,
-                         nodes: String? = nil)
-    throws(CommandError) -> CheckResult
-{
+/// The configuration an offline command judges by: with `nodeCIDRs: auto`, `nodes`
+/// (`--nodes`) gives the node blocks, as the server would find them; without any node
+/// address the rules that read node addresses cannot judge, so the command stops.
+func offlineConfig(_ configPath: String?, nodes: String?, command: String) throws(CommandError) -> Config {
     var config = try loadConfig(configPath)
     if let nodes {
         do {
@@ -194,10 +191,20 @@ public func checkCommand(configPath: String?, files: [String], recursive: Bool =
         }
     }
     guard !config.nodeAddressesPending else {
-        throw CommandError("check: nodeCIDRs is auto and no node address is known offline: give --nodes LIST "
+        throw CommandError("\(command): nodeCIDRs is auto and no node address is known offline: give --nodes LIST "
                            + "(node addresses, e.g. from kubectl get nodes -o wide), or explicit CIDRs beside auto")
     }
-    let policy = AdmissionPolicy(config: config)
+    return config
+}
+
+/// `pxguard check`: each object evaluated as a CREATE by the same rules. Inputs that
+/// cannot be read are reported and the rest still checked. Exit 2 when any input
+/// was bad, else 1 when anything was denied, else 0.
+public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text,
+                         nodes: String? = nil)
+    throws(CommandError) -> CheckResult
+{
+    let policy = AdmissionPolicy(config: try offlineConfig(configPath, nodes: nodes, command: "check"))
     let entries = ManifestReader(recursive: recursive).read(files)
     var report = ""
     var errors: [String] = []

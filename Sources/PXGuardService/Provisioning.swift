@@ -137,7 +137,7 @@ final class ProvisionerHandle: Sendable {
         if let nodes { spawnThread(name: "pxguard-watch") { nodes.run() } }
         if let events { spawnThread(name: "pxguard-events") { events.run() } }
         if provisioner.view.config.provisioning.dryRun {
-            logger.warn("provisioning.dryRun: the provisioner reports what it would write and writes nothing; R6 still applies")
+            logger.warn("provisioning.dryRun: the provisioner reports what it would write and writes nothing; R6 stands aside")
         }
         spawnThread(name: "pxguard-provision") { provisioner.run() }
         if let upkeep { spawnThread(name: "pxguard-upkeep") { upkeep.run() } }

@@ -30,7 +30,8 @@ public struct ConfigLoader {
             let key = keyNode.scalar ?? ""
             switch key {
             case "nodeCIDRs":
-                let items = try list(value, key)
+                // `nodeCIDRs: auto` as one word is read as the list [auto].
+                let items = value.scalar == "auto" ? [value] : try list(value, key)
                 config.nodeCIDRsAuto = false
                 config.nodeCIDRs = []
                 for node in items {

@@ -89,6 +89,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         .init("file", short: "f", value: "FILE",
               help: "What kubectl get namespaces,networkpolicies,pods,services,endpoints,endpointslices -A -o json prints, or - for standard input."),
         .init("output", short: "o", value: "FORMAT", help: "text (default) or json."),
+        .init("nodes", value: "LIST", help: "With nodeCIDRs: auto, the node addresses to judge with (the blocks around them)."),
     ]), { arguments in
         guard let file = arguments.string("file") else {
             throw CommandError("audit: give the cluster's objects with -f FILE (or -f - for standard input)")
@@ -97,7 +98,8 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         guard let output = AuditOutput(rawValue: format) else {
             throw CommandError("audit: unknown output format \"\(format)\"; expected text or json")
         }
-        let result = try auditCommand(configPath: arguments.string("config"), file: file, output: output)
+        let result = try auditCommand(configPath: arguments.string("config"), file: file, output: output,
+                                      nodes: arguments.string("nodes"))
         print(result.report, terminator: "")
         for line in result.errors {
             let text = "pxguard: " + line + "\n"

@@ -38,6 +38,13 @@ struct UnguardedNamespaceRuleTests {
         #expect(try validate(Review(namespace: "team-new", object: Self.pod).bytes, AdmissionPolicy(config: .default)).allowed)
     }
 
+    @Test("R6: stands aside while provisioning is a dry run (no guard policy will be written to wait for)")
+    func dryRun() throws {
+        var config = Config.default
+        config.provisioning.dryRun = true
+        #expect(try validate(Review(namespace: "team-new", object: Self.pod).bytes, policy(config: config)).allowed)
+    }
+
     struct Case: Sendable, CustomTestStringConvertible {
         let what: String
         let review: Review

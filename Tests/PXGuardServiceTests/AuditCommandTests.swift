@@ -94,6 +94,20 @@ struct AuditCommandTests {
         #expect(result.report.contains("NetworkPolicy team-b/block-9001-for-non-system-users differs from the canonical spec"))
     }
 
+    @Test("nodeCIDRs: auto offline: --nodes gives the blocks; without node addresses it stops rather than judge R4, R7, R8 blind")
+    func nodesAuto() throws {
+        let dir = try temporaryDirectory()
+        try "nodeCIDRs: auto\n".write(toFile: dir + "/c.yaml", atomically: true, encoding: .utf8)
+        #expect(throws: CommandError.self) { _ = try auditCommand(configPath: dir + "/c.yaml", file: cluster) }
+        let withNodes = try auditCommand(configPath: dir + "/c.yaml", file: cluster, nodes: "70.0.0.11,70.0.1.12")
+        // The blocks around the nodes (/24 by default), as the server would find them.
+        try "nodeCIDRs: [70.0.0.0/24, 70.0.1.0/24]\n".write(toFile: dir + "/e.yaml", atomically: true, encoding: .utf8)
+        let explicit = try auditCommand(configPath: dir + "/e.yaml", file: cluster)
+        #expect(withNodes.code == 1)
+        #expect(withNodes.report == explicit.report)
+        #expect(withNodes.report.contains("externalIPs service/hijack"))
+    }
+
     @Test("bad input exits 2 and says what is wrong", arguments: [
         ("{\"kind\": ", "never ends"),
         ("", "no objects found"),

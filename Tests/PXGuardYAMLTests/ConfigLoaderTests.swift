@@ -72,6 +72,14 @@ struct ConfigLoaderTests {
         #expect(Config.default.serviceAccount == "system:serviceaccount:pxguard-system:pxguard")
     }
 
+    @Test("nodeCIDRs: auto written as one word is the list [auto]")
+    func nodeCIDRsAutoScalar() throws {
+        let scalar = try ConfigLoader(file: "a.yaml").load(Array("nodeCIDRs: auto\n".utf8))
+        #expect(scalar == (try ConfigLoader(file: "b.yaml").load(Array("nodeCIDRs: [auto]\n".utf8))))
+        #expect(scalar.nodeAddressesPending)
+        #expect(throws: (any Error).self) { _ = try ConfigLoader(file: "c.yaml").load(Array("nodeCIDRs: 70.0.0.0/16\n".utf8)) }
+    }
+
     @Test("the rendered config document reads back to the same configuration")
     func roundTrip() throws {
         let bytes = Array(try Data(contentsOf: Self.directory.appendingPathComponent("valid-full.yaml")))

@@ -20,7 +20,9 @@ struct UnguardedNamespaceRule: AdmissionRule {
         guard request.operation == .create, request.kind == "Pod", request.group.isEmpty,
             request.subResource.isEmpty, let view = context.view, view.isSynced,
             // A cluster-scoped guard covers a namespace the moment it exists: no window to close.
-            !context.config.activeBackend.isClusterScoped
+            !context.config.activeBackend.isClusterScoped,
+            // A dry run writes no guard policy: waiting for one would deny every new pod.
+            !context.config.provisioning.dryRun
         else { return nil }
         let namespace = request.namespace
         guard context.config.isGuarded(namespace: namespace), !view.namespaceHasCanonicalPolicies(namespace)
