@@ -175,7 +175,7 @@ public final class Service: Sendable {
         policies = PolicyBox(AdmissionPolicy(config: provisioner.effective(provisioner.backends.applying(to: config)),
                                              view: provisioner.view))
         if config.nodeCIDRsAuto && provisioner.nodes == nil {
-            logger.error("nodeCIDRs: auto needs the Kubernetes API (provisioning on) to find the nodes; until then NetworkPolicy and Service writes in guarded namespaces are refused with a retry message. List the node subnets explicitly to run without it")
+            logger.error("nodeCIDRs: auto needs the Kubernetes API (provisioning on) to find the nodes; until then NetworkPolicy, Service, Endpoints and EndpointSlice writes in guarded namespaces are refused with a retry message. List the node subnets explicitly to run without it")
         }
         handler = AdmissionHandler(policies: policies, readiness: readiness, metrics: metrics, logger: logger, workers: workers,
                                    findingLog: findingLog)

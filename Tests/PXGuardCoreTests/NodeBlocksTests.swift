@@ -46,4 +46,25 @@ struct NodeBlocksTests {
         let known = AdmissionPolicy(config: Config.install.withNodeBlocks([CIDR("10.0.0.0/24")!]))
         #expect(try validate(netpol.bytes, known).allowed)
     }
+
+    @Test("pending: hand-written Endpoints and EndpointSlices in guarded namespaces get R8's retry denial; the endpoint controllers' do not")
+    func pendingEndpoints() throws {
+        let policy = AdmissionPolicy(config: .install)
+        let endpoints = Review(kind: "Endpoints", namespace: "team-a", name: "svc",
+                               object: .obj(["subsets": [.obj(["addresses": [.obj(["ip": "10.1.2.3"])],
+                                                                "ports": [.obj(["port": 9001, "protocol": "TCP"])]])]]))
+        let slice = Review(group: "discovery.k8s.io", kind: "EndpointSlice", namespace: "team-a", name: "svc-x",
+                           object: .obj(["addressType": "IPv4", "endpoints": [.obj(["addresses": ["10.1.2.3"]])],
+                                         "ports": [.obj(["port": 9001, "protocol": "TCP"])]]))
+        for review in [endpoints, slice] {
+            let v = try validate(review.bytes, policy)
+            #expect(!v.allowed && v.rule == .endpoints && (v.message ?? "").contains("Retry in a few seconds"), "\(review.kind)")
+            var controller = review
+            controller.user = "system:serviceaccount:kube-system:endpointslice-controller"
+            #expect(try validate(controller.bytes, policy).allowed, "\(review.kind) by the controller")
+            var exempt = review
+            exempt.namespace = "kube-system"
+            #expect(try validate(exempt.bytes, policy).allowed, "\(review.kind) in an exempt namespace")
+        }
+    }
 }

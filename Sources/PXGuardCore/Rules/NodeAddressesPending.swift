@@ -15,8 +15,11 @@ enum NodeAddressesPending {
             if context.isGuardPolicy(name: request.objectName, namespace: namespace) { return .guardPolicies }
             return context.config.isGuarded(namespace: namespace) ? .bypassPolicies : nil
         }
-        if request.kind == "Service" && request.group.isEmpty && context.config.isGuarded(namespace: namespace) {
-            return .externalIPs
+        guard context.config.isGuarded(namespace: namespace) else { return nil }
+        if request.kind == "Service" && request.group.isEmpty { return .externalIPs }
+        if (request.kind == "Endpoints" && request.group.isEmpty)
+            || (request.kind == "EndpointSlice" && request.group == "discovery.k8s.io") {
+            return .endpoints
         }
         return nil
     }
