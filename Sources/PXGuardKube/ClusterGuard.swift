@@ -213,6 +213,8 @@ public final class ClusterGuard: Sendable {
     @discardableResult
     func reconcile() -> Bool {
         let (objects, retire) = state.withLock { ($0.guardObjects, $0.retire) }
+        // Nothing to write yet, and the old guard stays: retried until the node addresses are known.
+        guard !objects.pending else { return false }
         let connection = client.connection()
         defer { connection.close() }
         do {

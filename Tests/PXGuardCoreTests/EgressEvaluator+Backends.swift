@@ -159,14 +159,15 @@ struct BackendEvaluator {
     func calicoRuleMatches(_ rule: JSON, _ d: EgressEvaluator.Destination) -> Bool {
         if let proto = rule["protocol"]?.stringValue, proto != d.proto.rawValue { return false }
         let destination = rule["destination"] ?? .object([])
-        if let nets = destination["nets"]?.arrayValue {
+        // An empty list is Calico's "not specified": any destination.
+        if let nets = destination["nets"]?.arrayValue, !nets.isEmpty {
             let hit = nets.contains { n in
                 guard let c = n.stringValue.flatMap(CIDR.init) else { return false }
                 return c.family == d.family && c.range.lower <= d.address && d.address <= c.range.upper
             }
             if !hit { return false }
         }
-        if let ports = destination["ports"]?.arrayValue {
+        if let ports = destination["ports"]?.arrayValue, !ports.isEmpty {
             let hit = ports.contains { p in
                 if let n = p.intValue { return n == d.port }
                 let bounds = (p.stringValue ?? "").split(separator: ":").compactMap { Int($0) }

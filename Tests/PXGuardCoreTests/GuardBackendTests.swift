@@ -148,7 +148,7 @@ struct GuardBackendTests {
     /// would, and the property no longer holds.
     @Test("a guard that is wrong in each of these ways is caught", arguments: [
         "cilium without enableDefaultDeny", "calico without the Pass", "anp with kube-system's selector on every namespace",
-        "calico's Pass first",
+        "calico's Pass first", "calico with an empty nets list",
     ])
     func oracleCatchesBrokenGuards(_ label: String) throws {
         let config = Config.default
@@ -162,6 +162,12 @@ struct GuardBackendTests {
                 guard let egress = o["spec"]?["egress"]?.arrayValue else { return o.setting("spec", o["spec"]!.setting("defaultAction", .null)) }
                 return o.setting("spec", o["spec"]!.setting("egress", .array(egress.filter { $0["action"] != "Pass" })))
             }
+        case "calico with an empty nets list":
+            // What nodeCIDRs: auto rendered before any node address was known: Calico reads
+            // an empty list as any destination, so the ports were denied everywhere.
+            var pending = config
+            pending.nodeCIDRs = []
+            objects = ClusterGuardPolicies(config: pending, backend: .calico).objects
         case "calico's Pass first":
             objects = ClusterGuardPolicies(config: config, backend: .calico).objects.map { o in
                 guard let egress = o["spec"]?["egress"]?.arrayValue else { return o }

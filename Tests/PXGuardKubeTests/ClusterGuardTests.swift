@@ -79,6 +79,25 @@ struct ClusterGuardTests {
         #expect(try ClusterDiscovery.resolve(try Self.client(api)).get().cni.verdict == .unknown)
     }
 
+    @Test("calico with nodeCIDRs: auto and no node address yet: nothing is written (empty nets would deny the ports everywhere), then the policies once nodes are known")
+    func calicoPending() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        var config = Config.install
+        config.guardBackend = .calico
+        #expect(config.nodeAddressesPending)
+        let keeper = try Self.makeGuard(api, config)
+        #expect(!keeper.reconcile(), "pending is not done")
+        #expect(!api.requests.contains { $0.hasPrefix("POST ") || $0.hasPrefix("PUT ") }, "\(api.requests)")
+        #expect(!keeper.isInPlace)
+        let known = config.withNodeBlocks([CIDR("10.0.3.0/24")!])
+        keeper.reload(known)
+        #expect(keeper.reconcile())
+        #expect(Self.allInPlace(api, known))
+        let block = ClusterGuardPolicies(config: known).objects.last!
+        #expect(block["spec"]?["egress"]?.arrayValue?.first?["destination"]?["nets"] == ["10.0.3.0/24"])
+    }
+
     @Test("each backend's objects are created, and recreated or repaired after a delete, an edit or an owner",
           arguments: GuardBackend.discoveryOrder)
     func createAndRepair(_ backend: GuardBackend) throws {

@@ -6,8 +6,17 @@ import Testing
 struct RenderBackendTests {
     @Test("policies: the backend's cluster-scoped objects replace the NetworkPolicies", arguments: GuardBackend.discoveryOrder)
     func clusterObjects(_ backend: GuardBackend) throws {
-        let out = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "policies",
+        // Calico names the nodes by address: with the bundle's nodeCIDRs: auto it needs --nodes
+        // (an empty `nets` would be any destination), and renders nothing without.
+        let nodes = backend == .calico ? "70.0.98.11" : nil
+        let out = try renderCommand(configPath: nil, caBundle: nil, nodes: nodes, namespace: "default", what: "policies",
                                     guardBackend: backend.rawValue)
+        if backend == .calico {
+            #expect(out.contains("- 70.0.98.0/24"))
+            let none = try renderCommand(configPath: nil, caBundle: nil, nodes: nil, namespace: "default", what: "policies",
+                                         guardBackend: backend.rawValue)
+            #expect(!none.contains("kind: GlobalNetworkPolicy") && !none.contains("nets: []"))
+        }
         for resource in backend.resources {
             #expect(out.contains("apiVersion: \(resource.apiVersion)\nkind: \(resource.kind)\n"))
         }

@@ -25,6 +25,11 @@ public struct ClusterGuardPolicies: Sendable {
     public let objects: [JSON]
     /// `canonicalForm` of each object's spec, by kind and name.
     let canonicalSpecs: [String: JSON]
+    /// True when the objects need node addresses that are not known yet (Calico names
+    /// the nodes by `nets`, and `nodeCIDRs: auto` has found none): they must not be
+    /// written, since Calico reads an empty `nets` as any destination. The names stay
+    /// known, so R2/R3 still protect objects of a previous run.
+    public let pending: Bool
 
     /// Renders the objects of `config.activeBackend` (none for `networkpolicy`).
     public init(config: Config) {
@@ -35,6 +40,7 @@ public struct ClusterGuardPolicies: Sendable {
     /// provisioner while it switches backends).
     public init(config: Config, backend: GuardBackend) {
         self.backend = backend
+        pending = backend == .calico && config.nodeCIDRs.isEmpty
         var exempt = config.exemptNamespaces
         if !exempt.contains(GuardNames.kubeSystem) { exempt.append(GuardNames.kubeSystem) }
         let ports = Self.protectedByProtocol(config.protectedPorts)

@@ -228,7 +228,10 @@ public struct InstallBundle: Sendable {
     /// The guard policies: kube-system's, and the pair for `namespace`.
     public func policies(namespace: String) -> [JSON] {
         // A cluster-scoped backend's few objects replace every namespace's policies.
-        if config.activeBackend.isClusterScoped { return ClusterGuardPolicies(config: config).objects }
+        if config.activeBackend.isClusterScoped {
+            let objects = ClusterGuardPolicies(config: config)
+            return objects.pending ? [] : objects.objects
+        }
         // Without node addresses (`auto`, none known) a guard policy would block nothing.
         if config.nodeAddressesPending { return [] }
         let guardPolicies = GuardPolicies(config: config)
