@@ -21,8 +21,9 @@ public struct InformerSettings: Sendable {
     var staleAfterSeconds = 60.0
     /// Bytes of kept fields per object; a field beyond it is marked over the
     /// budget (the object is still handed on). The API server stores objects
-    /// of at most 1.5 MiB, so only kept fields this large are refused.
-    public var objectBudget = 1 << 20
+    /// of at most 1.5 MiB (etcd's default request limit; as JSON somewhat more),
+    /// so every stored object is judged; only the one in flight is held.
+    public var objectBudget = 3 << 20
     public init() {}
 }
 

@@ -132,6 +132,22 @@ struct AuditStreamJudgeTests {
                                     offset: PolicyProjection.fields.count, judge: judge, budget: 1 << 20).guardPolicy == .drifted)
     }
 
+    @Test("the default budget judges a policy as large as the API server stores (1.5 MiB spec)")
+    func largestStoredPolicy() throws {
+        // A tenant policy of 1.5 MiB: many harmless ingress rules, then a bypass.
+        let filler: [JSON] = (0..<17_000).map { i in
+            let peer: JSON = .obj(["ipBlock": .obj(["cidr": .string("192.0.\(i % 250).0/24")])])
+            return .obj(["from": [peer], "ports": [.obj(["protocol": "TCP", "port": .int(1000 + i % 50_000)])]])
+        }
+        let spec = AuditFixtures.openToNodes.setting("ingress", .array(filler))
+            .setting("policyTypes", ["Ingress", "Egress"])
+        let object = AuditFixtures.policy("team-a", "large", spec: spec)
+        #expect(object.serialized.utf8.count > 1_500_000, "\(object.serialized.utf8.count)")
+        let record = try Self.streamed(object, .networkPolicy, budget: InformerSettings().objectBudget, judge: AuditJudge(config: .default))
+        let checks = record.findings.map(\.check)
+        #expect(checks.contains(.bypassPolicies) && !checks.contains(.unjudged), "\(checks)")
+    }
+
     @Test("an object whose judged fields are over the per-object budget is an unjudged finding, never skipped")
     func overBudget() throws {
         var spec = AuditFixtures.openToNodes
