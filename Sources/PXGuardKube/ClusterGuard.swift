@@ -286,12 +286,9 @@ public final class ClusterGuard: Sendable {
     /// objects of a cluster-scoped backend (its policies before its Calico Tier).
     func retireGuard(_ old: GuardBackend, _ connection: KubeConnection) throws(KubeError) {
         if old == .networkpolicy || old == .auto {
-            let list = try connection.call("GET", KubePath.query(KubePath.allNetworkPolicies, [
-                ("labelSelector", "\(GuardNames.managedByKey)=\(GuardNames.managedByValue)")]))
-            for item in list["items"]?.arrayValue ?? [] {
-                guard let name = item["metadata"]?["name"]?.stringValue, let namespace = item["metadata"]?["namespace"]?.stringValue,
-                    name == GuardNames.blockPolicy || name == GuardNames.allowAPIPolicy
-                else { continue }
+            // The guard policies the watched view holds, by their configured names: never a
+            // list selected by the managed-by label, which tenants can set on their own.
+            for (namespace, name) in view?.guardPolicyObjects() ?? [] {
                 try delete(KubePath.networkPolicy(name, in: namespace), connection)
             }
             return

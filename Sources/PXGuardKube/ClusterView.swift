@@ -309,6 +309,16 @@ public final class ClusterView: GuardView, Sendable {
 
     // MARK: configuration
 
+    /// Every guard policy the view holds, as (namespace, name) under the configured names.
+    func guardPolicyObjects() -> [(namespace: String, name: String)] {
+        state.withLock { s in
+            let names = s.config.guardPolicyNames
+            return s.entries.flatMap { namespace, e in
+                (e.block == nil ? [] : [(namespace, names.block)]) + (e.allowAPI == nil ? [] : [(namespace, names.allowAPI)])
+            }
+        }
+    }
+
     /// The configuration the view judges by.
     public var config: Config { state.withLock { $0.config } }
     /// The canonical guard policies of that configuration.

@@ -164,6 +164,35 @@ struct ClusterGuardTests {
         #expect(api.objects("networkpolicies", in: "team-c").isEmpty)
     }
 
+    @Test("switching away from NetworkPolicy removes the guard policies by their configured names, found in the view: no list selected by a label tenants can set")
+    func retireByView() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        for ns in ["team-a", "kube-system"] { api.addNamespace(ns) }
+        var before = Self.config(.networkpolicy)
+        before.guardPolicyNames.block = "guard-block"
+        before.guardPolicyNames.allowAPI = "guard-api"
+        // A tenant's own policy carrying the label (from before pxguard) is not the guard's to remove.
+        api.put("networkpolicies", "team-a", "mine", .obj(["metadata": .obj([
+            "name": "mine", "namespace": "team-a", "labels": .obj([GuardNames.managedByKey: "pxguard"])]),
+            "spec": .obj(["podSelector": .object([])])]))
+        let h = try Harness(api, config: before)
+        let keeper = try Self.makeGuard(api, before, view: h.view)
+        h.start()
+        spawnThread(name: "t-guard") { keeper.run() }
+        defer { h.stop(); keeper.stop() }
+        #expect(eventually { api.objects("networkpolicies", in: "team-a") == ["guard-api", "guard-block", "mine"] })
+        api.clearLog()
+        var after = before
+        after.guardBackend = .adminnetworkpolicy
+        keeper.reload(after)
+        h.provisioner.reload(after)
+        #expect(eventually { Self.allInPlace(api, after) })
+        #expect(eventually { api.objects("networkpolicies", in: "team-a") == ["mine"]
+            && api.objects("networkpolicies", in: "kube-system").isEmpty }, "\(api.requests)")
+        #expect(!api.requests.contains { $0.hasPrefix("GET /apis/networking.k8s.io/v1/networkpolicies?labelSelector") })
+    }
+
     @Test("switching cilium -> networkpolicy: the CCNPs stay until every guarded namespace holds both policies")
     func switchBackToNetworkPolicy() throws {
         let api = try FakeKubeAPI()
