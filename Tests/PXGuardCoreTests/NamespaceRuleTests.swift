@@ -247,6 +247,11 @@ struct PodSecurityMutationTests {
         let level: String?
         /// A patch operation path that must appear, when one must.
         var path: String? = nil
+        /// `pxguard.io/previous-enforce` after the patch (nil: not recorded, nothing raised;
+        /// empty: raised from no level).
+        var previous: String? = nil
+        /// True when the requester is warned (an explicit level was raised).
+        var warned = false
         var testDescription: String { label }
     }
 
@@ -254,24 +259,28 @@ struct PodSecurityMutationTests {
 
     static let cases: [Case] = [
         Case(label: "no labels: the map is created with both labels", metadata: .obj(["name": "team-a"]), level: "baseline",
-             path: "/metadata/labels"),
-        Case(label: "labels: null", metadata: .obj(["name": "team-a", "labels": .null]), level: "baseline"),
-        Case(label: "no metadata at all", metadata: nil, level: "baseline", path: "/metadata"),
+             path: "/metadata/labels", previous: ""),
+        Case(label: "labels: null", metadata: .obj(["name": "team-a", "labels": .null]), level: "baseline", previous: ""),
+        Case(label: "no metadata at all", metadata: nil, level: "baseline", path: "/metadata", previous: ""),
         Case(label: "other labels: the level is added with / escaped as ~1",
              metadata: .obj(["name": "team-a", "labels": .obj(["kubernetes.io/metadata.name": "team-a"])]), level: "baseline",
-             path: "/metadata/labels/pod-security.kubernetes.io~1enforce"),
+             path: "/metadata/labels/pod-security.kubernetes.io~1enforce", previous: ""),
         Case(label: "a stricter level is kept", metadata: .obj(["name": "team-a", "labels": .obj([psa: "restricted"])]),
              level: "restricted"),
         Case(label: "privileged is raised", metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"])]),
-             level: "baseline", path: "/metadata/labels/pod-security.kubernetes.io~1enforce"),
+             level: "baseline", path: "/metadata/labels/pod-security.kubernetes.io~1enforce", previous: "privileged", warned: true),
         Case(label: "an unknown value is raised", metadata: .obj(["name": "team-a", "labels": .obj([psa: "Restricted"])]),
-             level: "baseline"),
+             level: "baseline", previous: "Restricted", warned: true),
         Case(label: "podSecurity: restricted raises baseline", metadata: .obj(["name": "team-a", "labels": .obj([psa: "baseline"])]),
-             config: config(.restricted), level: "restricted"),
+             config: config(.restricted), level: "restricted", previous: "baseline", warned: true),
+        Case(label: "a previous level the requester wrote is not taken as pxguard's record",
+             metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"]),
+                             "annotations": .obj([GuardNames.previousEnforceAnnotation: "restricted"])]),
+             level: "baseline", previous: "privileged", warned: true),
         Case(label: "podSecurity: none sets no level", metadata: .obj(["name": "team-a"]), config: config(.none), level: nil),
         Case(label: "podSecurity: none keeps what the namespace asks for",
              metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"])]), config: config(.none), level: "privileged"),
-        Case(label: "a dry run gets the same patch", metadata: .obj(["name": "team-a"]), dryRun: true, level: "baseline"),
+        Case(label: "a dry run gets the same patch", metadata: .obj(["name": "team-a"]), dryRun: true, level: "baseline", previous: ""),
     ]
 
     @Test("M1: the Pod Security level is set, never lowered", arguments: cases)
@@ -286,6 +295,8 @@ struct PodSecurityMutationTests {
         #expect(result["metadata"]?["labels"]?[GuardNames.guardedLabel] == "true")
         #expect(result["metadata"]?["annotations"]?[GuardNames.policiesAnnotation] != nil)
         if let path = c.path { #expect(ops.arrayValue?.contains { $0["path"]?.stringValue == path } == true) }
+        #expect(result["metadata"]?["annotations"]?[GuardNames.previousEnforceAnnotation]?.stringValue == c.previous)
+        #expect(m.verdict.warnings.contains { $0.contains("Pod Security") && $0.contains("raised") } == c.warned, "\(m.verdict.warnings)")
     }
 
     @Test("M1: an exempt namespace gets no level")

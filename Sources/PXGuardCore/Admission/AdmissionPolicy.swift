@@ -82,9 +82,10 @@ public final class AdmissionPolicy: Sendable {
     /// The answer of `/mutate`.
     public func mutate(_ request: AdmissionRequest) -> Mutation {
         if let repaired = repair(request) { return Mutation(verdict: repaired) }
-        guard let patch = mutation.patch(for: request, config: config) else { return Mutation(verdict: .allow) }
+        guard let (patch, warning) = mutation.patch(for: request, config: config) else { return Mutation(verdict: .allow) }
         var verdict = Verdict.allow
         verdict.patch = patch
+        if let warning { verdict.warnings = [Self.warning(warning)] }
         return Mutation(verdict: verdict)
     }
 

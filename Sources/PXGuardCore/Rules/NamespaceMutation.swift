@@ -7,12 +7,16 @@ struct NamespaceMutation: Sendable {
     static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
 
     /// The JSON patch for a Namespace CREATE in a guarded namespace, or nil when
-    /// there is nothing to change.
-    func patch(for request: AdmissionRequest, config: Config) -> [UInt8]? {
+    /// there is nothing to change. A raised Pod Security level is recorded as the
+    /// provisioner records it (`pxguard.io/previous-enforce`, empty for none), and a
+    /// level the requester asked for and did not get is told in `warning`.
+    func patch(for request: AdmissionRequest, config: Config) -> (patch: [UInt8], warning: String?)? {
         guard request.isNamespace, request.operation == .create, let object = request.object,
             config.isGuarded(namespace: request.objectName)
         else { return nil }
         var labels: [(String, String)] = [(GuardNames.guardedLabel, "true")]
+        var annotations = [(GuardNames.policiesAnnotation, config.guardPolicyNames.annotation)]
+        var warning: String?
         let metadata = object["metadata"].flatMap { $0.kind == .object ? $0 : nil }
         if config.podSecurity != .none {
             // A stricter level than the configured one stays; anything lower
@@ -20,20 +24,24 @@ struct NamespaceMutation: Sendable {
             let current = metadata?.path("labels")?[dynamic: Self.podSecurityLabel]?.string
             if PodSecurityLevel.rank(ofLabel: current) < PodSecurityLevel.rank(ofLabel: config.podSecurity.rawValue) {
                 labels.append((Self.podSecurityLabel, config.podSecurity.rawValue))
+                annotations.append((GuardNames.previousEnforceAnnotation, current ?? ""))
+                if let current {
+                    warning = "pxguard: Pod Security enforce level raised from \(current) to \(config.podSecurity.rawValue) "
+                        + "(pxguard's podSecurity); the level asked for is kept in \(GuardNames.previousEnforceAnnotation)"
+                }
             }
         }
-        let annotations = [(GuardNames.policiesAnnotation, config.guardPolicyNames.annotation)]
         var ops: [JSON] = []
         guard let metadata else {
             ops.append(.obj(["op": "add", "path": "/metadata", "value": .obj([
                 "labels": Self.map(labels),
                 "annotations": Self.map(annotations),
             ])]))
-            return Self.serialize(ops)
+            return (Self.serialize(ops), warning)
         }
         appendAdd(&ops, map: metadata["labels"], mapPath: "/metadata/labels", entries: labels)
         appendAdd(&ops, map: metadata["annotations"], mapPath: "/metadata/annotations", entries: annotations)
-        return ops.isEmpty ? nil : Self.serialize(ops)
+        return ops.isEmpty ? nil : (Self.serialize(ops), warning)
     }
 
     static func map(_ entries: [(String, String)]) -> JSON {
