@@ -56,6 +56,10 @@ public final class ClusterView: GuardView, Sendable {
         /// The canonical policies of the configuration before the last reload, kept
         /// while some namespace still holds policies in that form (see `Policy.previousCanonical`).
         var previous: GuardPolicies?
+        /// Namespaces whose guard pair was in place when `guardPolicyNames` changed: they
+        /// count as in place for R6 until their pair under the new names is (or they go),
+        /// so that a rename never denies pods while the new pairs are written.
+        var inPlaceUnderOldNames: Set<String> = []
         /// Node subnets found in the allow-api policies of the list under way (`nodeCIDRs: auto`).
         var listedNodeBlocks: [CIDR] = []
         /// Writes made and not yet seen on the watch, by "namespace/what": until
@@ -101,7 +105,7 @@ public final class ClusterView: GuardView, Sendable {
     public func namespaceHasCanonicalPolicies(_ namespace: String) -> Bool {
         state.withLock { s in
             guard let e = s.entries[namespace] else { return false }
-            return e.block?.inPlace == true && e.allowAPI?.inPlace == true
+            return guarded(e) || s.inPlaceUnderOldNames.contains(namespace)
         }
     }
 
@@ -145,6 +149,7 @@ public final class ClusterView: GuardView, Sendable {
         var e = s.entries[name] ?? Entry()
         if deleted {
             e.namespace = nil
+            s.inPlaceUnderOldNames.remove(name)
         } else {
             var ns = Namespace(guardedLabel: object.guardedLabel,
                                annotation: object.policiesAnnotation == s.config.guardPolicyNames.annotation,
@@ -191,6 +196,7 @@ public final class ClusterView: GuardView, Sendable {
                             listed: listed == 0 ? before?.listed ?? 0 : listed, previousCanonical: previousCanonical)
         }
         if name == s.policies.blockName { e.block = policy } else { e.allowAPI = policy }
+        if guarded(e) { s.inPlaceUnderOldNames.remove(namespace) }
         s.expectations[namespace + "/" + name] = nil
         var latency: Double?
         if !wasGuarded && guarded(e), let since = e.namespace?.unguardedSince {
@@ -338,6 +344,7 @@ public final class ClusterView: GuardView, Sendable {
             // counts as in place by the old form.
             let renamed = old.blockName != fresh.blockName || old.allowAPIName != fresh.allowAPIName
             s.previous = renamed ? nil : old
+            if renamed { s.inPlaceUnderOldNames.formUnion(s.entries.compactMap { guarded($1) ? $0 : nil }) }
             for (namespace, var e) in s.entries {
                 func rejudge(_ p: Policy?, _ name: String, _ oldName: String) -> Policy? {
                     guard var p, !renamed else { return nil }

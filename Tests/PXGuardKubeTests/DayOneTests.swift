@@ -194,6 +194,29 @@ struct DayOneTests {
         #expect(view.plan(for: "a").repair == [GuardNames.blockPolicy])
     }
 
+    @Test("guardPolicyNames changed by reload: a namespace in place under the old names stays in place for R6 until its new pair is")
+    func renameInView() throws {
+        let view = ClusterView(config: .default, logger: .none)
+        let policies = GuardPolicies(config: .default)
+        for name in ["a", "b"] { _ = view.applyNamespace(try NamespaceProjection(json: .obj(["metadata": .obj(["name": .string(name)])])), deleted: false) }
+        for policy in policies.names(for: "a").compactMap({ policies.policy(name: $0, namespace: "a") }) {
+            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
+        }
+        var renamed = Config.default
+        renamed.guardPolicyNames.block = "guard-block"
+        renamed.guardPolicyNames.allowAPI = "guard-api"
+        _ = view.reload(renamed)
+        #expect(view.namespaceHasCanonicalPolicies("a"), "guarded by the old pair while the new one is written")
+        #expect(!view.namespaceHasCanonicalPolicies("b"), "never guarded: R6 still holds its pods")
+        // The new pair lands: in place by it; then the namespace goes: nothing is kept for it.
+        let fresh = GuardPolicies(config: renamed)
+        for policy in fresh.names(for: "a").compactMap({ fresh.policy(name: $0, namespace: "a") }) {
+            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
+        }
+        #expect(view.namespaceHasCanonicalPolicies("a"))
+        #expect(view.state.withLock { $0.inPlaceUnderOldNames.isEmpty })
+    }
+
     @Test("provisioning.dryRun reports every write it would make (a takeover included) and writes nothing")
     func dryRun() throws {
         let api = try FakeKubeAPI()
