@@ -53,8 +53,9 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
                           guardBackend: String? = nil, note: (String) -> Void = { _ in })
     throws(CommandError) -> String
 {
-    // Without --config: the install bundle's configuration (nodeCIDRs: [auto]).
-    var config = configPath == nil ? Config.install : try loadConfig(configPath)
+    // The install bundle's configuration (nodeCIDRs: [auto]) and what --config changes of it:
+    // a file without nodeCIDRs must not bring back the seed's example subnet.
+    var config = try loadConfig(configPath, base: .install)
     if let guardBackend {
         guard let backend = GuardBackend(rawValue: guardBackend) else {
             throw CommandError("--guard-backend \"\(guardBackend)\": expected "

@@ -17,8 +17,8 @@ public struct CommandError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Reads the configuration file, or returns the built-in default when none is given.
-func loadConfig(_ path: String?) throws(CommandError) -> Config {
-    guard let path else { return .default }
+func loadConfig(_ path: String?, base: Config = .default) throws(CommandError) -> Config {
+    guard let path else { return base }
     let bytes: [UInt8]
     do {
         bytes = try FileIO.read(path, limit: 1 << 20)
@@ -26,7 +26,7 @@ func loadConfig(_ path: String?) throws(CommandError) -> Config {
         throw CommandError("\(path): cannot read the configuration: \(error)")
     }
     do {
-        return try ConfigLoader(file: path).load(bytes)
+        return try ConfigLoader(file: path).load(bytes, base: base)
     } catch {
         throw CommandError(error.description)
     }

@@ -99,6 +99,13 @@ struct NodeAutoToolsTests {
         let explicit = try renderCommand(configPath: dir + "/c.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "policies",
                                          note: { notes.append($0) })
         #expect(notes.isEmpty && explicit.contains("192.168.10.0/24"))
+        // A file that leaves nodeCIDRs out keeps the bundle's auto: never the seed's example subnet.
+        try "provisioning: {dryRun: true}\n".write(toFile: dir + "/dry.yaml", atomically: true, encoding: .utf8)
+        notes.removeAll()
+        let partial = try renderCommand(configPath: dir + "/dry.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "all",
+                                        note: { notes.append($0) })
+        #expect(!partial.contains("70.0.0.0/16"), "the seed's subnet came back")
+        #expect(partial.contains("dryRun: true") && !notes.isEmpty)
     }
 
     @Test("check with auto: --nodes gives the node blocks; without node addresses it refuses (exit 2) rather than guess")
