@@ -32,8 +32,12 @@ public final class CertificateManager: Sendable {
     /// Why the manager stands aside (logged once per reason), or nil while it manages.
     let standingAside = Locked<String?>(nil)
 
+    /// Events for the Secret's writes (nil: none).
+    let events: EventRecorder?
+
     /// A manager for the Secret `<service>-tls` in `namespace`.
-    public init(service: String, namespace: String, settings: Config.Certificates, logger: Logger) {
+    public init(service: String, namespace: String, settings: Config.Certificates, logger: Logger, events: EventRecorder? = nil) {
+        self.events = events
         self.service = service
         self.namespace = namespace
         self.settings = Locked(settings)
@@ -42,6 +46,10 @@ public final class CertificateManager: Sendable {
 
     /// The Secret's name: the one the Deployment mounts.
     public var secretName: String { "\(service)-tls" }
+
+    var secretReference: EventRecorder.ObjectReference {
+        .init(apiVersion: "v1", kind: "Secret", namespace: namespace, name: secretName)
+    }
 
     /// New lifetimes from a configuration reload; they apply from the next round.
     public func reload(_ settings: Config.Certificates) { self.settings.withLock { $0 = settings } }
@@ -87,6 +95,8 @@ public final class CertificateManager: Sendable {
             guard !changes.isEmpty else { return (.unchanged, state.bundle) }
             try connection.call("PUT", path, body: state.secret(from: secret))
             logger.info("certificates secret updated", [("secret", secretName), ("changes", changes.joined(separator: "; "))])
+            events?.record(secretReference, .normal, reason: "CertificatesUpdated",
+                           message: "pxguard updated its certificates: " + changes.joined(separator: "; "))
             // The new bundle reaches the registrations at once; promotion waits for it.
             _ = publish(state.bundle)
             return (.updated(changes), state.bundle)
@@ -150,6 +160,8 @@ public final class CertificateManager: Sendable {
         caNotAfter.store(CertificateAuthority.notAfter(ca.certificate) ?? 0, ordering: .relaxed)
         servingNotAfter.store(CertificateAuthority.notAfter(serving.certificate) ?? 0, ordering: .relaxed)
         logger.info("certificates secret created", [("secret", secretName)])
+        events?.record(secretReference, .normal, reason: "CertificatesCreated",
+                       message: "pxguard created its CA and serving pair (self-managed certificates)")
         _ = publish(state.bundle)
         return (.created, state.bundle)
     }

@@ -94,6 +94,8 @@ public final class ClusterGuard: Sendable {
     let elector: LeaderElector?
     let settings: Settings
     let logger: Logger
+    /// Events for what it writes (nil: none, in tests).
+    let events: EventRecorder?
     /// The provisioner's view: whether the per-namespace NetworkPolicies are in place
     /// everywhere (nil: never wait for them).
     let view: ClusterView?
@@ -110,7 +112,8 @@ public final class ClusterGuard: Sendable {
 
     /// - Parameter config: with `guardBackend` already resolved (never `auto`).
     public init(client: KubeClient, config: Config, elector: LeaderElector?, settings: Settings, logger: Logger,
-                view: ClusterView?) {
+                view: ClusterView?, events: EventRecorder? = nil) {
+        self.events = events
         self.client = client
         self.elector = elector
         self.settings = settings
@@ -264,6 +267,8 @@ public final class ClusterGuard: Sendable {
                 try connection.call("POST", resource.collectionPath, body: desired)
                 created.add(1, ordering: .relaxed)
                 logger.info("cluster guard object created", [("kind", kind), ("name", name)])
+                events?.record(.init(apiVersion: resource.apiVersion, kind: kind, name: name), .normal, reason: "GuardObjectCreated",
+                               message: "pxguard created the cluster-wide guard \(kind) \(name) (guardBackend \(objects.backend.rawValue))")
                 return
             } catch {
                 guard error.code == 409 else { throw error }
@@ -280,6 +285,10 @@ public final class ClusterGuard: Sendable {
         try connection.call("PUT", path, body: desired.setting("metadata", metadata))
         repaired.add(1, ordering: .relaxed)
         logger.info("cluster guard object repaired", [("kind", kind), ("name", name)])
+        events?.record(.init(apiVersion: resource.apiVersion, kind: kind, name: name), .warning, reason: "GuardObjectRepaired",
+                       message: "pxguard restored the cluster-wide guard \(kind) \(name): "
+                           + (labelled ? "" : "its managed-by label was missing; ") + (owned ? "it had an owner; " : "")
+                           + "spec and metadata as rendered")
     }
 
     /// Removes what `old` wrote: the guard NetworkPolicies of every namespace, or the
@@ -289,7 +298,10 @@ public final class ClusterGuard: Sendable {
             // The guard policies the watched view holds, by their configured names: never a
             // list selected by the managed-by label, which tenants can set on their own.
             for (namespace, name) in view?.guardPolicyObjects() ?? [] {
-                try delete(KubePath.networkPolicy(name, in: namespace), connection)
+                if try delete(KubePath.networkPolicy(name, in: namespace), connection) {
+                    events?.record(.networkPolicy(name, in: namespace), .normal, reason: "GuardPolicyRemoved",
+                                   message: "pxguard removed this guard policy: the cluster-wide guard (guardBackend) covers the namespace")
+                }
             }
             return
         }
@@ -299,17 +311,25 @@ public final class ClusterGuard: Sendable {
             guard let kind = object["kind"]?.stringValue, let name = object["metadata"]?["name"]?.stringValue,
                 let resource = old.resources.first(where: { $0.kind == kind })
             else { continue }
-            try delete(Self.objectPath(resource, name), connection)
+            if try delete(Self.objectPath(resource, name), connection) {
+                events?.record(.init(apiVersion: resource.apiVersion, kind: kind, name: name), .normal, reason: "GuardObjectRemoved",
+                               message: "pxguard removed the old guard \(kind) \(name): the guard of guardBackend "
+                                   + "\(state.withLock { $0.config.activeBackend.rawValue }) was in place first")
+            }
         }
     }
 
-    func delete(_ path: String, _ connection: KubeConnection) throws(KubeError) {
+    /// True when it removed the object; false when it was already gone.
+    @discardableResult
+    func delete(_ path: String, _ connection: KubeConnection) throws(KubeError) -> Bool {
         do {
             try connection.call("DELETE", path)
             retired.add(1, ordering: .relaxed)
+            return true
         } catch {
             // Already gone, or a kind this cluster does not serve (a CNI removed): nothing left to remove.
             guard error.code == 404 else { throw error }
+            return false
         }
     }
 

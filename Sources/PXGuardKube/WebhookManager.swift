@@ -30,8 +30,12 @@ public final class WebhookManager: Sendable {
     /// The last refusal logged, so that a standing refusal is logged once, not every round.
     let lastRefusal = Locked<String>("")
 
+    /// Events for the registrations' updates (nil: none).
+    let events: EventRecorder?
+
     /// A manager for the registrations `config.serviceName`.
-    public init(config: Config, logger: Logger) {
+    public init(config: Config, logger: Logger, events: EventRecorder? = nil) {
+        self.events = events
         self.config = Locked(config)
         self.logger = logger
     }
@@ -89,6 +93,9 @@ public final class WebhookManager: Sendable {
                     try connection.call("PUT", path, body: proposed)
                     updates.add(1, ordering: .relaxed)
                     logger.info("webhook registration updated", [("kind", kind), ("name", name)])
+                    events?.record(.init(apiVersion: "admissionregistration.k8s.io/v1", kind: kind, name: name), .normal,
+                                   reason: "WebhookRegistrationUpdated",
+                                   message: "pxguard brought its registration to the running configuration (caBundle, exemptions)")
                 }
                 if let caBundle {
                     let encoded = Base64.encode(caBundle)
@@ -270,13 +277,14 @@ public final class ClusterUpkeep: Sendable {
     let logger: Logger
 
     /// Upkeep for `config`; nil when it turns on neither feature.
-    public init?(client: KubeClient, elector: LeaderElector, config: Config, logger: Logger) {
+    public init?(client: KubeClient, elector: LeaderElector, config: Config, logger: Logger, events: EventRecorder? = nil) {
         guard config.certificates.selfManaged || config.manageWebhooks else { return nil }
         self.client = client
         self.elector = elector
         certificates = config.certificates.selfManaged
-            ? CertificateManager(service: config.serviceName, namespace: config.namespace, settings: config.certificates, logger: logger) : nil
-        webhooks = config.manageWebhooks ? WebhookManager(config: config, logger: logger) : nil
+            ? CertificateManager(service: config.serviceName, namespace: config.namespace, settings: config.certificates, logger: logger,
+                                 events: events) : nil
+        webhooks = config.manageWebhooks ? WebhookManager(config: config, logger: logger, events: events) : nil
         period = Locked(Self.period(for: config))
         enabled = Locked((config.certificates.selfManaged, config.manageWebhooks))
         self.logger = logger

@@ -90,10 +90,10 @@ final class ProvisionerHandle: Sendable {
         let provisioner = Provisioner(client: client, view: view, elector: elector, settings: settings, logger: logger,
                                       events: events, audit: audit)
         if let audit, let auditWriter { metrics.addSource { audit.metricsText + auditWriter.metricsText } }
-        let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger)
+        let upkeep = ClusterUpkeep(client: client, elector: elector, config: config, logger: logger, events: events)
         if let upkeep { metrics.addSource { upkeep.metricsText } }
         let clusterGuard = ClusterGuard(client: client, config: config, elector: elector, settings: ClusterGuard.Settings(),
-                                        logger: logger, view: view)
+                                        logger: logger, view: view, events: events)
         metrics.addSource { provisioner.metricsText + clusterGuard.metricsText }
         return ProvisionerHandle(provisioner: provisioner, elector: elector, upkeep: upkeep, offReason: nil, logger: logger,
                                  clusterGuard: clusterGuard, backends: backends, events: events, nodes: nodes,

@@ -57,6 +57,28 @@ struct CertificateManagerTests {
         #expect(manager.round(try Self.client(api)) { _ in true }.0 == .unchanged)
     }
 
+    @Test("every write of the Secret is an Event on it; a round that writes nothing records none")
+    func events() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("pxguard-system")
+        let recorder = EventRecorder(client: try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile),
+                                                            timeout: 5), instance: "pod-a", logger: .none)
+        spawnThread(name: "t-events") { recorder.run() }
+        defer { recorder.stop() }
+        // renewBefore longer than the lifetime: the second round renews the serving pair.
+        let manager = CertificateManager(service: "pxguard", namespace: "pxguard-system", settings: Self.settings(validity: 60, renewBefore: 120),
+                                         logger: .none, events: recorder)
+        let connection = try Self.client(api)
+        _ = manager.round(connection) { _ in true }
+        _ = manager.round(connection) { _ in true }
+        #expect(eventually { api.events().count == 2 })
+        let reasons = api.events().compactMap { $0["reason"]?.stringValue }.sorted()
+        #expect(reasons == ["CertificatesCreated", "CertificatesUpdated"])
+        #expect(api.events().allSatisfy { $0["involvedObject"]?["name"] == "pxguard-tls" && $0["metadata"]?["namespace"] == "pxguard-system" })
+        #expect(api.events().contains { ($0["message"]?.stringValue ?? "").contains("serving certificate renewed") })
+    }
+
     @Test("a serving certificate inside renewBefore of its expiry (X509_cmp_time) is replaced; the CA stays")
     func renewsServing() throws {
         let api = try FakeKubeAPI()

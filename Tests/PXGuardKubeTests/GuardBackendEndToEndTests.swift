@@ -71,6 +71,13 @@ struct GuardBackendEndToEndTests {
         #expect(lastCreate < firstDelete)
         let after = try client.request("GET", "/metrics").bodyText
         #expect(after.contains("pxguard_guard_backend{backend=\"networkpolicy\"} 1"))
+        // Every change it made to the cluster is an Event: the objects created, then removed.
+        #expect(eventually { events(api, reason: "GuardObjectCreated").count == 2 && events(api, reason: "GuardObjectRemoved").count == 2 })
+        let created = events(api, reason: "GuardObjectCreated").compactMap { $0["involvedObject"]?["kind"]?.stringValue }
+        #expect(created == ["CiliumClusterwideNetworkPolicy", "CiliumClusterwideNetworkPolicy"])
+        if api.object("secrets", "pxguard-system", "pxguard-tls") != nil {
+            #expect(eventually { events(api, reason: "CertificatesCreated").count == 1 })
+        }
     }
 
     @Test("auto with discovery failing at start: tried again until it answers, then the served backend is used without a reload")

@@ -36,9 +36,15 @@ struct WebhookManagerTests {
         var config = Config.default
         config.exemptGroups = ["platform-admins"]
         config.ruleModes[.bypassPolicies] = .repair
-        let manager = WebhookManager(config: config, logger: .none)
+        let recorder = EventRecorder(client: try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile),
+                                                            timeout: 5), instance: "pod-a", logger: .none)
+        spawnThread(name: "t-events") { recorder.run() }
+        defer { recorder.stop() }
+        let manager = WebhookManager(config: config, logger: .none, events: recorder)
         let connection = try CertificateManagerTests.client(api)
         #expect(manager.sync(connection, caBundle: nil))
+        // Each registration it rewrote is an Event on it.
+        #expect(eventually { api.events().filter { $0["reason"] == "WebhookRegistrationUpdated" }.count == 2 })
         let updated = Self.validating(api)
         let workloads = try #require(Self.hook(updated, "workloads.pxguard.io"))
         let conditions = workloads["matchConditions"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
@@ -54,6 +60,9 @@ struct WebhookManagerTests {
         api.clearLog()
         #expect(manager.sync(connection, caBundle: nil))
         #expect(!api.requests.contains { $0.hasPrefix("PUT") })
+        usleep(200_000)
+        let recorded = api.events().filter { $0["reason"] == "WebhookRegistrationUpdated" }.map { $0["count"]?.intValue ?? 1 }
+        #expect(recorded.reduce(0, +) == 2, "no Event for a round that wrote nothing")
 
         // Back out of repair mode: the repair webhook goes, because the config says so.
         config.ruleModes[.bypassPolicies] = nil
