@@ -234,6 +234,8 @@ final class GuardBackendSelection: Sendable {
     /// When discovery is to be tried again (monotonic seconds); nil while none failed.
     let retryAt = Locked<Double?>(nil)
     let retrySeconds = 5.0
+    /// True once the backend in effect was logged (then only changes are).
+    let announced = Locked<Bool>(false)
 
     init(client: KubeClient?, logger: Logger) {
         self.client = client
@@ -284,7 +286,8 @@ final class GuardBackendSelection: Sendable {
             defer { c = (resolved.guardBackend, cni ?? c.cni) }
             return (c.backend, c.cni)
         }
-        if previous.0 != resolved.guardBackend || previous.1 == nil {
+        let first = announced.withLock { a in defer { a = true }; return !a }
+        if previous.0 != resolved.guardBackend || first {
             logger.info("guard backend", [("backend", resolved.guardBackend.rawValue), ("configured", config.guardBackend.rawValue)])
         }
         if let cni, cni != previous.1 {

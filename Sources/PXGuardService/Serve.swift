@@ -284,7 +284,7 @@ public final class Service: Sendable {
                     configFingerprint.withLock { $0 = FileIO.fingerprint(path) ?? "" }
                     requestReload()
                 }
-                if provisioner.backends.discoveryDue { requestReload(rediscover: true) }
+                if provisioner.backends.discoveryDue { requestRediscovery() }
                 let now = time(nil)
                 if now - lastWarning > 86_400 {
                     lastWarning = now
@@ -300,13 +300,17 @@ public final class Service: Sendable {
     /// True until SIGTERM (or `stop`): background work continues while it holds.
     var isRunning: Bool { lifecycle.withLock { $0 == .running || $0 == .draining } }
 
-    /// Asks the reload thread to re-read configuration and certificates (and with
-    /// `rediscover`, to ask the API for the guard backend again even if the file is
-    /// unchanged); returns at once. Requests that arrive during a reload are served by
-    /// one more reload.
-    func requestReload(rediscover: Bool = false) {
-        if rediscover { rediscoverRequested.withLock { $0 = true } }
+    /// Asks the reload thread to re-read configuration and certificates; returns at
+    /// once. Requests that arrive during a reload are served by one more reload.
+    func requestReload() {
         reloadRequested.withLock { $0 = true }
+        reloadWaker.signal()
+    }
+
+    /// Asks the reload thread to ask the API for the guard backend again (a discovery
+    /// failed); the configuration file is not read for it.
+    func requestRediscovery() {
+        rediscoverRequested.withLock { $0 = true }
         reloadWaker.signal()
     }
 
@@ -318,9 +322,14 @@ public final class Service: Sendable {
                 defer { r = false }
                 return r
             }
+            let rediscover = rediscoverRequested.withLock { r -> Bool in
+                defer { r = false }
+                return r
+            }
             guard isRunning else { return }
+            if rediscover && !requested { rediscoverBackend() }  // a reload discovers anyway
             guard requested else { continue }
-            reloadConfig(rediscover: rediscoverRequested.withLock { r in defer { r = false }; return r })
+            reloadConfig()
             // A SIGHUP reloads the pair only when its files changed: no line, no count otherwise.
             if fingerprint() != certFingerprint.withLock({ $0 }) { reloadCertificates() }
         }
@@ -367,9 +376,8 @@ public final class Service: Sendable {
     }
 
     /// Re-reads the configuration file; on failure the old configuration stays.
-    /// A new configuration reaches the rules and the provisioner at once; so does a
-    /// guard backend that a retried discovery (`rediscover`) found changed.
-    func reloadConfig(rediscover: Bool = false) {
+    /// A new configuration reaches the rules and the provisioner at once.
+    func reloadConfig() {
         configFingerprint.withLock { $0 = options.configPath.flatMap(FileIO.fingerprint) ?? "" }
         do {
             let loaded = try loadConfig(options.configPath)
@@ -377,28 +385,36 @@ public final class Service: Sendable {
                 defer { current = loaded }
                 return current
             }
-            guard loaded != previous || rediscover else {
+            guard loaded != previous else {
                 logger.debug("configuration unchanged; nothing reloaded", [("file", options.configPath ?? "(built-in default)")])
                 return
             }
             if options.logLevel == nil { logger.setMinimum(Logger.Level(rawValue: loaded.logLevel.rawValue) ?? .info) }
             findingLog.setRate(loaded.logFindingsPerSecond)
             // guardBackend auto: discovery again, so a CNI installed since is picked up.
-            let file = provisioner.backends.resolve(loaded)
-            let same = fileConfig.withLock { current -> Bool in
-                defer { current = file }
-                return current == file
-            }
-            if same && loaded == previous { return }  // a retried discovery that changed nothing
-            let config = provisioner.effective(file)
-            policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
-            provisioner.reload(config)
+            apply(provisioner.backends.resolve(loaded))
             metrics.reloads.add(1, ordering: .relaxed)
             logger.info("configuration reloaded", [("file", options.configPath ?? "(built-in default)")])
         } catch {
             metrics.reloadFailures.add(1, ordering: .relaxed)
             logger.error("configuration reload failed; keeping the previous configuration", [("error", error.description)])
         }
+    }
+
+    /// A retried discovery of the guard backend (`guardBackend: auto`), over the
+    /// configuration in force: applied as a reload would when it changed the backend.
+    func rediscoverBackend() {
+        let file = provisioner.backends.resolve(currentConfig.withLock { $0 })
+        guard file != fileConfig.withLock({ $0 }) else { return }
+        apply(file)
+    }
+
+    /// `file` (with the backend resolved) reaches the rules and the provisioner.
+    func apply(_ file: Config) {
+        fileConfig.withLock { $0 = file }
+        let config = provisioner.effective(file)
+        policies.swap(AdmissionPolicy(config: config, view: provisioner.view))
+        provisioner.reload(config)
     }
 
     /// Graceful stop: not ready, stop accepting, finish in-flight requests, close

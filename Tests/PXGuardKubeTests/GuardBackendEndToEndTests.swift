@@ -92,6 +92,8 @@ struct GuardBackendEndToEndTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (service, client) = try startService(api, config: "guardBackend: auto\n", dir: dir)
         defer { service.stop() }
+        // A broken file meanwhile (its reload refused): the retry runs on the configuration in force.
+        try "guardBackend: [\n".write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
         let cilium = GuardBackend.cilium.resources[0]
         #expect(eventually(30) { api.state.withLock { $0.objects["\(cilium.plural)//\(GuardNames.clusterBlock)"] } != nil })
         let metrics = try client.request("GET", "/metrics").bodyText
