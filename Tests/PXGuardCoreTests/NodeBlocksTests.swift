@@ -66,5 +66,30 @@ struct NodeBlocksTests {
             exempt.namespace = "kube-system"
             #expect(try validate(exempt.bytes, policy).allowed, "\(review.kind) in an exempt namespace")
         }
+        // Only what could reach a protected port waits: the API server's own `default/kubernetes`
+        // endpoints (6443) and any endpoint off the protected ports go on.
+        let apiserver = Review(kind: "Endpoints", operation: "UPDATE", namespace: "default", name: "kubernetes",
+                               user: "system:apiserver", groups: ["system:masters"],
+                               object: .obj(["subsets": [.obj(["addresses": [.obj(["ip": "10.0.0.5"])],
+                                                               "ports": [.obj(["name": "https", "port": 6443, "protocol": "TCP"])]])]]),
+                               oldObject: .obj(["subsets": [.obj(["addresses": [.obj(["ip": "10.0.0.4"])],
+                                                                  "ports": [.obj(["name": "https", "port": 6443, "protocol": "TCP"])]])]]))
+        #expect(try validate(apiserver.bytes, policy).allowed)
+    }
+
+    @Test("pending: a Service waits only when it names an address (it might be a node's); its node ports are judged at once")
+    func pendingServices() throws {
+        let policy = AdmissionPolicy(config: .install)
+        func service(_ spec: JSON) -> Review {
+            Review(kind: "Service", namespace: "team-a", name: "web", object: .obj(["spec": spec]))
+        }
+        let plain = service(.obj(["type": "ClusterIP", "ports": [.obj(["port": 443, "protocol": "TCP"])]]))
+        #expect(try validate(plain.bytes, policy).allowed)
+        let external = service(.obj(["ports": [.obj(["port": 443, "protocol": "TCP"])], "externalIPs": ["10.0.0.9"]]))
+        let waiting = try validate(external.bytes, policy)
+        #expect(!waiting.allowed && (waiting.message ?? "").contains("Retry in a few seconds"))
+        let nodePort = service(.obj(["type": "NodePort", "ports": [.obj(["port": 443, "nodePort": 9001, "protocol": "TCP"])]]))
+        let denied = try validate(nodePort.bytes, policy)
+        #expect(!denied.allowed && !(denied.message ?? "").contains("Retry in a few seconds"), "\(denied.message ?? "")")
     }
 }

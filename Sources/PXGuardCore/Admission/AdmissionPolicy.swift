@@ -13,6 +13,9 @@ public final class AdmissionPolicy: Sendable {
     let unguardedNamespace = UnguardedNamespaceRule()
     let mutation = NamespaceMutation()
     let bypassRepair: BypassRepair
+    /// With `nodeCIDRs: auto` before any node address is known: R7 and R8 as if every
+    /// address were a node's, to tell the writes that must wait from those that need not.
+    let pending: (context: RuleContext, externalIPs: ExternalIPsRule, endpoints: EndpointsRule)?
 
     public var config: Config { context.config }
 
@@ -23,6 +26,28 @@ public final class AdmissionPolicy: Sendable {
         externalIPs = ExternalIPsRule(config: config)
         endpoints = EndpointsRule(config: config)
         bypassRepair = BypassRepair(config: config)
+        if config.nodeAddressesPending {
+            var everywhere = config
+            everywhere.nodeCIDRs = [CIDR("0.0.0.0/0")!, CIDR("::/0")!]
+            pending = (RuleContext(config: everywhere, view: nil), ExternalIPsRule(config: everywhere), EndpointsRule(config: everywhere))
+        } else {
+            pending = nil
+        }
+    }
+
+    /// True when a write `NodeAddressesPending` names must wait for the node addresses:
+    /// a Service or endpoints only when R7/R8 would deny it were its addresses a node's
+    /// (and, for a Service, not already for a reason that needs none, such as a node port).
+    func mustWaitForNodes(_ rule: RuleID, _ request: AdmissionRequest) -> Bool {
+        guard let pending else { return true }
+        switch rule {
+        case .externalIPs:
+            return pending.externalIPs.evaluate(request, pending.context) != nil && externalIPs.evaluate(request, context) == nil
+        case .endpoints:
+            return pending.endpoints.evaluate(request, pending.context) != nil
+        default:
+            return true
+        }
     }
 
     /// The answer of `/validate`: every rule in SPEC order until one denies. A finding
@@ -34,7 +59,7 @@ public final class AdmissionPolicy: Sendable {
     /// so no rule or request is boxed or copied per review, and a request no rule
     /// has a finding for allocates nothing.
     public func validate(_ request: AdmissionRequest) -> Verdict {
-        if config.nodeAddressesPending, let rule = NodeAddressesPending.rule(for: request, context) {
+        if config.nodeAddressesPending, let rule = NodeAddressesPending.rule(for: request, context), mustWaitForNodes(rule, request) {
             return verdict(rule: rule, message: NodeAddressesPending.message(rule), request: request)
         }
         var found: Verdict?
