@@ -182,8 +182,13 @@ public struct CheckResult: Sendable {
 /// (`--nodes`) gives the node blocks, as the server would find them; without any node
 /// address the rules that read node addresses cannot judge, so the command stops.
 func offlineConfig(_ configPath: String?, nodes: String?, command: String) throws(CommandError) -> Config {
-    var config = try loadConfig(configPath)
+    // A file is judged as `render` writes it into the cluster: what it leaves out is the bundle's (auto).
+    var config = try loadConfig(configPath, base: configPath == nil ? .default : .install)
     if let nodes {
+        guard config.nodeCIDRsAuto else {
+            throw CommandError("\(command): --nodes is for nodeCIDRs: auto; this configuration lists the node subnets ("
+                               + config.nodeCIDRs.map(\.description).joined(separator: ", ") + "): add auto beside them, or leave --nodes out")
+        }
         do {
             let list = try NodeFirewall.parseNodes(nodes)
             config = config.withNodeBlocks(NodeBlocks.around(list, prefix: config.nodePrefixLength))

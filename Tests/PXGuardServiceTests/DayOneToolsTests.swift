@@ -26,11 +26,13 @@ struct DayOneToolsTests {
         }
         let bundle = try renderCommand(configPath: configPath, caBundle: nil, nodes: nil, namespace: "default", what: "all")
         try bundle.write(toFile: dir + "/bundle.yaml", atomically: true, encoding: .utf8)
-        let result = try checkCommand(configPath: configPath, files: [dir + "/bundle.yaml"])
+        // A file is judged as rendered (nodeCIDRs: auto): the node addresses come with --nodes.
+        let nodes = configPath == nil ? nil : "70.0.0.11"
+        let result = try checkCommand(configPath: configPath, files: [dir + "/bundle.yaml"], nodes: nodes)
         #expect(result.code == 0, "\(result)")
         // Another exempt name is still not claimable.
         try "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n".write(toFile: dir + "/claim.yaml", atomically: true, encoding: .utf8)
-        #expect(try checkCommand(configPath: configPath, files: [dir + "/claim.yaml"]).code == 1)
+        #expect(try checkCommand(configPath: configPath, files: [dir + "/claim.yaml"], nodes: nodes).code == 1)
     }
 
     @Test("the PodDisruptionBudget fits the replica count: one replica may be drained, two or more keep one", arguments: [1, 2, 3])
@@ -126,6 +128,13 @@ struct NodeAutoToolsTests {
         #expect(throws: CommandError.self) { _ = try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"]) }
         #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11").code == 1)
         #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.5.0.11").code == 0)
+        // A file that leaves nodeCIDRs out is judged as render writes it into the cluster (auto), not by the seed's subnet.
+        try "provisioning: {dryRun: true}\n".write(toFile: dir + "/dry.yaml", atomically: true, encoding: .utf8)
+        #expect(try checkCommand(configPath: dir + "/dry.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11").code == 1)
+        #expect(try auditCommand(configPath: dir + "/dry.yaml", file: dir + "/p.yaml", nodes: "10.4.0.11").report.contains("bypassPolicies"))
+        // --nodes where the configuration lists the subnets would be ignored: refused instead.
+        try "nodeCIDRs: [192.168.0.0/16]\n".write(toFile: dir + "/explicit.yaml", atomically: true, encoding: .utf8)
+        #expect(throws: CommandError.self) { _ = try checkCommand(configPath: dir + "/explicit.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11") }
     }
 }
 
