@@ -88,6 +88,8 @@ public final class ClusterGuard: Sendable {
         var informers: [any AnyInformer] = []
         /// True once every object of the current backend was read back canonical.
         var inPlace = false
+        /// True once a dry run said what it would write under this configuration.
+        var previewed = false
     }
 
     let client: KubeClient
@@ -179,6 +181,7 @@ public final class ClusterGuard: Sendable {
             s.config = config
             s.guardObjects = ClusterGuardPolicies(config: config)
             s.inPlace = false
+            s.previewed = false
             guard old != config.activeBackend else { return false }
             s.retire.removeAll { $0 == config.activeBackend }
             if !s.retire.contains(old) { s.retire.append(old) }
@@ -215,9 +218,21 @@ public final class ClusterGuard: Sendable {
     /// retired. True when everything is done.
     @discardableResult
     func reconcile() -> Bool {
-        let (objects, retire) = state.withLock { ($0.guardObjects, $0.retire) }
+        let (objects, retire, dryRun) = state.withLock { ($0.guardObjects, $0.retire, $0.config.provisioning.dryRun) }
         // Nothing to write yet, and the old guard stays: retried until the node addresses are known.
         guard !objects.pending else { return false }
+        if dryRun {
+            // A preview writes nothing, here as in the provisioner: said once per configuration.
+            let first = state.withLock { s in defer { s.previewed = true }; return !s.previewed }
+            if first {
+                logger.info("dry run: would keep the cluster-wide guard objects and remove the old guard; writes nothing", [
+                    ("backend", objects.backend.rawValue),
+                    ("objects", objects.objects.compactMap { $0["metadata"]?["name"]?.stringValue }.joined(separator: ",")),
+                    ("remove", retire.map(\.rawValue).joined(separator: ",")),
+                ])
+            }
+            return true
+        }
         let connection = client.connection()
         defer { connection.close() }
         do {
@@ -238,7 +253,10 @@ public final class ClusterGuard: Sendable {
                 continue
             }
             do {
-                try retireGuard(old, connection)
+                guard try retireGuard(old, connection) else {
+                    done = false  // the view has not listed the guard policies yet
+                    continue
+                }
                 state.withLock { s in s.retire.removeAll { $0 == old } }
                 logger.info("old guard removed; the new one was in place first",
                             [("removed", old.rawValue), ("backend", objects.backend.rawValue)])
@@ -293,17 +311,20 @@ public final class ClusterGuard: Sendable {
 
     /// Removes what `old` wrote: the guard NetworkPolicies of every namespace, or the
     /// objects of a cluster-scoped backend (its policies before its Calico Tier).
-    func retireGuard(_ old: GuardBackend, _ connection: KubeConnection) throws(KubeError) {
+    /// False when it cannot tell yet what to remove (the view has not listed).
+    func retireGuard(_ old: GuardBackend, _ connection: KubeConnection) throws(KubeError) -> Bool {
         if old == .networkpolicy || old == .auto {
             // The guard policies the watched view holds, by their configured names: never a
             // list selected by the managed-by label, which tenants can set on their own.
-            for (namespace, name) in view?.guardPolicyObjects() ?? [] {
+            guard let view else { return true }
+            guard let own = view.guardPolicyObjects() else { return false }
+            for (namespace, name) in own {
                 if try delete(KubePath.networkPolicy(name, in: namespace), connection) {
                     events?.record(.networkPolicy(name, in: namespace), .normal, reason: "GuardPolicyRemoved",
                                    message: "pxguard removed this guard policy: the cluster-wide guard (guardBackend) covers the namespace")
                 }
             }
-            return
+            return true
         }
         let config = state.withLock { $0.config }
         let objects = ClusterGuardPolicies(config: config, backend: old)
@@ -317,6 +338,7 @@ public final class ClusterGuard: Sendable {
                                    + "\(state.withLock { $0.config.activeBackend.rawValue }) was in place first")
             }
         }
+        return true
     }
 
     /// True when it removed the object; false when it was already gone.

@@ -60,6 +60,9 @@ public final class ClusterView: GuardView, Sendable {
         /// count as in place for R6 until their pair under the new names is (or they go),
         /// so that a rename never denies pods while the new pairs are written.
         var inPlaceUnderOldNames: Set<String> = []
+        /// The names guard pairs had before a rename: a DELETE of one takes its namespace
+        /// out of `inPlaceUnderOldNames` (R2 no longer protects those names).
+        var oldNames: Set<String> = []
         /// Node subnets found in the allow-api policies of the list under way (`nodeCIDRs: auto`).
         var listedNodeBlocks: [CIDR] = []
         /// Writes made and not yet seen on the watch, by "namespace/what": until
@@ -170,6 +173,7 @@ public final class ClusterView: GuardView, Sendable {
         guard let name = object.guardName, let namespace = object.namespace else { return nil }
         let done: Double?? = state.withLock { s -> Double?? in
             // Names come from the configuration (`guardPolicyNames`).
+            if deleted && s.oldNames.contains(name) { s.inPlaceUnderOldNames.remove(namespace) }
             guard name == s.policies.blockName || name == s.policies.allowAPIName else { return .none }
             return .some(apply(object, name, namespace, deleted: deleted, listed: 0, &s))
         }
@@ -234,6 +238,7 @@ public final class ClusterView: GuardView, Sendable {
                 var gone: [String] = []
                 for (name, var e) in s.entries where e.namespace != nil && e.namespace?.listed != generation {
                     e.namespace = nil
+                    s.inPlaceUnderOldNames.remove(name)
                     gone.append(name)
                     s.entries[name] = e.isEmpty ? nil : e
                 }
@@ -249,6 +254,8 @@ public final class ClusterView: GuardView, Sendable {
             state.withLock { s in
                 s.listGeneration.policies = s.listGeneration.policies &+ 1 | 1
                 s.listedNodeBlocks = []
+                // A relist cannot tell which old pairs are still there: none counts any more.
+                s.inPlaceUnderOldNames.removeAll()
             }
             return []
         case .page(let objects):
@@ -315,12 +322,18 @@ public final class ClusterView: GuardView, Sendable {
 
     // MARK: configuration
 
-    /// Every guard policy the view holds, as (namespace, name) under the configured names.
-    func guardPolicyObjects() -> [(namespace: String, name: String)] {
+    /// The guard policies pxguard wrote, as the view holds them: under the configured
+    /// names, where such a policy belongs, with pxguard's label (a site's own `allow-api`
+    /// is not pxguard's to remove). Nil until both kinds were listed.
+    func guardPolicyObjects() -> [(namespace: String, name: String)]? {
         state.withLock { s in
+            guard s.listed.namespaces && s.listed.policies else { return nil }
             let names = s.config.guardPolicyNames
-            return s.entries.flatMap { namespace, e in
-                (e.block == nil ? [] : [(namespace, names.block)]) + (e.allowAPI == nil ? [] : [(namespace, names.allowAPI)])
+            return s.entries.flatMap { namespace, e -> [(namespace: String, name: String)] in
+                [(names.block, e.block), (names.allowAPI, e.allowAPI)].compactMap { name, policy in
+                    guard let policy, policy.labelled, s.policies.isGuardPolicy(name: name, namespace: namespace) else { return nil }
+                    return (namespace, name)
+                }
             }
         }
     }
@@ -344,7 +357,11 @@ public final class ClusterView: GuardView, Sendable {
             // counts as in place by the old form.
             let renamed = old.blockName != fresh.blockName || old.allowAPIName != fresh.allowAPIName
             s.previous = renamed ? nil : old
-            if renamed { s.inPlaceUnderOldNames.formUnion(s.entries.compactMap { guarded($1) ? $0 : nil }) }
+            if renamed {
+                s.inPlaceUnderOldNames.formUnion(s.entries.compactMap { guarded($1) ? $0 : nil })
+                s.oldNames.formUnion([old.blockName, old.allowAPIName])
+                s.oldNames.subtract([fresh.blockName, fresh.allowAPIName])
+            }
             for (namespace, var e) in s.entries {
                 func rejudge(_ p: Policy?, _ name: String, _ oldName: String) -> Policy? {
                     guard var p, !renamed else { return nil }

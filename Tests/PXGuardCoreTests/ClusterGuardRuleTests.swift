@@ -129,6 +129,16 @@ struct ClusterGuardRuleTests {
         let v = try validate(review.bytes, policy)
         #expect(v.allowed == backend.isClusterScoped, "\(backend)")
     }
+
+    @Test("R6 applies with calico while its guard cannot be written (nodeCIDRs: auto, no node address yet)")
+    func unguardedWhileCalicoPending() throws {
+        var config = Config.install
+        config.guardBackend = .calico
+        let review = Review(kind: "Pod", operation: "CREATE", namespace: "team-a", object: pod(hostNetwork: nil))
+        #expect(!(try validate(review.bytes, AdmissionPolicy(config: config, view: EmptyView())).allowed))
+        let known = config.withNodeBlocks([CIDR("10.0.3.0/24")!])
+        #expect(try validate(review.bytes, AdmissionPolicy(config: known, view: EmptyView())).allowed)
+    }
 }
 
 /// Seed limitation 4: can the server tell that nothing enforces the policies?

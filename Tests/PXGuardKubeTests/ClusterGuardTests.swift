@@ -172,10 +172,15 @@ struct ClusterGuardTests {
         var before = Self.config(.networkpolicy)
         before.guardPolicyNames.block = "guard-block"
         before.guardPolicyNames.allowAPI = "guard-api"
-        // A tenant's own policy carrying the label (from before pxguard) is not the guard's to remove.
+        // A tenant's own policy carrying the label (from before pxguard) is not the guard's to remove;
+        // nor is a policy under a guard name in an exempt namespace.
         api.put("networkpolicies", "team-a", "mine", .obj(["metadata": .obj([
             "name": "mine", "namespace": "team-a", "labels": .obj([GuardNames.managedByKey: "pxguard"])]),
             "spec": .obj(["podSelector": .object([])])]))
+        api.addNamespace("portworx")
+        api.put("networkpolicies", "portworx", "guard-api", .obj(["metadata": .obj(["name": "guard-api", "namespace": "portworx"]),
+                                                                  "spec": .obj(["podSelector": .object([])])]))
+        before.exemptNamespaces.append("portworx")
         let h = try Harness(api, config: before)
         let keeper = try Self.makeGuard(api, before, view: h.view)
         h.start()
@@ -191,6 +196,44 @@ struct ClusterGuardTests {
         #expect(eventually { api.objects("networkpolicies", in: "team-a") == ["mine"]
             && api.objects("networkpolicies", in: "kube-system").isEmpty }, "\(api.requests)")
         #expect(!api.requests.contains { $0.hasPrefix("GET /apis/networking.k8s.io/v1/networkpolicies?labelSelector") })
+        #expect(api.objects("networkpolicies", in: "portworx") == ["guard-api"], "not pxguard's: left alone")
+    }
+
+    @Test("provisioning.dryRun: the cluster-scoped guard writes nothing either, and says what it would do once")
+    func dryRun() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        var config = Self.config(.cilium)
+        config.provisioning.dryRun = true
+        let logs = LogCapture()
+        let keeper = ClusterGuard(client: try Self.client(api), config: config, elector: nil, settings: .init(), logger: logs.logger,
+                                  view: nil)
+        #expect(keeper.reconcile())
+        #expect(keeper.reconcile())
+        #expect(!api.requests.contains { !$0.hasPrefix("GET ") }, "\(api.requests)")
+        #expect(logs.matching("dry run: would keep the cluster-wide guard objects").count == 1)
+    }
+
+    @Test("a guard-named policy pxguard does not manage is never removed; before the view has listed, nothing is retired")
+    func retireOnlyOwn() throws {
+        let api = try FakeKubeAPI()
+        defer { api.shutdown() }
+        api.addNamespace("team-a")
+        // The site's own allow-api, without pxguard's label (never taken over silently, never deleted).
+        api.put("networkpolicies", "team-a", GuardNames.allowAPIPolicy, .obj(["metadata": .obj([
+            "name": .string(GuardNames.allowAPIPolicy), "namespace": "team-a"]), "spec": .obj(["podSelector": .object([])])]))
+        let config = Self.config(.adminnetworkpolicy)
+        let h = try Harness(api, config: config)
+        let keeper = try Self.makeGuard(api, config, view: h.view)
+        // The view has not listed: the ANPs are written, the retirement waits.
+        #expect(!keeper.reconcile())
+        #expect(keeper.state.withLock { $0.retire } == [.networkpolicy])
+        h.start()
+        defer { h.stop() }
+        #expect(eventually { h.view.hasListed })
+        #expect(keeper.reconcile())
+        #expect(api.objects("networkpolicies", in: "team-a") == [GuardNames.allowAPIPolicy])
+        #expect(!api.requests.contains { $0.hasPrefix("DELETE /apis/networking.k8s.io") })
     }
 
     @Test("switching cilium -> networkpolicy: the CCNPs stay until every guarded namespace holds both policies")

@@ -208,6 +208,13 @@ struct DayOneTests {
         _ = view.reload(renamed)
         #expect(view.namespaceHasCanonicalPolicies("a"), "guarded by the old pair while the new one is written")
         #expect(!view.namespaceHasCanonicalPolicies("b"), "never guarded: R6 still holds its pods")
+        // The old pair is no guard policy any more (R2 lets it go): once one of it is deleted, nothing counts.
+        for policy in policies.names(for: "b").compactMap({ policies.policy(name: $0, namespace: "b") }) {
+            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
+        }
+        view.state.withLock { _ = $0.inPlaceUnderOldNames.insert("b") }
+        _ = view.applyPolicy(try PolicyProjection(json: policies.policy(name: GuardNames.allowAPIPolicy, namespace: "b")!), deleted: true)
+        #expect(!view.namespaceHasCanonicalPolicies("b"), "its old pair is broken")
         // The new pair lands: in place by it; then the namespace goes: nothing is kept for it.
         let fresh = GuardPolicies(config: renamed)
         for policy in fresh.names(for: "a").compactMap({ fresh.policy(name: $0, namespace: "a") }) {

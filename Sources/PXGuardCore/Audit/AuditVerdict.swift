@@ -30,8 +30,8 @@ public struct AuditVerdict: Sendable, Hashable {
 public enum Audit {
     /// The verdict for `namespace`, or nil when it is exempt (not judged).
     ///
-    /// Protected when both guard policies are in place, canonical and labelled (with the
-    /// `networkpolicy` backend: a cluster-scoped one has none per namespace), the
+    /// Protected when both guard policies are in place, canonical and labelled (unless a
+    /// cluster-scoped backend's guard covers every namespace), the
     /// `pxguard.io/guarded` label is `"true"`, the Pod Security enforce level is at
     /// least `podSecurity`, and no record has an exposing finding. `state` nil means
     /// the Namespace object was not seen: its labels cannot be judged, which is a
@@ -51,8 +51,9 @@ public enum Audit {
             }
         }
         // A cluster-scoped backend has no guard policy per namespace; its objects are the
-        // cluster guard's (`pxguard_cluster_guard_in_place`).
-        if !config.activeBackend.isClusterScoped {
+        // cluster guard's (`pxguard_cluster_guard_in_place`). One that cannot be written yet
+        // (Calico without node addresses) guards nothing: the per-namespace check stands.
+        if !ClusterGuardPolicies.coversEveryNamespace(config) {
             for name in GuardPolicies.names(in: namespace) {
                 findings += guardPolicyFindings(name: name, namespace: namespace, record: guardPolicies[name])
             }

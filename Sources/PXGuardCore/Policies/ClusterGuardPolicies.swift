@@ -40,7 +40,7 @@ public struct ClusterGuardPolicies: Sendable {
     /// provisioner while it switches backends).
     public init(config: Config, backend: GuardBackend) {
         self.backend = backend
-        pending = backend == .calico && config.nodeCIDRs.isEmpty
+        pending = Self.isPending(backend: backend, config: config)
         var exempt = config.exemptNamespaces
         if !exempt.contains(GuardNames.kubeSystem) { exempt.append(GuardNames.kubeSystem) }
         let ports = Self.protectedByProtocol(config.protectedPorts)
@@ -60,6 +60,16 @@ public struct ClusterGuardPolicies: Sendable {
             specs[key] = Self.canonicalForm(object["spec"] ?? .null)
         }
         canonicalSpecs = specs
+    }
+
+    /// `pending` without rendering: Calico names the nodes by address, and none is known.
+    public static func isPending(backend: GuardBackend, config: Config) -> Bool {
+        backend == .calico && config.nodeCIDRs.isEmpty
+    }
+
+    /// True when the backend in effect is cluster-scoped and its guard can be written (not pending).
+    public static func coversEveryNamespace(_ config: Config) -> Bool {
+        config.activeBackend.isClusterScoped && !isPending(backend: config.activeBackend, config: config)
     }
 
     static func key(kind: String, name: String) -> String { kind + "/" + name }

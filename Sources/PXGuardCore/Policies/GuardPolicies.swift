@@ -169,7 +169,7 @@ public struct GuardPolicies: Sendable {
 
     /// True when `name` is a guard policy that belongs in `namespace`: the same
     /// answer as `names(for:)`, without building the list on the request path.
-    func isGuardPolicy(name: String, namespace: String) -> Bool {
+    public func isGuardPolicy(name: String, namespace: String) -> Bool {
         if namespace == GuardNames.kubeSystem { return name == blockName }
         guard name == blockName || name == allowAPIName else { return false }
         return !exemptNamespaces.contains(namespace)

@@ -19,8 +19,9 @@ struct UnguardedNamespaceRule: AdmissionRule {
     func evaluate(_ request: AdmissionRequest, _ context: RuleContext) -> String? {
         guard request.operation == .create, request.kind == "Pod", request.group.isEmpty,
             request.subResource.isEmpty, let view = context.view, view.isSynced,
-            // A cluster-scoped guard covers a namespace the moment it exists: no window to close.
-            !context.config.activeBackend.isClusterScoped,
+            // A cluster-scoped guard covers a namespace the moment it exists: no window to close
+            // (unless it cannot be written yet: Calico before any node address is known).
+            !ClusterGuardPolicies.coversEveryNamespace(context.config),
             // A dry run writes no guard policy: waiting for one would deny every new pod.
             !context.config.provisioning.dryRun
         else { return nil }
