@@ -26,10 +26,11 @@ public struct AuditResult: Sendable {
 /// prints (any mix of lists and objects, JSON or YAML). The same judge and verdict
 /// functions as the server's audit. Exit 2 when any input was bad, else 1 when any
 /// guarded namespace is exposed, else 0.
-public func auditCommand(configPath: String?, file: String, output: AuditOutput = .text, nodes: String? = nil)
+public func auditCommand(configPath: String?, file: String, output: AuditOutput = .text, nodes: String? = nil,
+                         note: (String) -> Void = { _ in })
     throws(CommandError) -> AuditResult
 {
-    let config = try offlineConfig(configPath, nodes: nodes, command: "audit")
+    let config = try offlineConfig(configPath, nodes: nodes, command: "audit", note: note)
     let judge = AuditJudge(config: config, reportsGuardWidening: config.activeBackend == .networkpolicy)
     var errors: [String] = []
     var namespaces: [AuditNamespace] = []

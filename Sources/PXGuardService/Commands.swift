@@ -53,9 +53,8 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
                           guardBackend: String? = nil, note: (String) -> Void = { _ in })
     throws(CommandError) -> String
 {
-    // The install bundle's configuration (nodeCIDRs: [auto]) and what --config changes of it:
-    // a file without nodeCIDRs must not bring back the seed's example subnet.
-    var config = try loadConfig(configPath, base: .install)
+    // Without --config: the install bundle's configuration (nodeCIDRs: [auto]).
+    var config = configPath == nil ? Config.install : try loadConfig(configPath)
     if let guardBackend {
         guard let backend = GuardBackend(rawValue: guardBackend) else {
             throw CommandError("--guard-backend \"\(guardBackend)\": expected "
@@ -76,6 +75,10 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
     // nodeCIDRs: auto takes the node subnets from --nodes: the blocks around them, as the server would.
     if let nodeList { config = config.withNodeBlocks(NodeBlocks.around(nodeList, prefix: config.nodePrefixLength)) }
     let unknown = config.nodeAddressesPending && ["policies", "iptables", "all"].contains(what)
+    if configPath != nil, ["policies", "iptables", "all"].contains(what), config.isSeedExampleSubnet {
+        note("nodeCIDRs is the seed's example \(Config.default.nodeCIDRs.map(\.description).joined(separator: ", ")) "
+             + "(the built-in default, for a file that leaves it out): set your node subnets, or [auto], in the configuration")
+    }
     if unknown {
         note("nodeCIDRs is auto and no --nodes was given: the guard policies and the node firewall script are left out "
              + "(they need node addresses; the server finds them from the Nodes and writes the policies). "
@@ -181,14 +184,13 @@ public struct CheckResult: Sendable {
 /// The configuration an offline command judges by: with `nodeCIDRs: auto`, `nodes`
 /// (`--nodes`) gives the node blocks, as the server would find them; without any node
 /// address the rules that read node addresses cannot judge, so the command stops.
-func offlineConfig(_ configPath: String?, nodes: String?, command: String) throws(CommandError) -> Config {
-    // A file is judged as `render` writes it into the cluster: what it leaves out is the bundle's (auto).
-    var config = try loadConfig(configPath, base: configPath == nil ? .default : .install)
-    if let nodes {
-        guard config.nodeCIDRsAuto else {
-            throw CommandError("\(command): --nodes is for nodeCIDRs: auto; this configuration lists the node subnets ("
-                               + config.nodeCIDRs.map(\.description).joined(separator: ", ") + "): add auto beside them, or leave --nodes out")
-        }
+/// `note` hears what the caller should print on stderr (node addresses it does not use).
+func offlineConfig(_ configPath: String?, nodes: String?, command: String, note: (String) -> Void) throws(CommandError) -> Config {
+    var config = try loadConfig(configPath)
+    if let nodes, !config.nodeCIDRsAuto {
+        note("\(command): --nodes is not used: the configuration lists the node subnets ("
+             + config.nodeCIDRs.map(\.description).joined(separator: ", ") + "); add auto beside them to judge with the nodes' blocks")
+    } else if let nodes {
         do {
             let list = try NodeFirewall.parseNodes(nodes)
             config = config.withNodeBlocks(NodeBlocks.around(list, prefix: config.nodePrefixLength))
@@ -207,10 +209,10 @@ func offlineConfig(_ configPath: String?, nodes: String?, command: String) throw
 /// cannot be read are reported and the rest still checked. Exit 2 when any input
 /// was bad, else 1 when anything was denied, else 0.
 public func checkCommand(configPath: String?, files: [String], recursive: Bool = false, output: CheckOutput = .text,
-                         nodes: String? = nil)
+                         nodes: String? = nil, note: (String) -> Void = { _ in })
     throws(CommandError) -> CheckResult
 {
-    let policy = AdmissionPolicy(config: try offlineConfig(configPath, nodes: nodes, command: "check"))
+    let policy = AdmissionPolicy(config: try offlineConfig(configPath, nodes: nodes, command: "check", note: note))
     let entries = ManifestReader(recursive: recursive).read(files)
     var report = ""
     var errors: [String] = []

@@ -17,8 +17,8 @@ public struct CommandError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Reads the configuration file, or returns the built-in default when none is given.
-func loadConfig(_ path: String?, base: Config = .default) throws(CommandError) -> Config {
-    guard let path else { return base }
+func loadConfig(_ path: String?) throws(CommandError) -> Config {
+    guard let path else { return .default }
     let bytes: [UInt8]
     do {
         bytes = try FileIO.read(path, limit: 1 << 20)
@@ -26,7 +26,7 @@ func loadConfig(_ path: String?, base: Config = .default) throws(CommandError) -
         throw CommandError("\(path): cannot read the configuration: \(error)")
     }
     do {
-        return try ConfigLoader(file: path).load(bytes, base: base)
+        return try ConfigLoader(file: path).load(bytes)
     } catch {
         throw CommandError(error.description)
     }
@@ -104,7 +104,7 @@ public final class Service: Sendable {
     /// Set by SIGHUP, taken by the reload thread: a reload that reads a slow file or
     /// parses a large one never holds up the signal thread, so SIGTERM stays prompt.
     let reloadRequested = Locked<Bool>(false)
-    /// Set with `reloadRequested` when the guard backend's discovery is to be tried again.
+    /// Set when the guard backend's discovery failed and is to be tried again (the file is not read for it).
     let rediscoverRequested = Locked<Bool>(false)
     /// The files of the last pair refused for its dates, so a refusal is logged once.
     let refusedFingerprint = Locked<String>("")

@@ -9,9 +9,8 @@ public struct ConfigLoader {
 
     public init(file: String) { self.file = file }
 
-    /// Parses and validates `bytes` (the file's content); what the file leaves out is
-    /// `base`'s (the built-in default, or the install bundle's for `render`).
-    public func load(_ bytes: [UInt8], base: Config = .default) throws(YAMLError) -> Config {
+    /// Parses and validates `bytes` (the file's content).
+    public func load(_ bytes: [UInt8]) throws(YAMLError) -> Config {
         let documents: [YAMLNode]
         do {
             documents = try YAMLReader.documents(bytes, file: file)
@@ -23,7 +22,7 @@ public struct ConfigLoader {
         guard documents.count <= 1 else {
             throw fail(documents[1], "expected one YAML document, found \(documents.count)")
         }
-        var config = base
+        var config = Config.default
         guard let root = documents.first, root.scalar.map({ !$0.isEmpty }) ?? true else { return config }
         let pairs = try mapping(root, "the configuration")
         var explicitServiceAccount = false

@@ -76,12 +76,10 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
             throw CommandError("check: unknown output format \"\(format)\"; expected text or json")
         }
         let result = try checkCommand(configPath: arguments.string("config"), files: files,
-                                      recursive: arguments.flag("recursive"), output: output, nodes: arguments.string("nodes"))
+                                      recursive: arguments.flag("recursive"), output: output, nodes: arguments.string("nodes"),
+                                      note: printError)
         print(result.report, terminator: "")
-        for line in result.errors {
-            let text = "pxguard: " + line + "\n"
-            _ = text.withCString { write(2, $0, strlen($0)) }
-        }
+        result.errors.forEach(printError)
         if result.code != 0 { exit(result.code) }
     }),
     (CommandSpec("audit", abstract: "Judge what already exists, offline: a verdict per guarded namespace (exit 0 protected, 1 exposed, 2 bad input).", options: [
@@ -99,12 +97,9 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
             throw CommandError("audit: unknown output format \"\(format)\"; expected text or json")
         }
         let result = try auditCommand(configPath: arguments.string("config"), file: file, output: output,
-                                      nodes: arguments.string("nodes"))
+                                      nodes: arguments.string("nodes"), note: printError)
         print(result.report, terminator: "")
-        for line in result.errors {
-            let text = "pxguard: " + line + "\n"
-            _ = text.withCString { write(2, $0, strlen($0)) }
-        }
+        result.errors.forEach(printError)
         if result.code != 0 { exit(result.code) }
     }),
     (CommandSpec("render", abstract: "Print the guard's artifacts: policies, node iptables rules, webhook registrations, or all.", options: [
@@ -117,10 +112,7 @@ let commands: [(spec: CommandSpec, run: (ParsedArguments) throws -> Void)] = [
         print(try renderCommand(configPath: arguments.string("config"), caBundle: arguments.string("ca-bundle"),
                                 nodes: arguments.string("nodes"), namespace: arguments.string("namespace") ?? "default",
                                 what: arguments.positionals.first ?? "all", guardBackend: arguments.string("guard-backend"),
-                                note: { text in
-                                    let line = "pxguard: " + text + "\n"
-                                    _ = line.withCString { write(2, $0, strlen($0)) }
-                                }), terminator: "")
+                                note: printError), terminator: "")
     }),
     (CommandSpec("certs", abstract: "Write ca.crt, ca.key, tls.crt and tls.key (EC P-256) for the webhook service.", options: [
         .init("out", value: "DIR", help: "Output directory (default certs)."),
@@ -149,9 +141,14 @@ let overview = """
 let expectedCommands = "expected " + commands.dropLast().map(\.spec.name).joined(separator: ", ")
     + " or " + commands.last!.spec.name + " (see pxguard --help)"
 
-func fail(_ message: String) -> Never {
+/// One line on stderr, prefixed `pxguard: `.
+func printError(_ message: String) {
     let text = "pxguard: " + message + "\n"
     _ = text.withCString { write(2, $0, strlen($0)) }
+}
+
+func fail(_ message: String) -> Never {
+    printError(message)
     exit(2)
 }
 

@@ -26,13 +26,11 @@ struct DayOneToolsTests {
         }
         let bundle = try renderCommand(configPath: configPath, caBundle: nil, nodes: nil, namespace: "default", what: "all")
         try bundle.write(toFile: dir + "/bundle.yaml", atomically: true, encoding: .utf8)
-        // A file is judged as rendered (nodeCIDRs: auto): the node addresses come with --nodes.
-        let nodes = configPath == nil ? nil : "70.0.0.11"
-        let result = try checkCommand(configPath: configPath, files: [dir + "/bundle.yaml"], nodes: nodes)
+        let result = try checkCommand(configPath: configPath, files: [dir + "/bundle.yaml"])
         #expect(result.code == 0, "\(result)")
         // Another exempt name is still not claimable.
         try "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n".write(toFile: dir + "/claim.yaml", atomically: true, encoding: .utf8)
-        #expect(try checkCommand(configPath: configPath, files: [dir + "/claim.yaml"], nodes: nodes).code == 1)
+        #expect(try checkCommand(configPath: configPath, files: [dir + "/claim.yaml"]).code == 1)
     }
 
     @Test("the PodDisruptionBudget fits the replica count: one replica may be drained, two or more keep one", arguments: [1, 2, 3])
@@ -101,13 +99,13 @@ struct NodeAutoToolsTests {
         let explicit = try renderCommand(configPath: dir + "/c.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "policies",
                                          note: { notes.append($0) })
         #expect(notes.isEmpty && explicit.contains("192.168.10.0/24"))
-        // A file that leaves nodeCIDRs out keeps the bundle's auto: never the seed's example subnet.
+        // A file that leaves nodeCIDRs out gets the built-in default, the seed's example subnet: said on stderr.
         try "provisioning: {dryRun: true}\n".write(toFile: dir + "/dry.yaml", atomically: true, encoding: .utf8)
         notes.removeAll()
         let partial = try renderCommand(configPath: dir + "/dry.yaml", caBundle: nil, nodes: nil, namespace: "default", what: "all",
                                         note: { notes.append($0) })
-        #expect(!partial.contains("70.0.0.0/16"), "the seed's subnet came back")
-        #expect(partial.contains("dryRun: true") && !notes.isEmpty)
+        #expect(partial.contains("dryRun: true") && partial.contains("70.0.0.0/16"))
+        #expect(notes.count == 1 && notes[0].contains("seed's example 70.0.0.0/16"), "\(notes)")
     }
 
     @Test("check with auto: --nodes gives the node blocks; without node addresses it refuses (exit 2) rather than guess")
@@ -128,13 +126,15 @@ struct NodeAutoToolsTests {
         #expect(throws: CommandError.self) { _ = try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"]) }
         #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11").code == 1)
         #expect(try checkCommand(configPath: dir + "/c.yaml", files: [dir + "/p.yaml"], nodes: "10.5.0.11").code == 0)
-        // A file that leaves nodeCIDRs out is judged as render writes it into the cluster (auto), not by the seed's subnet.
-        try "provisioning: {dryRun: true}\n".write(toFile: dir + "/dry.yaml", atomically: true, encoding: .utf8)
-        #expect(try checkCommand(configPath: dir + "/dry.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11").code == 1)
-        #expect(try auditCommand(configPath: dir + "/dry.yaml", file: dir + "/p.yaml", nodes: "10.4.0.11").report.contains("bypassPolicies"))
-        // --nodes where the configuration lists the subnets would be ignored: refused instead.
+        // --nodes where the configuration lists the subnets is not used, and stderr says so (the exit code is the rules').
         try "nodeCIDRs: [192.168.0.0/16]\n".write(toFile: dir + "/explicit.yaml", atomically: true, encoding: .utf8)
-        #expect(throws: CommandError.self) { _ = try checkCommand(configPath: dir + "/explicit.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11") }
+        var notes: [String] = []
+        #expect(try checkCommand(configPath: dir + "/explicit.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11",
+                                 note: { notes.append($0) }).code == 0)
+        #expect(notes.count == 1 && notes[0].contains("--nodes is not used"), "\(notes)")
+        notes.removeAll()
+        _ = try auditCommand(configPath: dir + "/explicit.yaml", file: dir + "/p.yaml", nodes: "10.4.0.11", note: { notes.append($0) })
+        #expect(notes.count == 1 && notes[0].hasPrefix("audit: --nodes is not used"), "\(notes)")
     }
 }
 

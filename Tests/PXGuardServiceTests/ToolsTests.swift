@@ -185,7 +185,7 @@ struct ToolsTests {
     @Test("check in repair mode judges what the cluster would store: kube-prometheus's policies are repaired, not denied")
     func checkRepairMode() throws {
         let dir = try temporaryDirectory()
-        try "nodeCIDRs: [\"70.0.0.0/16\"]\nrules:\n  bypassPolicies: {mode: repair}\n".write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        try "rules:\n  bypassPolicies: {mode: repair}\n".write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
         let (report, code) = try check(configPath: dir + "/config.yaml", files: [resource("Manifests/kube-prometheus")], recursive: true)
         #expect(code == 0, "\(report)")
         #expect(report.contains("networkpolicy.networking.k8s.io/grafana allowed with warning: pxguard: bypassPolicies: repaired "

@@ -80,6 +80,10 @@ extension Config {
     /// block nothing).
     public var nodeAddressesPending: Bool { nodeCIDRsAuto && nodeCIDRs.isEmpty }
 
+    /// True when the node subnets are exactly the seed's example (`70.0.0.0/16`, the
+    /// built-in default), which no real cluster is likely to use.
+    public var isSeedExampleSubnet: Bool { !nodeCIDRsAuto && nodeCIDRs == Config.default.nodeCIDRs }
+
     /// The install bundle's configuration (`render` without `--config`): the
     /// built-in defaults with `nodeCIDRs: [auto]`.
     public static var install: Config {
