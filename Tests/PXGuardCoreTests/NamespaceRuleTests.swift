@@ -247,8 +247,8 @@ struct PodSecurityMutationTests {
         let level: String?
         /// A patch operation path that must appear, when one must.
         var path: String? = nil
-        /// `pxguard.io/previous-enforce` after the patch (nil: not recorded, nothing raised;
-        /// empty: raised from no level).
+        /// `pxguard.io/previous-enforce` after the patch (nil: not recorded: nothing raised,
+        /// or no level was asked for).
         var previous: String? = nil
         /// True when the requester is warned (an explicit level was raised).
         var warned = false
@@ -259,12 +259,12 @@ struct PodSecurityMutationTests {
 
     static let cases: [Case] = [
         Case(label: "no labels: the map is created with both labels", metadata: .obj(["name": "team-a"]), level: "baseline",
-             path: "/metadata/labels", previous: ""),
-        Case(label: "labels: null", metadata: .obj(["name": "team-a", "labels": .null]), level: "baseline", previous: ""),
-        Case(label: "no metadata at all", metadata: nil, level: "baseline", path: "/metadata", previous: ""),
+             path: "/metadata/labels"),
+        Case(label: "labels: null", metadata: .obj(["name": "team-a", "labels": .null]), level: "baseline"),
+        Case(label: "no metadata at all", metadata: nil, level: "baseline", path: "/metadata"),
         Case(label: "other labels: the level is added with / escaped as ~1",
              metadata: .obj(["name": "team-a", "labels": .obj(["kubernetes.io/metadata.name": "team-a"])]), level: "baseline",
-             path: "/metadata/labels/pod-security.kubernetes.io~1enforce", previous: ""),
+             path: "/metadata/labels/pod-security.kubernetes.io~1enforce"),
         Case(label: "a stricter level is kept", metadata: .obj(["name": "team-a", "labels": .obj([psa: "restricted"])]),
              level: "restricted"),
         Case(label: "privileged is raised", metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"])]),
@@ -280,7 +280,7 @@ struct PodSecurityMutationTests {
         Case(label: "podSecurity: none sets no level", metadata: .obj(["name": "team-a"]), config: config(.none), level: nil),
         Case(label: "podSecurity: none keeps what the namespace asks for",
              metadata: .obj(["name": "team-a", "labels": .obj([psa: "privileged"])]), config: config(.none), level: "privileged"),
-        Case(label: "a dry run gets the same patch", metadata: .obj(["name": "team-a"]), dryRun: true, level: "baseline", previous: ""),
+        Case(label: "a dry run gets the same patch", metadata: .obj(["name": "team-a"]), dryRun: true, level: "baseline"),
     ]
 
     @Test("M1: the Pod Security level is set, never lowered", arguments: cases)

@@ -7,9 +7,10 @@ struct NamespaceMutation: Sendable {
     static let podSecurityLabel = "pod-security.kubernetes.io/enforce"
 
     /// The JSON patch for a Namespace CREATE in a guarded namespace, or nil when
-    /// there is nothing to change. A raised Pod Security level is recorded as the
-    /// provisioner records it (`pxguard.io/previous-enforce`, empty for none), and a
-    /// level the requester asked for and did not get is told in `warning`.
+    /// there is nothing to change. A level the requester asked for and did not get is
+    /// recorded as the provisioner records its raises (`pxguard.io/previous-enforce`, so
+    /// that uninstalling restores it) and told in `warning`; a namespace that asked for
+    /// no level gets the patch the SPEC describes, nothing more.
     func patch(for request: AdmissionRequest, config: Config) -> (patch: [UInt8], warning: String?)? {
         guard request.isNamespace, request.operation == .create, let object = request.object,
             config.isGuarded(namespace: request.objectName)
@@ -24,8 +25,8 @@ struct NamespaceMutation: Sendable {
             let current = metadata?.path("labels")?[dynamic: Self.podSecurityLabel]?.string
             if PodSecurityLevel.rank(ofLabel: current) < PodSecurityLevel.rank(ofLabel: config.podSecurity.rawValue) {
                 labels.append((Self.podSecurityLabel, config.podSecurity.rawValue))
-                annotations.append((GuardNames.previousEnforceAnnotation, current ?? ""))
                 if let current {
+                    annotations.append((GuardNames.previousEnforceAnnotation, current))
                     warning = "pxguard: Pod Security enforce level raised from \(current) to \(config.podSecurity.rawValue) "
                         + "(pxguard's podSecurity); the level asked for is kept in \(GuardNames.previousEnforceAnnotation)"
                 }
