@@ -62,8 +62,7 @@ struct CertificateManagerTests {
         let api = try FakeKubeAPI()
         defer { api.shutdown() }
         api.addNamespace("pxguard-system")
-        let recorder = EventRecorder(client: try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile),
-                                                            timeout: 5), instance: "pod-a", logger: .none)
+        let recorder = try EventRecorderTests().recorder(api)
         spawnThread(name: "t-events") { recorder.run() }
         defer { recorder.stop() }
         // renewBefore longer than the lifetime: the second round renews the serving pair.

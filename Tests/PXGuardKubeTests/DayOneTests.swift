@@ -170,14 +170,25 @@ struct DayOneTests {
         #expect(h.provisioner.metricsText.contains("pxguard_provisioner_rewrite_queue_depth"))
     }
 
+    /// A view that has seen `namespaces`, and the canonical pair (of `config`) in `guarded`.
+    func makeView(_ namespaces: [String], guarded: [String]) throws -> ClusterView {
+        let view = ClusterView(config: .default, logger: .none)
+        for name in namespaces {
+            _ = view.applyNamespace(try NamespaceProjection(json: .obj(["metadata": .obj(["name": .string(name)])])), deleted: false)
+        }
+        for name in guarded { try applyPair(GuardPolicies(config: .default), in: name, to: view) }
+        return view
+    }
+
+    func applyPair(_ policies: GuardPolicies, in namespace: String, to view: ClusterView, deleted: Bool = false) throws {
+        for policy in policies.names(for: namespace).compactMap({ policies.policy(name: $0, namespace: namespace) }) {
+            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: deleted)
+        }
+    }
+
     @Test("R6 rule through the view: a namespace whose policies are in the previous form is in place; one without policies is not")
     func previousFormInView() throws {
-        let view = ClusterView(config: .default, logger: .none)
-        let policies = GuardPolicies(config: .default)
-        for name in ["a", "b"] { _ = view.applyNamespace(try NamespaceProjection(json: .obj(["metadata": .obj(["name": .string(name)])])), deleted: false) }
-        for policy in policies.names(for: "a").compactMap({ policies.policy(name: $0, namespace: "a") }) {
-            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
-        }
+        let view = try makeView(["a", "b"], guarded: ["a"])
         #expect(view.namespaceHasCanonicalPolicies("a"))
         var next = Config.default
         next.nodeCIDRs = [CIDR("10.0.0.0/8")!]
@@ -196,30 +207,20 @@ struct DayOneTests {
 
     @Test("guardPolicyNames changed by reload: a namespace in place under the old names stays in place for R6 until its new pair is")
     func renameInView() throws {
-        let view = ClusterView(config: .default, logger: .none)
-        let policies = GuardPolicies(config: .default)
-        for name in ["a", "b"] { _ = view.applyNamespace(try NamespaceProjection(json: .obj(["metadata": .obj(["name": .string(name)])])), deleted: false) }
-        for policy in policies.names(for: "a").compactMap({ policies.policy(name: $0, namespace: "a") }) {
-            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
-        }
+        let view = try makeView(["a", "b", "c"], guarded: ["a", "b"])
         var renamed = Config.default
         renamed.guardPolicyNames.block = "guard-block"
         renamed.guardPolicyNames.allowAPI = "guard-api"
         _ = view.reload(renamed)
-        #expect(view.namespaceHasCanonicalPolicies("a"), "guarded by the old pair while the new one is written")
-        #expect(!view.namespaceHasCanonicalPolicies("b"), "never guarded: R6 still holds its pods")
-        // The old pair is no guard policy any more (R2 lets it go): once one of it is deleted, nothing counts.
-        for policy in policies.names(for: "b").compactMap({ policies.policy(name: $0, namespace: "b") }) {
-            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
-        }
-        view.state.withLock { _ = $0.inPlaceUnderOldNames.insert("b") }
-        _ = view.applyPolicy(try PolicyProjection(json: policies.policy(name: GuardNames.allowAPIPolicy, namespace: "b")!), deleted: true)
+        #expect(view.namespaceHasCanonicalPolicies("a") && view.namespaceHasCanonicalPolicies("b"),
+                "guarded by the old pair while the new one is written")
+        #expect(!view.namespaceHasCanonicalPolicies("c"), "never guarded: R6 still holds its pods")
+        // The old pair is no guard policy any more (R2 lets it go): once one of it is deleted, it counts no more.
+        _ = view.applyPolicy(try PolicyProjection(json: GuardPolicies(config: .default).policy(name: GuardNames.allowAPIPolicy,
+                                                                                               namespace: "b")!), deleted: true)
         #expect(!view.namespaceHasCanonicalPolicies("b"), "its old pair is broken")
-        // The new pair lands: in place by it; then the namespace goes: nothing is kept for it.
-        let fresh = GuardPolicies(config: renamed)
-        for policy in fresh.names(for: "a").compactMap({ fresh.policy(name: $0, namespace: "a") }) {
-            _ = view.applyPolicy(try PolicyProjection(json: policy), deleted: false)
-        }
+        // The new pair lands: in place by it, and nothing is kept for it any more.
+        try applyPair(GuardPolicies(config: renamed), in: "a", to: view)
         #expect(view.namespaceHasCanonicalPolicies("a"))
         #expect(view.state.withLock { $0.inPlaceUnderOldNames.isEmpty })
     }

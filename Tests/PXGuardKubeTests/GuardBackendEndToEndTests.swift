@@ -23,12 +23,18 @@ struct GuardBackendEndToEndTests {
         return Array(review.serialized.utf8)
     }
 
-    @Test("auto → cilium: objects created, R6 aside, R2 on the objects, metrics; reload to networkpolicy swaps guards safely")
-    func ciliumThenNetworkPolicy() throws {
+    /// The in-test API serving Cilium's group, with pxguard's, kube-system and one tenant namespace.
+    static func ciliumAPI() throws -> FakeKubeAPI {
         let api = try FakeKubeAPI()
-        defer { api.shutdown() }
         api.state.withLock { $0.servedGroupVersions = ["apps/v1", "networking.k8s.io/v1", "cilium.io/v2"] }
         for ns in ["pxguard-system", "kube-system", "team-a"] { api.addNamespace(ns) }
+        return api
+    }
+
+    @Test("auto → cilium: objects created, R6 aside, R2 on the objects, metrics; reload to networkpolicy swaps guards safely")
+    func ciliumThenNetworkPolicy() throws {
+        let api = try Self.ciliumAPI()
+        defer { api.shutdown() }
         api.put("daemonsets", "kube-system", "cilium", .obj(["metadata": .obj(["name": "cilium"])]))
         let dir = NSTemporaryDirectory() + "pxguard-backend-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -82,10 +88,8 @@ struct GuardBackendEndToEndTests {
 
     @Test("auto with discovery failing at start: tried again until it answers, then the served backend is used without a reload")
     func discoveryRetried() throws {
-        let api = try FakeKubeAPI()
+        let api = try Self.ciliumAPI()
         defer { api.shutdown() }
-        api.state.withLock { $0.servedGroupVersions = ["apps/v1", "networking.k8s.io/v1", "cilium.io/v2"] }
-        for ns in ["pxguard-system", "kube-system", "team-a"] { api.addNamespace(ns) }
         api.inject([.init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, exactly: "/apis"),
                     .init(status: 503, reason: "ServiceUnavailable", retryAfter: nil, exactly: "/apis")])
         let dir = NSTemporaryDirectory() + "pxguard-backend-" + UUID().uuidString

@@ -36,8 +36,7 @@ struct WebhookManagerTests {
         var config = Config.default
         config.exemptGroups = ["platform-admins"]
         config.ruleModes[.bypassPolicies] = .repair
-        let recorder = EventRecorder(client: try KubeClient(endpoint: KubeEndpoint(url: api.url, tokenFile: api.tokenFile, caFile: api.caFile),
-                                                            timeout: 5), instance: "pod-a", logger: .none)
+        let recorder = try EventRecorderTests().recorder(api)
         spawnThread(name: "t-events") { recorder.run() }
         defer { recorder.stop() }
         let manager = WebhookManager(config: config, logger: .none, events: recorder)

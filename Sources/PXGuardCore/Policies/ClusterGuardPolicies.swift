@@ -63,12 +63,12 @@ public struct ClusterGuardPolicies: Sendable {
     }
 
     /// `pending` without rendering: Calico names the nodes by address, and none is known.
-    public static func isPending(backend: GuardBackend, config: Config) -> Bool {
+    static func isPending(backend: GuardBackend, config: Config) -> Bool {
         backend == .calico && config.nodeCIDRs.isEmpty
     }
 
     /// True when the backend in effect is cluster-scoped and its guard can be written (not pending).
-    public static func coversEveryNamespace(_ config: Config) -> Bool {
+    static func coversEveryNamespace(_ config: Config) -> Bool {
         config.activeBackend.isClusterScoped && !isPending(backend: config.activeBackend, config: config)
     }
 
