@@ -66,18 +66,13 @@ public func renderCommand(configPath: String?, caBundle: String?, nodes: String?
     if let pem, !String(decoding: pem, as: UTF8.self).contains("-----BEGIN CERTIFICATE-----") {
         throw CommandError("--ca-bundle \(caBundle!): not a PEM certificate bundle")
     }
-    let nodeList: [String]?
-    do {
-        nodeList = try nodes.map { list throws(RenderError) in try NodeFirewall.parseNodes(list) }
-    } catch {
-        throw CommandError(error.description)
-    }
+    let nodeList = try parseNodeList(nodes)
     // nodeCIDRs: auto takes the node subnets from --nodes: the blocks around them, as the server would.
     if let nodeList { config = config.withNodeBlocks(NodeBlocks.around(nodeList, prefix: config.nodePrefixLength)) }
     let unknown = config.nodeAddressesPending && ["policies", "iptables", "all"].contains(what)
-    if configPath != nil, ["policies", "iptables", "all"].contains(what), config.isSeedExampleSubnet {
-        note("nodeCIDRs is the seed's example \(Config.default.nodeCIDRs.map(\.description).joined(separator: ", ")) "
-             + "(the built-in default, for a file that leaves it out): set your node subnets, or [auto], in the configuration")
+    if ["policies", "iptables", "all"].contains(what), !config.nodeCIDRsAuto,
+        (configPath != nil && config.isSeedExampleSubnet) || !NodeBlocks.outside(nodeList ?? [], config.nodeCIDRs).isEmpty {
+        note(subnetsNote(config, nodes: nodeList ?? []) + ": set your node subnets, or [auto], in the configuration")
     }
     if unknown {
         note("nodeCIDRs is auto and no --nodes was given: the guard policies and the node firewall script are left out "
@@ -181,22 +176,38 @@ public struct CheckResult: Sendable {
     public let code: Int32
 }
 
+/// `--nodes` parsed (nil when not given); a bad list is a bad flag (exit 2).
+func parseNodeList(_ nodes: String?) throws(CommandError) -> [String]? {
+    do {
+        return try nodes.map { list throws(RenderError) in try NodeFirewall.parseNodes(list) }
+    } catch {
+        throw CommandError(error.description)
+    }
+}
+
+/// What the configuration's explicit node subnets are, for a note: the seed's example
+/// when they are the built-in default, and which of `nodes` they leave out.
+func subnetsNote(_ config: Config, nodes: [String]) -> String {
+    let subnets = config.nodeCIDRs.map(\.description).joined(separator: ", ")
+    var text = config.isSeedExampleSubnet
+        ? "the node subnets are the seed's example \(subnets) (the built-in default)"
+        : "the configuration lists the node subnets (\(subnets))"
+    let outside = NodeBlocks.outside(nodes, config.nodeCIDRs)
+    if !outside.isEmpty { text += ", which leave out \(outside.joined(separator: ", ")): the guard does not cover those" }
+    return text
+}
+
 /// The configuration an offline command judges by: with `nodeCIDRs: auto`, `nodes`
 /// (`--nodes`) gives the node blocks, as the server would find them; without any node
 /// address the rules that read node addresses cannot judge, so the command stops.
 /// `note` hears what the caller should print on stderr (node addresses it does not use).
 func offlineConfig(_ configPath: String?, nodes: String?, command: String, note: (String) -> Void) throws(CommandError) -> Config {
     var config = try loadConfig(configPath)
-    if let nodes, !config.nodeCIDRsAuto {
-        note("\(command): --nodes is not used: the configuration lists the node subnets ("
-             + config.nodeCIDRs.map(\.description).joined(separator: ", ") + "); add auto beside them to judge with the nodes' blocks")
-    } else if let nodes {
-        do {
-            let list = try NodeFirewall.parseNodes(nodes)
-            config = config.withNodeBlocks(NodeBlocks.around(list, prefix: config.nodePrefixLength))
-        } catch {
-            throw CommandError(error.description)
-        }
+    let list = try parseNodeList(nodes)
+    if let list, !config.nodeCIDRsAuto {
+        note("\(command): --nodes is not used: " + subnetsNote(config, nodes: list) + "; add auto beside them to judge with the nodes' blocks")
+    } else if let list {
+        config = config.withNodeBlocks(NodeBlocks.around(list, prefix: config.nodePrefixLength))
     }
     guard !config.nodeAddressesPending else {
         throw CommandError("\(command): nodeCIDRs is auto and no node address is known offline: give --nodes LIST "

@@ -131,8 +131,23 @@ struct NodeAutoToolsTests {
         var notes: [String] = []
         #expect(try checkCommand(configPath: dir + "/explicit.yaml", files: [dir + "/p.yaml"], nodes: "10.4.0.11",
                                  note: { notes.append($0) }).code == 0)
-        #expect(notes.count == 1 && notes[0].contains("--nodes is not used"), "\(notes)")
+        #expect(notes.count == 1 && notes[0].contains("--nodes is not used") && notes[0].contains("leave out 10.4.0.11"), "\(notes)")
         notes.removeAll()
+        // A bad list is a bad flag whether it is used or not (exit 2).
+        #expect(throws: CommandError.self) { _ = try checkCommand(configPath: dir + "/explicit.yaml", files: [dir + "/p.yaml"], nodes: "garbage") }
+        #expect(throws: CommandError.self) { _ = try auditCommand(configPath: nil, file: dir + "/p.yaml", nodes: "999.1.1.1") }
+        // Without a file: the seed's example, said as such.
+        _ = try checkCommand(configPath: nil, files: [dir + "/p.yaml"], nodes: "10.4.0.11", note: { notes.append($0) })
+        #expect(notes.count == 1 && notes[0].contains("seed's example 70.0.0.0/16"), "\(notes)")
+        notes.removeAll()
+        // render uses --nodes with explicit subnets (the iptables sources), and names the nodes they leave out.
+        _ = try renderCommand(configPath: dir + "/explicit.yaml", caBundle: nil, nodes: "10.4.0.11,192.168.3.4", namespace: "default",
+                              what: "policies", note: { notes.append($0) })
+        #expect(notes.count == 1 && notes[0].contains("leave out 10.4.0.11") && !notes[0].contains("192.168.3.4"), "\(notes)")
+        notes.removeAll()
+        _ = try renderCommand(configPath: dir + "/explicit.yaml", caBundle: nil, nodes: "192.168.3.4-192.168.3.9", namespace: "default",
+                              what: "policies", note: { notes.append($0) })
+        #expect(notes.isEmpty, "\(notes)")
         _ = try auditCommand(configPath: dir + "/explicit.yaml", file: dir + "/p.yaml", nodes: "10.4.0.11", note: { notes.append($0) })
         #expect(notes.count == 1 && notes[0].hasPrefix("audit: --nodes is not used"), "\(notes)")
     }

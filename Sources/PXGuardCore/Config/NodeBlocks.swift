@@ -16,6 +16,22 @@ public enum NodeBlocks {
         return CIDR("\(text)/\(bits)")
     }
 
+    /// The entries of a `--nodes` list (addresses, CIDRs, `a-b` ranges) that lie outside
+    /// every one of `subnets`, as written: nodes the guard would not cover.
+    public static func outside(_ nodes: [String], _ subnets: [CIDR]) -> [String] {
+        var exact = Config.NodePrefixLength()
+        exact.ipv4 = 32
+        exact.ipv6 = 128
+        return nodes.filter { entry in
+            let ends = entry.split(separator: "-", maxSplits: 1).map(String.init)
+            let blocks = ends.compactMap { block(around: $0, prefix: exact) }
+            // A range is inside when one subnet holds both of its ends.
+            return blocks.count != ends.count || !subnets.contains { s in
+                blocks.allSatisfy { b in b.family == s.family && s.range.lower <= b.range.lower && b.range.upper <= s.range.upper }
+            }
+        }
+    }
+
     /// The blocks around every address that parses (others are skipped: a Node's
     /// `Hostname` address, say), merged.
     public static func around(_ addresses: [String], prefix: Config.NodePrefixLength) -> [CIDR] {

@@ -25,10 +25,14 @@ struct NamespaceMutation: Sendable {
             let current = metadata?.path("labels")?[dynamic: Self.podSecurityLabel]?.string
             if PodSecurityLevel.rank(ofLabel: current) < PodSecurityLevel.rank(ofLabel: config.podSecurity.rawValue) {
                 labels.append((Self.podSecurityLabel, config.podSecurity.rawValue))
-                if let current {
+                if let current, !current.isEmpty {
                     annotations.append((GuardNames.previousEnforceAnnotation, current))
                     warning = "pxguard: Pod Security enforce level raised from \(current) to \(config.podSecurity.rawValue) "
                         + "(pxguard's podSecurity); the level asked for is kept in \(GuardNames.previousEnforceAnnotation)"
+                } else if metadata?.path("annotations")?[dynamic: GuardNames.previousEnforceAnnotation] != nil {
+                    // The requester's own "previous level" would be taken for pxguard's record and
+                    // restored on uninstall: there was none.
+                    annotations.append((GuardNames.previousEnforceAnnotation, ""))
                 }
             }
         }
