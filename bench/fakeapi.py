@@ -170,15 +170,19 @@ class PXGuard:
                                       "--kube-api", api.url, "--kube-token-file", os.path.join(work, "token"),
                                       "--kube-ca", api.crt, "--shutdown-delay", "0"],
                                      stderr=subprocess.PIPE, text=True)
-        self.port = None
-        for line in self.proc.stderr:  # the "listening" line, after any about the API
-            self.port = json.loads(line).get("port")
-            if self.port:
-                break
-        if not self.port:
-            raise SystemExit("pxguard exited before listening: %s" % self.proc.wait())
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-        self.process = Process(self.proc.pid, binary)
+        try:
+            self.port = None
+            for line in self.proc.stderr:  # the "listening" line, after any about the API
+                self.port = json.loads(line).get("port")
+                if self.port:
+                    break
+            if not self.port:
+                raise SystemExit("pxguard exited before listening: %s" % self.proc.wait())
+            threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+            self.process = Process(self.proc.pid, binary)
+        except BaseException:
+            self.stop()  # never leave a server behind
+            raise
         self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.client.check_hostname = False
         self.client.verify_mode = ssl.CERT_NONE
